@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""An independent DLRM forward in NumPy (float64), to check Bagel's probabilities.
+
+Reads a Bagel model directory (model.json + weights.safetensors, parsed here without the
+safetensors package) and a Criteo TSV file, computes the forward of DESIGN.md, and compares with
+a file of probabilities written by `bagel predict --out`.
+
+    python3 Benchmarks/reference_forward.py --model DIR --data FILE.tsv --predictions P.txt [--tolerance 1e-5]
+
+Exit status 0 when every |bagel - reference| <= tolerance, 1 otherwise.
+"""
+import argparse
+import json
+import math
+import struct
+import sys
+
+import numpy as np
+
+DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + n])
+    base = 8 + n
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        raw = blob[base + begin : base + end]
+        if info["dtype"] == "BF16":
+            bits = np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16
+            array = bits.view(np.float32)
+        else:
+            array = np.frombuffer(raw, dtype=DTYPES[info["dtype"]])
+        tensors[name] = array.reshape(info["shape"]).astype(np.float64)
+    return tensors
+
+
+def read_criteo(path, dense_count, rows):
+    dense, sparse, labels = [], [], []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            fields = line.split("\t")
+            labelled = len(fields) == 1 + dense_count + len(rows)
+            if labelled:
+                labels.append(float(fields[0]))
+                fields = fields[1:]
+            d = []
+            for text in fields[:dense_count]:
+                value = float(text) if text else 0.0
+                d.append(math.log(max(value, 0.0) + 1.0))
+            # Bagel feeds the dense features to the model as float32.
+            dense.append(np.float32(d))
+            s = []
+            for t, text in enumerate(fields[dense_count:]):
+                s.append(int(text, 16) % rows[t] if text else 0)
+            sparse.append(s)
+    return np.array(dense, dtype=np.float64), np.array(sparse, dtype=np.int64), labels
+
+
+def forward(config, w, dense, sparse):
+    x = dense
+    for k in range(len(config["bottom_mlp"])):
+        x = np.maximum(x @ w[f"bot_l.{2 * k}.weight"].T + w[f"bot_l.{2 * k}.bias"], 0.0)
+    embeddings = []
+    for t, table in enumerate(config["tables"]):
+        # One-hot Criteo input: the bag is the single row (sum and mean agree).
+        embeddings.append(w[f"emb_l.{t}.weight"][sparse[:, t]])
+    if config.get("interaction", "dot") == "dot":
+        T = np.stack([x] + embeddings, axis=1)  # [B, n+1, d]
+        Z = T @ T.transpose(0, 2, 1)
+        n1 = T.shape[1]
+        li = [i for i in range(n1) for j in range(i)]
+        lj = [j for i in range(n1) for j in range(i)]
+        r = np.concatenate([x, Z[:, li, lj]], axis=1)
+    else:
+        r = np.concatenate([x] + embeddings, axis=1)
+    layers = len(config["top_mlp"])
+    for k in range(layers):
+        r = r @ w[f"top_l.{2 * k}.weight"].T + w[f"top_l.{2 * k}.bias"]
+        if k < layers - 1:
+            r = np.maximum(r, 0.0)
+    return 1.0 / (1.0 + np.exp(-r[:, 0]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--predictions", required=True)
+    parser.add_argument("--tolerance", type=float, default=1e-5)
+    args = parser.parse_args()
+
+    with open(f"{args.model}/model.json") as f:
+        config = json.load(f)
+    weights = read_safetensors(f"{args.model}/weights.safetensors")
+    rows = [t["rows"] for t in config["tables"]]
+    dense, sparse, _ = read_criteo(args.data, config["dense_features"], rows)
+    reference = forward(config, weights, dense, sparse)
+    with open(args.predictions) as f:
+        bagel = np.array([float(line) for line in f if line.strip()])
+    if bagel.shape != reference.shape:
+        print(f"row count differs: bagel {bagel.shape[0]}, reference {reference.shape[0]}")
+        return 1
+    delta = np.abs(bagel - reference)
+    worst = int(np.argmax(delta))
+    print(
+        f"{len(bagel)} rows: max |bagel - reference| = {delta[worst]:.3e} (row {worst + 1}: "
+        f"bagel {bagel[worst]:.9f}, reference {reference[worst]:.9f}); mean {delta.mean():.3e}; "
+        f"tolerance {args.tolerance:g}"
+    )
+    return 0 if delta[worst] <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+// swift-tools-version:6.1
+// Bagel: DLRM inference on NVIDIA GPUs, with a CPU reference engine.
+// The CUDA libraries are opened at run time (dlopen); nothing here links against them.
+import PackageDescription
+
+let package = Package(
+    name: "Bagel",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "bagel", targets: ["bagel"]),
+        .library(name: "DLRM", targets: ["DLRM"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(name: "DLRM", dependencies: []),
+        .target(name: "Data", dependencies: ["DLRM"]),
+        .target(
+            name: "BagelCLI",
+            dependencies: [
+                "DLRM", "Data",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "bagel", dependencies: ["BagelCLI"]),
+        // Helpers shared by the test targets (reference forward, temporary directories, random models).
+        .target(name: "BagelTestSupport", dependencies: ["DLRM"], path: "Tests/Support"),
+        .testTarget(name: "DLRMTests", dependencies: ["DLRM", "Data", "BagelTestSupport"]),
+        .testTarget(name: "DataTests", dependencies: ["Data", "DLRM", "BagelTestSupport"]),
+        .testTarget(
+            name: "BagelCLITests",
+            dependencies: [
+                "BagelCLI", "DLRM", "Data", "BagelTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,126 @@
+import ArgumentParser
+import DLRM
+import Data
+import Foundation
+
+extension DatasetName: ExpressibleByArgument {}
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure inference throughput.",
+        subcommands: [EndToEndBench.self],
+        defaultSubcommand: EndToEndBench.self)
+}
+
+/// `bagel bench` / `bagel bench e2e`: a model sized to the machine, synthetic batches, the best
+/// available engine, samples per second.
+struct EndToEndBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "e2e",
+        abstract: "End-to-end throughput of a model on synthetic data (the default benchmark).",
+        discussion: """
+            Without --model, builds a model of the preset's architecture in memory, its tables capped so they \
+            take at most a quarter of the memory of the device it runs on, with random weights.
+            """)
+
+    @Option(help: "Model directory; default: a preset built in memory.")
+    var model: String?
+
+    @Option(help: "Preset used without --model.")
+    var preset: ModelPreset = .kaggle
+
+    @Option(help: "Cap on rows per table for the in-memory model (default: sized to the machine).")
+    var maxRows: Int?
+
+    @Option(help: "Samples per batch.")
+    var batchSize: Int = 2048
+
+    @Option(help: "Lookups per bag (default: the model's).")
+    var lookups: Int?
+
+    @Option(help: "Access pattern: \(DatasetName.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var dataset: DatasetName = .random
+
+    @Option(help: "Directory of the trace files for the low and medium datasets.")
+    var traces: String?
+
+    @Option(help: "Seconds to measure for (after warm-up).")
+    var seconds: Double = 5
+
+    @Option(help: "Where to run: auto, gpu, cpu.")
+    var device: DeviceChoice = .auto
+
+    @Option(help: "CPU threads (default: all cores).")
+    var threads: Int?
+
+    @Option(help: "Embedding kernel variant on the GPU.")
+    var variant: String?
+
+    @Option(help: "Seed of weights and data.")
+    var seed: UInt64 = 1
+
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
+    }
+
+    func run() throws {
+        let loaded: Model
+        if let model {
+            loaded = try Model.load(directory: model)
+        } else {
+            let cap = maxRows ?? Self.rowCap(for: preset, budget: Self.memoryBudget(device: device))
+            let config = preset.config(maxRows: cap, lookups: lookups)
+            Console.status(
+                "building \(preset.rawValue) in memory: \(config.tables.count) tables capped at \(Console.count(cap)) rows, "
+                    + Console.bytes(config.tables.reduce(0) { $0 + $1.byteCount }))
+            loaded = try Model.random(config: config, seed: seed)
+        }
+        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant)
+        let bag = lookups ?? max(loaded.config.lookupsPerTable, 1)
+        let pattern = try dataset.pattern(rows: loaded.config.tables.map(\.rows).max()!, traceDirectory: traces)
+        var generator = SyntheticGenerator(config: loaded.config, pattern: pattern, bagLength: .fixed(bag), seed: seed)
+        // A few distinct batches, cycled, so data generation stays out of the timing.
+        let batches = (0..<4).map { _ in generator.nextBatch(size: batchSize) }
+        print("engine: \(engine.description)")
+        print("model: \(loaded.config.name), batch \(batchSize), \(bag) lookup\(bag == 1 ? "" : "s") per table, dataset \(dataset.rawValue)")
+
+        // Warm-up: the first calls allocate, compile and capture.
+        let warmEnd = now() + min(1, seconds / 5)
+        var i = 0
+        repeat {
+            _ = try engine.predict(batches[i % batches.count])
+            i += 1
+        } while now() < warmEnd && i < 50
+        var times: [Double] = []
+        let end = now() + seconds
+        repeat {
+            let t0 = now()
+            _ = try engine.predict(batches[times.count % batches.count])
+            times.append(now() - t0)
+        } while now() < end
+        let stats = Percentiles(times)
+        let total = times.reduce(0, +)
+        print(
+            "\(times.count) batches: " + String(format: "%.0f", Double(times.count * batchSize) / total)
+                + " samples/s; per batch p50 \(Console.seconds(stats.median)), p90 \(Console.seconds(stats.at(90))), "
+                + "p99 \(Console.seconds(stats.at(99)))")
+    }
+
+    /// Bytes the in-memory model's tables may take: a quarter of physical memory.
+    static func memoryBudget(device: DeviceChoice) -> Int {
+        Int(ProcessInfo.processInfo.physicalMemory / 4)
+    }
+
+    /// The largest per-table row cap whose tables fit the budget.
+    static func rowCap(for preset: ModelPreset, budget: Int) -> Int {
+        var low = 1, high = 100_000_000
+        while low < high {
+            let mid = (low + high + 1) / 2
+            let bytes = preset.config(maxRows: mid).tables.reduce(0) { $0 + $1.byteCount }
+            if bytes <= budget { low = mid } else { high = mid - 1 }
+        }
+        return low
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Writing to stderr and stdout, and human-readable numbers.
+enum Console {
+    static func error(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    static func status(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) != 0 }
+
+    static func bytes(_ count: Int) -> String {
+        let units = ["B", "KB", "MB", "GB", "TB"]
+        var value = Double(count)
+        var unit = 0
+        while value >= 1000 && unit < units.count - 1 {
+            value /= 1000
+            unit += 1
+        }
+        return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
+    }
+
+    static func count(_ value: Int) -> String {
+        if value >= 1_000_000_000 { return String(format: "%.2fG", Double(value) / 1e9) }
+        if value >= 1_000_000 { return String(format: "%.2fM", Double(value) / 1e6) }
+        if value >= 10_000 { return String(format: "%.1fK", Double(value) / 1e3) }
+        return "\(value)"
+    }
+
+    static func seconds(_ value: Double) -> String {
+        if value >= 1 { return String(format: "%.2f s", value) }
+        if value >= 1e-3 { return String(format: "%.2f ms", value * 1e3) }
+        return String(format: "%.1f µs", value * 1e6)
+    }
+}
+
+/// A progress line on stderr: redrawn in place on a terminal, a line every few seconds otherwise.
+final class ProgressReporter {
+    private let label: String
+    private let interval: Double
+    private var last = 0.0
+    private let start = Date()
+    private let terminal = Console.stderrIsTerminal
+    private var drew = false
+
+    init(_ label: String) {
+        self.label = label
+        self.interval = Console.stderrIsTerminal ? 0.2 : 5
+    }
+
+    /// Reports `done` of `total` (total may be unknown); `detail` is appended.
+    func update(done: Double, total: Double?, detail: String = "", force: Bool = false) {
+        let now = Date().timeIntervalSince(start)
+        guard force || now - last >= interval else { return }
+        last = now
+        var text = label
+        if let total, total > 0 {
+            let fraction = min(max(done / total, 0), 1)
+            if terminal {
+                let width = 30
+                let filled = Int(fraction * Double(width))
+                text += " [" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]"
+            }
+            text += String(format: " %3.0f%%", fraction * 100)
+        }
+        if !detail.isEmpty { text += " " + detail }
+        if terminal {
+            FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+            drew = true
+        } else {
+            Console.status(text)
+        }
+    }
+
+    func finish() {
+        if terminal && drew { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+}
+
+/// Median and percentiles of a list of timings.
+struct Percentiles {
+    let sorted: [Double]
+
+    init(_ values: [Double]) { sorted = values.sorted() }
+
+    func at(_ p: Double) -> Double {
+        guard !sorted.isEmpty else { return .nan }
+        let rank = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
+        return sorted[rank]
+    }
+
+    var median: Double {
+        guard !sorted.isEmpty else { return .nan }
+        let n = sorted.count
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+    }
+}
+
+/// Monotonic seconds.
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Right-aligns `value` in `width` columns.
+func pad(_ value: CustomStringConvertible, _ width: Int) -> String {
+    let text = value.description
+    return text.count >= width ? text : String(repeating: " ", count: width - text.count) + text
+}

@@ -1,0 +1,51 @@
+import ArgumentParser
+import DLRM
+import Foundation
+
+struct InfoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info", abstract: "Describe a model: architecture, parameters, memory per table.")
+
+    @Argument(help: "Model directory.")
+    var model: String
+
+    func run() throws {
+        let loaded = try Model.load(directory: model)
+        print(Self.describe(loaded))
+    }
+
+    static func describe(_ model: Model) -> String {
+        let c = model.config
+        var lines: [String] = []
+        lines.append("model \(c.name) (\(c.format) v\(c.version))")
+        lines.append("dense features   \(c.denseFeatures)")
+        lines.append("bottom MLP       " + ([c.denseFeatures] + c.bottomMLP).map(String.init).joined(separator: " → ") + "  (ReLU)")
+        switch c.interaction {
+        case .dot:
+            let n = c.tables.count
+            lines.append("interaction      dot: \(n + 1) vectors of \(c.bottomOutputWidth), \(n * (n + 1) / 2) pairs")
+        case .cat:
+            lines.append("interaction      cat: x and \(c.tables.count) embeddings concatenated")
+        }
+        lines.append("top MLP          " + ([c.topInputWidth] + c.topMLP).map(String.init).joined(separator: " → ") + "  (ReLU, sigmoid last)")
+        lines.append("lookups/table    \(c.lookupsPerTable) (typical, for benchmarks)")
+        if let variant = c.embedding?.variant { lines.append("embedding kernel \(variant)") }
+        let totalRows = c.tables.reduce(0) { $0 + $1.rows }
+        let tableBytes = c.tables.reduce(0) { $0 + $1.byteCount }
+        lines.append("tables           \(c.tables.count), \(Console.count(totalRows)) rows, \(Console.bytes(tableBytes))")
+        lines.append("")
+        lines.append("   #         rows   dim  pooling  dtype        bytes")
+        for (t, table) in c.tables.enumerated() {
+            lines.append(
+                pad(t, 4) + " " + pad(table.rows, 12) + " " + pad(table.dim, 5) + "  "
+                    + table.pooling.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0) + "  "
+                    + table.dtype.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0) + " "
+                    + pad(Console.bytes(table.byteCount), 12))
+        }
+        lines.append("")
+        let mlpBytes = (model.bottom + model.top).reduce(0) { $0 + ($1.weight.count + $1.bias.count) * 4 }
+        lines.append("parameters       \(c.parameterCount) (\(Console.count(c.parameterCount)))")
+        lines.append("memory           \(Console.bytes(tableBytes)) embeddings + \(Console.bytes(mlpBytes)) MLPs = \(Console.bytes(tableBytes + mlpBytes))")
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,121 @@
+import ArgumentParser
+import DLRM
+import Data
+import Foundation
+
+extension DataFormat: ExpressibleByArgument {}
+
+struct PredictCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "predict",
+        abstract: "Click probabilities for every row of a data file; log loss, AUC and accuracy when it has labels.",
+        discussion: """
+            Writes one probability per input row, in input order, one per line. Output appears only when the \
+            whole file was read: on any error nothing is written and the exit status is non-zero.
+            """)
+
+    @Option(help: "Model directory (model.json + weights.safetensors).")
+    var model: String
+
+    @Option(help: "Input file.")
+    var data: String
+
+    @Option(help: "Input format: criteo (TSV: label, dense integers, hex categoricals) or jsonl.")
+    var format: DataFormat = .criteo
+
+    @Option(help: "Samples per batch.")
+    var batchSize: Int = 2048
+
+    @Option(help: "Write probabilities to this file instead of stdout.")
+    var out: String?
+
+    @Option(help: "Where to run: auto (GPU when usable), gpu, cpu.")
+    var device: DeviceChoice = .auto
+
+    @Option(help: "Lookups outside their table: error (stop) or skip (drop them and report how many).")
+    var boundsCheck: BoundsCheck = .error
+
+    @Option(help: "CPU threads (default: all cores).")
+    var threads: Int?
+
+    @Option(help: "Embedding kernel variant on the GPU (default: the model's choice, else auto).")
+    var variant: String?
+
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        let loaded = try Model.load(directory: model)
+        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant)
+        Console.status("engine: \(engine.description)")
+        let reader = try format.reader(path: data, config: loaded.config)
+        let progress = ProgressReporter("predict")
+
+        var probabilities: [Float] = []
+        var labels: [Float] = []
+        var labelled: Bool?
+        var dropped = 0
+        var engineSeconds = 0.0
+        let start = now()
+        while let next = try reader.nextBatch(maxSize: batchSize) {
+            var batch = next.batch
+            if boundsCheck == .skip {
+                try batch.validateShapes(for: loaded.config)
+                let filtered = batch.droppingOutOfRange(for: loaded.config)
+                batch = filtered.batch
+                dropped += filtered.dropped
+            } else {
+                do {
+                    try batch.validate(for: loaded.config)
+                } catch let error as BagelError {
+                    throw Self.locate(error, lines: next.lineNumbers, path: data)
+                }
+            }
+            let t0 = now()
+            probabilities += try engine.predict(batch)
+            engineSeconds += now() - t0
+            if labelled == nil { labelled = next.labels != nil }
+            labels += next.labels ?? []
+            progress.update(
+                done: Double(reader.bytesRead), total: reader.fileSize.map(Double.init),
+                detail: "\(Console.count(probabilities.count)) rows, "
+                    + "\(Console.count(Int(Double(probabilities.count) / max(now() - start, 1e-9)))) rows/s")
+        }
+        progress.finish()
+        let elapsed = now() - start
+
+        let text = probabilities.map { "\($0)" }.joined(separator: "\n") + (probabilities.isEmpty ? "" : "\n")
+        if let out {
+            do {
+                try text.write(toFile: out, atomically: true, encoding: .utf8)
+            } catch {
+                throw BagelError(.io, "\(out): cannot write the probabilities (\(error.localizedDescription))")
+            }
+        } else {
+            FileHandle.standardOutput.write(Data(text.utf8))
+        }
+
+        if dropped > 0 { Console.status("bounds check: skipped \(dropped) out-of-range lookups") }
+        if labelled == true {
+            let metrics = EvaluationMetrics(probabilities: probabilities, labels: labels)
+            Console.status(
+                String(format: "log loss %.6f, accuracy %.4f, AUC ", metrics.logLoss, metrics.accuracy)
+                    + (metrics.auc.map { String(format: "%.6f", $0) } ?? "n/a (one class only)"))
+        }
+        Console.status(
+            "\(probabilities.count) rows in \(Console.seconds(elapsed)) "
+                + String(format: "(%.0f rows/s end to end; engine alone %.0f rows/s)",
+                         Double(probabilities.count) / max(elapsed, 1e-9),
+                         Double(probabilities.count) / max(engineSeconds, 1e-9)))
+    }
+
+    /// Adds the input line of the sample an error names ("sample 12" → "line 4012").
+    static func locate(_ error: BagelError, lines: [Int], path: String) -> BagelError {
+        guard let range = error.message.range(of: #"sample (\d+)"#, options: .regularExpression),
+            let sample = Int(error.message[range].dropFirst("sample ".count)), sample < lines.count
+        else { return BagelError(error.kind, "\(path): \(error.message)") }
+        return BagelError(error.kind, "\(path):\(lines[sample]): \(error.message)")
+    }
+}

@@ -1,0 +1,15 @@
+/// Something that computes click probabilities for batches of a model: the CPU reference engine or
+/// the GPU engine. Engines are safe to call from several threads; calls may be serialised inside.
+public protocol InferenceEngine: AnyObject, Sendable {
+    var model: Model { get }
+    /// One line saying what runs the model ("cpu: 2 threads", "gpu: NVIDIA H100 80GB HBM3 ...").
+    var description: String { get }
+    /// Probabilities, one per sample, for a batch that passed `Batch.validate(for:)`.
+    /// Engines validate again and throw `BagelError(.invalidBatch, ...)` for a bad batch.
+    func predict(_ batch: Batch) throws -> [Float]
+}
+
+/// Which engine to run a model on.
+public enum DeviceChoice: String, Sendable, CaseIterable {
+    case auto, gpu, cpu
+}

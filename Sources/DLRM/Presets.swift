@@ -1,0 +1,67 @@
+/// The model shapes of WORKLOADS.md, by name.
+public enum ModelPreset: String, CaseIterable, Sendable {
+    /// The MICRO'24 artifact: 12 × 500K × 128, 150 lookups, bottom 256-128-128, top 128-64-1.
+    case paper
+    /// facebookresearch/dlrm on Criteo Kaggle: 26 tables, dim 16, one-hot.
+    case kaggle
+    /// facebookresearch/dlrm on Criteo Terabyte: 26 tables, dim 64, one-hot.
+    case terabyte
+    /// MLPerf DLRM v1: 26 tables, dim 128.
+    case mlperfV1 = "mlperf-v1"
+
+    /// Criteo Kaggle cardinalities after the usual preprocessing (WORKLOADS.md).
+    public static let kaggleRows = [
+        1460, 583, 10_131_227, 2_202_608, 305, 24, 12517, 633, 3, 93145, 5683, 8_351_593, 3194, 27, 14992,
+        5_461_306, 10, 5652, 2173, 4, 7_046_547, 18, 15, 286_181, 105, 142_572,
+    ]
+
+    /// Criteo Terabyte cardinalities as facebookresearch/dlrm uses them with --max-ind-range=10000000.
+    public static let terabyteRows = [
+        9_980_333, 36084, 17217, 7378, 20134, 3, 7112, 1442, 61, 9_758_201, 1_333_352, 313_829, 10, 2208, 11156,
+        122, 4, 970, 14, 9_994_222, 7_267_859, 9_946_608, 415_421, 12420, 101, 36,
+    ]
+
+    /// Criteo Terabyte cardinalities of the MLPerf DLRM v1 reference (--max-ind-range=40000000).
+    public static let mlperfRows = [
+        39_884_406, 39043, 17289, 7420, 20263, 3, 7120, 1543, 63, 38_532_951, 2_953_546, 403_346, 10, 2208, 11938,
+        155, 4, 976, 14, 39_979_771, 25_641_295, 39_664_984, 585_935, 12972, 108, 36,
+    ]
+
+    /// Row cap applied when the user names none: the full terabyte and MLPerf tables are tens of
+    /// gigabytes of random numbers, which nobody wants by accident. `--max-rows 0` lifts the cap.
+    public var defaultMaxRows: Int? {
+        switch self {
+        case .paper, .kaggle: return nil
+        case .terabyte, .mlperfV1: return 1_000_000
+        }
+    }
+
+    /// The preset's architecture, each table's rows capped at `maxRows` when given.
+    public func config(maxRows: Int? = nil, dtype: StorageType = .fp32, lookups: Int? = nil) -> ModelConfig {
+        func tables(_ rows: [Int], dim: Int) -> [TableConfig] {
+            rows.map { TableConfig(rows: min($0, maxRows ?? Int.max), dim: dim, pooling: .sum, dtype: dtype) }
+        }
+        switch self {
+        case .paper:
+            return ModelConfig(
+                name: rawValue, denseFeatures: 256, bottomMLP: [128, 128],
+                tables: tables(Array(repeating: 500_000, count: 12), dim: 128),
+                interaction: .dot, topMLP: [128, 64, 1], lookupsPerTable: lookups ?? 150)
+        case .kaggle:
+            return ModelConfig(
+                name: rawValue, denseFeatures: 13, bottomMLP: [512, 256, 64, 16],
+                tables: tables(Self.kaggleRows, dim: 16),
+                interaction: .dot, topMLP: [512, 256, 1], lookupsPerTable: lookups ?? 1)
+        case .terabyte:
+            return ModelConfig(
+                name: rawValue, denseFeatures: 13, bottomMLP: [512, 256, 64],
+                tables: tables(Self.terabyteRows, dim: 64),
+                interaction: .dot, topMLP: [512, 512, 256, 1], lookupsPerTable: lookups ?? 1)
+        case .mlperfV1:
+            return ModelConfig(
+                name: rawValue, denseFeatures: 13, bottomMLP: [512, 256, 128],
+                tables: tables(Self.mlperfRows, dim: 128),
+                interaction: .dot, topMLP: [1024, 1024, 512, 256, 1], lookupsPerTable: lookups ?? 1)
+        }
+    }
+}

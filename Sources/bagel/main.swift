@@ -1,0 +1,3 @@
+import BagelCLI
+
+await BagelCommand.runAsync()
