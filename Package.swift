@@ -14,6 +14,20 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
+        // C declarations of the CUDA driver / NVRTC / cuBLASLt types and function-pointer signatures
+        // Bagel calls, so Swift gets the C ABI right. Declarations only: nothing links CUDA.
+        .target(name: "CCUDA"),
+        .target(name: "CUDA", dependencies: ["CCUDA"]),
+        // The .cu sources are embedded in the binary and compiled by NVRTC at run time.
+        .target(
+            name: "Kernels",
+            dependencies: ["CUDA"],
+            resources: [
+                .embedInCode("cuda/embedding_bag.cu"),
+                .embedInCode("cuda/interaction.cu"),
+                .embedInCode("cuda/elementwise.cu"),
+            ]
+        ),
         .target(name: "DLRM", dependencies: []),
         .target(name: "Data", dependencies: ["DLRM"]),
         .target(
@@ -26,6 +40,7 @@ let package = Package(
         .executableTarget(name: "bagel", dependencies: ["BagelCLI"]),
         // Helpers shared by the test targets (reference forward, temporary directories, random models).
         .target(name: "BagelTestSupport", dependencies: ["DLRM"], path: "Tests/Support"),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CUDA"]),
         .testTarget(name: "DLRMTests", dependencies: ["DLRM", "Data", "BagelTestSupport"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "DLRM", "BagelTestSupport"]),
         .testTarget(

@@ -1,0 +1,61 @@
+/// A failed call into a CUDA library (or a failure to load one).
+///
+/// Carries which library, the numeric code and its name, the library's message, the call that
+/// failed and, for NVRTC, the compile log.
+public struct CUDAError: Error, CustomStringConvertible, Sendable {
+    public enum Library: String, Sendable {
+        case loader = "loader"
+        case driver = "CUDA driver"
+        case nvrtc = "NVRTC"
+        case cublasLt = "cuBLASLt"
+        case bagel = "Bagel"
+    }
+
+    public let library: Library
+    public let code: Int32
+    public let name: String
+    public let message: String
+    /// The call that failed, e.g. "cuMemAlloc(2.1 GB)".
+    public let call: String
+    /// The NVRTC compile log, when there is one.
+    public let log: String?
+
+    public init(library: Library, code: Int32, name: String, message: String, call: String, log: String? = nil) {
+        self.library = library
+        self.code = code
+        self.name = name
+        self.message = message
+        self.call = call
+        self.log = log
+    }
+
+    public var description: String {
+        var text = "\(library.rawValue): \(call) failed"
+        if !name.isEmpty { text += ": \(name) (\(code))" }
+        if !message.isEmpty { text += ": \(message)" }
+        if let log, !log.isEmpty { text += "\n" + log }
+        return text
+    }
+
+    /// A library could not be found or lacks a symbol.
+    static func notLoaded(_ what: String, tried: [String], reason: String) -> CUDAError {
+        CUDAError(
+            library: .loader, code: -1, name: "", message: "\(reason); tried: \(tried.joined(separator: ", "))",
+            call: "loading \(what)")
+    }
+}
+
+/// Human-readable byte counts for error messages.
+func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1000 && unit < units.count - 1 {
+        value /= 1000
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : "\((value * 10).rounded() / 10) \(units[unit])"
+}
+
+/// A device address (CUdeviceptr).
+public typealias DevicePointer = UInt64

@@ -1,0 +1,212 @@
+import CCUDA
+
+/// cuBLASLt, opened with dlopen: the matrix products of the MLPs, with bias and ReLU fused into
+/// the epilogue.
+public final class CuBLASLt: @unchecked Sendable {
+    public let path: String
+    public let version: Int
+
+    let cublasLtGetStatusString: PFN_cublasLtGetStatusString
+    let cublasLtCreate: PFN_cublasLtCreate
+    let cublasLtDestroy: PFN_cublasLtDestroy
+    let cublasLtMatmulDescCreate: PFN_cublasLtMatmulDescCreate
+    let cublasLtMatmulDescDestroy: PFN_cublasLtMatmulDescDestroy
+    let cublasLtMatmulDescSetAttribute: PFN_cublasLtMatmulDescSetAttribute
+    let cublasLtMatrixLayoutCreate: PFN_cublasLtMatrixLayoutCreate
+    let cublasLtMatrixLayoutDestroy: PFN_cublasLtMatrixLayoutDestroy
+    let cublasLtMatmulPreferenceCreate: PFN_cublasLtMatmulPreferenceCreate
+    let cublasLtMatmulPreferenceDestroy: PFN_cublasLtMatmulPreferenceDestroy
+    let cublasLtMatmulPreferenceSetAttribute: PFN_cublasLtMatmulPreferenceSetAttribute
+    let cublasLtMatmulAlgoGetHeuristic: PFN_cublasLtMatmulAlgoGetHeuristic
+    let cublasLtMatmul: PFN_cublasLtMatmul
+
+    private init() throws {
+        let library = try DynamicLibrary.open(
+            "cuBLASLt (libcublasLt)", environment: "BAGEL_CUBLASLT",
+            names: ["libcublasLt.so", "libcublasLt.so.13", "libcublasLt.so.12"], directories: LibrarySearch.directories)
+        func load<T>(_ name: String, _ type: T.Type) throws -> T { try library.symbol(name, as: type) }
+        cublasLtGetStatusString = try load("cublasLtGetStatusString", PFN_cublasLtGetStatusString.self)
+        cublasLtCreate = try load("cublasLtCreate", PFN_cublasLtCreate.self)
+        cublasLtDestroy = try load("cublasLtDestroy", PFN_cublasLtDestroy.self)
+        cublasLtMatmulDescCreate = try load("cublasLtMatmulDescCreate", PFN_cublasLtMatmulDescCreate.self)
+        cublasLtMatmulDescDestroy = try load("cublasLtMatmulDescDestroy", PFN_cublasLtMatmulDescDestroy.self)
+        cublasLtMatmulDescSetAttribute = try load("cublasLtMatmulDescSetAttribute", PFN_cublasLtMatmulDescSetAttribute.self)
+        cublasLtMatrixLayoutCreate = try load("cublasLtMatrixLayoutCreate", PFN_cublasLtMatrixLayoutCreate.self)
+        cublasLtMatrixLayoutDestroy = try load("cublasLtMatrixLayoutDestroy", PFN_cublasLtMatrixLayoutDestroy.self)
+        cublasLtMatmulPreferenceCreate = try load("cublasLtMatmulPreferenceCreate", PFN_cublasLtMatmulPreferenceCreate.self)
+        cublasLtMatmulPreferenceDestroy = try load(
+            "cublasLtMatmulPreferenceDestroy", PFN_cublasLtMatmulPreferenceDestroy.self)
+        cublasLtMatmulPreferenceSetAttribute = try load(
+            "cublasLtMatmulPreferenceSetAttribute", PFN_cublasLtMatmulPreferenceSetAttribute.self)
+        cublasLtMatmulAlgoGetHeuristic = try load("cublasLtMatmulAlgoGetHeuristic", PFN_cublasLtMatmulAlgoGetHeuristic.self)
+        cublasLtMatmul = try load("cublasLtMatmul", PFN_cublasLtMatmul.self)
+        let getVersion = try load("cublasLtGetVersion", PFN_cublasLtGetVersion.self)
+        version = Int(getVersion())
+        path = library.resolvedPath(anySymbol: "cublasLtCreate")
+    }
+
+    private static let loaded: Result<CuBLASLt, CUDAError> = {
+        do {
+            return .success(try CuBLASLt())
+        } catch let error as CUDAError {
+            return .failure(error)
+        } catch {
+            return .failure(CUDAError(library: .loader, code: -1, name: "", message: "\(error)", call: "loading cuBLASLt"))
+        }
+    }()
+
+    public static func shared() throws -> CuBLASLt { try loaded.get() }
+
+    /// "13.0.2" for 130002.
+    public var versionString: String { "\(version / 10000).\((version / 100) % 100).\(version % 100)" }
+
+    func check(_ status: cublasStatus_t, _ call: @autoclosure () -> String) throws {
+        if status != 0 {
+            throw CUDAError(
+                library: .cublasLt, code: status, name: string(cublasLtGetStatusString(status)), message: "",
+                call: call())
+        }
+    }
+}
+
+/// How the MLP products are computed.
+public enum MathMode: String, Sendable, CaseIterable {
+    /// IEEE fp32 throughout (the default: matches the CPU engine to ~1e-6).
+    case fp32
+    /// fp32 inputs rounded to TF32 on the tensor cores (≈1e-3 relative error).
+    case tf32
+    /// fp32 inputs rounded to bf16 on the tensor cores, fp32 accumulation (≈1e-2 relative error).
+    case bf16
+
+    var computeType: Int32 {
+        switch self {
+        case .fp32: return 68  // CUBLAS_COMPUTE_32F
+        case .tf32: return 77  // CUBLAS_COMPUTE_32F_FAST_TF32
+        case .bf16: return 75  // CUBLAS_COMPUTE_32F_FAST_16BF
+        }
+    }
+}
+
+/// A cuBLASLt handle and its workspace, for one context.
+public final class MatmulContext: @unchecked Sendable {
+    public let context: CUDAContext
+    public let library: CuBLASLt
+    let handle: cublasLtHandle_t
+    let workspace: DeviceBuffer<UInt8>
+
+    public init(context: CUDAContext, workspaceBytes: Int = 32 << 20) throws {
+        self.context = context
+        library = try CuBLASLt.shared()
+        try context.makeCurrent()
+        var handle: cublasLtHandle_t?
+        try library.check(library.cublasLtCreate(&handle), "cublasLtCreate")
+        self.handle = handle!
+        workspace = try DeviceBuffer<UInt8>(context: context, count: workspaceBytes)
+    }
+
+    deinit {
+        _ = library.cublasLtDestroy(handle)
+    }
+}
+
+/// One Linear layer at one batch size: Y[b, :] = act(X[b, :] · Wᵀ + bias), all row-major fp32.
+///
+/// Row-major X [batch × in] is column-major Xᶜ [in × batch]; with W row-major [out × in] read as
+/// column-major [in × out] and transposed, cuBLASLt computes Yᶜ [out × batch] = Wᵀ·Xᶜ, which is
+/// row-major Y. Bias (length out) is added per row of Yᶜ, as the BIAS epilogue does.
+public final class LinearLayerOp: @unchecked Sendable {
+    let matmul: MatmulContext
+    let desc: cublasLtMatmulDesc_t
+    let layoutW: cublasLtMatrixLayout_t
+    let layoutX: cublasLtMatrixLayout_t
+    let layoutY: cublasLtMatrixLayout_t
+    var algo: BagelMatmulAlgo
+    let weight: DevicePointer
+    public let input: Int
+    public let output: Int
+    public let batch: Int
+
+    /// - Parameters:
+    ///   - weight: device [output × input] fp32; bias: device [output] fp32.
+    ///   - ldx, ldy: row strides (in floats) of X and Y, at least input and output.
+    public init(matmul: MatmulContext, weight: DevicePointer, bias: DevicePointer, input: Int, output: Int, batch: Int,
+                ldx: Int, ldy: Int, relu: Bool, mode: MathMode) throws {
+        precondition(ldx >= input && ldy >= output && batch > 0)
+        self.matmul = matmul
+        self.weight = weight
+        self.input = input
+        self.output = output
+        self.batch = batch
+        let lt = matmul.library
+        try matmul.context.makeCurrent()
+        var desc: cublasLtMatmulDesc_t?
+        try lt.check(lt.cublasLtMatmulDescCreate(&desc, mode.computeType, 0), "cublasLtMatmulDescCreate")
+        self.desc = desc!
+        func set<T: BitwiseCopyable>(_ attribute: Int32, _ value: T, _ what: String) throws {
+            try withUnsafeBytes(of: value) { bytes in
+                try lt.check(
+                    lt.cublasLtMatmulDescSetAttribute(desc, attribute, bytes.baseAddress, bytes.count),
+                    "cublasLtMatmulDescSetAttribute(\(what))")
+            }
+        }
+        try set(3, Int32(1), "TRANSA=T")
+        try set(4, Int32(0), "TRANSB=N")
+        try set(7, UInt32(relu ? 6 : 4), relu ? "EPILOGUE=RELU_BIAS" : "EPILOGUE=BIAS")
+        try set(8, bias, "BIAS_POINTER")
+        func layout(_ rows: Int, _ cols: Int, _ ld: Int) throws -> cublasLtMatrixLayout_t {
+            var layout: cublasLtMatrixLayout_t?
+            try lt.check(
+                lt.cublasLtMatrixLayoutCreate(&layout, 0, UInt64(rows), UInt64(cols), Int64(ld)),
+                "cublasLtMatrixLayoutCreate(\(rows)×\(cols), ld \(ld))")
+            return layout!
+        }
+        layoutW = try layout(input, output, input)
+        layoutX = try layout(input, batch, ldx)
+        layoutY = try layout(output, batch, ldy)
+
+        var preference: cublasLtMatmulPreference_t?
+        try lt.check(lt.cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
+        defer { _ = lt.cublasLtMatmulPreferenceDestroy(preference) }
+        var workspaceBytes = UInt64(matmul.workspace.byteCount)
+        try lt.check(
+            lt.cublasLtMatmulPreferenceSetAttribute(preference, 1, &workspaceBytes, 8),
+            "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)")
+        var results = [BagelMatmulHeuristicResult](repeating: BagelMatmulHeuristicResult(), count: 4)
+        var returned: Int32 = 0
+        try lt.check(
+            lt.cublasLtMatmulAlgoGetHeuristic(
+                matmul.handle, desc, layoutW, layoutX, layoutY, layoutY, preference, 4, &results, &returned),
+            "cublasLtMatmulAlgoGetHeuristic(\(input)→\(output), batch \(batch), \(mode.rawValue))")
+        guard let best = results.prefix(Int(returned)).first(where: { $0.state == 0 }) else {
+            throw CUDAError(
+                library: .cublasLt, code: 15, name: "CUBLAS_STATUS_NOT_SUPPORTED",
+                message: "no algorithm for a \(input)→\(output) layer at batch \(batch) in \(mode.rawValue)",
+                call: "cublasLtMatmulAlgoGetHeuristic")
+        }
+        algo = best.algo
+    }
+
+    deinit {
+        let lt = matmul.library
+        _ = lt.cublasLtMatrixLayoutDestroy(layoutW)
+        _ = lt.cublasLtMatrixLayoutDestroy(layoutX)
+        _ = lt.cublasLtMatrixLayoutDestroy(layoutY)
+        _ = lt.cublasLtMatmulDescDestroy(desc)
+    }
+
+    /// Enqueues Y = act(X·Wᵀ + bias) on `stream`.
+    public func encode(x: DevicePointer, y: DevicePointer, stream: CUDAStream) throws {
+        let lt = matmul.library
+        var alpha: Float = 1
+        var beta: Float = 0
+        let w = UnsafeRawPointer(bitPattern: UInt(weight))
+        let xPointer = UnsafeRawPointer(bitPattern: UInt(x))
+        let yPointer = UnsafeMutableRawPointer(bitPattern: UInt(y))
+        let workspace = UnsafeMutableRawPointer(bitPattern: UInt(matmul.workspace.address))
+        try lt.check(
+            lt.cublasLtMatmul(
+                matmul.handle, desc, &alpha, w, layoutW, xPointer, layoutX, &beta, yPointer, layoutY, yPointer, layoutY,
+                &algo, workspace, matmul.workspace.byteCount, stream.handle),
+            "cublasLtMatmul(\(input)→\(output), batch \(batch))")
+    }
+}

@@ -1,0 +1,109 @@
+import CCUDA
+
+/// Device memory for `count` elements of `T`, freed when the buffer goes away.
+public final class DeviceBuffer<T>: @unchecked Sendable {
+    public let context: CUDAContext
+    public let count: Int
+    public let address: DevicePointer
+
+    public var byteCount: Int { count * MemoryLayout<T>.stride }
+
+    public init(context: CUDAContext, count: Int) throws {
+        self.context = context
+        self.count = count
+        try context.makeCurrent()
+        var pointer: DevicePointer = 0
+        let bytes = max(count * MemoryLayout<T>.stride, 1)
+        let result = context.driver.cuMemAlloc(&pointer, bytes)
+        if result != 0 {
+            let info = try? context.memoryInfo()
+            let detail = info.map { "; \(formatBytes($0.free)) free of \(formatBytes($0.total))" } ?? ""
+            do {
+                try context.driver.check(result, "cuMemAlloc(\(formatBytes(bytes))\(detail))")
+            }
+        }
+        address = pointer
+    }
+
+    /// Allocates and copies `values` in (synchronously).
+    public convenience init(context: CUDAContext, copying values: [T], stream: CUDAStream? = nil) throws {
+        try self.init(context: context, count: values.count)
+        try values.withUnsafeBytes { try upload($0, stream: stream) }
+        try (stream?.synchronize() ?? context.synchronize())
+    }
+
+    deinit {
+        try? context.makeCurrent()
+        _ = context.driver.cuMemFree(address)
+    }
+
+    /// Address of element `index`.
+    public func address(at index: Int) -> DevicePointer { address + DevicePointer(index * MemoryLayout<T>.stride) }
+
+    /// Copies host bytes to the start of the buffer (async on `stream`; the source must stay alive until then).
+    public func upload(_ bytes: UnsafeRawBufferPointer, offsetBytes: Int = 0, stream: CUDAStream? = nil) throws {
+        precondition(offsetBytes + bytes.count <= byteCount, "upload past the end of the buffer")
+        if bytes.isEmpty { return }
+        try context.makeCurrent()
+        try context.driver.check(
+            context.driver.cuMemcpyHtoDAsync(address + DevicePointer(offsetBytes), bytes.baseAddress, bytes.count, stream?.handle),
+            "cuMemcpyHtoDAsync(\(formatBytes(bytes.count)))")
+        if stream == nil { try context.synchronize() }
+    }
+
+    /// Copies the buffer back (synchronously).
+    public func download(stream: CUDAStream? = nil) throws -> [T] {
+        try download(count: count, stream: stream)
+    }
+
+    public func download(count: Int, stream: CUDAStream? = nil) throws -> [T] {
+        precondition(count <= self.count)
+        try context.makeCurrent()
+        let result = try [T](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if count > 0 {
+                try context.driver.check(
+                    context.driver.cuMemcpyDtoHAsync(buffer.baseAddress, address, count * MemoryLayout<T>.stride, stream?.handle),
+                    "cuMemcpyDtoHAsync(\(formatBytes(count * MemoryLayout<T>.stride)))")
+                try (stream?.synchronize() ?? context.synchronize())
+            }
+            initialized = count
+        }
+        return result
+    }
+
+    /// Fills the buffer with a 32-bit pattern (e.g. a NaN, to poison outputs before a check).
+    public func fill(pattern: UInt32, stream: CUDAStream? = nil) throws {
+        precondition(byteCount % 4 == 0)
+        try context.makeCurrent()
+        try context.driver.check(
+            context.driver.cuMemsetD32Async(address, pattern, byteCount / 4, stream?.handle), "cuMemsetD32Async")
+        if stream == nil { try context.synchronize() }
+    }
+}
+
+/// Page-locked host memory, so copies to the device run asynchronously at full speed.
+public final class PinnedBuffer: @unchecked Sendable {
+    public let context: CUDAContext
+    public let byteCount: Int
+    public let pointer: UnsafeMutableRawPointer
+
+    public init(context: CUDAContext, byteCount: Int) throws {
+        self.context = context
+        self.byteCount = byteCount
+        try context.makeCurrent()
+        var pointer: UnsafeMutableRawPointer?
+        try context.driver.check(
+            context.driver.cuMemHostAlloc(&pointer, max(byteCount, 1), 0), "cuMemHostAlloc(\(formatBytes(byteCount)))")
+        self.pointer = pointer!
+    }
+
+    deinit {
+        try? context.makeCurrent()
+        _ = context.driver.cuMemFreeHost(pointer)
+    }
+
+    public var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: pointer, count: byteCount) }
+}
+
+/// A raw device allocation of bytes (for arenas holding several arrays).
+public typealias DeviceBytes = DeviceBuffer<UInt8>

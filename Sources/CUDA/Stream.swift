@@ -1,0 +1,172 @@
+import CCUDA
+
+/// A CUDA stream (non-blocking with respect to the legacy default stream).
+public final class CUDAStream: @unchecked Sendable {
+    public let context: CUDAContext
+    let handle: CUstream
+
+    public init(context: CUDAContext) throws {
+        self.context = context
+        try context.makeCurrent()
+        var stream: CUstream?
+        try context.driver.check(context.driver.cuStreamCreate(&stream, 1), "cuStreamCreate")
+        handle = stream!
+    }
+
+    deinit {
+        try? context.makeCurrent()
+        _ = context.driver.cuStreamDestroy(handle)
+    }
+
+    public func synchronize() throws {
+        try context.makeCurrent()
+        try context.driver.check(context.driver.cuStreamSynchronize(handle), "cuStreamSynchronize")
+    }
+
+    /// Copies device memory to device memory (async).
+    public func copy(from source: DevicePointer, to destination: DevicePointer, bytes: Int) throws {
+        try context.makeCurrent()
+        try context.driver.check(
+            context.driver.cuMemcpyDtoDAsync(destination, source, bytes, handle), "cuMemcpyDtoDAsync(\(formatBytes(bytes)))")
+    }
+
+    /// Copies host memory (pinned for true asynchrony) to the device.
+    public func copy(from source: UnsafeRawPointer, to destination: DevicePointer, bytes: Int) throws {
+        if bytes == 0 { return }
+        try context.makeCurrent()
+        try context.driver.check(
+            context.driver.cuMemcpyHtoDAsync(destination, source, bytes, handle), "cuMemcpyHtoDAsync(\(formatBytes(bytes)))")
+    }
+
+    /// Copies device memory to host memory (pinned for true asynchrony).
+    public func copy(from source: DevicePointer, to destination: UnsafeMutableRawPointer, bytes: Int) throws {
+        if bytes == 0 { return }
+        try context.makeCurrent()
+        try context.driver.check(
+            context.driver.cuMemcpyDtoHAsync(destination, source, bytes, handle), "cuMemcpyDtoHAsync(\(formatBytes(bytes)))")
+    }
+
+    /// Fills `count` 32-bit words at `address` with `pattern`.
+    public func fill(_ address: DevicePointer, words count: Int, pattern: UInt32) throws {
+        try context.makeCurrent()
+        try context.driver.check(context.driver.cuMemsetD32Async(address, pattern, count, handle), "cuMemsetD32Async")
+    }
+
+    // MARK: L2 access policy
+
+    /// Marks [base, base + bytes) as persisting in L2 for work launched on this stream
+    /// (misses stream through). Pass bytes = 0 to clear the window.
+    public func setAccessPolicyWindow(base: DevicePointer, bytes: Int, hitRatio: Float = 1) throws {
+        try context.makeCurrent()
+        var value = BagelStreamAttrValue()
+        value.accessPolicyWindow.base_ptr = UnsafeMutableRawPointer(bitPattern: UInt(base))
+        value.accessPolicyWindow.num_bytes = bytes
+        value.accessPolicyWindow.hitRatio = bytes == 0 ? 0 : hitRatio
+        value.accessPolicyWindow.hitProp = bytes == 0 ? 0 : 2  // persisting
+        value.accessPolicyWindow.missProp = bytes == 0 ? 0 : 1  // streaming
+        try context.driver.check(
+            context.driver.cuStreamSetAttribute(handle, 1, &value),
+            "cuStreamSetAttribute(ACCESS_POLICY_WINDOW, \(formatBytes(bytes)))")
+    }
+
+    // MARK: Graphs
+
+    /// Records everything `body` enqueues on this stream into a graph and instantiates it.
+    public func capture(_ body: () throws -> Void) throws -> Graph {
+        try context.makeCurrent()
+        try context.driver.check(context.driver.cuStreamBeginCapture(handle, 2), "cuStreamBeginCapture(relaxed)")
+        var bodyError: Error?
+        do { try body() } catch { bodyError = error }
+        var graph: CUgraph?
+        let endResult = context.driver.cuStreamEndCapture(handle, &graph)
+        if let bodyError {
+            if let graph { _ = context.driver.cuGraphDestroy(graph) }
+            throw bodyError
+        }
+        try context.driver.check(endResult, "cuStreamEndCapture")
+        defer { _ = context.driver.cuGraphDestroy(graph) }
+        var exec: CUgraphExec?
+        try context.driver.check(context.driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiate")
+        return Graph(context: context, exec: exec!)
+    }
+}
+
+/// An instantiated CUDA graph.
+public final class Graph: @unchecked Sendable {
+    let context: CUDAContext
+    let exec: CUgraphExec
+
+    init(context: CUDAContext, exec: CUgraphExec) {
+        self.context = context
+        self.exec = exec
+    }
+
+    deinit {
+        try? context.makeCurrent()
+        _ = context.driver.cuGraphExecDestroy(exec)
+    }
+
+    public func launch(on stream: CUDAStream) throws {
+        try context.makeCurrent()
+        try context.driver.check(context.driver.cuGraphLaunch(exec, stream.handle), "cuGraphLaunch")
+    }
+}
+
+/// A CUDA event, for timing work on a stream.
+public final class Event: @unchecked Sendable {
+    let context: CUDAContext
+    let handle: CUevent
+
+    public init(context: CUDAContext) throws {
+        self.context = context
+        try context.makeCurrent()
+        var event: CUevent?
+        try context.driver.check(context.driver.cuEventCreate(&event, 0), "cuEventCreate")
+        handle = event!
+    }
+
+    deinit {
+        try? context.makeCurrent()
+        _ = context.driver.cuEventDestroy(handle)
+    }
+
+    public func record(on stream: CUDAStream) throws {
+        try context.makeCurrent()
+        try context.driver.check(context.driver.cuEventRecord(handle, stream.handle), "cuEventRecord")
+    }
+
+    public func synchronize() throws {
+        try context.makeCurrent()
+        try context.driver.check(context.driver.cuEventSynchronize(handle), "cuEventSynchronize")
+    }
+
+    /// Seconds from `start` to this event (both recorded and complete).
+    public func seconds(since start: Event) throws -> Double {
+        try synchronize()
+        var milliseconds: Float = 0
+        try context.driver.check(
+            context.driver.cuEventElapsedTime(&milliseconds, start.handle, handle), "cuEventElapsedTime")
+        return Double(milliseconds) / 1000
+    }
+}
+
+/// Times GPU work with a pair of events.
+public struct DeviceTimer {
+    let start: Event
+    let end: Event
+    let stream: CUDAStream
+
+    public init(stream: CUDAStream) throws {
+        self.stream = stream
+        start = try Event(context: stream.context)
+        end = try Event(context: stream.context)
+    }
+
+    /// Seconds the work `body` enqueues takes on the device.
+    public func time(_ body: () throws -> Void) throws -> Double {
+        try start.record(on: stream)
+        try body()
+        try end.record(on: stream)
+        return try end.seconds(since: start)
+    }
+}

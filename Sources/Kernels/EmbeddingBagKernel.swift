@@ -1,0 +1,483 @@
+import CUDA
+import Foundation
+
+/// Element type of an embedding table on the GPU.
+public enum EmbeddingStorage: String, Sendable, CaseIterable, Codable {
+    case fp32, fp16, bf16
+
+    public var byteWidth: Int { self == .fp32 ? 4 : 2 }
+    var code: Int { self == .fp32 ? 0 : self == .fp16 ? 1 : 2 }
+}
+
+/// Width of indices and offsets.
+public enum IndexWidth: Int, Sendable, CaseIterable, Codable {
+    case bits32 = 32, bits64 = 64
+
+    public var byteWidth: Int { rawValue / 8 }
+}
+
+/// The paper's software-prefetching forms (on the baseline kernel).
+public enum PrefetchMode: String, Sendable, Codable, CaseIterable {
+    case none, registers, shared, l1
+
+    var code: Int {
+        switch self {
+        case .none: return 0
+        case .registers: return 1
+        case .shared: return 2
+        case .l1: return 3
+        }
+    }
+}
+
+/// How hot rows are kept in L2.
+public enum L2Mode: String, Sendable, Codable, CaseIterable {
+    case none
+    /// The paper's pin pass: prefetch.global.L2::evict_last over the hot rows before the lookups.
+    case pinPass = "pin"
+    /// A persisting-L2 access-policy window over the hot rows, stored first in a permuted table.
+    case window
+}
+
+/// Every knob of an embedding-bag kernel. Variants are named presets of these.
+public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConvertible {
+    public enum Family: String, Sendable, Codable { case baseline, vectorized }
+
+    public var family: Family
+    /// NVRTC --maxrregcount (occupancy tuning).
+    public var maxRegisters: Int?
+    /// Choose the register cap from the compiler's report (see `OccupancyTuning`); resolved into
+    /// `maxRegisters` before compiling.
+    public var autoRegisterCap: Bool = false
+    /// __launch_bounds__ minimum blocks per SM (the other form of occupancy tuning).
+    public var minBlocks: Int?
+    public var prefetch: PrefetchMode = .none
+    public var prefetchDistance: Int = 4
+    /// Rows in flight per thread (vectorized).
+    public var unroll: Int = 8
+    /// Per-load L2 policies by hotness (vectorized; needs the permuted table).
+    public var evictHints: Bool = false
+    public var l2: L2Mode = .none
+
+    public init(family: Family, maxRegisters: Int? = nil, autoRegisterCap: Bool = false, minBlocks: Int? = nil,
+                prefetch: PrefetchMode = .none, prefetchDistance: Int = 4, unroll: Int = 8, evictHints: Bool = false,
+                l2: L2Mode = .none) {
+        self.family = family
+        self.maxRegisters = maxRegisters
+        self.autoRegisterCap = autoRegisterCap
+        self.minBlocks = minBlocks
+        self.prefetch = prefetch
+        self.prefetchDistance = prefetchDistance
+        self.unroll = unroll
+        self.evictHints = evictHints
+        self.l2 = l2
+    }
+
+    /// Whether the tables must be stored permuted, hot rows first.
+    public var needsPermutedTable: Bool { evictHints || l2 == .window }
+    /// Whether a hot-row list is needed at all.
+    public var needsHotRows: Bool { evictHints || l2 != .none }
+
+    public var description: String {
+        var parts: [String] = [family.rawValue]
+        if let maxRegisters { parts.append("regs=\(maxRegisters)") } else if autoRegisterCap { parts.append("regs=auto") }
+        if let minBlocks { parts.append("minblocks=\(minBlocks)") }
+        if prefetch != .none { parts.append("prefetch=\(prefetch.rawValue)") }
+        if prefetch != .none { parts.append("dist=\(prefetchDistance)") }
+        if family == .vectorized { parts.append("unroll=\(unroll)") }
+        if evictHints { parts.append("hints") }
+        if l2 != .none { parts.append("l2=\(l2.rawValue)") }
+        return parts.joined(separator: " ")
+    }
+
+    /// Checks combinations the kernels do not support.
+    public func validate(storage: EmbeddingStorage) throws {
+        func fail(_ why: String) -> CUDAError {
+            CUDAError(library: .bagel, code: -1, name: "", message: why, call: "embedding-bag knobs \(self)")
+        }
+        if family == .vectorized && prefetch != .none { throw fail("prefetch forms apply to the baseline kernel") }
+        if family == .baseline && evictHints { throw fail("eviction hints apply to the vectorized kernel") }
+        if family == .vectorized && l2 == .window {
+            throw fail("an access-policy window covers one table; the vectorized kernel launches all tables at once")
+        }
+        if prefetch == .shared && storage != .fp32 { throw fail("the shared-memory prefetch copies 4-byte elements only") }
+        if !(1...32).contains(prefetchDistance) { throw fail("prefetch distance must be 1...32") }
+        if ![1, 2, 4, 8, 16].contains(unroll) { throw fail("unroll must be 1, 2, 4, 8 or 16") }
+        if let maxRegisters, !(16...255).contains(maxRegisters) { throw fail("register cap must be 16...255") }
+        if let minBlocks, !(1...32).contains(minBlocks) { throw fail("minimum blocks must be 1...32") }
+    }
+
+    /// "name[:key=value,...]" → knobs, e.g. "optmt:regs=32", "rpf:dist=8", "vectorized:unroll=16".
+    public static func parse(_ text: String) throws -> (variant: EmbeddingBagVariant, knobs: EmbeddingBagKnobs) {
+        let parts = text.split(separator: ":", maxSplits: 1)
+        guard let variant = EmbeddingBagVariant(rawValue: String(parts[0])) else {
+            throw CUDAError(
+                library: .bagel, code: -1, name: "",
+                message: "unknown embedding-bag variant \"\(parts[0])\" (known: "
+                    + EmbeddingBagVariant.allCases.map(\.rawValue).joined(separator: ", ") + ")",
+                call: "parsing --variant")
+        }
+        var knobs = variant.knobs
+        if parts.count == 2 {
+            for setting in parts[1].split(separator: ",") {
+                let pair = setting.split(separator: "=", maxSplits: 1).map(String.init)
+                let key = pair[0]
+                let value = pair.count == 2 ? pair[1] : ""
+                func integer() throws -> Int {
+                    guard let number = Int(value) else {
+                        throw CUDAError(library: .bagel, code: -1, name: "", message: "\(key) needs a number",
+                                        call: "parsing --variant \(text)")
+                    }
+                    return number
+                }
+                switch key {
+                case "regs":
+                    if value == "auto" {
+                        knobs.maxRegisters = nil
+                        knobs.autoRegisterCap = true
+                    } else {
+                        knobs.maxRegisters = try integer()
+                        knobs.autoRegisterCap = false
+                    }
+                case "minblocks": knobs.minBlocks = try integer()
+                case "dist": knobs.prefetchDistance = try integer()
+                case "unroll": knobs.unroll = try integer()
+                case "hints": knobs.evictHints = value != "0" && value != "false"
+                case "prefetch":
+                    guard let mode = PrefetchMode(rawValue: value) else {
+                        throw CUDAError(library: .bagel, code: -1, name: "", message: "prefetch is none|registers|shared|l1",
+                                        call: "parsing --variant \(text)")
+                    }
+                    knobs.prefetch = mode
+                case "l2":
+                    guard let mode = L2Mode(rawValue: value) else {
+                        throw CUDAError(library: .bagel, code: -1, name: "", message: "l2 is none|pin|window",
+                                        call: "parsing --variant \(text)")
+                    }
+                    knobs.l2 = mode
+                default:
+                    throw CUDAError(
+                        library: .bagel, code: -1, name: "",
+                        message: "unknown knob \(key) (regs, minblocks, dist, unroll, hints, prefetch, l2)",
+                        call: "parsing --variant \(text)")
+                }
+            }
+        }
+        return (variant, knobs)
+    }
+}
+
+/// The named embedding-bag variants (selectable everywhere by these names).
+public enum EmbeddingBagVariant: String, CaseIterable, Sendable, Codable {
+    /// PyTorch's kernel, the paper's baseline and our reference point.
+    case baseline
+    /// Bagel's plain kernel: a lane group per bag, 16-byte loads, rows in flight, tables batched.
+    case vectorized
+    /// Baseline + occupancy tuning through a register cap.
+    case optmt
+    /// Baseline + register prefetching.
+    case rpf
+    /// Baseline + shared-memory prefetching (cp.async).
+    case rpfShared = "rpf-smem"
+    /// Baseline + L1 prefetching (prefetch.global.L1).
+    case rpfL1 = "rpf-l1"
+    /// Baseline + the paper's L2 pin pass over the hot rows.
+    case l2p
+    /// Baseline + a persisting-L2 access-policy window over the permuted hot rows.
+    case l2pWindow = "l2p-window"
+    /// optmt + rpf + l2p, as in the paper.
+    case combined
+    /// Bagel's best: vectorized, rows in flight, per-load L2 policies by hotness.
+    case bagel
+
+
+    public var knobs: EmbeddingBagKnobs {
+        switch self {
+        case .baseline: return EmbeddingBagKnobs(family: .baseline)
+        case .vectorized: return EmbeddingBagKnobs(family: .vectorized, unroll: 8)
+        case .optmt: return EmbeddingBagKnobs(family: .baseline, autoRegisterCap: true)
+        case .rpf: return EmbeddingBagKnobs(family: .baseline, prefetch: .registers, prefetchDistance: 4)
+        case .rpfShared: return EmbeddingBagKnobs(family: .baseline, prefetch: .shared, prefetchDistance: 4)
+        case .rpfL1: return EmbeddingBagKnobs(family: .baseline, prefetch: .l1, prefetchDistance: 4)
+        case .l2p: return EmbeddingBagKnobs(family: .baseline, l2: .pinPass)
+        case .l2pWindow: return EmbeddingBagKnobs(family: .baseline, l2: .window)
+        case .combined:
+            return EmbeddingBagKnobs(
+                family: .baseline, autoRegisterCap: true, prefetch: .registers, prefetchDistance: 4, l2: .pinPass)
+        case .bagel: return EmbeddingBagKnobs(family: .vectorized, unroll: 8, evictHints: true)
+        }
+    }
+}
+
+/// One table of a launch, as the host describes it.
+public struct EmbeddingTableBinding: Sendable {
+    public var weights: DevicePointer
+    public var rows: Int
+    public var indices: DevicePointer
+    public var offsets: DevicePointer
+    /// 0 when there are no per-sample weights.
+    public var sampleWeights: DevicePointer
+    public var output: DevicePointer
+    /// Floats between consecutive bags' outputs.
+    public var outputStride: Int
+    public var mean: Bool
+    /// Rows [0, hotRows) are hot (the table is permuted so) — for eviction hints and the window.
+    public var hotRows: Int
+    /// Device list of hot rows (Int32) for the pin pass, and its length.
+    public var pinList: DevicePointer
+    public var pinCount: Int
+    /// Scratch for the baseline's offset2bag (one index per lookup) and bag_size (one per bag).
+    public var offset2bag: DevicePointer
+    public var bagSize: DevicePointer
+
+    public init(weights: DevicePointer, rows: Int, indices: DevicePointer, offsets: DevicePointer,
+                sampleWeights: DevicePointer = 0, output: DevicePointer, outputStride: Int, mean: Bool = false,
+                hotRows: Int = 0, pinList: DevicePointer = 0, pinCount: Int = 0, offset2bag: DevicePointer = 0,
+                bagSize: DevicePointer = 0) {
+        self.weights = weights
+        self.rows = rows
+        self.indices = indices
+        self.offsets = offsets
+        self.sampleWeights = sampleWeights
+        self.output = output
+        self.outputStride = outputStride
+        self.mean = mean
+        self.hotRows = hotRows
+        self.pinList = pinList
+        self.pinCount = pinCount
+        self.offset2bag = offset2bag
+        self.bagSize = bagSize
+    }
+}
+
+/// An embedding-bag kernel specialised for one (dim, storage, index width, knobs), with its launcher.
+public final class EmbeddingBagKernel: @unchecked Sendable {
+    /// Bytes of one TableArgs record in device memory (11 fields of 8 bytes, embedding_bag.cu).
+    public static let tableArgsBytes = 88
+    public static let baselineGrid = 1024
+    public static let vectorBlockThreads = 256
+
+    public let knobs: EmbeddingBagKnobs
+    public let dim: Int
+    public let storage: EmbeddingStorage
+    public let indexWidth: IndexWidth
+    public let spec: KernelSpec
+    /// Threads per bag and bytes per load of the vectorized kernel.
+    public let lanes: Int
+    public let vectorBytes: Int
+    let main: Function
+    let baselineDirect: Function?
+    let pin: Function?
+    let library: KernelLibrary
+
+    /// - Parameter outputAligned: every table's output offset and stride are multiples of 4 floats
+    ///   (lets the vectorized kernel store float4).
+    public init(library: KernelLibrary, knobs: EmbeddingBagKnobs, dim: Int, storage: EmbeddingStorage,
+                indexWidth: IndexWidth, outputAligned: Bool = true) throws {
+        let knobs = try OccupancyTuning.resolve(
+            knobs, dim: dim, storage: storage, indexWidth: indexWidth, architecture: library.architecture,
+            nvrtc: library.nvrtc, cache: library.cache)
+        try knobs.validate(storage: storage)
+        self.library = library
+        self.knobs = knobs
+        self.dim = dim
+        self.storage = storage
+        self.indexWidth = indexWidth
+        let plan = Self.vectorPlan(dim: dim, storage: storage)
+        lanes = plan.lanes
+        vectorBytes = plan.vectorBytes
+        spec = Self.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: indexWidth, outputAligned: outputAligned)
+        switch knobs.family {
+        case .baseline:
+            main = try library.function("embedding_bag_baseline_table", of: spec)
+            baselineDirect = try library.function("embedding_bag_baseline", of: spec)
+        case .vectorized:
+            main = try library.function("embedding_bag_vectorized", of: spec)
+            baselineDirect = nil
+        }
+        pin = knobs.l2 == .pinPass ? try library.function("l2_pin_rows", of: spec) : nil
+    }
+
+    /// The NVRTC specialisation for these parameters (also used by CI to compile every variant).
+    public static func spec(knobs: EmbeddingBagKnobs, dim: Int, storage: EmbeddingStorage, indexWidth: IndexWidth,
+                            outputAligned: Bool = true) -> KernelSpec {
+        var defines = ["DIM": "\(dim)", "STORAGE": "\(storage.code)", "INDEX_BITS": "\(indexWidth.rawValue)"]
+        switch knobs.family {
+        case .baseline:
+            defines["PREFETCH"] = "\(knobs.prefetch.code)"
+            if knobs.prefetch != .none { defines["PF_DIST"] = "\(knobs.prefetchDistance)" }
+            if let minBlocks = knobs.minBlocks { defines["MIN_BLOCKS"] = "\(minBlocks)" }
+        case .vectorized:
+            let plan = vectorPlan(dim: dim, storage: storage)
+            defines["LANES"] = "\(plan.lanes)"
+            defines["VEC_BYTES"] = "\(plan.vectorBytes)"
+            defines["UNROLL"] = "\(knobs.unroll)"
+            defines["EVICT_HINTS"] = knobs.evictHints ? "1" : "0"
+            defines["OUT_VEC4"] = outputAligned ? "1" : "0"
+        }
+        return KernelSpec(file: .embeddingBag, defines: defines, maxRegisters: knobs.maxRegisters)
+    }
+
+    /// Widest load that divides a row (16 bytes when it can), and the power-of-two lane count that
+    /// covers a row with it (at most a warp; wider rows loop over chunks).
+    public static func vectorPlan(dim: Int, storage: EmbeddingStorage) -> (lanes: Int, vectorBytes: Int) {
+        let rowBytes = dim * storage.byteWidth
+        var bytes = 16
+        while bytes > storage.byteWidth && rowBytes % bytes != 0 { bytes /= 2 }
+        let elements = bytes / storage.byteWidth
+        let needed = (dim + elements - 1) / elements
+        var lanes = 1
+        while lanes < needed && lanes < 32 { lanes *= 2 }
+        return (lanes, bytes)
+    }
+
+    /// Writes the TableArgs records of `tables` (88 bytes each) at `destination`.
+    public static func writeTableArgs(_ tables: [EmbeddingTableBinding], into destination: UnsafeMutableRawPointer) {
+        for (t, table) in tables.enumerated() {
+            let fields: [UInt64] = [
+                table.weights, table.indices, table.offsets, table.sampleWeights, table.output, UInt64(table.rows),
+                UInt64(table.outputStride), UInt64(table.hotRows), table.mean ? 1 : 0, table.offset2bag, table.bagSize,
+            ]
+            for (f, value) in fields.enumerated() {
+                destination.storeBytes(of: value.littleEndian, toByteOffset: t * tableArgsBytes + f * 8, as: UInt64.self)
+            }
+        }
+    }
+
+    /// Enqueues the lookups of every table on `stream`. `tableArgs` is the device copy of the
+    /// records `writeTableArgs` made for `tables`, in the same order.
+    public func encode(tables: [EmbeddingTableBinding], tableArgs: DevicePointer, batch: Int, stream: CUDAStream) throws {
+        guard batch > 0, !tables.isEmpty else { return }
+        switch knobs.family {
+        case .vectorized:
+            if let pin { for table in tables { try encodePin(pin, table, stream: stream) } }
+            let bagsPerBlock = Self.vectorBlockThreads / lanes
+            var arguments = KernelArguments()
+            arguments.add(tableArgs)
+            arguments.add(Int32(batch))
+            try main.launch(
+                grid: ((batch + bagsPerBlock - 1) / bagsPerBlock, tables.count, 1), block: (Self.vectorBlockThreads, 1, 1),
+                stream: stream, arguments: arguments)
+        case .baseline:
+            for (t, table) in tables.enumerated() {
+                if let pin { try encodePin(pin, table, stream: stream) }
+                if knobs.l2 == .window {
+                    try stream.setAccessPolicyWindow(base: table.weights, bytes: table.hotRows * dim * storage.byteWidth)
+                }
+                var arguments = KernelArguments()
+                arguments.add(tableArgs)
+                arguments.add(Int32(t))
+                arguments.add(Int32(batch))
+                try main.launch(grid: (Self.baselineGrid, 1, 1), block: (32, 8, 1), stream: stream, arguments: arguments)
+            }
+            if knobs.l2 == .window { try stream.setAccessPolicyWindow(base: 0, bytes: 0) }
+        }
+    }
+
+    /// The L2 pin pass for one table (only when the knobs ask for it and the table has hot rows).
+    public func encodePin(table: EmbeddingTableBinding, stream: CUDAStream) throws {
+        if let pin { try encodePin(pin, table, stream: stream) }
+    }
+
+    private func encodePin(_ function: Function, _ table: EmbeddingTableBinding, stream: CUDAStream) throws {
+        guard table.pinCount > 0 else { return }
+        let rowBytes = dim * storage.byteWidth
+        let sectors = table.pinCount * ((rowBytes + 31) / 32)
+        var arguments = KernelArguments()
+        arguments.add(table.weights)
+        arguments.add(table.pinList)
+        arguments.add(Int64(table.pinCount))
+        arguments.add(Int64(rowBytes))
+        try function.launch(
+            grid: (max(1, min(4096, (sectors + 255) / 256)), 1, 1), block: (256, 1, 1), stream: stream,
+            arguments: arguments)
+    }
+
+    /// The baseline called with PyTorch's argument list, for one table (the embedding benchmark).
+    public func encodeBaselineDirect(_ table: EmbeddingTableBinding, batch: Int, indexCount: Int, stream: CUDAStream) throws {
+        guard let direct = baselineDirect else {
+            throw CUDAError(library: .bagel, code: -1, name: "", message: "not a baseline-family kernel",
+                            call: "encodeBaselineDirect")
+        }
+        if let pin { try encodePin(pin, table, stream: stream) }
+        if knobs.l2 == .window {
+            try stream.setAccessPolicyWindow(base: table.weights, bytes: table.hotRows * dim * storage.byteWidth)
+        }
+        var a = KernelArguments()
+        a.add(table.indices)
+        a.add(table.offsets)
+        a.add(table.weights)
+        a.add(table.output)
+        a.add(table.offset2bag)
+        a.add(Int64(indexCount))
+        a.add(Int64(batch))
+        a.add(Int64(dim))
+        a.add(Int64(dim))
+        a.add(Int64(1))
+        a.add(Int32(table.mean ? 1 : 0))
+        a.add(table.bagSize)
+        a.add(table.sampleWeights)
+        a.add(Int64(1))
+        a.add(Int64(-1))
+        a.add(Int64(table.rows))
+        a.add(Int64(table.outputStride))
+        try direct.launch(grid: (Self.baselineGrid, 1, 1), block: (32, 8, 1), stream: stream, arguments: a)
+        if knobs.l2 == .window { try stream.setAccessPolicyWindow(base: 0, bytes: 0) }
+    }
+
+    /// Registers, local bytes and theoretical occupancy of the main kernel on this GPU.
+    public func resources() throws -> (registers: Int, localBytes: Int, occupancy: Double) {
+        let r = try main.resources()
+        let blockSize = knobs.family == .baseline ? 256 : Self.vectorBlockThreads
+        return (r.registers, r.localBytes, try main.occupancy(blockSize: blockSize))
+    }
+}
+
+/// The paper's occupancy tuning, done the way a compiler user would: read the registers ptxas
+/// gives the baseline kernel, work out which caps would fit more 256-thread blocks in an SM, and
+/// take the cap with the most blocks that compiles without spilling.
+public enum OccupancyTuning {
+    public static let registersPerSM = 65536
+    public static let maxThreadsPerSM = 2048
+    public static let blockThreads = 256
+
+    /// Blocks of 256 threads that fit an SM at `registers` per thread (allocated in units of 8).
+    public static func blocksPerSM(registers: Int) -> Int {
+        let perThread = (registers + 7) & ~7
+        return min(maxThreadsPerSM / blockThreads, registersPerSM / (perThread * blockThreads))
+    }
+
+    /// Caps that each fit one more block than `registers` does, most blocks first.
+    public static func candidateCaps(registers: Int) -> [Int] {
+        let current = blocksPerSM(registers: registers)
+        var caps: [Int] = []
+        for blocks in stride(from: maxThreadsPerSM / blockThreads, to: current, by: -1) {
+            let cap = (registersPerSM / (blocks * blockThreads)) & ~7
+            if cap >= 24 && cap < registers && !caps.contains(cap) { caps.append(cap) }
+        }
+        return caps
+    }
+
+    /// Replaces `autoRegisterCap` with a concrete cap (or none, when no cap helps without spilling).
+    public static func resolve(_ knobs: EmbeddingBagKnobs, dim: Int, storage: EmbeddingStorage, indexWidth: IndexWidth,
+                               architecture: String, nvrtc: NVRTC, cache: KernelCache) throws -> EmbeddingBagKnobs {
+        guard knobs.autoRegisterCap else { return knobs }
+        var uncapped = knobs
+        uncapped.autoRegisterCap = false
+        uncapped.maxRegisters = nil
+        let functions = knobs.family == .baseline
+            ? ["embedding_bag_baseline", "embedding_bag_baseline_table"] : ["embedding_bag_vectorized"]
+        func reports(_ k: EmbeddingBagKnobs) throws -> [PtxasReport] {
+            let spec = EmbeddingBagKernel.spec(knobs: k, dim: dim, storage: storage, indexWidth: indexWidth)
+            let output = try spec.compile(architecture: architecture, nvrtc: nvrtc, cache: cache)
+            return PtxasReport.parse(output.log).filter { functions.contains($0.function) }
+        }
+        let natural = try reports(uncapped).map(\.registers).max() ?? 0
+        for cap in candidateCaps(registers: natural) {
+            var capped = uncapped
+            capped.maxRegisters = cap
+            if try !reports(capped).contains(where: \.spills) { return capped }
+        }
+        return uncapped
+    }
+}

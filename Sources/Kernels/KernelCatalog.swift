@@ -1,0 +1,86 @@
+import CUDA
+
+/// Every kernel specialisation Bagel ships, for compile checks (CI: no spills on sm_80 and sm_90)
+/// and for `bagel doctor`.
+public enum KernelCatalog {
+    public struct Entry: Sendable {
+        public let name: String
+        public let spec: KernelSpec
+        /// The kernels of the module this entry uses (the others may be compiled under caps meant
+        /// for a different kernel, and are not its concern).
+        public let functions: [String]
+    }
+
+    /// Row widths the presets and tests use: odd (scalar loads), one-hot presets, the paper.
+    public static let dims = [13, 16, 64, 128, 256]
+
+    /// Every shipped specialisation for `architecture` (register caps chosen for it: `OccupancyTuning`).
+    public static func entries(architecture: String, nvrtc: NVRTC, cache: KernelCache) -> [Entry] {
+        var entries: [Entry] = [
+            Entry(name: "interaction", spec: InteractionKernel.spec, functions: ["interaction_dot"]),
+            Entry(
+                name: "elementwise", spec: ElementwiseKernels.spec,
+                functions: ["sigmoid_column", "fill_uniform_f32", "fill_uniform_f16", "fill_uniform_bf16", "gather_rows"]),
+        ]
+        for width in IndexWidth.allCases {
+            entries.append(
+                Entry(name: "remap int\(width.rawValue)",
+                      spec: KernelSpec(file: .embeddingBag, defines: ["INDEX_BITS": "\(width.rawValue)"]),
+                      functions: ["remap_indices"]))
+        }
+        for variant in EmbeddingBagVariant.allCases {
+            let knobs = variant.knobs
+            let everywhere = [.baseline, .vectorized, .bagel].contains(variant)
+            for storage in EmbeddingStorage.allCases {
+                if !everywhere && storage == .bf16 { continue }
+                if knobs.prefetch == .shared && storage != .fp32 { continue }
+                for width in IndexWidth.allCases {
+                    for dim in everywhere ? dims : [64, 128] {
+                        let resolved = (try? OccupancyTuning.resolve(
+                            knobs, dim: dim, storage: storage, indexWidth: width, architecture: architecture,
+                            nvrtc: nvrtc, cache: cache)) ?? knobs
+                        let functions = knobs.family == .baseline
+                            ? ["embedding_bag_baseline", "embedding_bag_baseline_table"]
+                            : ["embedding_bag_vectorized"]
+                        entries.append(
+                            Entry(
+                                name: "\(variant.rawValue) \(storage.rawValue) int\(width.rawValue) dim \(dim)",
+                                spec: EmbeddingBagKernel.spec(knobs: resolved, dim: dim, storage: storage, indexWidth: width),
+                                functions: functions + (knobs.l2 == .pinPass ? ["l2_pin_rows"] : [])))
+                    }
+                }
+            }
+        }
+        return entries
+    }
+
+    /// The result of compiling one entry for one architecture.
+    public struct CompileResult: Sendable {
+        public let entry: Entry
+        public let architecture: String
+        public let reports: [PtxasReport]
+        public let error: String?
+
+        /// The reports of the kernels this entry uses.
+        public var relevant: [PtxasReport] { reports.filter { entry.functions.contains($0.function) } }
+        public var spills: Bool { relevant.contains { $0.spills } }
+        public var ok: Bool { error == nil && !spills && relevant.count == entry.functions.count }
+    }
+
+    /// Compiles every entry for each architecture (no GPU needed).
+    public static func compileAll(architectures: [String], nvrtc: NVRTC, cache: KernelCache) -> [CompileResult] {
+        var results: [CompileResult] = []
+        for architecture in architectures {
+            for entry in entries(architecture: architecture, nvrtc: nvrtc, cache: cache) {
+                do {
+                    let output = try entry.spec.compile(architecture: architecture, nvrtc: nvrtc, cache: cache)
+                    results.append(CompileResult(entry: entry, architecture: architecture,
+                                                 reports: PtxasReport.parse(output.log), error: nil))
+                } catch {
+                    results.append(CompileResult(entry: entry, architecture: architecture, reports: [], error: "\(error)"))
+                }
+            }
+        }
+        return results
+    }
+}

@@ -1,0 +1,107 @@
+import CUDA
+
+/// DLRM's dot interaction (interaction.cu): per sample, r = [x, ⟨Tᵢ, Tⱼ⟩ for i > j].
+public final class InteractionKernel: @unchecked Sendable {
+    public static let spec = KernelSpec(file: .interaction)
+    public static let blockThreads = 128
+    let function: Function
+
+    public init(library: KernelLibrary) throws {
+        function = try library.function("interaction_dot", of: Self.spec)
+    }
+
+    /// - Parameters:
+    ///   - t: [batch][rows × dim] floats, `tStride` floats per sample (rows = tables + 1, x first).
+    ///   - out: [batch][outStride] floats; receives dim + rows(rows−1)/2 values per sample.
+    public func encode(t: DevicePointer, tStride: Int, out: DevicePointer, outStride: Int, batch: Int, rows: Int, dim: Int,
+                       stream: CUDAStream) throws {
+        guard batch > 0 else { return }
+        precondition(tStride >= rows * dim && outStride >= dim + rows * (rows - 1) / 2)
+        let shared = rows * (dim + 1) * 4
+        if shared > 48 * 1024 { try function.setMaxDynamicSharedBytes(shared) }
+        var arguments = KernelArguments()
+        arguments.add(t)
+        arguments.add(out)
+        arguments.add(Int32(rows))
+        arguments.add(Int32(dim))
+        arguments.add(Int64(tStride))
+        arguments.add(Int64(outStride))
+        try function.launch(
+            grid: (batch, 1, 1), block: (Self.blockThreads, 1, 1), sharedBytes: shared, stream: stream,
+            arguments: arguments)
+    }
+}
+
+/// The small kernels of elementwise.cu and the index remap of embedding_bag.cu.
+public final class ElementwiseKernels: @unchecked Sendable {
+    public static let spec = KernelSpec(file: .elementwise)
+    let sigmoid: Function
+    let fillF32: Function
+    let fillF16: Function
+    let fillBF16: Function
+    let gather: Function
+    let library: KernelLibrary
+
+    public init(library: KernelLibrary) throws {
+        self.library = library
+        sigmoid = try library.function("sigmoid_column", of: Self.spec)
+        fillF32 = try library.function("fill_uniform_f32", of: Self.spec)
+        fillF16 = try library.function("fill_uniform_f16", of: Self.spec)
+        fillBF16 = try library.function("fill_uniform_bf16", of: Self.spec)
+        gather = try library.function("gather_rows", of: Self.spec)
+    }
+
+    /// p[s] = sigmoid(y[s · yStride]) for s in 0..<count.
+    public func encodeSigmoid(y: DevicePointer, yStride: Int, p: DevicePointer, count: Int, stream: CUDAStream) throws {
+        guard count > 0 else { return }
+        var arguments = KernelArguments()
+        arguments.add(y)
+        arguments.add(Int64(yStride))
+        arguments.add(p)
+        arguments.add(Int32(count))
+        try sigmoid.launch(grid: ((count + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
+    }
+
+    /// Fills `count` elements of `storage` with uniform values in ±scale from a seed (benchmark tables).
+    public func encodeFill(_ pointer: DevicePointer, count: Int, storage: EmbeddingStorage, seed: UInt64, scale: Float,
+                           stream: CUDAStream) throws {
+        guard count > 0 else { return }
+        var arguments = KernelArguments()
+        arguments.add(pointer)
+        arguments.add(Int64(count))
+        arguments.add(seed)
+        arguments.add(scale)
+        let function = storage == .fp32 ? fillF32 : storage == .fp16 ? fillF16 : fillBF16
+        try function.launch(grid: (min(65535, (count + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
+                            arguments: arguments)
+    }
+
+    /// dst row i = src row order[i] (order: device Int32 array of `rows` entries).
+    public func encodeGatherRows(source: DevicePointer, destination: DevicePointer, order: DevicePointer, rows: Int,
+                                 rowBytes: Int, stream: CUDAStream) throws {
+        guard rows > 0 else { return }
+        precondition(rowBytes % 4 == 0, "gather_rows moves 4-byte words")
+        var arguments = KernelArguments()
+        arguments.add(source)
+        arguments.add(destination)
+        arguments.add(order)
+        arguments.add(Int64(rows))
+        arguments.add(Int64(rowBytes))
+        try gather.launch(grid: ((rows * 32 + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
+    }
+
+    /// indices[i] ← remap[indices[i]] (a table stored permuted).
+    public func encodeRemap(indices: DevicePointer, count: Int, indexWidth: IndexWidth, remap: DevicePointer, rows: Int,
+                            stream: CUDAStream) throws {
+        guard count > 0 else { return }
+        let spec = KernelSpec(file: .embeddingBag, defines: ["INDEX_BITS": "\(indexWidth.rawValue)"])
+        let function = try library.function("remap_indices", of: spec)
+        var arguments = KernelArguments()
+        arguments.add(indices)
+        arguments.add(Int64(count))
+        arguments.add(remap)
+        arguments.add(Int64(rows))
+        try function.launch(grid: (min(4096, (count + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
+                            arguments: arguments)
+    }
+}

@@ -1,0 +1,145 @@
+import CUDA
+import Foundation
+import Testing
+
+@testable import Kernels
+
+/// NVRTC is optional on a development machine: CI installs the nvidia-cuda-nvrtc wheel and points
+/// BAGEL_NVRTC (or BAGEL_CUDA_LIBRARY_PATH) at it; without it these tests skip with a message.
+let nvrtc: NVRTC? = {
+    do {
+        return try NVRTC.shared()
+    } catch {
+        print("NVRTC not found, kernel compile tests skipped: \(error)")
+        return nil
+    }
+}()
+
+@Suite struct KernelCompileTests {
+    @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
+    func everyVariantCompilesWithoutSpillsForAmpereAndHopper() throws {
+        let cache = KernelCache(directory: nil)
+        let results = KernelCatalog.compileAll(architectures: ["sm_80", "sm_90"], nvrtc: nvrtc!, cache: cache)
+        #expect(results.count == 2 * KernelCatalog.entries(architecture: "sm_90", nvrtc: nvrtc!, cache: cache).count)
+        // On Hopper, optmt finds a spill-free cap that fits more blocks (on sm_80, NVRTC 13's 40-register
+        // build of the direct kernel spills 16 bytes, so it may keep the natural count there).
+        let optmt = results.filter { $0.entry.name == "optmt fp32 int64 dim 128" && $0.architecture == "sm_90" }
+        #expect(optmt.count == 1)
+        for result in optmt {
+            let registers = result.relevant.map(\.registers).max() ?? 0
+            #expect(result.entry.spec.maxRegisters != nil, "\(result.architecture): no cap chosen")
+            #expect(OccupancyTuning.blocksPerSM(registers: registers) > 5, "\(result.architecture): \(registers) registers")
+        }
+        for result in results {
+            #expect(result.error == nil, "\(result.entry.name) on \(result.architecture): \(result.error ?? "")")
+            #expect(!result.spills, "\(result.entry.name) on \(result.architecture) spills: \(result.relevant)")
+            #expect(result.relevant.count == result.entry.functions.count,
+                    "\(result.entry.name): kernels missing from ptxas's report: \(result.reports.map(\.function))")
+            for report in result.relevant { #expect(report.registers > 0) }
+        }
+        let worst = results.flatMap(\.relevant).max { $0.registers < $1.registers }
+        print("compiled \(results.count) kernel modules with NVRTC \(nvrtc!.versionString); most registers: \(worst.map { "\($0.function) \($0.registers)" } ?? "-")")
+    }
+
+    @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
+    func compileErrorsCarryTheLog() throws {
+        do {
+            _ = try nvrtc!.compile(source: "extern \"C\" __global__ void k() { undefined_thing(); }", name: "bad.cu",
+                                   options: ["-arch=sm_90"])
+            Issue.record("expected a compile error")
+        } catch let error as CUDAError {
+            #expect(error.library == .nvrtc)
+            #expect(error.log?.contains("undefined_thing") == true)
+        }
+    }
+
+    @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
+    func cacheServesTheSecondCompile() throws {
+        let directory = NSTemporaryDirectory() + "bagel-cache-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spec = ElementwiseKernels.spec
+        let first = KernelCache(directory: directory)
+        _ = try spec.compile(architecture: "sm_90", nvrtc: nvrtc!, cache: first)
+        #expect(first.compiles == 1)
+        let second = KernelCache(directory: directory)  // a new process, the same disk
+        let output = try spec.compile(architecture: "sm_90", nvrtc: nvrtc!, cache: second)
+        #expect(second.compiles == 0 && second.hits == 1)
+        #expect(!PtxasReport.parse(output.log).isEmpty)
+    }
+}
+
+@Suite struct KernelPlanningTests {
+    @Test func ptxasReportParsing() {
+        let log = """
+            ptxas info    : Compiling entry function 'k1' for 'sm_90'
+            ptxas info    : Function properties for k1
+            ptxas         .     16 bytes stack frame, 12 bytes spill stores, 8 bytes spill loads
+            ptxas info    : Used 48 registers, used 0 barriers, 16 bytes cumulative stack size
+            ptxas info    : Compiling entry function 'k2' for 'sm_90'
+            ptxas info    : Function properties for k2
+            ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+            ptxas info    : Used 20 registers, used 1 barriers, 4096 bytes smem
+            """
+        let reports = PtxasReport.parse(log)
+        #expect(reports.count == 2)
+        #expect(reports[0] == PtxasReport(function: "k1", registers: 48, spillStores: 12, spillLoads: 8,
+                                          stackFrameBytes: 16, sharedBytes: 0))
+        #expect(reports[1].registers == 20 && reports[1].sharedBytes == 4096 && !reports[1].spills)
+    }
+
+    @Test func vectorPlans() {
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 128, storage: .fp32) == (32, 16))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 16, storage: .fp32) == (4, 16))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 64, storage: .bf16) == (8, 16))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 13, storage: .fp32) == (16, 4))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 256, storage: .fp32) == (32, 16))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 6, storage: .fp16) == (4, 4))
+    }
+
+    @Test func occupancyArithmetic() {
+        #expect(OccupancyTuning.blocksPerSM(registers: 48) == 5)
+        #expect(OccupancyTuning.blocksPerSM(registers: 42) == 5)  // rounds up to 48
+        #expect(OccupancyTuning.blocksPerSM(registers: 40) == 6)
+        #expect(OccupancyTuning.blocksPerSM(registers: 32) == 8)
+        #expect(OccupancyTuning.blocksPerSM(registers: 20) == 8)
+        #expect(OccupancyTuning.candidateCaps(registers: 48) == [32, 40])
+        #expect(OccupancyTuning.candidateCaps(registers: 32) == [])
+    }
+
+    @Test func variantParsing() throws {
+        let (variant, knobs) = try EmbeddingBagKnobs.parse("optmt:regs=32")
+        #expect(variant == .optmt && knobs.maxRegisters == 32 && !knobs.autoRegisterCap && knobs.family == .baseline)
+        #expect(EmbeddingBagVariant.optmt.knobs.autoRegisterCap)
+        let rpf = try EmbeddingBagKnobs.parse("rpf:dist=8,prefetch=l1").knobs
+        #expect(rpf.prefetchDistance == 8 && rpf.prefetch == .l1)
+        #expect(throws: CUDAError.self) { _ = try EmbeddingBagKnobs.parse("warp-speed") }
+        #expect(throws: CUDAError.self) { _ = try EmbeddingBagKnobs.parse("rpf:distance=8") }
+        #expect(throws: CUDAError.self) {
+            try EmbeddingBagKnobs.parse("vectorized:l2=window").knobs.validate(storage: .fp32)
+        }
+        for variant in EmbeddingBagVariant.allCases { try variant.knobs.validate(storage: .fp32) }
+    }
+
+    @Test func specsDifferByKnobs() {
+        let a = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.baseline.knobs, dim: 128, storage: .fp32, indexWidth: .bits64)
+        let b = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.rpf.knobs, dim: 128, storage: .fp32, indexWidth: .bits64)
+        #expect(a != b)
+        var capped = EmbeddingBagVariant.optmt.knobs
+        capped.maxRegisters = 40
+        let c = EmbeddingBagKernel.spec(knobs: capped, dim: 128, storage: .fp32, indexWidth: .bits64)
+        #expect(c.options(architecture: "sm_90").contains("--maxrregcount=40"))
+        let auto = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.optmt.knobs, dim: 128, storage: .fp32, indexWidth: .bits64)
+        #expect(auto.maxRegisters == nil)  // auto: resolved by OccupancyTuning before compiling
+        #expect(a.options(architecture: "sm_90").contains("-DDIM=128"))
+    }
+
+    @Test func tableArgsLayout() {
+        let binding = EmbeddingTableBinding(weights: 0x1000, rows: 7, indices: 0x2000, offsets: 0x3000, output: 0x4000,
+                                            outputStride: 9, mean: true, hotRows: 3, offset2bag: 0x5000, bagSize: 0x6000)
+        var bytes = [UInt8](repeating: 0xFF, count: 2 * EmbeddingBagKernel.tableArgsBytes)
+        bytes.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs([binding, binding], into: $0.baseAddress!) }
+        let words = bytes.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
+        #expect(Array(words[0..<11]) == [0x1000, 0x2000, 0x3000, 0, 0x4000, 7, 9, 3, 1, 0x5000, 0x6000])
+        #expect(words[11] == 0x1000)
+    }
+}
