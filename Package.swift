@@ -30,10 +30,12 @@ let package = Package(
         ),
         .target(name: "DLRM", dependencies: []),
         .target(name: "Data", dependencies: ["DLRM"]),
+        // The GPU engine, its parity suite (bagel doctor) and the GPU benchmarks.
+        .target(name: "GPU", dependencies: ["CUDA", "Kernels", "DLRM", "Data"]),
         .target(
             name: "BagelCLI",
             dependencies: [
-                "DLRM", "Data",
+                "DLRM", "Data", "GPU", "CUDA", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -8,7 +8,7 @@ public struct BagelCommand: AsyncParsableCommand {
         commandName: "bagel",
         abstract: "DLRM inference: a CPU reference engine, GPU kernels, benchmarks and a server.",
         subcommands: [
-            InitCommand.self, InfoCommand.self, PredictCommand.self, BenchCommand.self,
+            InitCommand.self, InfoCommand.self, PredictCommand.self, BenchCommand.self, DoctorCommand.self,
         ]
     )
 

@@ -1,5 +1,7 @@
 import ArgumentParser
+import CUDA
 import DLRM
+import GPU
 import Data
 import Foundation
 
@@ -9,7 +11,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure inference throughput.",
-        subcommands: [EndToEndBench.self],
+        subcommands: [EndToEndBench.self, EmbeddingBench.self],
         defaultSubcommand: EndToEndBench.self)
 }
 
@@ -57,6 +59,15 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Embedding kernel variant on the GPU.")
     var variant: String?
 
+    @Option(help: "MLP arithmetic on the GPU: fp32, tf32, bf16.")
+    var math: MathMode = .fp32
+
+    @Flag(inversion: .prefixedNo, help: "Replay CUDA graphs on the GPU.")
+    var graphs = true
+
+    @Option(help: "Write the results as JSON.")
+    var json: String?
+
     @Option(help: "Seed of weights and data.")
     var seed: UInt64 = 1
 
@@ -77,12 +88,19 @@ struct EndToEndBench: ParsableCommand {
                     + Console.bytes(config.tables.reduce(0) { $0 + $1.byteCount }))
             loaded = try Model.random(config: config, seed: seed)
         }
-        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant)
         let bag = lookups ?? max(loaded.config.lookupsPerTable, 1)
         let pattern = try dataset.pattern(rows: loaded.config.tables.map(\.rows).max()!, traceDirectory: traces)
         var generator = SyntheticGenerator(config: loaded.config, pattern: pattern, bagLength: .fixed(bag), seed: seed)
         // A few distinct batches, cycled, so data generation stays out of the timing.
         let batches = (0..<4).map { _ in generator.nextBatch(size: batchSize) }
+        // Hot rows for the L2 variants: a profile of this traffic (as `bagel profile` would write).
+        let hot: [[Int]]? = device == .cpu ? nil : loaded.config.tables.indices.map { t in
+            AccessProfile(accesses: batches.flatMap { $0.sparse[t].indices.asInts }, rows: loaded.config.tables[t].rows)
+                .hottest(DatasetName.highTopRows)
+        }
+        let engine = try EngineFactory.make(
+            model: loaded, device: device, threads: threads, variant: variant, math: math, graphs: graphs,
+            hotRows: loaded.config.embedding?.hotRows == nil ? hot : nil)
         print("engine: \(engine.description)")
         print("model: \(loaded.config.name), batch \(batchSize), \(bag) lookup\(bag == 1 ? "" : "s") per table, dataset \(dataset.rawValue)")
 
@@ -102,15 +120,38 @@ struct EndToEndBench: ParsableCommand {
         } while now() < end
         let stats = Percentiles(times)
         let total = times.reduce(0, +)
+        var record: [String: Any] = [
+            "engine": engine.description, "model": loaded.config.name, "batch": batchSize, "lookups": bag,
+            "dataset": dataset.rawValue, "batches": times.count, "samples_per_second": Double(times.count * batchSize) / total,
+            "p50_ms": stats.median * 1e3, "p90_ms": stats.at(90) * 1e3, "p99_ms": stats.at(99) * 1e3,
+        ]
+        if let gpu = engine as? GPUEngine {
+            // The forward alone, inputs already on the device: what the paper's pipeline number measures.
+            let device = Percentiles(try gpu.deviceForwardSeconds(batches[0], iterations: 30).dropFirst().map { $0 })
+            print("device forward (inputs resident\(graphs ? ", graph replay" : "")): median "
+                  + "\(Console.seconds(device.median)) per batch = "
+                  + String(format: "%.0f", Double(batchSize) / device.median) + " samples/s")
+            record["device_forward_ms"] = device.median * 1e3
+            record["device_samples_per_second"] = Double(batchSize) / device.median
+        }
+        if let json {
+            let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: json))
+        }
         print(
             "\(times.count) batches: " + String(format: "%.0f", Double(times.count * batchSize) / total)
                 + " samples/s; per batch p50 \(Console.seconds(stats.median)), p90 \(Console.seconds(stats.at(90))), "
                 + "p99 \(Console.seconds(stats.at(99)))")
     }
 
-    /// Bytes the in-memory model's tables may take: a quarter of physical memory.
+    /// Bytes the in-memory model's tables may take: a quarter of the memory of the device it runs on
+    /// (the tables live in host memory in every case, so never more than a quarter of that either).
     static func memoryBudget(device: DeviceChoice) -> Int {
-        Int(ProcessInfo.processInfo.physicalMemory / 4)
+        let host = Int(ProcessInfo.processInfo.physicalMemory / 4)
+        if device != .cpu, case .success(let context) = GPUEngine.probe() {
+            return min(host, context.device.totalMemory / 4)
+        }
+        return host
     }
 
     /// The largest per-table row cap whose tables fit the budget.

@@ -1,15 +1,28 @@
+import ArgumentParser
+import CUDA
 import DLRM
+import GPU
 
-/// Picks the engine for `--device`.
+extension MathMode: ExpressibleByArgument {}
+
+/// Picks the engine for `--device`: `auto` takes the GPU when one is usable and says why when not.
 enum EngineFactory {
-    static func make(model: Model, device: DeviceChoice, threads: Int? = nil, variant: String? = nil) throws
-        -> any InferenceEngine
-    {
+    static func make(model: Model, device: DeviceChoice, threads: Int? = nil, variant: String? = nil,
+                     math: MathMode = .fp32, graphs: Bool = true, hotRows: [[Int]]? = nil) throws -> any InferenceEngine {
+        let options = GPUEngineOptions(variant: variant ?? "auto", math: math, useGraphs: graphs, hotRows: hotRows)
         switch device {
-        case .cpu, .auto:
+        case .cpu:
             return CPUEngine(model: model, threads: threads)
         case .gpu:
-            throw BagelError(.unsupported, "the GPU engine is not built yet; use --device cpu")
+            return try GPUEngine(model: model, options: options)
+        case .auto:
+            switch GPUEngine.probe() {
+            case .success(let context):
+                return try GPUEngine(model: model, options: options, context: context)
+            case .failure(let error):
+                Console.status("no usable GPU (\(error.message.isEmpty ? error.name : error.message)); running on the CPU")
+                return CPUEngine(model: model, threads: threads)
+            }
         }
     }
 }

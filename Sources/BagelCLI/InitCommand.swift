@@ -28,6 +28,9 @@ struct InitCommand: ParsableCommand {
     @Flag(help: "Replace a model already in the output directory.")
     var force = false
 
+    @Flag(help: "Write model.json only, no weights (e.g. for Benchmarks/torch_dlrm.py).")
+    var configOnly = false
+
     func validate() throws {
         if let maxRows, maxRows < 0 { throw ValidationError("--max-rows must be 0 (no cap) or positive") }
         if let lookups, lookups < 0 { throw ValidationError("--lookups must not be negative") }
@@ -39,6 +42,11 @@ struct InitCommand: ParsableCommand {
         let configPath = (out as NSString).appendingPathComponent(Model.configFileName)
         if FileManager.default.fileExists(atPath: configPath) && !force {
             throw BagelError(.io, "\(out) already holds a model; pass --force to replace it")
+        }
+        if configOnly {
+            try ModelWriter.writeConfig(config, directory: out)
+            print("wrote \(out)/\(Model.configFileName)")
+            return
         }
         let tableBytes = config.tables.reduce(0) { $0 + $1.byteCount }
         Console.status(

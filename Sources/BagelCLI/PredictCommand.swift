@@ -1,4 +1,5 @@
 import ArgumentParser
+import CUDA
 import DLRM
 import Data
 import Foundation
@@ -41,6 +42,9 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "Embedding kernel variant on the GPU (default: the model's choice, else auto).")
     var variant: String?
 
+    @Option(help: "MLP arithmetic on the GPU: fp32 (exact), tf32, bf16.")
+    var math: MathMode = .fp32
+
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
@@ -48,7 +52,7 @@ struct PredictCommand: ParsableCommand {
 
     func run() throws {
         let loaded = try Model.load(directory: model)
-        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant)
+        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math)
         Console.status("engine: \(engine.description)")
         let reader = try format.reader(path: data, config: loaded.config)
         let progress = ProgressReporter("predict")

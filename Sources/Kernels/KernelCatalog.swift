@@ -1,4 +1,5 @@
 import CUDA
+import Foundation
 
 /// Every kernel specialisation Bagel ships, for compile checks (CI: no spills on sm_80 and sm_90)
 /// and for `bagel doctor`.
@@ -67,20 +68,36 @@ public enum KernelCatalog {
         public var ok: Bool { error == nil && !spills && relevant.count == entry.functions.count }
     }
 
-    /// Compiles every entry for each architecture (no GPU needed).
+    /// Compiles every entry for each architecture (no GPU needed), on all cores.
     public static func compileAll(architectures: [String], nvrtc: NVRTC, cache: KernelCache) -> [CompileResult] {
         var results: [CompileResult] = []
         for architecture in architectures {
-            for entry in entries(architecture: architecture, nvrtc: nvrtc, cache: cache) {
+            let list = entries(architecture: architecture, nvrtc: nvrtc, cache: cache)
+            let collected = ResultBox(count: list.count)
+            DispatchQueue.concurrentPerform(iterations: list.count) { i in
+                let entry = list[i]
                 do {
                     let output = try entry.spec.compile(architecture: architecture, nvrtc: nvrtc, cache: cache)
-                    results.append(CompileResult(entry: entry, architecture: architecture,
-                                                 reports: PtxasReport.parse(output.log), error: nil))
+                    collected.set(i, CompileResult(entry: entry, architecture: architecture,
+                                                   reports: PtxasReport.parse(output.log), error: nil))
                 } catch {
-                    results.append(CompileResult(entry: entry, architecture: architecture, reports: [], error: "\(error)"))
+                    collected.set(i, CompileResult(entry: entry, architecture: architecture, reports: [], error: "\(error)"))
                 }
             }
+            results += collected.values.map { $0! }
         }
         return results
+    }
+
+    /// Results written from several threads, one slot each.
+    private final class ResultBox: @unchecked Sendable {
+        private let lock = NSLock()
+        private(set) var values: [CompileResult?]
+        init(count: Int) { values = Array(repeating: nil, count: count) }
+        func set(_ i: Int, _ value: CompileResult) {
+            lock.lock()
+            values[i] = value
+            lock.unlock()
+        }
     }
 }

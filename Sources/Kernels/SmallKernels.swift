@@ -90,18 +90,18 @@ public final class ElementwiseKernels: @unchecked Sendable {
         try gather.launch(grid: ((rows * 32 + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
     }
 
-    /// indices[i] ← remap[indices[i]] (a table stored permuted).
-    public func encodeRemap(indices: DevicePointer, count: Int, indexWidth: IndexWidth, remap: DevicePointer, rows: Int,
-                            stream: CUDAStream) throws {
-        guard count > 0 else { return }
+    /// indices ← remap[indices] for table `table` of the TableArgs array at `tableArgs` (its indices
+    /// pointer and count are read on the device).
+    public func encodeRemap(tableArgs: DevicePointer, table: Int, batch: Int, indexWidth: IndexWidth,
+                            remap: DevicePointer, stream: CUDAStream) throws {
+        guard batch > 0 else { return }
         let spec = KernelSpec(file: .embeddingBag, defines: ["INDEX_BITS": "\(indexWidth.rawValue)"])
         let function = try library.function("remap_indices", of: spec)
         var arguments = KernelArguments()
-        arguments.add(indices)
-        arguments.add(Int64(count))
+        arguments.add(tableArgs)
+        arguments.add(Int32(table))
+        arguments.add(Int32(batch))
         arguments.add(remap)
-        arguments.add(Int64(rows))
-        try function.launch(grid: (min(4096, (count + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
-                            arguments: arguments)
+        try function.launch(grid: (264, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
     }
 }

@@ -14,7 +14,7 @@
 //       PREFETCH=0|1|2|3      none | registers | shared memory (cp.async) | L1 (prefetch.global.L1),
 //       PF_DIST=d             rows ahead of the one being summed;
 //   l2_pin_rows               the paper's pin pass: prefetch.global.L2::evict_last over each hot row's lines.
-//   remap_indices             idx ← remap[idx] for the tables stored permuted (hot rows first).
+//   remap_indices             idx ← remap[idx] for a table stored permuted (hot rows first).
 //   embedding_bag_vectorized  Bagel's kernel: LANES threads per bag, each loading VEC_BYTES (16) at a time,
 //                             UNROLL rows in flight, every table of a launch at once (grid.y = table);
 //       EVICT_HINTS=1         rows below the table's hot_rows count (hot rows come first after the
@@ -280,12 +280,17 @@ extern "C" __global__ void l2_pin_rows(const char *__restrict__ base, const int 
     }
 }
 
-// idx ← remap[idx] for n indices (rows outside the remap are left as they are).
-extern "C" __global__ void remap_indices(index_t *__restrict__ indices, long long n, const int *__restrict__ remap,
-                                         long long rows) {
+// idx ← remap[idx] over one table's indices, for tables stored permuted (hot rows first). Reads
+// the indices pointer and the count (offsets[batch]) from the table's TableArgs, so a captured
+// graph stays valid when they change.
+extern "C" __global__ void remap_indices(const TableArgs *__restrict__ tables, int table, int batch,
+                                         const int *__restrict__ remap) {
+    const TableArgs &t = tables[table];
+    index_t *indices = const_cast<index_t *>(t.indices);
+    const long long n = t.offsets[batch];
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         const index_t idx = indices[i];
-        if ((unsigned long long)idx < (unsigned long long)rows) indices[i] = (index_t)remap[idx];
+        if ((unsigned long long)idx < (unsigned long long)t.rows) indices[i] = (index_t)remap[idx];
     }
 }
 

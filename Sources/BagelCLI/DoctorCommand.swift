@@ -1,0 +1,103 @@
+import ArgumentParser
+import CUDA
+import DLRM
+import Foundation
+import GPU
+import Kernels
+
+struct DoctorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Check the GPU: libraries, every kernel variant compiled, every kernel against its CPU twin.",
+        discussion: """
+            Prints the GPU, the driver and library versions and paths, compiles every shipped kernel \
+            specialisation (failing on register spills), runs every parity check and prints \
+            "N passed, N failed". Exit status: 0 all passed, 1 a check failed, 2 no usable GPU (the reason \
+            is printed; with NVRTC present the compile checks still run).
+            """)
+
+    @Flag(help: "A shorter parity matrix (one index width, fewer shapes).")
+    var quick = false
+
+    @Option(help: "GPU ordinal.")
+    var device: Int = 0
+
+    @Option(help: "Also write the results as JSON to this file.")
+    var json: String?
+
+    func run() throws {
+        var passed = 0
+        var failed = 0
+        var records: [[String: Any]] = []
+        func report(_ name: String, _ ok: Bool, _ detail: String) {
+            print("\(ok ? "PASS" : "FAIL")  \(name)\(detail.isEmpty ? "" : "  — \(detail)")")
+            if ok { passed += 1 } else { failed += 1 }
+            records.append(["name": name, "passed": ok, "detail": detail])
+        }
+
+        print("== libraries")
+        let driver: Driver?
+        do {
+            driver = try Driver.shared()
+            print("CUDA driver   \(driver!.versionString) (\(driver!.path))")
+        } catch {
+            driver = nil
+            print("CUDA driver   not usable: \(error)")
+        }
+        let nvrtc = try? NVRTC.shared()
+        print("NVRTC         " + (nvrtc.map { "\($0.versionString) (\($0.path))" } ?? "not found (set BAGEL_NVRTC)"))
+        if let cublas = try? CuBLASLt.shared() {
+            print("cuBLASLt      \(cublas.versionString) (\(cublas.path))")
+        } else {
+            print("cuBLASLt      not found (set BAGEL_CUBLASLT)")
+        }
+        print("kernel cache  \(KernelCache.defaultDirectory ?? "off")")
+
+        let context: CUDAContext?
+        switch GPUEngine.probe(ordinal: device) {
+        case .success(let c):
+            context = c
+            let d = c.device
+            print("\n== GPU \(d.ordinal): \(d.name)")
+            print("compute capability \(d.computeCapability.major).\(d.computeCapability.minor), \(d.multiprocessors) SMs, "
+                  + "\(formatGB(d.totalMemory)) memory, L2 \(formatMB(d.l2CacheBytes)), persisting L2 up to "
+                  + "\(formatMB(d.maxPersistingL2Bytes)), access-policy window up to \(formatMB(d.maxAccessPolicyWindowBytes))")
+            print(String(format: "datasheet memory bandwidth %.2f TB/s", d.peakMemoryBandwidth / 1e12))
+        case .failure(let error):
+            context = nil
+            print("\n== no usable GPU: \(error)")
+        }
+
+        if let nvrtc {
+            print("\n== compiling every kernel specialisation")
+            let architectures = context.map { [$0.device.architecture] } ?? ["sm_80", "sm_90"]
+            let results = KernelCatalog.compileAll(architectures: architectures, nvrtc: nvrtc, cache: KernelCache())
+            let bad = results.filter { !$0.ok }
+            for result in bad {
+                report("compile \(result.entry.name) \(result.architecture)", false,
+                       result.error ?? "spills: \(result.relevant.filter(\.spills))")
+            }
+            report("compile \(results.count - bad.count) of \(results.count) modules for \(architectures.joined(separator: ", "))",
+                   bad.isEmpty, "no errors, no spills")
+        }
+
+        if let context {
+            print("\n== parity: GPU kernels against their CPU twins (outputs poisoned with NaN)")
+            let suite = try ParitySuite(context: context)
+            _ = suite.run(quick: quick) { report($0.name, $0.passed, $0.detail) }
+        }
+
+        print("\n\(passed) passed, \(failed) failed")
+        if let json {
+            let data = try JSONSerialization.data(
+                withJSONObject: ["passed": passed, "failed": failed, "gpu": context?.device.name ?? NSNull(),
+                                 "checks": records], options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: json))
+        }
+        if failed > 0 { throw ExitCode(1) }
+        if context == nil { throw ExitCode(2) }
+    }
+}
+
+func formatGB(_ bytes: Int) -> String { String(format: "%.1f GB", Double(bytes) / 1e9) }
+func formatMB(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }

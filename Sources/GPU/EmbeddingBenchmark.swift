@@ -1,0 +1,372 @@
+import CUDA
+import DLRM
+import Data
+import Foundation
+import Kernels
+
+/// The embedding-stage workload: `tables` tables of rows × dim, `bags` bags of `lookups` each.
+public struct EmbeddingWorkload: Sendable, Codable {
+    public var tables = 12
+    public var rows = 500_000
+    public var dim = 128
+    public var bags = 2048
+    public var lookups = 150
+    public var storage = EmbeddingStorage.fp32
+    public var indexWidth = IndexWidth.bits64
+    /// Distinct batches per table, cycled through the timed runs.
+    public var batches = 4
+    /// Hot rows the L2 variants keep (the paper: 60,000), capped by the device's persisting L2.
+    public var hotRows = 60_000
+
+    public init() {}
+
+    public var rowBytes: Int { dim * storage.byteWidth }
+    public var tableBytes: Int { rows * rowBytes }
+    /// Bytes a table's lookups read: bags × lookups × dim × element size.
+    public var lookupBytes: Int { bags * lookups * rowBytes }
+}
+
+/// One variant on one dataset.
+public struct EmbeddingBenchResult: Sendable, Codable {
+    public var dataset: String
+    public var variant: String
+    public var knobs: String
+    /// Median µs per table's lookups (device events; first run dropped).
+    public var microseconds: Double
+    public var p10: Double
+    public var p90: Double
+    public var runs: Int
+    /// Median µs of the pin pass per table, when the variant has one (not included above).
+    public var pinMicroseconds: Double?
+    public var terabytesPerSecond: Double
+    public var percentOfCopy: Double
+    public var speedupOverBaseline: Double?
+    public var registers: Int
+    public var occupancy: Double
+    public var hotRows: Int
+}
+
+/// Times embedding-bag variants the paper's way: table after table, one kernel per table timed
+/// with device events, median of the runs after the first; the same indices for every variant.
+public final class EmbeddingBenchmark {
+    public let context: CUDAContext
+    public let workload: EmbeddingWorkload
+    let library: KernelLibrary
+    let stream: CUDAStream
+    let elementwise: ElementwiseKernels
+    let seed: UInt64
+    /// The tables in the original row order.
+    let tables: [DeviceBuffer<UInt8>]
+    let output: DeviceBuffer<Float>
+    let offset2bag: DeviceBuffer<UInt8>
+    let bagSize: DeviceBuffer<UInt8>
+    public private(set) var copyBytesPerSecond: Double = 0
+
+    public init(context: CUDAContext, workload: EmbeddingWorkload, seed: UInt64 = 1, library: KernelLibrary? = nil) throws {
+        self.context = context
+        self.workload = workload
+        self.seed = seed
+        let library = try library ?? KernelLibrary(context: context)
+        self.library = library
+        let stream = try CUDAStream(context: context)
+        self.stream = stream
+        let elementwise = try ElementwiseKernels(library: library)
+        self.elementwise = elementwise
+        let scale = Float((1.0 / Double(workload.rows)).squareRoot())
+        tables = try (0..<workload.tables).map { t in
+            let buffer = try DeviceBuffer<UInt8>(context: context, count: workload.tableBytes)
+            try elementwise.encodeFill(buffer.address, count: workload.rows * workload.dim, storage: workload.storage,
+                                       seed: seed &+ UInt64(t), scale: scale, stream: stream)
+            return buffer
+        }
+        output = try DeviceBuffer<Float>(context: context, count: workload.bags * workload.dim)
+        offset2bag = try DeviceBuffer<UInt8>(context: context, count: workload.bags * workload.lookups * 8)
+        bagSize = try DeviceBuffer<UInt8>(context: context, count: workload.bags * 8)
+        try stream.synchronize()
+    }
+
+    /// Device-to-device copy bandwidth (bytes read + written per second), median of 10 copies of 1 GB.
+    public func measureCopyBandwidth() throws -> Double {
+        let bytes = 1 << 30
+        let a = try DeviceBuffer<UInt8>(context: context, count: bytes)
+        let b = try DeviceBuffer<UInt8>(context: context, count: bytes)
+        let timer = try DeviceTimer(stream: stream)
+        _ = try timer.time { try stream.copy(from: a.address, to: b.address, bytes: bytes) }
+        var times: [Double] = []
+        for _ in 0..<10 { times.append(try timer.time { try stream.copy(from: a.address, to: b.address, bytes: bytes) }) }
+        copyBytesPerSecond = 2 * Double(bytes) / median(times)
+        return copyBytesPerSecond
+    }
+
+    // MARK: Datasets
+
+    /// A dataset's inputs on the host: per table, per batch, the indices (offsets are regular).
+    public struct Dataset {
+        public let name: String
+        /// [table][batch] → bags × lookups indices.
+        public let indices: [[[Int64]]]
+        /// Per table, rows by decreasing access count over all its batches.
+        public let hotRows: [[Int]]
+        /// Per table, the share of lookups the kept hot rows take.
+        public let hotCoverage: [Double]
+    }
+
+    /// Builds the inputs of a named dataset (WORKLOADS.md): one row sequence per table, batches
+    /// are consecutive slices of it.
+    public func makeDataset(_ name: DatasetName, traceDirectory: String?) throws -> Dataset {
+        let w = workload
+        let pattern = try name.pattern(rows: w.rows, traceDirectory: traceDirectory)
+        let perBatch = w.bags * w.lookups
+        var indices: [[[Int64]]] = []
+        var hot: [[Int]] = []
+        var coverage: [Double] = []
+        let keep = hotRowBudget()
+        for t in 0..<w.tables {
+            var stream = IndexStream(pattern: pattern, rows: w.rows, seed: seed, table: t)
+            if case .trace(let trace) = pattern {
+                // Each table replays the trace from its own starting point.
+                _ = stream.next((t * perBatch * w.batches) % trace.rows.count)
+            }
+            let batches = (0..<w.batches).map { _ in stream.next(perBatch).map(Int64.init) }
+            let profile = AccessProfile(accesses: batches.flatMap { $0.map(Int.init) }, rows: w.rows)
+            hot.append(profile.hottest(keep))
+            coverage.append(profile.coverage(top: keep))
+            indices.append(batches)
+        }
+        return Dataset(name: name.rawValue, indices: indices, hotRows: hot, hotCoverage: coverage)
+    }
+
+    /// Hot rows kept per table: the workload's count, within the device's persisting L2.
+    public func hotRowBudget() -> Int {
+        let persisting = max(context.device.maxPersistingL2Bytes, context.device.l2CacheBytes / 2)
+        return min(workload.hotRows, persisting / workload.rowBytes)
+    }
+
+    /// Writes a dataset's exact inputs for Benchmarks/torch_embedding_bag.py: meta.json and, per
+    /// table and batch, indices and offsets as little-endian int64.
+    public func dump(_ dataset: Dataset, to directory: String) throws {
+        let folder = (directory as NSString).appendingPathComponent(dataset.name)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let offsets = (0...workload.bags).map { Int64($0 * workload.lookups) }
+        try offsets.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: folder + "/offsets.bin")) }
+        for (t, batches) in dataset.indices.enumerated() {
+            for (b, values) in batches.enumerated() {
+                try values.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: folder + "/t\(t)_b\(b).bin")) }
+            }
+        }
+        let meta: [String: Any] = [
+            "tables": workload.tables, "rows": workload.rows, "dim": workload.dim, "bags": workload.bags,
+            "lookups": workload.lookups, "batches": workload.batches, "dtype": workload.storage.rawValue,
+            "dataset": dataset.name,
+        ]
+        try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
+            .write(to: URL(fileURLWithPath: folder + "/meta.json"))
+    }
+
+    // MARK: Running
+
+    /// Device inputs of a dataset for one table layout (original, or hot rows first).
+    final class DeviceInputs {
+        let indices: [[DeviceBuffer<UInt8>]]
+        let offsets: DeviceBuffer<UInt8>
+        let tables: [DeviceBuffer<UInt8>]
+        let hotRows: [Int]
+        let pinLists: [DeviceBuffer<Int32>?]
+
+        init(indices: [[DeviceBuffer<UInt8>]], offsets: DeviceBuffer<UInt8>, tables: [DeviceBuffer<UInt8>],
+             hotRows: [Int], pinLists: [DeviceBuffer<Int32>?]) {
+            self.indices = indices
+            self.offsets = offsets
+            self.tables = tables
+            self.hotRows = hotRows
+            self.pinLists = pinLists
+        }
+    }
+
+    /// Uploads the dataset's indices (remapped when `permuted`, with permuted copies of the tables).
+    func deviceInputs(_ dataset: Dataset, permuted: Bool, pin: Bool) throws -> DeviceInputs {
+        let w = workload
+        var layouts: [TableLayout] = []
+        var tableBuffers = tables
+        if permuted {
+            tableBuffers = []
+            for t in 0..<w.tables {
+                let layout = TableLayout.hotFirst(hot: dataset.hotRows[t], rows: w.rows)
+                layouts.append(layout)
+                let permutedTable = try DeviceBuffer<UInt8>(context: context, count: w.tableBytes)
+                let order = try DeviceBuffer<Int32>(context: context, copying: layout.order!)
+                try elementwise.encodeGatherRows(source: tables[t].address, destination: permutedTable.address,
+                                                 order: order.address, rows: w.rows, rowBytes: w.rowBytes, stream: stream)
+                try stream.synchronize()
+                tableBuffers.append(permutedTable)
+            }
+        }
+        let indices: [[DeviceBuffer<UInt8>]] = try dataset.indices.enumerated().map { t, batches in
+            try batches.map { values in
+                let converted: [Int64] = permuted ? values.map { Int64(layouts[t].remap![Int($0)]) } : values
+                let buffer = try DeviceBuffer<UInt8>(context: context, count: converted.count * w.indexWidth.byteWidth)
+                if w.indexWidth == .bits64 {
+                    try converted.withUnsafeBytes { try buffer.upload($0) }
+                } else {
+                    try converted.map { Int32($0) }.withUnsafeBytes { try buffer.upload($0) }
+                }
+                return buffer
+            }
+        }
+        let offsetValues = (0...w.bags).map { $0 * w.lookups }
+        let offsets = try DeviceBuffer<UInt8>(context: context, count: offsetValues.count * w.indexWidth.byteWidth)
+        if w.indexWidth == .bits64 {
+            try offsetValues.map(Int64.init).withUnsafeBytes { try offsets.upload($0) }
+        } else {
+            try offsetValues.map { Int32($0) }.withUnsafeBytes { try offsets.upload($0) }
+        }
+        let pinLists: [DeviceBuffer<Int32>?] = try (0..<w.tables).map { t in
+            guard pin else { return nil }
+            let rows = permuted ? (0..<dataset.hotRows[t].count).map { Int32($0) } : dataset.hotRows[t].map { Int32($0) }
+            return try DeviceBuffer<Int32>(context: context, copying: rows)
+        }
+        return DeviceInputs(indices: indices, offsets: offsets, tables: tableBuffers,
+                            hotRows: dataset.hotRows.map(\.count), pinLists: pinLists)
+    }
+
+    /// Times one variant (`runs` passes over every table; the first is dropped).
+    public func run(_ dataset: Dataset, variant: EmbeddingBagVariant, knobs: EmbeddingBagKnobs, runs: Int = 21,
+                    tableBatched: Bool = false) throws -> EmbeddingBenchResult {
+        let w = workload
+        let kernel = try EmbeddingBagKernel(library: library, knobs: knobs, dim: w.dim, storage: w.storage,
+                                            indexWidth: w.indexWidth)
+        let inputs = try deviceInputs(dataset, permuted: knobs.needsPermutedTable, pin: knobs.l2 == .pinPass)
+        var savedLimit: Int?
+        if knobs.l2 == .window {
+            savedLimit = try context.persistingL2Limit()
+            try context.setPersistingL2Limit(min(context.device.maxPersistingL2Bytes, hotRowBudget() * w.rowBytes))
+        }
+        defer {
+            if let savedLimit {
+                try? context.resetPersistingL2()
+                try? context.setPersistingL2Limit(savedLimit)
+            }
+        }
+        func binding(_ t: Int, batch b: Int) -> EmbeddingTableBinding {
+            EmbeddingTableBinding(
+                weights: inputs.tables[t].address, rows: w.rows, indices: inputs.indices[t][b].address,
+                offsets: inputs.offsets.address, output: output.address, outputStride: w.dim,
+                hotRows: knobs.needsPermutedTable ? inputs.hotRows[t] : 0, pinList: inputs.pinLists[t]?.address ?? 0,
+                pinCount: inputs.pinLists[t]?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address)
+        }
+        // One TableArgs record per (table, batch), uploaded once.
+        let records = (0..<w.tables).flatMap { t in (0..<w.batches).map { binding(t, batch: $0) } }
+        let args = try DeviceBuffer<UInt8>(context: context, count: records.count * EmbeddingBagKernel.tableArgsBytes)
+        var bytes = [UInt8](repeating: 0, count: args.count)
+        bytes.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs(records, into: $0.baseAddress!) }
+        try bytes.withUnsafeBytes { try args.upload($0) }
+        func argsAddress(_ t: Int, _ b: Int) -> DevicePointer {
+            args.address + DevicePointer((t * w.batches + b) * EmbeddingBagKernel.tableArgsBytes)
+        }
+
+        let timer = try DeviceTimer(stream: stream)
+        let pinTimer = try DeviceTimer(stream: stream)
+        var times: [Double] = []
+        var pinTimes: [Double] = []
+        for run in 0..<runs {
+            let b = run % w.batches
+            if tableBatched {
+                // Every table in one launch (the engine's way); per-table time = total / tables.
+                let bindings = (0..<w.tables).map { binding($0, batch: b) }
+                var batchedRecords = [UInt8](repeating: 0, count: w.tables * EmbeddingBagKernel.tableArgsBytes)
+                batchedRecords.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs(bindings, into: $0.baseAddress!) }
+                let batchedArgs = try DeviceBuffer<UInt8>(context: context, count: batchedRecords.count)
+                try batchedRecords.withUnsafeBytes { try batchedArgs.upload($0) }
+                let seconds = try timer.time {
+                    try kernel.encode(tables: bindings, tableArgs: batchedArgs.address, batch: w.bags, stream: stream)
+                }
+                if run > 0 { times.append(seconds / Double(w.tables)) }
+                continue
+            }
+            for t in 0..<w.tables {
+                let table = binding(t, batch: b)
+                if knobs.l2 == .pinPass {
+                    let pinSeconds = try pinTimer.time { try kernel.encodePin(table: table, stream: stream) }
+                    if run > 0 { pinTimes.append(pinSeconds) }
+                }
+                let seconds = try timer.time {
+                    if knobs.family == .baseline {
+                        // PyTorch's argument list, as the paper's baseline is called.
+                        var direct = table
+                        direct.pinCount = 0  // the pin pass ran (and was timed) just before
+                        try kernel.encodeBaselineDirect(direct, batch: w.bags, indexCount: w.bags * w.lookups, stream: stream)
+                    } else {
+                        var single = table
+                        single.pinCount = 0
+                        try kernel.encode(tables: [single], tableArgs: argsAddress(t, b), batch: w.bags, stream: stream)
+                    }
+                }
+                if run > 0 { times.append(seconds) }
+            }
+        }
+        let resources = try kernel.resources()
+        let med = median(times)
+        let bandwidth = Double(w.lookupBytes) / med
+        return EmbeddingBenchResult(
+            dataset: dataset.name, variant: variant.rawValue + (tableBatched ? " (tables batched)" : ""),
+            knobs: kernel.knobs.description, microseconds: med * 1e6, p10: percentile(times, 10) * 1e6,
+            p90: percentile(times, 90) * 1e6, runs: times.count,
+            pinMicroseconds: pinTimes.isEmpty ? nil : median(pinTimes) * 1e6, terabytesPerSecond: bandwidth / 1e12,
+            percentOfCopy: copyBytesPerSecond > 0 ? 100 * bandwidth / copyBytesPerSecond : 0, speedupOverBaseline: nil,
+            registers: resources.registers, occupancy: resources.occupancy,
+            hotRows: knobs.needsHotRows ? inputs.hotRows.first ?? 0 : 0)
+    }
+
+    /// Checks a variant's output for table 0, batch 0 against the CPU on the same rows.
+    public func verify(_ dataset: Dataset, knobs: EmbeddingBagKnobs) throws -> Double {
+        let w = workload
+        let kernel = try EmbeddingBagKernel(library: library, knobs: knobs, dim: w.dim, storage: w.storage,
+                                            indexWidth: w.indexWidth)
+        let inputs = try deviceInputs(dataset, permuted: knobs.needsPermutedTable, pin: knobs.l2 == .pinPass)
+        let table = EmbeddingTableBinding(
+            weights: inputs.tables[0].address, rows: w.rows, indices: inputs.indices[0][0].address,
+            offsets: inputs.offsets.address, output: output.address, outputStride: w.dim,
+            hotRows: knobs.needsPermutedTable ? inputs.hotRows[0] : 0, pinList: inputs.pinLists[0]?.address ?? 0,
+            pinCount: inputs.pinLists[0]?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address)
+        let args = try DeviceBuffer<UInt8>(context: context, count: EmbeddingBagKernel.tableArgsBytes)
+        var record = [UInt8](repeating: 0, count: EmbeddingBagKernel.tableArgsBytes)
+        record.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs([table], into: $0.baseAddress!) }
+        try record.withUnsafeBytes { try args.upload($0) }
+        try output.fill(pattern: 0x7FC0_0000)
+        try kernel.encode(tables: [table], tableArgs: args.address, batch: w.bags, stream: stream)
+        try stream.synchronize()
+        let got = try output.download()
+        // The CPU twin over the original table and indices.
+        let host = try tables[0].download()
+        let storage = TensorStorage(byteCount: host.count) { out in host.withUnsafeBytes { out.copyMemory(from: $0) } }
+        let type: StorageType = w.storage == .fp32 ? .fp32 : w.storage == .fp16 ? .fp16 : .bf16
+        let cpuTable = EmbeddingTable(rows: w.rows, dim: w.dim, dtype: type, pooling: .sum, storage: storage)
+        let bags = (0..<w.bags).map { b in dataset.indices[0][0][(b * w.lookups)..<((b + 1) * w.lookups)].map { Int($0) } }
+        var expected = [Float](repeating: 0, count: w.bags * w.dim)
+        expected.withUnsafeMutableBufferPointer {
+            EmbeddingBagCPU.pool(table: cpuTable, feature: SparseFeature(bags: bags), samples: 0..<w.bags,
+                                 output: $0.baseAddress!, outputStride: w.dim)
+        }
+        var worst = 0.0
+        for i in 0..<expected.count {
+            let e = Double(expected[i])
+            let error = abs(Double(got[i]) - e)
+            if got[i].isNaN || error > 1e-6 + 1e-5 * abs(e) { return .infinity }
+            worst = max(worst, error / max(abs(e), 1e-30))
+        }
+        return worst
+    }
+}
+
+func median(_ values: [Double]) -> Double {
+    guard !values.isEmpty else { return .nan }
+    let sorted = values.sorted()
+    let n = sorted.count
+    return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+}
+
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    guard !values.isEmpty else { return .nan }
+    let sorted = values.sorted()
+    return sorted[min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))]
+}

@@ -1,0 +1,372 @@
+import CUDA
+import DLRM
+import Foundation
+import Kernels
+
+/// How the GPU engine runs a model.
+public struct GPUEngineOptions: Sendable {
+    /// Embedding-bag variant spec ("auto", "baseline", "bagel", "optmt:regs=32", ...). "auto" takes
+    /// the model's choice (model.json `embedding.variant`), else `bagel` when the model has hot-row
+    /// lists and `vectorized` when it has none.
+    public var variant: String
+    public var math: MathMode
+    /// Capture each batch size's forward in a CUDA graph and replay it.
+    public var useGraphs: Bool
+    public var deviceOrdinal: Int
+    /// Hot-row lists per table (original row numbers, hottest first); nil: the model's files.
+    public var hotRows: [[Int]]?
+
+    public init(variant: String = "auto", math: MathMode = .fp32, useGraphs: Bool = true, deviceOrdinal: Int = 0,
+                hotRows: [[Int]]? = nil) {
+        self.variant = variant
+        self.math = math
+        self.useGraphs = useGraphs
+        self.deviceOrdinal = deviceOrdinal
+        self.hotRows = hotRows
+    }
+}
+
+/// The DLRM forward on one GPU: weights resident, inputs uploaded through one pinned staging
+/// buffer in one copy, MLPs on cuBLASLt (bias and ReLU in the epilogue), embedding bags and the
+/// interaction from NVRTC kernels, each batch size's forward captured in a CUDA graph.
+public final class GPUEngine: InferenceEngine, @unchecked Sendable {
+    public let model: Model
+    public let context: CUDAContext
+    public let options: GPUEngineOptions
+    /// The variant in use and its knobs after resolution (register caps chosen, hot rows known).
+    public let variant: EmbeddingBagVariant
+    public let knobs: EmbeddingBagKnobs
+    public let indexWidth: IndexWidth
+
+    let library: KernelLibrary
+    let matmul: MatmulContext
+    let stream: CUDAStream
+    let elementwise: ElementwiseKernels
+    let interaction: InteractionKernel?
+    let tables: [ResidentTable]
+    /// Tables grouped by (dim, storage): one kernel per group.
+    let groups: [(kernel: EmbeddingBagKernel, tables: [Int])]
+    /// Position of each table's TableArgs record: records are stored group by group, so a group's
+    /// records are contiguous and its kernel indexes them from 0.
+    let slots: [Int]
+    let bottomWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
+    let topWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
+    private let savedPersistingL2: Int?
+
+    private let lock = NSLock()
+    private var buffers: BatchBuffers?
+    private var plans: [Int: Plan] = [:]
+
+    public var description: String {
+        "gpu: \(context.device.name), embedding \(variant.rawValue) (\(knobs)), MLP \(options.math.rawValue)"
+            + (options.useGraphs ? ", CUDA graphs" : "")
+    }
+
+    public init(model: Model, options: GPUEngineOptions = GPUEngineOptions(), context: CUDAContext? = nil,
+                library: KernelLibrary? = nil) throws {
+        self.model = model
+        self.options = options
+        let context = try context ?? CUDAContext(ordinal: options.deviceOrdinal)
+        self.context = context
+        self.library = try library ?? KernelLibrary(context: context)
+        matmul = try MatmulContext(context: context)
+        stream = try CUDAStream(context: context)
+        elementwise = try ElementwiseKernels(library: self.library)
+        let config = model.config
+        interaction = config.interaction == .dot ? try InteractionKernel(library: self.library) : nil
+        indexWidth = config.tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .bits32 : .bits64
+
+        // Hot rows: given, or the model's profile files.
+        let hot = try options.hotRows ?? Self.loadHotRows(model: model)
+        // The variant.
+        var spec = options.variant
+        if spec == "auto" { spec = config.embedding?.variant ?? "auto" }
+        if spec == "auto" { spec = hot == nil ? EmbeddingBagVariant.vectorized.rawValue : EmbeddingBagVariant.bagel.rawValue }
+        let parsed: (variant: EmbeddingBagVariant, knobs: EmbeddingBagKnobs)
+        do {
+            parsed = try EmbeddingBagKnobs.parse(spec)
+        } catch let error as CUDAError {
+            throw BagelError(.unsupported, error.message)
+        }
+        variant = parsed.variant
+        if parsed.knobs.needsHotRows && hot == nil {
+            throw BagelError(
+                .unsupported,
+                "embedding variant \(spec) keeps hot rows in L2 and needs a hot-row list per table: run "
+                    + "`bagel profile --model DIR --data FILE --write` (or pick vectorized/baseline)")
+        }
+        if let hot, hot.count != config.tables.count {
+            throw BagelError(.invalidModel, "\(hot.count) hot-row lists for \(config.tables.count) tables")
+        }
+
+        // Hot rows per table within the L2 budget: the whole persisting L2 for per-table launches
+        // (each table's pin or window precedes its own lookups), a share of it when every table's
+        // lookups run in one launch.
+        let budget = max(context.device.maxPersistingL2Bytes, context.device.l2CacheBytes / 2)
+        let share = parsed.knobs.family == .vectorized ? budget / max(config.tables.count, 1) : budget
+        var resident: [ResidentTable] = []
+        for (t, table) in model.tables.enumerated() {
+            let rowBytes = table.dim * EmbeddingStorage(table.dtype).byteWidth
+            let keep = hot.map { min($0[t].count, share / max(rowBytes, 1)) } ?? 0
+            let list = hot.map { Array($0[t].prefix(keep)) }
+            resident.append(
+                try ResidentTable(
+                    table: table, context: context, stream: stream, elementwise: elementwise, hot: list,
+                    permute: parsed.knobs.needsPermutedTable, pinCount: parsed.knobs.l2 == .pinPass ? keep : 0))
+        }
+        tables = resident
+
+        // One kernel per (dim, storage) group; outputs land 16-byte aligned when every offset is.
+        let aligned = Self.outputOffsets(config).allSatisfy { $0 % 4 == 0 } && Self.outputStride(config) % 4 == 0
+        var grouped: [(kernel: EmbeddingBagKernel, tables: [Int])] = []
+        var seen: [String: Int] = [:]
+        for (t, table) in resident.enumerated() {
+            let key = "\(table.dim)/\(table.storage.rawValue)"
+            if let g = seen[key] {
+                grouped[g].tables.append(t)
+            } else {
+                let kernel = try EmbeddingBagKernel(
+                    library: self.library, knobs: parsed.knobs, dim: table.dim, storage: table.storage,
+                    indexWidth: indexWidth, outputAligned: aligned)
+                seen[key] = grouped.count
+                grouped.append((kernel, [t]))
+            }
+        }
+        groups = grouped
+        var slots = [Int](repeating: 0, count: resident.count)
+        for (position, t) in grouped.flatMap(\.tables).enumerated() { slots[t] = position }
+        self.slots = slots
+        knobs = grouped.first!.kernel.knobs
+
+        func upload(_ layers: [DenseLayer]) throws -> [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)] {
+            try layers.map {
+                (try DeviceBuffer<Float>(context: context, copying: $0.weight),
+                 try DeviceBuffer<Float>(context: context, copying: $0.bias))
+            }
+        }
+        bottomWeights = try upload(model.bottom)
+        topWeights = try upload(model.top)
+
+        if parsed.knobs.l2 == .window {
+            savedPersistingL2 = try context.persistingL2Limit()
+            let largest = resident.map { $0.layout.hotRows * $0.rowBytes }.max() ?? 0
+            try context.setPersistingL2Limit(min(context.device.maxPersistingL2Bytes, largest))
+        } else {
+            savedPersistingL2 = nil
+        }
+    }
+
+    deinit {
+        if let savedPersistingL2 {
+            try? context.resetPersistingL2()
+            try? context.setPersistingL2Limit(savedPersistingL2)
+        }
+    }
+
+    /// Whether a usable GPU is present, and why not.
+    public static func probe(ordinal: Int = 0) -> Result<CUDAContext, CUDAError> {
+        do {
+            return .success(try CUDAContext(ordinal: ordinal))
+        } catch let error as CUDAError {
+            return .failure(error)
+        } catch {
+            return .failure(CUDAError(library: .bagel, code: -1, name: "", message: "\(error)", call: "probe"))
+        }
+    }
+
+    static func loadHotRows(model: Model) throws -> [[Int]]? {
+        guard let files = model.config.embedding?.hotRows else { return nil }
+        let directory = model.directory ?? "."
+        return try files.enumerated().map { t, file in
+            let path = file.hasPrefix("/") ? file : (directory as NSString).appendingPathComponent(file)
+            return try HotRowList.read(path: path, tableRows: model.config.tables[t].rows).rows
+        }
+    }
+
+    // MARK: Layout of the interaction input
+
+    /// Floats per sample of the buffer the embeddings write into: T (dot) or r (cat).
+    static func outputStride(_ config: ModelConfig) -> Int {
+        config.interaction == .dot ? (config.tables.count + 1) * config.bottomOutputWidth : topStride(config)
+    }
+
+    /// Where each table's pooled vector starts within a sample's row of that buffer.
+    static func outputOffsets(_ config: ModelConfig) -> [Int] {
+        var offsets: [Int] = []
+        var column = config.bottomOutputWidth
+        for table in config.tables {
+            offsets.append(column)
+            column += table.dim
+        }
+        return offsets
+    }
+
+    /// Row stride of the top MLP's input r, padded to 4 floats (16-byte rows).
+    static func topStride(_ config: ModelConfig) -> Int { (config.topInputWidth + 3) & ~3 }
+
+    // MARK: Predict
+
+    public func predict(_ batch: Batch) throws -> [Float] {
+        try batch.validate(for: model.config)
+        if batch.size == 0 { return [] }
+        lock.lock()
+        defer { lock.unlock() }
+        try context.makeCurrent()
+        let buffers = try prepare(batch)
+        let plan = try plan(for: batch.size, buffers: buffers)
+        try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address, bytes: buffers.uploadBytes)
+        try plan.run(on: stream)
+        try stream.copy(from: buffers.probabilities.address, to: buffers.output.pointer, bytes: batch.size * 4)
+        try stream.synchronize()
+        let p = buffers.output.pointer.assumingMemoryBound(to: Float.self)
+        return Array(UnsafeBufferPointer(start: p, count: batch.size))
+    }
+
+    /// Device time of the forward alone (inputs already on the GPU), per replay: the number the
+    /// paper's end-to-end comparison is about. Uploads `batch` once, then runs it `iterations` times.
+    public func deviceForwardSeconds(_ batch: Batch, iterations: Int) throws -> [Double] {
+        try batch.validate(for: model.config)
+        precondition(batch.size > 0 && iterations > 0)
+        lock.lock()
+        defer { lock.unlock() }
+        try context.makeCurrent()
+        let buffers = try prepare(batch)
+        let plan = try plan(for: batch.size, buffers: buffers)
+        let timer = try DeviceTimer(stream: stream)
+        var times: [Double] = []
+        for _ in 0..<iterations {
+            // Re-upload so remapped indices start from the original ones each time.
+            try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address,
+                            bytes: buffers.uploadBytes)
+            times.append(try timer.time { try plan.run(on: stream) })
+        }
+        return times
+    }
+
+    /// Packs the batch into the staging buffer (growing the buffers when needed).
+    private func prepare(_ batch: Batch) throws -> BatchBuffers {
+        let layout = ArenaLayout(batch: batch, config: model.config, indexWidth: indexWidth,
+                                 baselineScratch: knobs.family == .baseline)
+        if buffers == nil || !buffers!.fits(layout: layout, batch: batch.size) {
+            let grown = try BatchBuffers(
+                context: context, config: model.config, layout: layout, batch: batch.size, previous: buffers)
+            buffers = grown
+            plans.removeAll()  // graphs hold the old addresses
+        }
+        let buffers = self.buffers!
+        buffers.use(layout)
+        layout.pack(batch, bindings: bindings(layout: layout, buffers: buffers), slots: slots, into: buffers.staging.pointer)
+        return buffers
+    }
+
+    /// The per-table kernel arguments for this layout.
+    private func bindings(layout: ArenaLayout, buffers: BatchBuffers) -> [EmbeddingTableBinding] {
+        let offsets = Self.outputOffsets(model.config)
+        let stride = Self.outputStride(model.config)
+        let base = buffers.arena.address
+        return tables.enumerated().map { t, table in
+            let region = layout.tables[t]
+            return EmbeddingTableBinding(
+                weights: table.buffer.address, rows: table.rows, indices: base + DevicePointer(region.indices),
+                offsets: base + DevicePointer(region.offsets),
+                sampleWeights: region.weights.map { base + DevicePointer($0) } ?? 0,
+                output: buffers.interactionInput.address + DevicePointer(offsets[t] * 4), outputStride: stride,
+                mean: table.mean, hotRows: table.layout.hotRows, pinList: table.pinList?.address ?? 0,
+                pinCount: table.pinList?.count ?? 0,
+                offset2bag: region.offset2bag.map { base + DevicePointer($0) } ?? 0,
+                bagSize: region.bagSize.map { base + DevicePointer($0) } ?? 0)
+        }
+    }
+
+    private func plan(for size: Int, buffers: BatchBuffers) throws -> Plan {
+        if let plan = plans[size] { return plan }
+        let plan = try Plan(engine: self, batch: size, buffers: buffers)
+        if options.useGraphs { try plan.capture(on: stream) }
+        plans[size] = plan
+        return plan
+    }
+
+    /// The work of one forward at one batch size.
+    final class Plan {
+        unowned let engine: GPUEngine
+        let batch: Int
+        let buffers: BatchBuffers
+        let bottom: [LinearLayerOp]
+        let top: [LinearLayerOp]
+        var graph: Graph?
+
+        init(engine: GPUEngine, batch: Int, buffers: BatchBuffers) throws {
+            self.engine = engine
+            self.batch = batch
+            self.buffers = buffers
+            let config = engine.model.config
+            let math = engine.options.math
+            let shapes = ModelConfig.layerShapes(input: config.denseFeatures, widths: config.bottomMLP)
+            bottom = try shapes.enumerated().map { k, shape in
+                let last = k == shapes.count - 1
+                return try LinearLayerOp(
+                    matmul: engine.matmul, weight: engine.bottomWeights[k].weight.address,
+                    bias: engine.bottomWeights[k].bias.address, input: shape.input, output: shape.output, batch: batch,
+                    ldx: k == 0 ? config.denseFeatures : shape.input,
+                    ldy: last ? GPUEngine.outputStride(config) : shape.output, relu: true, mode: math)
+            }
+            let topShapes = ModelConfig.layerShapes(input: config.topInputWidth, widths: config.topMLP)
+            top = try topShapes.enumerated().map { k, shape in
+                try LinearLayerOp(
+                    matmul: engine.matmul, weight: engine.topWeights[k].weight.address,
+                    bias: engine.topWeights[k].bias.address, input: shape.input, output: shape.output, batch: batch,
+                    ldx: k == 0 ? GPUEngine.topStride(config) : shape.input, ldy: shape.output,
+                    relu: k < topShapes.count - 1, mode: math)
+            }
+        }
+
+        func capture(on stream: CUDAStream) throws {
+            graph = try stream.capture { try encode(on: stream) }
+        }
+
+        func run(on stream: CUDAStream) throws {
+            if let graph { try graph.launch(on: stream) } else { try encode(on: stream) }
+        }
+
+        /// Enqueues the forward: bottom MLP → (remap) → embedding bags → interaction → top MLP → sigmoid.
+        func encode(on stream: CUDAStream) throws {
+            let config = engine.model.config
+            let arena = buffers.arena.address
+            let act = [buffers.activations.0.address, buffers.activations.1.address]
+            var x = arena + DevicePointer(ArenaLayout.denseOffset(tables: config.tables.count))
+            for (k, op) in bottom.enumerated() {
+                let y = k == bottom.count - 1 ? buffers.interactionInput.address : act[k % 2]
+                try op.encode(x: x, y: y, stream: stream)
+                x = y
+            }
+            for (t, table) in engine.tables.enumerated() where table.remap != nil {
+                try engine.elementwise.encodeRemap(
+                    tableArgs: arena, table: engine.slots[t], batch: batch, indexWidth: engine.indexWidth, remap: table.remap!.address,
+                    stream: stream)
+            }
+            let bindings = engine.bindings(layout: buffers.currentLayout, buffers: buffers)
+            for group in engine.groups {
+                let first = engine.slots[group.tables.first!]
+                try group.kernel.encode(
+                    tables: group.tables.map { bindings[$0] },
+                    tableArgs: arena + DevicePointer(first * EmbeddingBagKernel.tableArgsBytes), batch: batch,
+                    stream: stream)
+            }
+            var r = buffers.interactionInput.address
+            if let interaction = engine.interaction {
+                try interaction.encode(
+                    t: buffers.interactionInput.address, tStride: GPUEngine.outputStride(config),
+                    out: buffers.topInput!.address, outStride: GPUEngine.topStride(config), batch: batch,
+                    rows: config.tables.count + 1, dim: config.bottomOutputWidth, stream: stream)
+                r = buffers.topInput!.address
+            }
+            for (k, op) in top.enumerated() {
+                let y = k == top.count - 1 ? buffers.logits.address : act[k % 2]
+                try op.encode(x: r, y: y, stream: stream)
+                r = y
+            }
+            try engine.elementwise.encodeSigmoid(
+                y: buffers.logits.address, yStride: 1, p: buffers.probabilities.address, count: batch, stream: stream)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs Bagel's GPU checks and benchmarks on a GPU machine that has no Swift toolchain, from the
+# repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
+# and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
+#
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m e2e predict
+#
+# Every stage logs to <results>/<stage>.txt; JSON results sit beside them; at the end everything is
+# packed into $OUT/results.tgz (the device tool returns at most 8 files). The PyTorch baselines and
+# the copy-bandwidth probe run in the same call, on the same card.
+set -uo pipefail
+FINAL=${OUT:-$PWD/gpu-out}
+OUT=/tmp/bagel-results
+rm -rf "$OUT"
+mkdir -p "$OUT" "$FINAL"
+BAGEL=/tmp/bagel
+if [ ! -x $BAGEL ]; then
+    python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('dist/bagel.xz'), open('$BAGEL','wb'))" && chmod +x $BAGEL
+fi
+export BAGEL_KERNEL_CACHE=${BAGEL_KERNEL_CACHE:-$PWD/.gpu/kcache}
+export PYTHONUNBUFFERED=1
+TRACES=.gpu/data
+WORK=/tmp/bagel-work
+mkdir -p $WORK
+
+stage_env() {
+    nvidia-smi
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv
+    python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+    ls /usr/local/cuda/lib64 2>/dev/null | grep -E "nvrtc|cublasLt" || true
+    $BAGEL --help | head -20
+}
+
+stage_doctor() { $BAGEL doctor --json "$OUT/doctor.json"; }
+stage_doctor-quick() { $BAGEL doctor --quick --json "$OUT/doctor.json"; }
+
+embedding_run() {  # $1 = label, then extra arguments for bench embedding
+    local label=$1; shift
+    rm -rf $WORK/inputs-$label
+    $BAGEL bench embedding --traces $TRACES --dump $WORK/inputs-$label --json "$OUT/bagel-$label.json" \
+        --plot "$OUT/embedding-$label.svg" "$@"
+    python3 Benchmarks/torch_embedding_bag.py --inputs $WORK/inputs-$label --json "$OUT/torch-$label.json" \
+        --runs "${RUNS:-21}"
+    python3 Benchmarks/compare_embedding.py "$OUT/bagel-$label.json" "$OUT/torch-$label.json" | tee "$OUT/compare-$label.md"
+    rm -rf $WORK/inputs-$label
+}
+
+stage_embedding() {
+    embedding_run 500k --datasets "${DATASETS:-random,one_item,low,medium,high}" --variants "${VARIANTS:-all}" \
+        --runs "${RUNS:-21}" --table-batched --verify
+}
+
+stage_embedding-5m() {
+    embedding_run 5m --rows 5000000 --datasets random --variants "${VARIANTS_5M:-baseline,vectorized,bagel}" \
+        --runs "${RUNS:-21}"
+}
+
+stage_e2e() {
+    for preset in terabyte mlperf-v1; do
+        $BAGEL init --preset $preset --max-rows 1000000 --config-only --out $WORK/$preset --force >/dev/null
+        for batch in 2048 16384; do
+            $BAGEL bench e2e --preset $preset --max-rows 1000000 --batch-size $batch --device gpu --seconds 3 \
+                --json "$OUT/e2e-$preset-$batch.json"
+        done
+        python3 Benchmarks/torch_dlrm.py --config $WORK/$preset/model.json --batch 2048 16384 \
+            --json "$OUT/torch-dlrm-$preset.json"
+    done
+    # The paper preset: baseline vs combined vs Bagel's best, forward alone.
+    for variant in ${E2E_VARIANTS:-baseline combined bagel}; do
+        $BAGEL bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 --variant $variant \
+            --dataset medium --traces $TRACES --json "$OUT/e2e-paper-$variant.json"
+    done
+}
+
+stage_predict() {  # --device gpu and --device cpu give the same probabilities on every preset
+    python3 - <<'EOF' > $WORK/data.tsv
+import random
+random.seed(5)
+for _ in range(3000):
+    dense = [str(int(random.expovariate(0.01)) - 2) if random.random() > 0.15 else "" for _ in range(13)]
+    cat = [format(random.getrandbits(32), "08x") if random.random() > 0.05 else "" for _ in range(26)]
+    print("\t".join([str(int(random.random() < 0.3))] + dense + cat))
+EOF
+    for preset in kaggle terabyte mlperf-v1; do
+        $BAGEL init --preset $preset --max-rows 200000 --out $WORK/m-$preset --force >/dev/null
+        $BAGEL predict --model $WORK/m-$preset --data $WORK/data.tsv --device gpu --out $WORK/gpu-$preset.txt
+        $BAGEL predict --model $WORK/m-$preset --data $WORK/data.tsv --device cpu --out $WORK/cpu-$preset.txt
+        python3 -c "
+import sys
+g=[float(x) for x in open('$WORK/gpu-$preset.txt')]; c=[float(x) for x in open('$WORK/cpu-$preset.txt')]
+d=max(abs(a-b) for a,b in zip(g,c)); print('$preset: %d rows, max |gpu - cpu| = %.2e' % (len(g), d)); sys.exit(0 if len(g)==len(c)==3000 and d<=1e-5 else 1)"
+    done
+}
+
+status=0
+for stage in "$@"; do
+    echo "=== $stage" | tee -a "$OUT/stages.txt"
+    start=$(date +%s)
+    "stage_$stage" > "$OUT/$stage.txt" 2>&1
+    rc=$?
+    [ $rc -ne 0 ] && status=$rc
+    echo "=== $stage: exit $rc, $(( $(date +%s) - start )) s" | tee -a "$OUT/stages.txt"
+    tail -n "${TAIL:-25}" "$OUT/$stage.txt"
+done
+tar czf "$FINAL/results.tgz" -C "$OUT" .
+cp "$OUT/stages.txt" "$FINAL/stages.txt"
+exit $status
