@@ -133,6 +133,13 @@ struct EndToEndBench: ParsableCommand {
                   + String(format: "%.0f", Double(batchSize) / device.median) + " samples/s")
             record["device_forward_ms"] = device.median * 1e3
             record["device_samples_per_second"] = Double(batchSize) / device.median
+            print("where the time goes (stages timed one by one, no graph):")
+            var stages: [String: Double] = [:]
+            for (stage, seconds) in try gpu.stageSeconds(batches[0], iterations: 20) {
+                print("  " + stage.padding(toLength: 34, withPad: " ", startingAt: 0) + Console.seconds(seconds))
+                stages[stage] = seconds * 1e3
+            }
+            record["stages_ms"] = stages
         }
         if let json {
             let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])

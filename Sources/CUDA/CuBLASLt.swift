@@ -121,6 +121,8 @@ public final class LinearLayerOp: @unchecked Sendable {
     let layoutX: cublasLtMatrixLayout_t
     let layoutY: cublasLtMatrixLayout_t
     var algo: BagelMatmulAlgo
+    /// The heuristic's candidates (best first), for `tune`.
+    let candidates: [BagelMatmulAlgo]
     let weight: DevicePointer
     public let input: Int
     public let output: Int
@@ -171,11 +173,11 @@ public final class LinearLayerOp: @unchecked Sendable {
         try lt.check(
             lt.cublasLtMatmulPreferenceSetAttribute(preference, 1, &workspaceBytes, 8),
             "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)")
-        var results = [BagelMatmulHeuristicResult](repeating: BagelMatmulHeuristicResult(), count: 4)
+        var results = [BagelMatmulHeuristicResult](repeating: BagelMatmulHeuristicResult(), count: 8)
         var returned: Int32 = 0
         try lt.check(
             lt.cublasLtMatmulAlgoGetHeuristic(
-                matmul.handle, desc, layoutW, layoutX, layoutY, layoutY, preference, 4, &results, &returned),
+                matmul.handle, desc, layoutW, layoutX, layoutY, layoutY, preference, 8, &results, &returned),
             "cublasLtMatmulAlgoGetHeuristic(\(input)→\(output), batch \(batch), \(mode.rawValue))")
         guard let best = results.prefix(Int(returned)).first(where: { $0.state == 0 }) else {
             throw CUDAError(
@@ -184,6 +186,31 @@ public final class LinearLayerOp: @unchecked Sendable {
                 call: "cublasLtMatmulAlgoGetHeuristic")
         }
         algo = best.algo
+        candidates = results.prefix(Int(returned)).filter { $0.state == 0 }.map(\.algo)
+    }
+
+    /// Times each of the heuristic's candidate algorithms on these buffers and keeps the fastest
+    /// (the heuristic's first pick is often not the fastest for the small batches of inference).
+    /// `y` is overwritten.
+    @discardableResult
+    public func tune(x: DevicePointer, y: DevicePointer, stream: CUDAStream, repeats: Int = 5) throws -> Double {
+        guard candidates.count > 1 else { return 0 }
+        let timer = try DeviceTimer(stream: stream)
+        var best = (index: 0, seconds: Double.infinity)
+        for (i, candidate) in candidates.enumerated() {
+            algo = candidate
+            do {
+                try encode(x: x, y: y, stream: stream)  // warm-up
+                var times: [Double] = []
+                for _ in 0..<repeats { times.append(try timer.time { try encode(x: x, y: y, stream: stream) }) }
+                let median = times.sorted()[times.count / 2]
+                if median < best.seconds { best = (i, median) }
+            } catch {
+                continue  // a candidate that refuses these buffers is skipped
+            }
+        }
+        algo = candidates[best.index]
+        return best.seconds
     }
 
     deinit {

@@ -172,19 +172,24 @@ public final class EmbeddingBenchmark {
         let tables: [DeviceBuffer<UInt8>]
         let hotRows: [Int]
         let pinLists: [DeviceBuffer<Int32>?]
+        let bitmaps: [DeviceBuffer<UInt32>?]
 
         init(indices: [[DeviceBuffer<UInt8>]], offsets: DeviceBuffer<UInt8>, tables: [DeviceBuffer<UInt8>],
-             hotRows: [Int], pinLists: [DeviceBuffer<Int32>?]) {
+             hotRows: [Int], pinLists: [DeviceBuffer<Int32>?], bitmaps: [DeviceBuffer<UInt32>?]) {
             self.indices = indices
             self.offsets = offsets
             self.tables = tables
             self.hotRows = hotRows
             self.pinLists = pinLists
+            self.bitmaps = bitmaps
         }
     }
 
-    /// Uploads the dataset's indices (remapped when `permuted`, with permuted copies of the tables).
-    func deviceInputs(_ dataset: Dataset, permuted: Bool, pin: Bool) throws -> DeviceInputs {
+    /// Uploads the dataset's indices (remapped when `permuted`, with permuted copies of the tables),
+    /// the pin lists and the hot-row bitmaps the knobs need.
+    func deviceInputs(_ dataset: Dataset, knobs: EmbeddingBagKnobs) throws -> DeviceInputs {
+        let permuted = knobs.needsPermutedTable
+        let pin = knobs.l2 == .pinPass
         let w = workload
         var layouts: [TableLayout] = []
         var tableBuffers = tables
@@ -225,8 +230,14 @@ public final class EmbeddingBenchmark {
             let rows = permuted ? (0..<dataset.hotRows[t].count).map { Int32($0) } : dataset.hotRows[t].map { Int32($0) }
             return try DeviceBuffer<Int32>(context: context, copying: rows)
         }
+        let bitmaps: [DeviceBuffer<UInt32>?] = try (0..<w.tables).map { t in
+            guard knobs.hints == .bitmap else { return nil }
+            var bits = [UInt32](repeating: 0, count: (w.rows + 31) / 32)
+            for row in dataset.hotRows[t] { bits[row >> 5] |= 1 << UInt32(row & 31) }
+            return try DeviceBuffer<UInt32>(context: context, copying: bits)
+        }
         return DeviceInputs(indices: indices, offsets: offsets, tables: tableBuffers,
-                            hotRows: dataset.hotRows.map(\.count), pinLists: pinLists)
+                            hotRows: dataset.hotRows.map(\.count), pinLists: pinLists, bitmaps: bitmaps)
     }
 
     /// Times one variant (`runs` passes over every table; the first is dropped).
@@ -235,7 +246,7 @@ public final class EmbeddingBenchmark {
         let w = workload
         let kernel = try EmbeddingBagKernel(library: library, knobs: knobs, dim: w.dim, storage: w.storage,
                                             indexWidth: w.indexWidth)
-        let inputs = try deviceInputs(dataset, permuted: knobs.needsPermutedTable, pin: knobs.l2 == .pinPass)
+        let inputs = try deviceInputs(dataset, knobs: kernel.knobs)
         var savedLimit: Int?
         if knobs.l2 == .window {
             savedLimit = try context.persistingL2Limit()
@@ -252,7 +263,8 @@ public final class EmbeddingBenchmark {
                 weights: inputs.tables[t].address, rows: w.rows, indices: inputs.indices[t][b].address,
                 offsets: inputs.offsets.address, output: output.address, outputStride: w.dim,
                 hotRows: knobs.needsPermutedTable ? inputs.hotRows[t] : 0, pinList: inputs.pinLists[t]?.address ?? 0,
-                pinCount: inputs.pinLists[t]?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address)
+                pinCount: inputs.pinLists[t]?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address,
+                hotBitmap: inputs.bitmaps[t]?.address ?? 0)
         }
         // One TableArgs record per (table, batch), uploaded once.
         let records = (0..<w.tables).flatMap { t in (0..<w.batches).map { binding(t, batch: $0) } }
@@ -322,12 +334,13 @@ public final class EmbeddingBenchmark {
         let w = workload
         let kernel = try EmbeddingBagKernel(library: library, knobs: knobs, dim: w.dim, storage: w.storage,
                                             indexWidth: w.indexWidth)
-        let inputs = try deviceInputs(dataset, permuted: knobs.needsPermutedTable, pin: knobs.l2 == .pinPass)
+        let inputs = try deviceInputs(dataset, knobs: kernel.knobs)
         let table = EmbeddingTableBinding(
             weights: inputs.tables[0].address, rows: w.rows, indices: inputs.indices[0][0].address,
             offsets: inputs.offsets.address, output: output.address, outputStride: w.dim,
             hotRows: knobs.needsPermutedTable ? inputs.hotRows[0] : 0, pinList: inputs.pinLists[0]?.address ?? 0,
-            pinCount: inputs.pinLists[0]?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address)
+            pinCount: inputs.pinLists[0]?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address,
+            hotBitmap: inputs.bitmaps[0]?.address ?? 0)
         let args = try DeviceBuffer<UInt8>(context: context, count: EmbeddingBagKernel.tableArgsBytes)
         var record = [UInt8](repeating: 0, count: EmbeddingBagKernel.tableArgsBytes)
         record.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs([table], into: $0.baseAddress!) }

@@ -112,7 +112,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             resident.append(
                 try ResidentTable(
                     table: table, context: context, stream: stream, elementwise: elementwise, hot: list,
-                    permute: parsed.knobs.needsPermutedTable, pinCount: parsed.knobs.l2 == .pinPass ? keep : 0))
+                    permute: parsed.knobs.needsPermutedTable, pinCount: parsed.knobs.l2 == .pinPass ? keep : 0,
+                    bitmap: parsed.knobs.hints == .bitmap))
         }
         tables = resident
 
@@ -243,6 +244,33 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         return times
     }
 
+    /// Where the forward's time goes: each stage timed with device events (no graph, inputs resident),
+    /// median over `iterations`, plus the input upload and the output download.
+    public func stageSeconds(_ batch: Batch, iterations: Int) throws -> [(stage: String, seconds: Double)] {
+        try batch.validate(for: model.config)
+        precondition(batch.size > 0 && iterations > 0)
+        lock.lock()
+        defer { lock.unlock() }
+        try context.makeCurrent()
+        let buffers = try prepare(batch)
+        let plan = try plan(for: batch.size, buffers: buffers)
+        let timer = try DeviceTimer(stream: stream)
+        let stages = plan.stages
+        var samples = [[Double]](repeating: [], count: stages.count + 2)
+        for _ in 0..<iterations {
+            samples[0].append(try timer.time {
+                try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address,
+                                bytes: buffers.uploadBytes)
+            })
+            for (i, stage) in stages.enumerated() { samples[i + 1].append(try timer.time { try stage.body(stream) }) }
+            samples[stages.count + 1].append(try timer.time {
+                try stream.copy(from: buffers.probabilities.address, to: buffers.output.pointer, bytes: batch.size * 4)
+            })
+        }
+        let names = ["upload inputs (\(buffers.uploadBytes / 1024) KB)"] + stages.map(\.name) + ["download probabilities"]
+        return zip(names, samples).map { ($0, $1.sorted()[$1.count / 2]) }
+    }
+
     /// Packs the batch into the staging buffer (growing the buffers when needed).
     private func prepare(_ batch: Batch) throws -> BatchBuffers {
         let layout = ArenaLayout(batch: batch, config: model.config, indexWidth: indexWidth,
@@ -274,13 +302,15 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 mean: table.mean, hotRows: table.layout.hotRows, pinList: table.pinList?.address ?? 0,
                 pinCount: table.pinList?.count ?? 0,
                 offset2bag: region.offset2bag.map { base + DevicePointer($0) } ?? 0,
-                bagSize: region.bagSize.map { base + DevicePointer($0) } ?? 0)
+                bagSize: region.bagSize.map { base + DevicePointer($0) } ?? 0,
+                hotBitmap: table.hotBitmap?.address ?? 0, remap: table.remap?.address ?? 0)
         }
     }
 
     private func plan(for size: Int, buffers: BatchBuffers) throws -> Plan {
         if let plan = plans[size] { return plan }
         let plan = try Plan(engine: self, batch: size, buffers: buffers)
+        try plan.tune(on: stream)
         if options.useGraphs { try plan.capture(on: stream) }
         plans[size] = plan
         return plan
@@ -320,6 +350,24 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             }
         }
 
+        /// Picks each layer's fastest cuBLASLt algorithm on the real buffers (before capture).
+        func tune(on stream: CUDAStream) throws {
+            let config = engine.model.config
+            let act = [buffers.activations.0.address, buffers.activations.1.address]
+            var x = buffers.arena.address + DevicePointer(ArenaLayout.denseOffset(tables: config.tables.count))
+            for (k, op) in bottom.enumerated() {
+                let y = k == bottom.count - 1 ? buffers.interactionInput.address : act[k % 2]
+                try op.tune(x: x, y: y, stream: stream)
+                x = y
+            }
+            var r = engine.interaction == nil ? buffers.interactionInput.address : buffers.topInput!.address
+            for (k, op) in top.enumerated() {
+                let y = k == top.count - 1 ? buffers.logits.address : act[k % 2]
+                try op.tune(x: r, y: y, stream: stream)
+                r = y
+            }
+        }
+
         func capture(on stream: CUDAStream) throws {
             graph = try stream.capture { try encode(on: stream) }
         }
@@ -328,45 +376,62 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             if let graph { try graph.launch(on: stream) } else { try encode(on: stream) }
         }
 
-        /// Enqueues the forward: bottom MLP → (remap) → embedding bags → interaction → top MLP → sigmoid.
         func encode(on stream: CUDAStream) throws {
+            for stage in stages { try stage.body(stream) }
+        }
+
+        /// The forward as named stages: bottom MLP → (index remap) → embedding bags → interaction →
+        /// top MLP and sigmoid.
+        var stages: [(name: String, body: (CUDAStream) throws -> Void)] {
             let config = engine.model.config
             let arena = buffers.arena.address
             let act = [buffers.activations.0.address, buffers.activations.1.address]
-            var x = arena + DevicePointer(ArenaLayout.denseOffset(tables: config.tables.count))
-            for (k, op) in bottom.enumerated() {
-                let y = k == bottom.count - 1 ? buffers.interactionInput.address : act[k % 2]
-                try op.encode(x: x, y: y, stream: stream)
-                x = y
+            var result: [(name: String, body: (CUDAStream) throws -> Void)] = []
+            result.append(("bottom MLP", { stream in
+                var x = arena + DevicePointer(ArenaLayout.denseOffset(tables: config.tables.count))
+                for (k, op) in self.bottom.enumerated() {
+                    let y = k == self.bottom.count - 1 ? self.buffers.interactionInput.address : act[k % 2]
+                    try op.encode(x: x, y: y, stream: stream)
+                    x = y
+                }
+            }))
+            if engine.tables.contains(where: { $0.remap != nil }) {
+                result.append(("index remap", { stream in
+                    try self.engine.elementwise.encodeRemap(
+                        tableArgs: arena, tables: self.engine.tables.count, batch: self.batch,
+                        indexWidth: self.engine.indexWidth, stream: stream)
+                }))
             }
-            for (t, table) in engine.tables.enumerated() where table.remap != nil {
-                try engine.elementwise.encodeRemap(
-                    tableArgs: arena, table: engine.slots[t], batch: batch, indexWidth: engine.indexWidth, remap: table.remap!.address,
-                    stream: stream)
-            }
-            let bindings = engine.bindings(layout: buffers.currentLayout, buffers: buffers)
-            for group in engine.groups {
-                let first = engine.slots[group.tables.first!]
-                try group.kernel.encode(
-                    tables: group.tables.map { bindings[$0] },
-                    tableArgs: arena + DevicePointer(first * EmbeddingBagKernel.tableArgsBytes), batch: batch,
-                    stream: stream)
-            }
-            var r = buffers.interactionInput.address
+            result.append(("embedding bags", { stream in
+                let bindings = self.engine.bindings(layout: self.buffers.currentLayout, buffers: self.buffers)
+                for group in self.engine.groups {
+                    let first = self.engine.slots[group.tables.first!]
+                    try group.kernel.encode(
+                        tables: group.tables.map { bindings[$0] },
+                        tableArgs: arena + DevicePointer(first * EmbeddingBagKernel.tableArgsBytes), batch: self.batch,
+                        stream: stream)
+                }
+            }))
             if let interaction = engine.interaction {
-                try interaction.encode(
-                    t: buffers.interactionInput.address, tStride: GPUEngine.outputStride(config),
-                    out: buffers.topInput!.address, outStride: GPUEngine.topStride(config), batch: batch,
-                    rows: config.tables.count + 1, dim: config.bottomOutputWidth, stream: stream)
-                r = buffers.topInput!.address
+                result.append(("interaction", { stream in
+                    try interaction.encode(
+                        t: self.buffers.interactionInput.address, tStride: GPUEngine.outputStride(config),
+                        out: self.buffers.topInput!.address, outStride: GPUEngine.topStride(config), batch: self.batch,
+                        rows: config.tables.count + 1, dim: config.bottomOutputWidth, stream: stream)
+                }))
             }
-            for (k, op) in top.enumerated() {
-                let y = k == top.count - 1 ? buffers.logits.address : act[k % 2]
-                try op.encode(x: r, y: y, stream: stream)
-                r = y
-            }
-            try engine.elementwise.encodeSigmoid(
-                y: buffers.logits.address, yStride: 1, p: buffers.probabilities.address, count: batch, stream: stream)
+            result.append(("top MLP + sigmoid", { stream in
+                var r = self.engine.interaction == nil ? self.buffers.interactionInput.address : self.buffers.topInput!.address
+                for (k, op) in self.top.enumerated() {
+                    let y = k == self.top.count - 1 ? self.buffers.logits.address : act[k % 2]
+                    try op.encode(x: r, y: y, stream: stream)
+                    r = y
+                }
+                try self.engine.elementwise.encodeSigmoid(
+                    y: self.buffers.logits.address, yStride: 1, p: self.buffers.probabilities.address, count: self.batch,
+                    stream: stream)
+            }))
+            return result
         }
     }
 }

@@ -53,13 +53,15 @@ final class ResidentTable: @unchecked Sendable {
     let remap: DeviceBuffer<Int32>?
     /// Device list of hot rows in stored numbering, for the pin pass.
     let pinList: DeviceBuffer<Int32>?
+    /// A bit per row, set for hot rows (eviction hints without permuting the table).
+    let hotBitmap: DeviceBuffer<UInt32>?
 
     var rowBytes: Int { dim * storage.byteWidth }
 
-    /// Uploads `table`. With `permute`, stores the hot rows first (gathered on the device);
-    /// `pin` rows (original numbering) become the pin list.
+    /// Uploads `table`. With `permute`, stores the hot rows first (gathered on the device); the
+    /// first `pinCount` hot rows become the pin list; with `bitmap`, the hot rows' bits are set.
     init(table: EmbeddingTable, context: CUDAContext, stream: CUDAStream, elementwise: ElementwiseKernels,
-         hot: [Int]?, permute: Bool, pinCount: Int) throws {
+         hot: [Int]?, permute: Bool, pinCount: Int, bitmap: Bool = false) throws {
         rows = table.rows
         dim = table.dim
         storage = EmbeddingStorage(table.dtype)
@@ -100,7 +102,17 @@ final class ResidentTable: @unchecked Sendable {
         } else {
             pinList = nil
         }
+        if bitmap, let hot {
+            var bits = [UInt32](repeating: 0, count: (rows + 31) / 32)
+            for row in hot { bits[row >> 5] |= 1 << UInt32(row & 31) }
+            hotBitmap = try DeviceBuffer<UInt32>(context: context, copying: bits)
+        } else {
+            hotBitmap = nil
+        }
     }
+
+    /// Hot rows the kernels see: the permuted prefix, or the bitmap's population.
+    var hotRowCount: Int { layout.hotRows }
 
     /// Copies host bytes in 256 MB pieces (pageable memory; each piece synchronous).
     private static func upload(_ bytes: UnsafeRawBufferPointer, to buffer: DeviceBuffer<UInt8>) throws {

@@ -30,6 +30,17 @@ public enum PrefetchMode: String, Sendable, Codable, CaseIterable {
     }
 }
 
+/// Where the vectorized kernel learns a row's hotness for its L2 eviction hint.
+public enum HintSource: String, Sendable, Codable, CaseIterable {
+    case none
+    /// The table is stored permuted, hot rows first: a row is hot when its stored index < hot rows.
+    case permuted
+    /// A bit per row (the table keeps its order, indices need no remap).
+    case bitmap
+
+    var code: Int { self == .none ? 0 : self == .permuted ? 1 : 2 }
+}
+
 /// How hot rows are kept in L2.
 public enum L2Mode: String, Sendable, Codable, CaseIterable {
     case none
@@ -55,12 +66,12 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
     public var prefetchDistance: Int = 4
     /// Rows in flight per thread (vectorized).
     public var unroll: Int = 8
-    /// Per-load L2 policies by hotness (vectorized; needs the permuted table).
-    public var evictHints: Bool = false
+    /// Per-load L2 policies by hotness (vectorized).
+    public var hints: HintSource = .none
     public var l2: L2Mode = .none
 
     public init(family: Family, maxRegisters: Int? = nil, autoRegisterCap: Bool = false, minBlocks: Int? = nil,
-                prefetch: PrefetchMode = .none, prefetchDistance: Int = 4, unroll: Int = 8, evictHints: Bool = false,
+                prefetch: PrefetchMode = .none, prefetchDistance: Int = 4, unroll: Int = 8, hints: HintSource = .none,
                 l2: L2Mode = .none) {
         self.family = family
         self.maxRegisters = maxRegisters
@@ -69,14 +80,14 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         self.prefetch = prefetch
         self.prefetchDistance = prefetchDistance
         self.unroll = unroll
-        self.evictHints = evictHints
+        self.hints = hints
         self.l2 = l2
     }
 
     /// Whether the tables must be stored permuted, hot rows first.
-    public var needsPermutedTable: Bool { evictHints || l2 == .window }
+    public var needsPermutedTable: Bool { hints == .permuted || l2 == .window }
     /// Whether a hot-row list is needed at all.
-    public var needsHotRows: Bool { evictHints || l2 != .none }
+    public var needsHotRows: Bool { hints != .none || l2 != .none }
 
     public var description: String {
         var parts: [String] = [family.rawValue]
@@ -85,7 +96,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if prefetch != .none { parts.append("prefetch=\(prefetch.rawValue)") }
         if prefetch != .none { parts.append("dist=\(prefetchDistance)") }
         if family == .vectorized { parts.append("unroll=\(unroll)") }
-        if evictHints { parts.append("hints") }
+        if hints != .none { parts.append("hints=\(hints.rawValue)") }
         if l2 != .none { parts.append("l2=\(l2.rawValue)") }
         return parts.joined(separator: " ")
     }
@@ -96,13 +107,13 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
             CUDAError(library: .bagel, code: -1, name: "", message: why, call: "embedding-bag knobs \(self)")
         }
         if family == .vectorized && prefetch != .none { throw fail("prefetch forms apply to the baseline kernel") }
-        if family == .baseline && evictHints { throw fail("eviction hints apply to the vectorized kernel") }
+        if family == .baseline && hints != .none { throw fail("eviction hints apply to the vectorized kernel") }
         if family == .vectorized && l2 == .window {
             throw fail("an access-policy window covers one table; the vectorized kernel launches all tables at once")
         }
         if prefetch == .shared && storage != .fp32 { throw fail("the shared-memory prefetch copies 4-byte elements only") }
         if !(1...32).contains(prefetchDistance) { throw fail("prefetch distance must be 1...32") }
-        if ![1, 2, 4, 8, 16].contains(unroll) { throw fail("unroll must be 1, 2, 4, 8 or 16") }
+        if ![1, 2, 4, 8, 16, 32].contains(unroll) { throw fail("unroll must be 1, 2, 4, 8, 16 or 32") }
         if let maxRegisters, !(16...255).contains(maxRegisters) { throw fail("register cap must be 16...255") }
         if let minBlocks, !(1...32).contains(minBlocks) { throw fail("minimum blocks must be 1...32") }
     }
@@ -142,7 +153,12 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
                 case "minblocks": knobs.minBlocks = try integer()
                 case "dist": knobs.prefetchDistance = try integer()
                 case "unroll": knobs.unroll = try integer()
-                case "hints": knobs.evictHints = value != "0" && value != "false"
+                case "hints":
+                    guard let source = value.isEmpty ? .bitmap : HintSource(rawValue: value) else {
+                        throw CUDAError(library: .bagel, code: -1, name: "", message: "hints is none|permuted|bitmap",
+                                        call: "parsing --variant \(text)")
+                    }
+                    knobs.hints = source
                 case "prefetch":
                     guard let mode = PrefetchMode(rawValue: value) else {
                         throw CUDAError(library: .bagel, code: -1, name: "", message: "prefetch is none|registers|shared|l1",
@@ -187,7 +203,7 @@ public enum EmbeddingBagVariant: String, CaseIterable, Sendable, Codable {
     case l2pWindow = "l2p-window"
     /// optmt + rpf + l2p, as in the paper.
     case combined
-    /// Bagel's best: vectorized, rows in flight, per-load L2 policies by hotness.
+    /// Bagel's best: vectorized, indices a chunk ahead, rows in flight, per-load L2 policies by hotness.
     case bagel
 
 
@@ -204,7 +220,7 @@ public enum EmbeddingBagVariant: String, CaseIterable, Sendable, Codable {
         case .combined:
             return EmbeddingBagKnobs(
                 family: .baseline, autoRegisterCap: true, prefetch: .registers, prefetchDistance: 4, l2: .pinPass)
-        case .bagel: return EmbeddingBagKnobs(family: .vectorized, unroll: 8, evictHints: true)
+        case .bagel: return EmbeddingBagKnobs(family: .vectorized, unroll: 8, hints: .bitmap)
         }
     }
 }
@@ -229,11 +245,15 @@ public struct EmbeddingTableBinding: Sendable {
     /// Scratch for the baseline's offset2bag (one index per lookup) and bag_size (one per bag).
     public var offset2bag: DevicePointer
     public var bagSize: DevicePointer
+    /// A bit per row, set for hot rows (hints=bitmap).
+    public var hotBitmap: DevicePointer
+    /// original row → stored row, for tables stored permuted (the remap kernel applies it).
+    public var remap: DevicePointer
 
     public init(weights: DevicePointer, rows: Int, indices: DevicePointer, offsets: DevicePointer,
                 sampleWeights: DevicePointer = 0, output: DevicePointer, outputStride: Int, mean: Bool = false,
                 hotRows: Int = 0, pinList: DevicePointer = 0, pinCount: Int = 0, offset2bag: DevicePointer = 0,
-                bagSize: DevicePointer = 0) {
+                bagSize: DevicePointer = 0, hotBitmap: DevicePointer = 0, remap: DevicePointer = 0) {
         self.weights = weights
         self.rows = rows
         self.indices = indices
@@ -247,13 +267,15 @@ public struct EmbeddingTableBinding: Sendable {
         self.pinCount = pinCount
         self.offset2bag = offset2bag
         self.bagSize = bagSize
+        self.hotBitmap = hotBitmap
+        self.remap = remap
     }
 }
 
 /// An embedding-bag kernel specialised for one (dim, storage, index width, knobs), with its launcher.
 public final class EmbeddingBagKernel: @unchecked Sendable {
-    /// Bytes of one TableArgs record in device memory (11 fields of 8 bytes, embedding_bag.cu).
-    public static let tableArgsBytes = 88
+    /// Bytes of one TableArgs record in device memory (13 fields of 8 bytes, embedding_bag.cu).
+    public static let tableArgsBytes = 104
     public static let baselineGrid = 1024
     public static let vectorBlockThreads = 256
 
@@ -312,7 +334,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
             defines["LANES"] = "\(plan.lanes)"
             defines["VEC_BYTES"] = "\(plan.vectorBytes)"
             defines["UNROLL"] = "\(knobs.unroll)"
-            defines["EVICT_HINTS"] = knobs.evictHints ? "1" : "0"
+            defines["EVICT_HINTS"] = "\(knobs.hints.code)"
             defines["OUT_VEC4"] = outputAligned ? "1" : "0"
         }
         return KernelSpec(file: .embeddingBag, defines: defines, maxRegisters: knobs.maxRegisters)
@@ -331,12 +353,13 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
         return (lanes, bytes)
     }
 
-    /// Writes the TableArgs records of `tables` (88 bytes each) at `destination`.
+    /// Writes the TableArgs records of `tables` (104 bytes each) at `destination`.
     public static func writeTableArgs(_ tables: [EmbeddingTableBinding], into destination: UnsafeMutableRawPointer) {
         for (t, table) in tables.enumerated() {
             let fields: [UInt64] = [
                 table.weights, table.indices, table.offsets, table.sampleWeights, table.output, UInt64(table.rows),
                 UInt64(table.outputStride), UInt64(table.hotRows), table.mean ? 1 : 0, table.offset2bag, table.bagSize,
+                table.hotBitmap, table.remap,
             ]
             for (f, value) in fields.enumerated() {
                 destination.storeBytes(of: value.littleEndian, toByteOffset: t * tableArgsBytes + f * 8, as: UInt64.self)

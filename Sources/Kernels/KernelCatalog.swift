@@ -52,6 +52,17 @@ public enum KernelCatalog {
                 }
             }
         }
+        // Eviction hints from a permuted table (the bitmap form ships as `bagel`).
+        for width in IndexWidth.allCases {
+            for dim in [64, 128] {
+                var knobs = EmbeddingBagVariant.bagel.knobs
+                knobs.hints = .permuted
+                entries.append(
+                    Entry(name: "bagel hints=permuted fp32 int\(width.rawValue) dim \(dim)",
+                          spec: EmbeddingBagKernel.spec(knobs: knobs, dim: dim, storage: .fp32, indexWidth: width),
+                          functions: ["embedding_bag_vectorized"]))
+            }
+        }
         return entries
     }
 

@@ -90,18 +90,16 @@ public final class ElementwiseKernels: @unchecked Sendable {
         try gather.launch(grid: ((rows * 32 + 255) / 256, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
     }
 
-    /// indices ← remap[indices] for table `table` of the TableArgs array at `tableArgs` (its indices
-    /// pointer and count are read on the device).
-    public func encodeRemap(tableArgs: DevicePointer, table: Int, batch: Int, indexWidth: IndexWidth,
-                            remap: DevicePointer, stream: CUDAStream) throws {
-        guard batch > 0 else { return }
+    /// indices ← remap[indices] for every table of the TableArgs array at `tableArgs` that has a
+    /// remap (their indices pointers and counts are read on the device), in one launch.
+    public func encodeRemap(tableArgs: DevicePointer, tables: Int, batch: Int, indexWidth: IndexWidth,
+                            stream: CUDAStream) throws {
+        guard batch > 0, tables > 0 else { return }
         let spec = KernelSpec(file: .embeddingBag, defines: ["INDEX_BITS": "\(indexWidth.rawValue)"])
         let function = try library.function("remap_indices", of: spec)
         var arguments = KernelArguments()
         arguments.add(tableArgs)
-        arguments.add(Int32(table))
         arguments.add(Int32(batch))
-        arguments.add(remap)
-        try function.launch(grid: (264, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
+        try function.launch(grid: (64, tables, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
     }
 }

@@ -112,6 +112,9 @@ let nvrtc: NVRTC? = {
         #expect(EmbeddingBagVariant.optmt.knobs.autoRegisterCap)
         let rpf = try EmbeddingBagKnobs.parse("rpf:dist=8,prefetch=l1").knobs
         #expect(rpf.prefetchDistance == 8 && rpf.prefetch == .l1)
+        #expect(try EmbeddingBagKnobs.parse("bagel:hints=permuted").knobs.needsPermutedTable)
+        #expect(try !EmbeddingBagKnobs.parse("bagel").knobs.needsPermutedTable)
+        #expect(try EmbeddingBagKnobs.parse("vectorized:hints").knobs.hints == .bitmap)
         #expect(throws: CUDAError.self) { _ = try EmbeddingBagKnobs.parse("warp-speed") }
         #expect(throws: CUDAError.self) { _ = try EmbeddingBagKnobs.parse("rpf:distance=8") }
         #expect(throws: CUDAError.self) {
@@ -135,11 +138,12 @@ let nvrtc: NVRTC? = {
 
     @Test func tableArgsLayout() {
         let binding = EmbeddingTableBinding(weights: 0x1000, rows: 7, indices: 0x2000, offsets: 0x3000, output: 0x4000,
-                                            outputStride: 9, mean: true, hotRows: 3, offset2bag: 0x5000, bagSize: 0x6000)
+                                            outputStride: 9, mean: true, hotRows: 3, offset2bag: 0x5000, bagSize: 0x6000,
+                                            hotBitmap: 0x7000, remap: 0x8000)
         var bytes = [UInt8](repeating: 0xFF, count: 2 * EmbeddingBagKernel.tableArgsBytes)
         bytes.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs([binding, binding], into: $0.baseAddress!) }
         let words = bytes.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
-        #expect(Array(words[0..<11]) == [0x1000, 0x2000, 0x3000, 0, 0x4000, 7, 9, 3, 1, 0x5000, 0x6000])
-        #expect(words[11] == 0x1000)
+        #expect(Array(words[0..<13]) == [0x1000, 0x2000, 0x3000, 0, 0x4000, 7, 9, 3, 1, 0x5000, 0x6000, 0x7000, 0x8000])
+        #expect(words[13] == 0x1000)
     }
 }

@@ -1,6 +1,6 @@
 // embedding_bag.cu — pooled embedding lookups (embedding bags): out[bag] = Σ w_i · E[idx_i] (or the mean).
 //
-// One source, every variant; the host picks one with -D defines (Sources/Kernels/EmbeddingBag.swift):
+// One source, every variant; the host picks one with -D defines (Sources/Kernels/EmbeddingBagKernel.swift):
 //
 //   embedding_bag_baseline    PyTorch's EmbeddingBag_updateOutputKernel_sum_mean re-implemented: one thread
 //                             per (bag, column), blocks of 32×8, a grid of 1024, scalar loads, one launch per
@@ -11,14 +11,16 @@
 //                             without re-capturing the CUDA graph). The paper's techniques plug into both:
 //       MIN_BLOCKS=n          occupancy tuning through __launch_bounds__(256, n) (register caps come from
 //                             NVRTC's --maxrregcount instead);
-//       PREFETCH=0|1|2|3      none | registers | shared memory (cp.async) | L1 (prefetch.global.L1),
-//       PF_DIST=d             rows ahead of the one being summed;
+//       PREFETCH=0|1|2|3      none | registers | shared memory (cp.async) | L1 (prefetch.global.L1): a software
+//       PF_DIST=d             pipeline that loads the values of the next d rows (their indices loaded a group
+//                             earlier still) before the current d are summed;
 //   l2_pin_rows               the paper's pin pass: prefetch.global.L2::evict_last over each hot row's lines.
-//   remap_indices             idx ← remap[idx] for a table stored permuted (hot rows first).
-//   embedding_bag_vectorized  Bagel's kernel: LANES threads per bag, each loading VEC_BYTES (16) at a time,
-//                             UNROLL rows in flight, every table of a launch at once (grid.y = table);
-//       EVICT_HINTS=1         rows below the table's hot_rows count (hot rows come first after the
-//                             permutation) load with an L2 evict_last policy, the others evict_first.
+//   remap_indices             idx ← remap[idx] for the tables of a launch stored permuted (hot rows first).
+//   embedding_bag_vectorized  Bagel's kernel: LANES threads per bag, each loading VEC_BYTES (16) at a time; a
+//                             bag's indices come a chunk of LANES ahead (one coalesced load per lane, broadcast
+//                             by shuffles), UNROLL rows in flight; every table of a launch at once (grid.y).
+//       EVICT_HINTS=1|2       L2 policy per row by hotness: hot rows evict_last, cold rows evict_first.
+//                             1: the table is permuted, row < hot_rows is hot; 2: a bit per row (hot_bitmap).
 //
 // Storage: STORAGE=0 fp32 | 1 fp16 | 2 bf16 (rows widened to fp32; fp32 accumulation, in bag order).
 // Indices and offsets: INDEX_BITS=32 | 64. DIM is the row width in elements.
@@ -49,8 +51,8 @@ typedef unsigned short storage_t;
 #define STORAGE_BYTES 2
 #endif
 
-// One table of a launch, in device memory. Eleven 8-byte fields; the host writes the same layout
-// (EmbeddingBagKernel.swift, TableArgs).
+// One table of a launch, in device memory. Thirteen 8-byte fields; the host writes the same layout
+// (EmbeddingBagKernel.writeTableArgs).
 struct TableArgs {
     const storage_t *weights;  // rows × DIM
     const index_t *indices;
@@ -59,10 +61,12 @@ struct TableArgs {
     float *output;  // bag b at output + b * out_stride
     long long rows;
     long long out_stride;
-    long long hot_rows;  // rows [0, hot_rows) are hot (EVICT_HINTS)
+    long long hot_rows;  // EVICT_HINTS=1: rows [0, hot_rows) are hot
     long long mean;  // 1: mean pooling
     index_t *offset2bag;  // baseline only: PyTorch's per-index bag number
     index_t *bag_size;  // baseline only: PyTorch's per-bag count
+    const unsigned *hot_bitmap;  // EVICT_HINTS=2: bit r set when row r is hot
+    const int *remap;  // permuted tables: original row → stored row (remap_indices)
 };
 
 __device__ __forceinline__ float widen(storage_t v) {
@@ -93,17 +97,14 @@ __device__ __forceinline__ float widen(storage_t v) {
 #if MIN_BLOCKS > 0
 #define BASELINE_BOUNDS __launch_bounds__(256, MIN_BLOCKS)
 #else
+// No __launch_bounds__, as PyTorch's kernel (with it, ptxas aims at fewer registers and spills).
 #define BASELINE_BOUNDS
 #endif
 
-// The value one thread adds for index position `emb`: the row's element, times the per-sample
-// weight; 0 for padding or out-of-range rows.
+// What one thread needs to fetch its column of a row.
 struct BaselineRow {
-    const index_t *input;
     const storage_t *weight_feat;
     long long stride0;
-    const float *per_sample_weights;
-    long long psw_stride;
     long long padding_idx;
     long long rows;
 
@@ -111,9 +112,7 @@ struct BaselineRow {
         return idx != padding_idx && (unsigned long long)idx < (unsigned long long)rows;
     }
     __device__ __forceinline__ const storage_t *address(index_t idx) const { return weight_feat + idx * stride0; }
-    __device__ __forceinline__ float scale(long long emb, float value) const {
-        return per_sample_weights ? value * per_sample_weights[emb * psw_stride] : value;
-    }
+    __device__ __forceinline__ float value(index_t idx) const { return usable(idx) ? widen(*address(idx)) : 0.f; }
 };
 
 __device__ __forceinline__ void baseline_body(
@@ -134,114 +133,107 @@ __device__ __forceinline__ void baseline_body(
         const long long featureDim = (chunk % chunksPerBag) * blockDim.x + threadIdx.x;
         if (featureDim >= featureSize) continue;
         const long long bag = chunk / chunksPerBag;
-        BaselineRow row = {input, weight + featureDim * weight_stride1, weight_stride0, per_sample_weights,
-                           per_sample_weights_stride, padding_idx, numRows};
+        const BaselineRow row = {weight + featureDim * weight_stride1, weight_stride0, padding_idx, numRows};
+        const bool writesBag = featureDim == 0;
         const long long begin = offsets[bag];
         const long long end = offsets[bag + 1];
         float sum = 0.f;
         long long count = 0;
+        // Adds row `emb` (index idx, fetched value v) the way PyTorch's loop does.
+#define CONSUME(emb, idx, v)                                                                               \
+    do {                                                                                                   \
+        sum += per_sample_weights ? (v) * per_sample_weights[(emb) * per_sample_weights_stride] : (v);     \
+        count += (idx) != padding_idx;                                                                     \
+        if (writesBag) offset2bag[emb] = (index_t)bag;                                                     \
+    } while (0)
 #if PREFETCH == 0
         for (long long emb = begin; emb < end; emb++) {
             const index_t idx = input[emb];
-            const bool ok = row.usable(idx);
-            float value = ok ? widen(*row.address(idx)) : 0.f;
-            sum += row.scale(emb, value);
-            if (idx != padding_idx) count++;
-            if (featureDim == 0) offset2bag[emb] = (index_t)bag;
+            const float value = row.value(idx);
+            CONSUME(emb, idx, value);
         }
-#elif PREFETCH == 1
-        // Registers: the values of the next PF_DIST rows are loaded before the current one is added.
-        float ring[PF_DIST];
+#else
+        // A software pipeline over groups of PF_DIST rows: while group g is summed, the values of
+        // group g+1 are in flight (registers, shared memory or L1) and the indices of group g+2.
+        index_t cur[PF_DIST], next[PF_DIST];
 #pragma unroll
         for (int i = 0; i < PF_DIST; i++) {
-            const long long e = begin + i;
-            float v = 0.f;
-            if (e < end) {
-                const index_t idx = input[e];
-                if (row.usable(idx)) v = widen(*row.address(idx));
-            }
-            ring[i] = v;
+            cur[i] = begin + i < end ? input[begin + i] : (index_t)padding_idx;
+            next[i] = begin + PF_DIST + i < end ? input[begin + PF_DIST + i] : (index_t)padding_idx;
         }
-        for (long long base = begin; base < end; base += PF_DIST) {
+#if PREFETCH == 1
+        float values[PF_DIST];
 #pragma unroll
-            for (int i = 0; i < PF_DIST; i++) {
-                const long long emb = base + i;
-                if (emb < end) {
-                    const float value = ring[i];
-                    const long long ahead = emb + PF_DIST;
-                    float next = 0.f;
-                    if (ahead < end) {
-                        const index_t idx = input[ahead];
-                        if (row.usable(idx)) next = widen(*row.address(idx));
-                    }
-                    ring[i] = next;
-                    sum += row.scale(emb, value);
-                    if (input[emb] != padding_idx) count++;
-                    if (featureDim == 0) offset2bag[emb] = (index_t)bag;
-                }
-            }
-        }
+        for (int i = 0; i < PF_DIST; i++) values[i] = row.value(cur[i]);
 #elif PREFETCH == 2
-        // Shared memory: cp.async copies row values PF_DIST ahead into this thread's ring; the
-        // registers stay free. One commit group per row, so wait_group(PF_DIST-1) means "the
-        // oldest is in". Only 4-byte elements (fp32) can be copied this way.
+        // This thread's PF_DIST slots: a group's values land there by cp.async while the previous
+        // group is summed; each iteration reads its group out before issuing the next one's copies.
         float *ring = &ring_smem[0][threadIdx.y][threadIdx.x];
         const int ringStride = 8 * 32;
-        bool ok[PF_DIST];
 #pragma unroll
         for (int i = 0; i < PF_DIST; i++) {
-            const long long e = begin + i;
-            ok[i] = false;
-            if (e < end) {
-                const index_t idx = input[e];
-                ok[i] = row.usable(idx);
-                if (ok[i]) {
+            if (row.usable(cur[i])) {
+                unsigned slot = (unsigned)__cvta_generic_to_shared(ring + i * ringStride);
+                asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(slot), "l"(row.address(cur[i])));
+            }
+        }
+        asm volatile("cp.async.commit_group;");
+#endif
+        for (long long base = begin; base < end; base += PF_DIST) {
+            index_t ahead[PF_DIST];
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++) {
+                const long long e = base + 2 * PF_DIST + i;
+                ahead[i] = e < end ? input[e] : (index_t)padding_idx;
+            }
+#if PREFETCH == 1
+            float fetched[PF_DIST];
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++) fetched[i] = row.value(next[i]);
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++)
+                if (base + i < end) CONSUME(base + i, cur[i], values[i]);
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++) values[i] = fetched[i];
+#elif PREFETCH == 2
+            // Wait for this group's copies, read them out, then reuse the slots for the next group.
+            asm volatile("cp.async.wait_all;");
+            float values[PF_DIST];
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++) values[i] = row.usable(cur[i]) ? ring[i * ringStride] : 0.f;
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++) {
+                if (row.usable(next[i])) {
                     unsigned slot = (unsigned)__cvta_generic_to_shared(ring + i * ringStride);
-                    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(slot), "l"(row.address(idx)));
+                    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(slot), "l"(row.address(next[i])));
                 }
             }
             asm volatile("cp.async.commit_group;");
-        }
-        for (long long base = begin; base < end; base += PF_DIST) {
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++)
+                if (base + i < end) CONSUME(base + i, cur[i], values[i]);
+#elif PREFETCH == 3
+            // One lane per warp asks L1 for the next group's lines (a warp's 32 columns are one line).
+            if (threadIdx.x == 0) {
+#pragma unroll
+                for (int i = 0; i < PF_DIST; i++)
+                    if (row.usable(next[i])) asm volatile("prefetch.global.L1 [%0];" ::"l"(row.address(next[i])));
+            }
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++)
+                if (base + i < end) CONSUME(base + i, cur[i], row.value(cur[i]));
+#endif
 #pragma unroll
             for (int i = 0; i < PF_DIST; i++) {
-                const long long emb = base + i;
-                if (emb < end) {
-                    asm volatile("cp.async.wait_group %0;" ::"n"(PF_DIST - 1));
-                    const float value = ok[i] ? ring[i * ringStride] : 0.f;
-                    const long long ahead = emb + PF_DIST;
-                    ok[i] = false;
-                    if (ahead < end) {
-                        const index_t idx = input[ahead];
-                        ok[i] = row.usable(idx);
-                        if (ok[i]) {
-                            unsigned slot = (unsigned)__cvta_generic_to_shared(ring + i * ringStride);
-                            asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(slot), "l"(row.address(idx)));
-                        }
-                    }
-                    asm volatile("cp.async.commit_group;");
-                    sum += row.scale(emb, value);
-                    if (input[emb] != padding_idx) count++;
-                    if (featureDim == 0) offset2bag[emb] = (index_t)bag;
-                }
+                cur[i] = next[i];
+                next[i] = ahead[i];
             }
         }
+#if PREFETCH == 2
         asm volatile("cp.async.wait_all;");
-#elif PREFETCH == 3
-        // L1: ask for the line of the row PF_DIST ahead, then load the current row as usual.
-        for (long long emb = begin; emb < end; emb++) {
-            const long long ahead = emb + PF_DIST;
-            if (ahead < end) {
-                const index_t next = input[ahead];
-                if (row.usable(next)) asm volatile("prefetch.global.L1 [%0];" ::"l"(row.address(next)));
-            }
-            const index_t idx = input[emb];
-            float value = row.usable(idx) ? widen(*row.address(idx)) : 0.f;
-            sum += row.scale(emb, value);
-            if (idx != padding_idx) count++;
-            if (featureDim == 0) offset2bag[emb] = (index_t)bag;
-        }
 #endif
+#endif
+#undef CONSUME
         if (mode == 1 && count > 0) sum = sum / (float)count;
         bag_size[bag] = (index_t)count;
         output[bag * output_stride + featureDim] = sum;
@@ -280,17 +272,17 @@ extern "C" __global__ void l2_pin_rows(const char *__restrict__ base, const int 
     }
 }
 
-// idx ← remap[idx] over one table's indices, for tables stored permuted (hot rows first). Reads
-// the indices pointer and the count (offsets[batch]) from the table's TableArgs, so a captured
-// graph stays valid when they change.
-extern "C" __global__ void remap_indices(const TableArgs *__restrict__ tables, int table, int batch,
-                                         const int *__restrict__ remap) {
-    const TableArgs &t = tables[table];
+// idx ← remap[idx] over the indices of every table of a launch that has a remap (grid.y = table).
+// Reads the indices pointer and the count (offsets[batch]) from TableArgs, so a captured graph
+// stays valid when they change.
+extern "C" __global__ void remap_indices(const TableArgs *__restrict__ tables, int batch) {
+    const TableArgs &t = tables[blockIdx.y];
+    if (t.remap == 0) return;
     index_t *indices = const_cast<index_t *>(t.indices);
     const long long n = t.offsets[batch];
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         const index_t idx = indices[i];
-        if ((unsigned long long)idx < (unsigned long long)t.rows) indices[i] = (index_t)remap[idx];
+        if ((unsigned long long)idx < (unsigned long long)t.rows) indices[i] = (index_t)t.remap[idx];
     }
 }
 
@@ -317,6 +309,8 @@ extern "C" __global__ void remap_indices(const TableArgs *__restrict__ tables, i
 #define CHUNKS ((DIM + LANES * ELEMS - 1) / (LANES * ELEMS))
 #define BLOCK_THREADS 256
 #define BAGS_PER_BLOCK (BLOCK_THREADS / LANES)
+// Rows in flight per step: a chunk of indices holds LANES of them.
+#define STEP (UNROLL < LANES ? UNROLL : LANES)
 
 template <int BYTES> struct RawVec;
 template <> struct RawVec<16> { typedef uint4 type; };
@@ -325,19 +319,17 @@ template <> struct RawVec<4> { typedef unsigned type; };
 template <> struct RawVec<2> { typedef unsigned short type; };
 typedef RawVec<VEC_BYTES>::type raw_t;
 
-__device__ __forceinline__ raw_t load_row(const raw_t *p, unsigned long long policy, bool hinted) {
+__device__ __forceinline__ raw_t load_row(const raw_t *p, unsigned long long policy) {
 #if EVICT_HINTS && VEC_BYTES == 16
-    if (hinted) {
-        uint4 r;
-        asm("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
-            : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-            : "l"(p), "l"(policy));
-        return r;
-    }
-#endif
+    uint4 r;
+    asm("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p), "l"(policy));
+    return r;
+#else
     (void)policy;
-    (void)hinted;
     return __ldg(p);
+#endif
 }
 
 // Adds weight × the ELEMS elements packed in `v` to acc.
@@ -356,7 +348,9 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
     const TableArgs table = tables[blockIdx.y];
     const int lane = threadIdx.x % LANES;
     const long long bag = (long long)blockIdx.x * BAGS_PER_BLOCK + threadIdx.x / LANES;
-    if (bag >= batch) return;
+    if (bag >= batch) return;  // whole lane groups leave together
+    const unsigned groupMask =
+        LANES == 32 ? 0xffffffffu : (((1u << LANES) - 1u) << (((threadIdx.x % 32) / LANES) * LANES));
     const long long begin = table.offsets[bag];
     const long long end = table.offsets[bag + 1];
     const bool weighted = table.sample_weights != 0;
@@ -371,50 +365,70 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
 #pragma unroll
         for (int k = 0; k < ELEMS; k++) acc[c][k] = 0.f;
 
-    // Column of chunk c for this lane, in elements.
 #define COLUMN(c) (((c) * LANES + lane) * ELEMS)
-    long long p = begin;
-    for (; p + UNROLL <= end; p += UNROLL) {
-        index_t idx[UNROLL];
+    // The policy for a row: hot rows evict_last, the rest evict_first.
+#if EVICT_HINTS == 1
+#define POLICY(r) ((r) < table.hot_rows ? evictLast : evictFirst)
+#elif EVICT_HINTS == 2
+#define POLICY(r) (((table.hot_bitmap[(r) >> 5] >> ((r)&31)) & 1u) ? evictLast : evictFirst)
+#else
+#define POLICY(r) 0ull
+#endif
+    // Each lane holds the index (and weight) of one position of the current chunk of LANES
+    // positions; the next chunk is loaded while this one is worked through.
+    index_t chunk = begin + lane < end ? table.indices[begin + lane] : 0;
+    float chunkWeight = weighted && begin + lane < end ? table.sample_weights[begin + lane] : 0.f;
+    for (long long base = begin; base < end; base += LANES) {
+        const long long ahead = base + LANES + lane;
+        const index_t nextChunk = ahead < end ? table.indices[ahead] : 0;
+        const float nextWeight = weighted && ahead < end ? table.sample_weights[ahead] : 0.f;
+        const int n = (int)(end - base < LANES ? end - base : LANES);
+        int j = 0;
+        for (; j + STEP <= n; j += STEP) {
+            index_t idx[STEP];
+            float w[STEP];
 #pragma unroll
-        for (int u = 0; u < UNROLL; u++) idx[u] = table.indices[p + u];
-        raw_t v[UNROLL][CHUNKS];
+            for (int u = 0; u < STEP; u++) {
+                idx[u] = __shfl_sync(groupMask, chunk, j + u, LANES);
+                w[u] = weighted ? __shfl_sync(groupMask, chunkWeight, j + u, LANES) : 1.f;
+            }
+            raw_t v[STEP][CHUNKS];
 #pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            const bool ok = (unsigned long long)idx[u] < (unsigned long long)table.rows;
-            const storage_t *rowp = table.weights + (long long)(ok ? idx[u] : 0) * DIM;
-            const bool hot = idx[u] < table.hot_rows;
+            for (int u = 0; u < STEP; u++) {
+                const bool ok = (unsigned long long)idx[u] < (unsigned long long)table.rows;
+                const long long r = ok ? (long long)idx[u] : 0;
+                const storage_t *rowp = table.weights + r * DIM;
+                const unsigned long long policy = POLICY(r);
+#pragma unroll
+                for (int c = 0; c < CHUNKS; c++)
+                    if (COLUMN(c) < DIM) v[u][c] = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), policy);
+            }
+#pragma unroll
+            for (int u = 0; u < STEP; u++) {
+                if ((unsigned long long)idx[u] >= (unsigned long long)table.rows) continue;
+#pragma unroll
+                for (int c = 0; c < CHUNKS; c++)
+                    if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w[u], weighted);
+            }
+        }
+        for (; j < n; j++) {
+            const index_t idx = __shfl_sync(groupMask, chunk, j, LANES);
+            const float w = weighted ? __shfl_sync(groupMask, chunkWeight, j, LANES) : 1.f;
+            if ((unsigned long long)idx >= (unsigned long long)table.rows) continue;
+            const storage_t *rowp = table.weights + (long long)idx * DIM;
+            const unsigned long long policy = POLICY((long long)idx);
 #pragma unroll
             for (int c = 0; c < CHUNKS; c++) {
-                if (ok && COLUMN(c) < DIM)
-                    v[u][c] = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), hot ? evictLast : evictFirst,
-                                       EVICT_HINTS != 0);
+                if (COLUMN(c) < DIM) {
+                    raw_t v = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), policy);
+                    accumulate(acc[c], v, w, weighted);
+                }
             }
         }
-#pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            if ((unsigned long long)idx[u] >= (unsigned long long)table.rows) continue;
-            const float w = weighted ? table.sample_weights[p + u] : 1.f;
-#pragma unroll
-            for (int c = 0; c < CHUNKS; c++)
-                if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w, weighted);
-        }
+        chunk = nextChunk;
+        chunkWeight = nextWeight;
     }
-    for (; p < end; p++) {
-        const index_t idx = table.indices[p];
-        if ((unsigned long long)idx >= (unsigned long long)table.rows) continue;
-        const storage_t *rowp = table.weights + (long long)idx * DIM;
-        const float w = weighted ? table.sample_weights[p] : 1.f;
-        const bool hot = idx < table.hot_rows;
-#pragma unroll
-        for (int c = 0; c < CHUNKS; c++) {
-            if (COLUMN(c) < DIM) {
-                raw_t v = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), hot ? evictLast : evictFirst,
-                                   EVICT_HINTS != 0);
-                accumulate(acc[c], v, w, weighted);
-            }
-        }
-    }
+#undef POLICY
     if (table.mean && end > begin) {
         const float scale = 1.f / (float)(end - begin);
 #pragma unroll
