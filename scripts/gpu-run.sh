@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m e2e predict
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m ncu e2e predict
 #
 # Every stage logs to <results>/<stage>.txt; JSON results sit beside them; at the end everything is
 # packed into $OUT/results.tgz (the device tool returns at most 8 files). The PyTorch baselines and
@@ -47,12 +47,44 @@ embedding_run() {  # $1 = label, then extra arguments for bench embedding
 
 stage_embedding() {
     embedding_run 500k --datasets "${DATASETS:-random,one_item,low,medium,high}" --variants "${VARIANTS:-all}" \
-        --runs "${RUNS:-21}" --table-batched --verify
+        --runs "${RUNS:-21}" --table-batched --verify ${AUTOTUNE:+--autotune}
 }
 
 stage_embedding-5m() {
     embedding_run 5m --rows 5000000 --datasets random --variants "${VARIANTS_5M:-baseline,vectorized,bagel}" \
         --runs "${RUNS:-21}"
+}
+
+# Nsight Compute on one table's kernel per variant and dataset (for docs/CHARACTERIZATION.md):
+# achieved occupancy, DRAM and L2, and where warps stall. Clocks left alone (--clock-control none).
+NCU_METRICS=gpu__time_duration.sum,sm__warps_active.avg.pct_of_peak_sustained_active,\
+sm__maximum_warps_per_active_cycle_pct,dram__throughput.avg.pct_of_peak_sustained_elapsed,\
+lts__t_sector_hit_rate.pct,smsp__average_warp_latency_per_inst_issued.ratio,\
+smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,\
+smsp__average_warps_issue_stalled_drain_per_issue_active.ratio
+stage_ncu() {
+    local ncu
+    ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    [ -n "$ncu" ] || { echo "ncu not found"; return 1; }
+    mkdir -p "$OUT/ncu"
+    for variant in ${NCU_VARIANTS:-baseline optmt rpf rpf-smem rpf-l1 l2p combined vectorized bagel}; do
+        for dataset in ${NCU_DATASETS:-medium random}; do
+            $ncu --clock-control none --kernel-name regex:embedding_bag --launch-skip 1 --launch-count 1 \
+                --csv --page raw --metrics "$NCU_METRICS" --log-file "$OUT/ncu/$variant-$dataset.csv" \
+                $BAGEL bench embedding --tables 1 --runs 2 --datasets $dataset --variants $variant --traces $TRACES \
+                > /dev/null 2>> "$OUT/ncu/errors.txt" || echo "ncu failed for $variant $dataset"
+        done
+    done
+    ls -la "$OUT/ncu" | head -40
 }
 
 stage_e2e() {
@@ -66,7 +98,7 @@ stage_e2e() {
             --json "$OUT/torch-dlrm-$preset.json"
     done
     # The paper preset: baseline vs combined vs Bagel's best, forward alone.
-    for variant in ${E2E_VARIANTS:-baseline combined bagel}; do
+    for variant in ${E2E_VARIANTS:-baseline combined bagel tune}; do
         $BAGEL bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 --variant $variant \
             --dataset medium --traces $TRACES --json "$OUT/e2e-paper-$variant.json"
     done

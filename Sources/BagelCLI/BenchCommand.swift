@@ -111,6 +111,11 @@ struct EndToEndBench: ParsableCommand {
             _ = try engine.predict(batches[i % batches.count])
             i += 1
         } while now() < warmEnd && i < 50
+        if let gpu = engine as? GPUEngine, let report = gpu.tuneReport {
+            print("autotuned embedding kernels: "
+                  + Dictionary(grouping: report.choices, by: { $0 }).map { "\($0.key) ×\($0.value.count)" }.sorted()
+                    .joined(separator: ", "))
+        }
         var times: [Double] = []
         let end = now() + seconds
         repeat {

@@ -54,6 +54,8 @@ struct EmbeddingBench: ParsableCommand {
     var tableBatched = false
     @Flag(help: "Check each variant's output against the CPU before timing it.")
     var verify = false
+    @Flag(help: "Run the autotuner on each dataset and compare its choice with the best variant measured.")
+    var autotune = false
     @Option(help: "GPU ordinal.")
     var device: Int = 0
 
@@ -74,9 +76,10 @@ struct EmbeddingBench: ParsableCommand {
             }
             return dataset
         }
-        let specs: [(EmbeddingBagVariant, EmbeddingBagKnobs)] = try (variants == "all"
-            ? EmbeddingBagVariant.allCases.map(\.rawValue) : variants.split(separator: ",").map(String.init))
-            .map { try EmbeddingBagKnobs.parse($0) }
+        // "all" expands to every named variant; the other entries are names or name:knob=value specs.
+        let specs: [(label: String, knobs: EmbeddingBagKnobs)] = try variants.split(separator: ",").flatMap { item in
+            item == "all" ? EmbeddingBagVariant.allCases.map(\.rawValue) : [String(item)]
+        }.map { ($0, try EmbeddingBagKnobs.parse($0).knobs) }
 
         let context = try CUDAContext(ordinal: device)
         let bench = try EmbeddingBenchmark(context: context, workload: w)
@@ -90,25 +93,41 @@ struct EmbeddingBench: ParsableCommand {
             if let dump { try bench.dump(dataset, to: dump) }
             let coverage = dataset.hotCoverage.reduce(0, +) / Double(dataset.hotCoverage.count)
             print("\n== \(name.rawValue)  (hot rows cover \(String(format: "%.1f", 100 * coverage))% of lookups)")
-            print("variant              µs/table   p10–p90        TB/s  %copy  ×base  regs  occ   pin µs  knobs")
+            print("variant                      µs/table   p10–p90        TB/s  %copy  ×base  regs  occ   pin µs  knobs")
             var datasetResults: [EmbeddingBenchResult] = []
-            for (variant, knobs) in specs {
+            for (label, knobs) in specs {
                 if verify {
                     let error = try bench.verify(dataset, knobs: knobs)
                     guard error.isFinite else {
-                        throw BagelError(.device, "\(variant.rawValue) disagrees with the CPU on \(name.rawValue)")
+                        throw BagelError(.device, "\(label) disagrees with the CPU on \(name.rawValue)")
                     }
                 }
                 var modes = [false]
                 if tableBatched && knobs.family == .vectorized { modes.append(true) }
                 for batched in modes {
-                    var result = try bench.run(dataset, variant: variant, knobs: knobs, runs: runs, tableBatched: batched)
+                    var result = try bench.run(dataset, label: label, knobs: knobs, runs: runs, tableBatched: batched)
                     if let base = datasetResults.first(where: { $0.variant == "baseline" }) {
                         result.speedupOverBaseline = base.microseconds / result.microseconds
                     }
                     datasetResults.append(result)
                     print(Self.row(result))
                 }
+            }
+            if autotune {
+                var (report, result) = try bench.autotune(dataset, runs: runs)
+                if let base = datasetResults.first(where: { $0.variant == "baseline" }) {
+                    result.speedupOverBaseline = base.microseconds / result.microseconds
+                }
+                print(Self.row(result))
+                let choices = Dictionary(grouping: report.choices, by: { $0 }).map { "\($0.key) ×\($0.value.count)" }
+                print("  autotune picked: \(choices.sorted().joined(separator: ", "))")
+                if let best = datasetResults.filter({ !$0.variant.contains("tables batched") })
+                    .min(by: { $0.microseconds < $1.microseconds }) {
+                    print("  autotune vs the best variant measured (\(best.variant), "
+                          + String(format: "%.1f µs): %+.1f%%", best.microseconds,
+                                   100 * (result.microseconds / best.microseconds - 1)))
+                }
+                datasetResults.append(result)
             }
             results += datasetResults
         }
@@ -127,7 +146,7 @@ struct EmbeddingBench: ParsableCommand {
 
     static func row(_ r: EmbeddingBenchResult) -> String {
         func f(_ v: Double, _ d: Int = 1) -> String { String(format: "%.\(d)f", v) }
-        return r.variant.padding(toLength: 20, withPad: " ", startingAt: 0) + pad(f(r.microseconds), 9) + "  "
+        return r.variant.padding(toLength: 28, withPad: " ", startingAt: 0) + pad(f(r.microseconds), 9) + "  "
             + "\(f(r.p10))–\(f(r.p90))".padding(toLength: 13, withPad: " ", startingAt: 0) + pad(f(r.terabytesPerSecond, 2), 6)
             + pad(f(r.percentOfCopy, 0), 7) + pad(r.speedupOverBaseline.map { f($0, 2) } ?? "-", 7) + pad(r.registers, 6)
             + pad("\(Int(r.occupancy * 100))%", 5) + pad(r.pinMicroseconds.map { f($0) } ?? "-", 9) + "  " + r.knobs
@@ -145,8 +164,8 @@ struct EmbeddingBenchDocument: Codable {
 /// A grouped bar chart in plain SVG: datasets along x, one bar per variant.
 enum BarChart {
     static func svg(results: [EmbeddingBenchResult], title: String) -> String {
-        let datasets = results.map(\.dataset).uniqued()
-        let variants = results.map(\.variant).uniqued()
+        let datasets = results.map(\.dataset).uniqueInOrder
+        let variants = results.map(\.variant).uniqueInOrder
         let maximum = max(results.map(\.microseconds).max() ?? 1, 1)
         let groupWidth = Double(variants.count * 14 + 30)
         let width = 80 + Double(datasets.count) * groupWidth + 180
@@ -183,12 +202,5 @@ enum BarChart {
 
     static func escape(_ text: String) -> String {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-    }
-}
-
-extension Array where Element: Hashable {
-    func uniqued() -> [Element] {
-        var seen = Set<Element>()
-        return filter { seen.insert($0).inserted }
     }
 }

@@ -26,7 +26,7 @@ enum Console {
             value /= 1000
             unit += 1
         }
-        return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
+        return unit == 0 ? "\(count) B" : String(format: "%.1f ", value) + units[unit]
     }
 
     static func count(_ value: Int) -> String {

@@ -273,3 +273,11 @@ extension SparseFeature {
         return low
     }
 }
+
+extension Array where Element: Hashable {
+    /// The distinct elements, in first-seen order.
+    public var uniqueInOrder: [Element] {
+        var seen = Set<Element>()
+        return filter { seen.insert($0).inserted }
+    }
+}

@@ -44,6 +44,8 @@ public struct EmbeddingBenchResult: Sendable, Codable {
     public var registers: Int
     public var occupancy: Double
     public var hotRows: Int
+    /// Median µs per table (one-table launches).
+    public var perTable: [Double]?
 }
 
 /// Times embedding-bag variants the paper's way: table after table, one kernel per table timed
@@ -240,15 +242,76 @@ public final class EmbeddingBenchmark {
                             hotRows: dataset.hotRows.map(\.count), pinLists: pinLists, bitmaps: bitmaps)
     }
 
+    /// One configuration ready to run: its kernel, its device inputs and TableArgs per (table, batch).
+    final class Setup {
+        let kernel: EmbeddingBagKernel
+        let inputs: DeviceInputs
+        let args: DeviceBuffer<UInt8>
+        let bindings: [[EmbeddingTableBinding]]  // [table][batch]
+        let batches: Int
+
+        init(bench: EmbeddingBenchmark, dataset: Dataset, knobs: EmbeddingBagKnobs) throws {
+            let w = bench.workload
+            kernel = try EmbeddingBagKernel(library: bench.library, knobs: knobs, dim: w.dim, storage: w.storage,
+                                            indexWidth: w.indexWidth)
+            let resolved = kernel.knobs
+            let inputs = try bench.deviceInputs(dataset, knobs: resolved)
+            self.inputs = inputs
+            batches = w.batches
+            bindings = (0..<w.tables).map { t in
+                (0..<w.batches).map { b in
+                    EmbeddingTableBinding(
+                        weights: inputs.tables[t].address, rows: w.rows, indices: inputs.indices[t][b].address,
+                        offsets: inputs.offsets.address, output: bench.output.address, outputStride: w.dim,
+                        hotRows: resolved.needsPermutedTable ? inputs.hotRows[t] : 0,
+                        pinList: inputs.pinLists[t]?.address ?? 0, pinCount: inputs.pinLists[t]?.count ?? 0,
+                        offset2bag: bench.offset2bag.address, bagSize: bench.bagSize.address,
+                        hotBitmap: inputs.bitmaps[t]?.address ?? 0)
+                }
+            }
+            let records = bindings.flatMap { $0 }
+            args = try DeviceBuffer<UInt8>(context: bench.context, count: records.count * EmbeddingBagKernel.tableArgsBytes)
+            var bytes = [UInt8](repeating: 0, count: args.count)
+            bytes.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs(records, into: $0.baseAddress!) }
+            try bytes.withUnsafeBytes { try args.upload($0) }
+        }
+
+        func argsAddress(_ t: Int, _ b: Int) -> DevicePointer {
+            args.address + DevicePointer((t * batches + b) * EmbeddingBagKernel.tableArgsBytes)
+        }
+
+        /// Enqueues table t's lookups for batch b (one table per launch); the pin pass, if any, is
+        /// timed separately by the caller.
+        func encode(_ t: Int, batch b: Int, bags: Int, lookups: Int, stream: CUDAStream) throws {
+            var table = bindings[t][b]
+            table.pinCount = 0
+            if kernel.knobs.family == .baseline {
+                // PyTorch's argument list, as the paper's baseline is called.
+                try kernel.encodeBaselineDirect(table, batch: bags, indexCount: bags * lookups, stream: stream)
+            } else {
+                try kernel.encode(tables: [table], tableArgs: argsAddress(t, b), batch: bags, stream: stream)
+            }
+        }
+    }
+
     /// Times one variant (`runs` passes over every table; the first is dropped).
-    public func run(_ dataset: Dataset, variant: EmbeddingBagVariant, knobs: EmbeddingBagKnobs, runs: Int = 21,
+    public func run(_ dataset: Dataset, label: String, knobs: EmbeddingBagKnobs, runs: Int = 21,
+                    tableBatched: Bool = false) throws -> EmbeddingBenchResult {
+        try run(dataset, label: label, perTable: Array(repeating: knobs, count: workload.tables), runs: runs,
+                tableBatched: tableBatched)
+    }
+
+    /// Times a configuration per table (the autotuner's mix, or one variant everywhere).
+    public func run(_ dataset: Dataset, label: String, perTable: [EmbeddingBagKnobs], runs: Int = 21,
                     tableBatched: Bool = false) throws -> EmbeddingBenchResult {
         let w = workload
-        let kernel = try EmbeddingBagKernel(library: library, knobs: knobs, dim: w.dim, storage: w.storage,
-                                            indexWidth: w.indexWidth)
-        let inputs = try deviceInputs(dataset, knobs: kernel.knobs)
+        precondition(perTable.count == w.tables)
+        var distinct: [EmbeddingBagKnobs] = []
+        for knobs in perTable where !distinct.contains(knobs) { distinct.append(knobs) }
+        let setups = try distinct.map { try Setup(bench: self, dataset: dataset, knobs: $0) }
+        let setupOf = perTable.map { distinct.firstIndex(of: $0)! }
         var savedLimit: Int?
-        if knobs.l2 == .window {
+        if distinct.contains(where: { $0.l2 == .window }) {
             savedLimit = try context.persistingL2Limit()
             try context.setPersistingL2Limit(min(context.device.maxPersistingL2Bytes, hotRowBudget() * w.rowBytes))
         }
@@ -258,75 +321,77 @@ public final class EmbeddingBenchmark {
                 try? context.setPersistingL2Limit(savedLimit)
             }
         }
-        func binding(_ t: Int, batch b: Int) -> EmbeddingTableBinding {
-            EmbeddingTableBinding(
-                weights: inputs.tables[t].address, rows: w.rows, indices: inputs.indices[t][b].address,
-                offsets: inputs.offsets.address, output: output.address, outputStride: w.dim,
-                hotRows: knobs.needsPermutedTable ? inputs.hotRows[t] : 0, pinList: inputs.pinLists[t]?.address ?? 0,
-                pinCount: inputs.pinLists[t]?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address,
-                hotBitmap: inputs.bitmaps[t]?.address ?? 0)
-        }
-        // One TableArgs record per (table, batch), uploaded once.
-        let records = (0..<w.tables).flatMap { t in (0..<w.batches).map { binding(t, batch: $0) } }
-        let args = try DeviceBuffer<UInt8>(context: context, count: records.count * EmbeddingBagKernel.tableArgsBytes)
-        var bytes = [UInt8](repeating: 0, count: args.count)
-        bytes.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs(records, into: $0.baseAddress!) }
-        try bytes.withUnsafeBytes { try args.upload($0) }
-        func argsAddress(_ t: Int, _ b: Int) -> DevicePointer {
-            args.address + DevicePointer((t * w.batches + b) * EmbeddingBagKernel.tableArgsBytes)
-        }
-
         let timer = try DeviceTimer(stream: stream)
         let pinTimer = try DeviceTimer(stream: stream)
         var times: [Double] = []
+        var perTableTimes = [[Double]](repeating: [], count: w.tables)
         var pinTimes: [Double] = []
         for run in 0..<runs {
             let b = run % w.batches
             if tableBatched {
                 // Every table in one launch (the engine's way); per-table time = total / tables.
-                let bindings = (0..<w.tables).map { binding($0, batch: b) }
-                var batchedRecords = [UInt8](repeating: 0, count: w.tables * EmbeddingBagKernel.tableArgsBytes)
-                batchedRecords.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs(bindings, into: $0.baseAddress!) }
-                let batchedArgs = try DeviceBuffer<UInt8>(context: context, count: batchedRecords.count)
-                try batchedRecords.withUnsafeBytes { try batchedArgs.upload($0) }
+                precondition(setups.count == 1, "a batched launch runs one configuration")
+                let setup = setups[0]
+                let bindings = (0..<w.tables).map { setup.bindings[$0][b] }
+                var records = [UInt8](repeating: 0, count: w.tables * EmbeddingBagKernel.tableArgsBytes)
+                records.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs(bindings, into: $0.baseAddress!) }
+                let batchedArgs = try DeviceBuffer<UInt8>(context: context, count: records.count)
+                try records.withUnsafeBytes { try batchedArgs.upload($0) }
                 let seconds = try timer.time {
-                    try kernel.encode(tables: bindings, tableArgs: batchedArgs.address, batch: w.bags, stream: stream)
+                    try setup.kernel.encode(tables: bindings, tableArgs: batchedArgs.address, batch: w.bags, stream: stream)
                 }
                 if run > 0 { times.append(seconds / Double(w.tables)) }
                 continue
             }
             for t in 0..<w.tables {
-                let table = binding(t, batch: b)
-                if knobs.l2 == .pinPass {
-                    let pinSeconds = try pinTimer.time { try kernel.encodePin(table: table, stream: stream) }
+                let setup = setups[setupOf[t]]
+                if setup.kernel.knobs.l2 == .pinPass {
+                    let table = setup.bindings[t][b]
+                    let pinSeconds = try pinTimer.time { try setup.kernel.encodePin(table: table, stream: stream) }
                     if run > 0 { pinTimes.append(pinSeconds) }
                 }
                 let seconds = try timer.time {
-                    if knobs.family == .baseline {
-                        // PyTorch's argument list, as the paper's baseline is called.
-                        var direct = table
-                        direct.pinCount = 0  // the pin pass ran (and was timed) just before
-                        try kernel.encodeBaselineDirect(direct, batch: w.bags, indexCount: w.bags * w.lookups, stream: stream)
-                    } else {
-                        var single = table
-                        single.pinCount = 0
-                        try kernel.encode(tables: [single], tableArgs: argsAddress(t, b), batch: w.bags, stream: stream)
-                    }
+                    try setup.encode(t, batch: b, bags: w.bags, lookups: w.lookups, stream: stream)
                 }
-                if run > 0 { times.append(seconds) }
+                if run > 0 {
+                    times.append(seconds)
+                    perTableTimes[t].append(seconds)
+                }
             }
         }
-        let resources = try kernel.resources()
+        let resources = try setups[0].kernel.resources()
         let med = median(times)
         let bandwidth = Double(w.lookupBytes) / med
         return EmbeddingBenchResult(
-            dataset: dataset.name, variant: variant.rawValue + (tableBatched ? " (tables batched)" : ""),
-            knobs: kernel.knobs.description, microseconds: med * 1e6, p10: percentile(times, 10) * 1e6,
-            p90: percentile(times, 90) * 1e6, runs: times.count,
-            pinMicroseconds: pinTimes.isEmpty ? nil : median(pinTimes) * 1e6, terabytesPerSecond: bandwidth / 1e12,
+            dataset: dataset.name, variant: label + (tableBatched ? " (tables batched)" : ""),
+            knobs: distinct.count == 1 ? setups[0].kernel.knobs.description
+                : perTable.map { setups[distinct.firstIndex(of: $0)!].kernel.knobs.description }.joined(separator: " | "),
+            microseconds: med * 1e6, p10: percentile(times, 10) * 1e6, p90: percentile(times, 90) * 1e6,
+            runs: times.count, pinMicroseconds: pinTimes.isEmpty ? nil : median(pinTimes) * 1e6,
+            terabytesPerSecond: bandwidth / 1e12,
             percentOfCopy: copyBytesPerSecond > 0 ? 100 * bandwidth / copyBytesPerSecond : 0, speedupOverBaseline: nil,
             registers: resources.registers, occupancy: resources.occupancy,
-            hotRows: knobs.needsHotRows ? inputs.hotRows.first ?? 0 : 0)
+            hotRows: setups[0].kernel.knobs.needsHotRows ? setups[0].inputs.hotRows.first ?? 0 : 0,
+            perTable: tableBatched ? nil : perTableTimes.map { median($0) * 1e6 })
+    }
+
+    /// The autotuner on this dataset: each candidate timed per table (short runs), the fastest
+    /// picked per table, then the mix timed like any variant.
+    public func autotune(_ dataset: Dataset, runs: Int = 21) throws -> (report: EmbeddingAutotuner.Report,
+                                                                          result: EmbeddingBenchResult) {
+        let w = workload
+        let key = EmbeddingAutotuner.key(
+            gpu: context.device.name, config: ModelConfig(name: "bench", denseFeatures: 1, bottomMLP: [w.dim],
+                tables: Array(repeating: TableConfig(rows: w.rows, dim: w.dim), count: w.tables), topMLP: [1]),
+            hotRows: dataset.hotRows, traffic: "\(dataset.name)/\(w.bags)x\(w.lookups)")
+        let report = try EmbeddingAutotuner.choose(tables: w.tables, key: key, gpu: context.device.name) { spec in
+            let knobs = try EmbeddingBagKnobs.parse(spec).knobs
+            return try run(dataset, label: spec, knobs: knobs, runs: 5).perTable
+        }
+        EmbeddingAutotuner.save(report)
+        let perTable = try report.choices.map { try EmbeddingBagKnobs.parse($0).knobs }
+        let result = try run(dataset, label: "autotune", perTable: perTable, runs: runs)
+        return (report, result)
     }
 
     /// Checks a variant's output for table 0, batch 0 against the CPU on the same rows.

@@ -15,9 +15,12 @@ public struct GPUEngineOptions: Sendable {
     public var deviceOrdinal: Int
     /// Hot-row lists per table (original row numbers, hottest first); nil: the model's files.
     public var hotRows: [[Int]]?
+    /// A variant spec per table (overrides `variant`), e.g. an autotuner's choice.
+    public var tableVariants: [String]?
 
     public init(variant: String = "auto", math: MathMode = .fp32, useGraphs: Bool = true, deviceOrdinal: Int = 0,
-                hotRows: [[Int]]? = nil) {
+                hotRows: [[Int]]? = nil, tableVariants: [String]? = nil) {
+        self.tableVariants = tableVariants
         self.variant = variant
         self.math = math
         self.useGraphs = useGraphs
@@ -33,9 +36,6 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     public let model: Model
     public let context: CUDAContext
     public let options: GPUEngineOptions
-    /// The variant in use and its knobs after resolution (register caps chosen, hot rows known).
-    public let variant: EmbeddingBagVariant
-    public let knobs: EmbeddingBagKnobs
     public let indexWidth: IndexWidth
 
     let library: KernelLibrary
@@ -44,24 +44,37 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     let elementwise: ElementwiseKernels
     let interaction: InteractionKernel?
     let tables: [ResidentTable]
-    /// Tables grouped by (dim, storage): one kernel per group.
-    let groups: [(kernel: EmbeddingBagKernel, tables: [Int])]
+    /// Each table's configuration (variant spec, e.g. "bagel:unroll=16").
+    public private(set) var tableSpecs: [String]
+    /// Tables grouped by (dim, storage, knobs): one kernel and one launch per group.
+    private(set) var groups: [(kernel: EmbeddingBagKernel, tables: [Int])] = []
     /// Position of each table's TableArgs record: records are stored group by group, so a group's
     /// records are contiguous and its kernel indexes them from 0.
-    let slots: [Int]
+    private(set) var slots: [Int] = []
     let bottomWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
     let topWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
     private let savedPersistingL2: Int?
+    private let outputAligned: Bool
+    /// `variant: "tune"`: measure the candidates on the first batch, then rebuild the groups.
+    private var pendingTune: Bool
+    private let tuneKey: String
+    /// The autotuner's report when this engine tuned itself or reused a cached choice.
+    public private(set) var tuneReport: EmbeddingAutotuner.Report?
 
     private let lock = NSLock()
     private var buffers: BatchBuffers?
     private var plans: [Int: Plan] = [:]
 
     public var description: String {
-        "gpu: \(context.device.name), embedding \(variant.rawValue) (\(knobs)), MLP \(options.math.rawValue)"
-            + (options.useGraphs ? ", CUDA graphs" : "")
+        let distinct = tableSpecs.uniqueInOrder
+        let embedding = distinct.count == 1 ? "\(distinct[0]) (\(knobs))" : "per table: " + distinct.joined(separator: ", ")
+        return "gpu: \(context.device.name), embedding \(embedding)\(pendingTune ? " (tuning on the first batch)" : ""), "
+            + "MLP \(options.math.rawValue)" + (options.useGraphs ? ", CUDA graphs" : "")
     }
 
+    /// `options.variant` is a variant spec, "auto" (the model's choice, else a cached autotune
+    /// result for this GPU, model and hot rows, else `bagel` with hot rows and `vectorized`
+    /// without), or "tune" (measure `EmbeddingAutotuner.candidates` per table on the first batch).
     public init(model: Model, options: GPUEngineOptions = GPUEngineOptions(), context: CUDAContext? = nil,
                 library: KernelLibrary? = nil) throws {
         self.model = model
@@ -75,69 +88,71 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         let config = model.config
         interaction = config.interaction == .dot ? try InteractionKernel(library: self.library) : nil
         indexWidth = config.tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .bits32 : .bits64
+        outputAligned = Self.outputOffsets(config).allSatisfy { $0 % 4 == 0 } && Self.outputStride(config) % 4 == 0
 
         // Hot rows: given, or the model's profile files.
         let hot = try options.hotRows ?? Self.loadHotRows(model: model)
-        // The variant.
+        if let hot, hot.count != config.tables.count {
+            throw BagelError(.invalidModel, "\(hot.count) hot-row lists for \(config.tables.count) tables")
+        }
+        tuneKey = EmbeddingAutotuner.key(gpu: context.device.name, config: config, hotRows: hot,
+                                         traffic: "engine/\(config.lookupsPerTable)")
+        // Each table's spec.
         var spec = options.variant
         if spec == "auto" { spec = config.embedding?.variant ?? "auto" }
-        if spec == "auto" { spec = hot == nil ? EmbeddingBagVariant.vectorized.rawValue : EmbeddingBagVariant.bagel.rawValue }
-        let parsed: (variant: EmbeddingBagVariant, knobs: EmbeddingBagKnobs)
+        var cached: EmbeddingAutotuner.Report?
+        if spec == "auto" {
+            cached = EmbeddingAutotuner.load(key: tuneKey)
+            if cached?.choices.count != config.tables.count { cached = nil }
+        }
+        pendingTune = spec == "tune"
+        let fallback = hot == nil ? EmbeddingBagVariant.vectorized.rawValue : EmbeddingBagVariant.bagel.rawValue
+        let specs: [String]
+        if let perTable = options.tableVariants {
+            guard perTable.count == config.tables.count else {
+                throw BagelError(.invalidModel, "\(perTable.count) table variants for \(config.tables.count) tables")
+            }
+            specs = perTable
+        } else if let cached {
+            specs = cached.choices
+        } else {
+            specs = Array(repeating: spec == "auto" || spec == "tune" ? fallback : spec, count: config.tables.count)
+        }
+        tuneReport = cached
+        tableSpecs = specs
+        let parsed: [EmbeddingBagKnobs]
         do {
-            parsed = try EmbeddingBagKnobs.parse(spec)
+            parsed = try specs.map { try EmbeddingBagKnobs.parse($0).knobs }
         } catch let error as CUDAError {
             throw BagelError(.unsupported, error.message)
         }
-        variant = parsed.variant
-        if parsed.knobs.needsHotRows && hot == nil {
+        for (t, knobs) in parsed.enumerated() where knobs.needsHotRows && hot == nil {
             throw BagelError(
                 .unsupported,
-                "embedding variant \(spec) keeps hot rows in L2 and needs a hot-row list per table: run "
+                "embedding variant \(specs[t]) keeps hot rows in L2 and needs a hot-row list per table: run "
                     + "`bagel profile --model DIR --data FILE --write` (or pick vectorized/baseline)")
-        }
-        if let hot, hot.count != config.tables.count {
-            throw BagelError(.invalidModel, "\(hot.count) hot-row lists for \(config.tables.count) tables")
         }
 
         // Hot rows per table within the L2 budget: the whole persisting L2 for per-table launches
         // (each table's pin or window precedes its own lookups), a share of it when every table's
-        // lookups run in one launch.
+        // lookups run in one launch. Tuning tries both kinds, so it keeps the share.
         let budget = max(context.device.maxPersistingL2Bytes, context.device.l2CacheBytes / 2)
-        let share = parsed.knobs.family == .vectorized ? budget / max(config.tables.count, 1) : budget
+        let batched = pendingTune || parsed.contains { $0.family == .vectorized }
+        let share = batched ? budget / max(config.tables.count, 1) : budget
         var resident: [ResidentTable] = []
         for (t, table) in model.tables.enumerated() {
+            let knobs = parsed[t]
             let rowBytes = table.dim * EmbeddingStorage(table.dtype).byteWidth
             let keep = hot.map { min($0[t].count, share / max(rowBytes, 1)) } ?? 0
             let list = hot.map { Array($0[t].prefix(keep)) }
             resident.append(
                 try ResidentTable(
                     table: table, context: context, stream: stream, elementwise: elementwise, hot: list,
-                    permute: parsed.knobs.needsPermutedTable, pinCount: parsed.knobs.l2 == .pinPass ? keep : 0,
-                    bitmap: parsed.knobs.hints == .bitmap))
+                    permute: knobs.needsPermutedTable && !pendingTune,
+                    pinCount: knobs.l2 == .pinPass || pendingTune ? keep : 0,
+                    bitmap: knobs.hints == .bitmap || pendingTune))
         }
         tables = resident
-
-        // One kernel per (dim, storage) group; outputs land 16-byte aligned when every offset is.
-        let aligned = Self.outputOffsets(config).allSatisfy { $0 % 4 == 0 } && Self.outputStride(config) % 4 == 0
-        var grouped: [(kernel: EmbeddingBagKernel, tables: [Int])] = []
-        var seen: [String: Int] = [:]
-        for (t, table) in resident.enumerated() {
-            let key = "\(table.dim)/\(table.storage.rawValue)"
-            if let g = seen[key] {
-                grouped[g].tables.append(t)
-            } else {
-                let kernel = try EmbeddingBagKernel(
-                    library: self.library, knobs: parsed.knobs, dim: table.dim, storage: table.storage,
-                    indexWidth: indexWidth, outputAligned: aligned)
-                seen[key] = grouped.count
-                grouped.append((kernel, [t]))
-            }
-        }
-        groups = grouped
-        var slots = [Int](repeating: 0, count: resident.count)
-        for (position, t) in grouped.flatMap(\.tables).enumerated() { slots[t] = position }
-        self.slots = slots
-        knobs = grouped.first!.kernel.knobs
 
         func upload(_ layers: [DenseLayer]) throws -> [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)] {
             try layers.map {
@@ -148,13 +163,79 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         bottomWeights = try upload(model.bottom)
         topWeights = try upload(model.top)
 
-        if parsed.knobs.l2 == .window {
+        if parsed.contains(where: { $0.l2 == .window }) {
             savedPersistingL2 = try context.persistingL2Limit()
             let largest = resident.map { $0.layout.hotRows * $0.rowBytes }.max() ?? 0
             try context.setPersistingL2Limit(min(context.device.maxPersistingL2Bytes, largest))
         } else {
             savedPersistingL2 = nil
         }
+        try regroup(parsed)
+    }
+
+    /// The first table's variant and knobs (all of them, unless tuned per table).
+    public var variant: EmbeddingBagVariant {
+        (try? EmbeddingBagKnobs.parse(tableSpecs[0]).variant) ?? .vectorized
+    }
+    public var knobs: EmbeddingBagKnobs { groups.first!.kernel.knobs }
+
+    /// One kernel per (dim, storage, knobs) group of tables.
+    private func regroup(_ perTable: [EmbeddingBagKnobs]) throws {
+        var grouped: [(kernel: EmbeddingBagKernel, tables: [Int])] = []
+        var seen: [String: Int] = [:]
+        for (t, table) in tables.enumerated() {
+            let key = "\(table.dim)/\(table.storage.rawValue)/\(perTable[t])"
+            if let g = seen[key] {
+                grouped[g].tables.append(t)
+            } else {
+                let kernel = try EmbeddingBagKernel(
+                    library: library, knobs: perTable[t], dim: table.dim, storage: table.storage,
+                    indexWidth: indexWidth, outputAligned: outputAligned)
+                seen[key] = grouped.count
+                grouped.append((kernel, [t]))
+            }
+        }
+        groups = grouped
+        var slots = [Int](repeating: 0, count: tables.count)
+        for (position, t) in grouped.flatMap(\.tables).enumerated() { slots[t] = position }
+        self.slots = slots
+        plans.removeAll()  // graphs hold the old kernels
+    }
+
+    /// Times every candidate on each table with this batch's inputs (one table per launch, pin
+    /// pass included where the candidate has one), keeps the fastest per table, caches the choice.
+    private func tune(with buffers: BatchBuffers, batch: Int) throws {
+        let layout = buffers.currentLayout
+        let bindings = bindings(layout: layout, buffers: buffers)
+        try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address,
+                        bytes: buffers.uploadBytes)
+        let timer = try DeviceTimer(stream: stream)
+        let report = try EmbeddingAutotuner.choose(tables: tables.count, key: tuneKey, gpu: context.device.name) { spec in
+            let knobs = try EmbeddingBagKnobs.parse(spec).knobs
+            if knobs.needsHotRows && tables.contains(where: { $0.hotBitmap == nil }) { return nil }
+            var kernels: [String: EmbeddingBagKernel] = [:]
+            return try tables.enumerated().map { t, table in
+                let key = "\(table.dim)/\(table.storage.rawValue)"
+                let kernel = try kernels[key] ?? EmbeddingBagKernel(
+                    library: library, knobs: knobs, dim: table.dim, storage: table.storage, indexWidth: indexWidth,
+                    outputAligned: outputAligned)
+                kernels[key] = kernel
+                let args = buffers.arena.address + DevicePointer(slots[t] * EmbeddingBagKernel.tableArgsBytes)
+                var times: [Double] = []
+                for run in 0..<6 {
+                    let seconds = try timer.time {
+                        try kernel.encode(tables: [bindings[t]], tableArgs: args, batch: batch, stream: stream)
+                    }
+                    if run > 0 { times.append(seconds) }
+                }
+                return times.sorted()[times.count / 2] * 1e6
+            }
+        }
+        EmbeddingAutotuner.save(report)
+        tuneReport = report
+        tableSpecs = report.choices
+        pendingTune = false
+        try regroup(try report.choices.map { try EmbeddingBagKnobs.parse($0).knobs })
     }
 
     deinit {
@@ -271,8 +352,18 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         return zip(names, samples).map { ($0, $1.sorted()[$1.count / 2]) }
     }
 
-    /// Packs the batch into the staging buffer (growing the buffers when needed).
+    /// Packs the batch into the staging buffer (growing the buffers when needed); tunes the
+    /// embedding kernels on the first batch when asked to.
     private func prepare(_ batch: Batch) throws -> BatchBuffers {
+        let buffers = try pack(batch)
+        if pendingTune {
+            try tune(with: buffers, batch: batch.size)
+            return try pack(batch)  // TableArgs follow the new grouping
+        }
+        return buffers
+    }
+
+    private func pack(_ batch: Batch) throws -> BatchBuffers {
         let layout = ArenaLayout(batch: batch, config: model.config, indexWidth: indexWidth,
                                  baselineScratch: knobs.family == .baseline)
         if buffers == nil || !buffers!.fits(layout: layout, batch: batch.size) {

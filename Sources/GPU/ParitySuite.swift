@@ -52,7 +52,7 @@ public final class ParitySuite {
             report(result)
         }
         for c in embeddingCases(quick: quick) {
-            record("embedding_bag \(c.variant.rawValue) \(c.storage.rawValue) int\(c.width.rawValue) dim \(c.dim)") {
+            record("embedding_bag \(c.name) \(c.storage.rawValue) int\(c.width.rawValue) dim \(c.dim)") {
                 try checkEmbeddingBag(c)
             }
         }
@@ -74,6 +74,9 @@ public final class ParitySuite {
         }
         record("sigmoid") { try checkSigmoid() }
         record("gather_rows + remap_indices") { try checkGatherAndRemap() }
+        record("forward terabyte tune (autotuner on the first batch, then its choice)") {
+            try checkForward(preset: .terabyte, variant: nil, graphs: true)
+        }
         for preset in ModelPreset.allCases {
             for variant in forwardVariants(quick: quick) {
                 for graphs in [true, false] where graphs || variant == .vectorized {
@@ -93,6 +96,14 @@ public final class ParitySuite {
         let storage: EmbeddingStorage
         let width: IndexWidth
         let dim: Int
+        /// Knob settings on top of the variant's ("split=2,unroll=16").
+        var extra: String = ""
+
+        var knobs: EmbeddingBagKnobs {
+            (try? EmbeddingBagKnobs.parse(extra.isEmpty ? variant.rawValue : "\(variant.rawValue):\(extra)").knobs)
+                ?? variant.knobs
+        }
+        var name: String { extra.isEmpty ? variant.rawValue : "\(variant.rawValue):\(extra)" }
     }
 
     func embeddingCases(quick: Bool) -> [EmbeddingCase] {
@@ -110,7 +121,17 @@ public final class ParitySuite {
             }
             if !quick { cases.append(EmbeddingCase(variant: variant, storage: .fp16, width: .bits64, dim: 16)) }
         }
-        return cases.filter { (try? $0.variant.knobs.validate(storage: $0.storage)) != nil }
+        // The knobs the autotuner and the benchmarks turn: bag splitting, deeper unrolling, the
+        // permuted-table form of the hints, longer prefetch distances.
+        for extra in ["split=2", "split=4,unroll=16", "unroll=32", "hints=permuted,split=2"] {
+            for (storage, dim) in [(EmbeddingStorage.fp32, 128), (.bf16, 64), (.fp32, 13)] {
+                cases.append(EmbeddingCase(variant: .bagel, storage: storage, width: .bits32, dim: dim, extra: extra))
+            }
+        }
+        for extra in ["dist=8", "dist=2,prefetch=l1", "dist=8,prefetch=shared", "regs=32"] {
+            cases.append(EmbeddingCase(variant: .rpf, storage: .fp32, width: .bits64, dim: 128, extra: extra))
+        }
+        return cases.filter { (try? $0.knobs.validate(storage: $0.storage)) != nil }
     }
 
     /// Random rows in ±1 stored as `storage`.
@@ -146,7 +167,7 @@ public final class ParitySuite {
         var checked = 0
         // Hot rows for the L2 variants: 100 random rows (as a profile would give).
         let hot = Array((0..<rows).shuffled(using: &rng).prefix(100))
-        let knobs = c.variant.knobs
+        let knobs = c.knobs
         for (pooling, weighted) in [(PoolingMode.sum, false), (.sum, true), (.mean, false)] {
             let table = randomTable(rows: rows, dim: c.dim, storage: c.storage, pooling: pooling, rng: &rng)
             let bags = edgeCaseBags(rows: rows, count: batch, rng: &rng)
@@ -242,7 +263,7 @@ public final class ParitySuite {
     }
 
     private func kernel(for c: EmbeddingCase) throws -> EmbeddingBagKernel {
-        try EmbeddingBagKernel(library: library, knobs: c.variant.knobs, dim: c.dim, storage: c.storage, indexWidth: c.width,
+        try EmbeddingBagKernel(library: library, knobs: c.knobs, dim: c.dim, storage: c.storage, indexWidth: c.width,
                                outputAligned: c.dim % 4 == 0)
     }
 
@@ -399,7 +420,8 @@ public final class ParitySuite {
         quick ? [.vectorized, .baseline, .bagel] : [.vectorized, .baseline, .bagel, .optmt, .rpf, .l2p, .l2pWindow, .combined]
     }
 
-    func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant, graphs: Bool) throws -> String {
+    /// `variant` nil: the engine tunes itself on the first batch.
+    func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant?, graphs: Bool) throws -> String {
         let config = preset.config(maxRows: 2000, lookups: preset == .paper ? 20 : 1)
         let model = try Model.random(config: config, seed: seed &+ UInt64(preset.rawValue.count))
         var generator = SyntheticGenerator(
@@ -410,8 +432,9 @@ public final class ParitySuite {
         let hot = warm.sparse.enumerated().map { t, feature in
             AccessProfile(accesses: feature.indices.asInts, rows: config.tables[t].rows).hottest(200)
         }
+        setenv("BAGEL_AUTOTUNE_CACHE", "off", 0)  // checks must not depend on (or leave) a cached choice
         let engine = try GPUEngine(
-            model: model, options: GPUEngineOptions(variant: variant.rawValue, useGraphs: graphs, hotRows: hot),
+            model: model, options: GPUEngineOptions(variant: variant?.rawValue ?? "tune", useGraphs: graphs, hotRows: hot),
             context: context, library: library)
         let cpu = CPUEngine(model: model)
         var worst = 0.0
@@ -430,7 +453,8 @@ public final class ParitySuite {
             }
             samples += size
         }
-        return "\(samples) samples, max |Δp| \(String(format: "%.1e", worst)); \(engine.knobs)"
+        return "\(samples) samples, max |Δp| \(String(format: "%.1e", worst)); "
+            + engine.tableSpecs.uniqueInOrder.joined(separator: ", ")
     }
 }
 

@@ -66,13 +66,15 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
     public var prefetchDistance: Int = 4
     /// Rows in flight per thread (vectorized).
     public var unroll: Int = 8
+    /// Lane groups sharing one bag (vectorized): more rows in flight when a launch has few bags.
+    public var split: Int = 1
     /// Per-load L2 policies by hotness (vectorized).
     public var hints: HintSource = .none
     public var l2: L2Mode = .none
 
     public init(family: Family, maxRegisters: Int? = nil, autoRegisterCap: Bool = false, minBlocks: Int? = nil,
-                prefetch: PrefetchMode = .none, prefetchDistance: Int = 4, unroll: Int = 8, hints: HintSource = .none,
-                l2: L2Mode = .none) {
+                prefetch: PrefetchMode = .none, prefetchDistance: Int = 4, unroll: Int = 8, split: Int = 1,
+                hints: HintSource = .none, l2: L2Mode = .none) {
         self.family = family
         self.maxRegisters = maxRegisters
         self.autoRegisterCap = autoRegisterCap
@@ -80,6 +82,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         self.prefetch = prefetch
         self.prefetchDistance = prefetchDistance
         self.unroll = unroll
+        self.split = split
         self.hints = hints
         self.l2 = l2
     }
@@ -96,6 +99,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if prefetch != .none { parts.append("prefetch=\(prefetch.rawValue)") }
         if prefetch != .none { parts.append("dist=\(prefetchDistance)") }
         if family == .vectorized { parts.append("unroll=\(unroll)") }
+        if split > 1 { parts.append("split=\(split)") }
         if hints != .none { parts.append("hints=\(hints.rawValue)") }
         if l2 != .none { parts.append("l2=\(l2.rawValue)") }
         return parts.joined(separator: " ")
@@ -114,6 +118,8 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if prefetch == .shared && storage != .fp32 { throw fail("the shared-memory prefetch copies 4-byte elements only") }
         if !(1...32).contains(prefetchDistance) { throw fail("prefetch distance must be 1...32") }
         if ![1, 2, 4, 8, 16, 32].contains(unroll) { throw fail("unroll must be 1, 2, 4, 8, 16 or 32") }
+        if ![1, 2, 4].contains(split) { throw fail("split must be 1, 2 or 4") }
+        if family == .baseline && split > 1 { throw fail("split applies to the vectorized kernel") }
         if let maxRegisters, !(16...255).contains(maxRegisters) { throw fail("register cap must be 16...255") }
         if let minBlocks, !(1...32).contains(minBlocks) { throw fail("minimum blocks must be 1...32") }
     }
@@ -153,6 +159,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
                 case "minblocks": knobs.minBlocks = try integer()
                 case "dist": knobs.prefetchDistance = try integer()
                 case "unroll": knobs.unroll = try integer()
+                case "split": knobs.split = try integer()
                 case "hints":
                     guard let source = value.isEmpty ? .bitmap : HintSource(rawValue: value) else {
                         throw CUDAError(library: .bagel, code: -1, name: "", message: "hints is none|permuted|bitmap",
@@ -174,7 +181,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
                 default:
                     throw CUDAError(
                         library: .bagel, code: -1, name: "",
-                        message: "unknown knob \(key) (regs, minblocks, dist, unroll, hints, prefetch, l2)",
+                        message: "unknown knob \(key) (regs, minblocks, dist, unroll, split, hints, prefetch, l2)",
                         call: "parsing --variant \(text)")
                 }
             }
@@ -335,6 +342,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
             defines["VEC_BYTES"] = "\(plan.vectorBytes)"
             defines["UNROLL"] = "\(knobs.unroll)"
             defines["EVICT_HINTS"] = "\(knobs.hints.code)"
+            if knobs.split > 1 { defines["SPLIT"] = "\(knobs.split)" }
             defines["OUT_VEC4"] = outputAligned ? "1" : "0"
         }
         return KernelSpec(file: .embeddingBag, defines: defines, maxRegisters: knobs.maxRegisters)
@@ -374,7 +382,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
         switch knobs.family {
         case .vectorized:
             if let pin { for table in tables { try encodePin(pin, table, stream: stream) } }
-            let bagsPerBlock = Self.vectorBlockThreads / lanes
+            let bagsPerBlock = Self.vectorBlockThreads / lanes / knobs.split
             var arguments = KernelArguments()
             arguments.add(tableArgs)
             arguments.add(Int32(batch))

@@ -52,15 +52,16 @@ public enum KernelCatalog {
                 }
             }
         }
-        // Eviction hints from a permuted table (the bitmap form ships as `bagel`).
-        for width in IndexWidth.allCases {
-            for dim in [64, 128] {
-                var knobs = EmbeddingBagVariant.bagel.knobs
-                knobs.hints = .permuted
-                entries.append(
-                    Entry(name: "bagel hints=permuted fp32 int\(width.rawValue) dim \(dim)",
-                          spec: EmbeddingBagKernel.spec(knobs: knobs, dim: dim, storage: .fp32, indexWidth: width),
-                          functions: ["embedding_bag_vectorized"]))
+        // The knobs the autotuner turns (see GPU/Autotuner.swift) and the permuted-table hints.
+        for extra in ["hints=permuted", "split=2", "unroll=16", "unroll=16,split=2"] {
+            for width in IndexWidth.allCases {
+                for (storage, dim) in [(EmbeddingStorage.fp32, 64), (.fp32, 128), (.bf16, 128)] {
+                    guard let knobs = try? EmbeddingBagKnobs.parse("bagel:\(extra)").knobs else { continue }
+                    entries.append(
+                        Entry(name: "bagel:\(extra) \(storage.rawValue) int\(width.rawValue) dim \(dim)",
+                              spec: EmbeddingBagKernel.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: width),
+                              functions: ["embedding_bag_vectorized"]))
+                }
             }
         }
         return entries

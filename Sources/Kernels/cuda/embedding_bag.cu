@@ -21,6 +21,8 @@
 //                             by shuffles), UNROLL rows in flight; every table of a launch at once (grid.y).
 //       EVICT_HINTS=1|2       L2 policy per row by hotness: hot rows evict_last, cold rows evict_first.
 //                             1: the table is permuted, row < hot_rows is hot; 2: a bit per row (hot_bitmap).
+//       SPLIT=s               s lane groups share a bag, each summing a contiguous part in order; the parts are
+//                             added in part order through shared memory (more rows in flight when few bags).
 //
 // Storage: STORAGE=0 fp32 | 1 fp16 | 2 bf16 (rows widened to fp32; fp32 accumulation, in bag order).
 // Indices and offsets: INDEX_BITS=32 | 64. DIM is the row width in elements.
@@ -304,11 +306,15 @@ extern "C" __global__ void remap_indices(const TableArgs *__restrict__ tables, i
 #ifndef OUT_VEC4
 #define OUT_VEC4 1
 #endif
+#ifndef SPLIT
+#define SPLIT 1
+#endif
 
 #define ELEMS (VEC_BYTES / STORAGE_BYTES)
 #define CHUNKS ((DIM + LANES * ELEMS - 1) / (LANES * ELEMS))
 #define BLOCK_THREADS 256
-#define BAGS_PER_BLOCK (BLOCK_THREADS / LANES)
+#define GROUPS_PER_BLOCK (BLOCK_THREADS / LANES)
+#define BAGS_PER_BLOCK (GROUPS_PER_BLOCK / SPLIT)
 // Rows in flight per step: a chunk of indices holds LANES of them.
 #define STEP (UNROLL < LANES ? UNROLL : LANES)
 
@@ -347,12 +353,23 @@ __device__ __forceinline__ void accumulate(float *acc, raw_t v, float weight, bo
 extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict__ tables, int batch) {
     const TableArgs table = tables[blockIdx.y];
     const int lane = threadIdx.x % LANES;
-    const long long bag = (long long)blockIdx.x * BAGS_PER_BLOCK + threadIdx.x / LANES;
+    const int group = threadIdx.x / LANES;
+    const long long bag = (long long)blockIdx.x * BAGS_PER_BLOCK + group / SPLIT;
+#if SPLIT == 1
     if (bag >= batch) return;  // whole lane groups leave together
-    const unsigned groupMask =
-        LANES == 32 ? 0xffffffffu : (((1u << LANES) - 1u) << (((threadIdx.x % 32) / LANES) * LANES));
     const long long begin = table.offsets[bag];
     const long long end = table.offsets[bag + 1];
+#else
+    // Every thread reaches the barrier below; a group past the batch just has an empty range.
+    const int part = group % SPLIT;
+    const long long bagBegin = bag < batch ? table.offsets[bag] : 0;
+    const long long bagEnd = bag < batch ? table.offsets[bag + 1] : 0;
+    const long long length = bagEnd - bagBegin;
+    const long long begin = bagBegin + length * part / SPLIT;
+    const long long end = bagBegin + length * (part + 1) / SPLIT;
+#endif
+    const unsigned groupMask =
+        LANES == 32 ? 0xffffffffu : (((1u << LANES) - 1u) << (((threadIdx.x % 32) / LANES) * LANES));
     const bool weighted = table.sample_weights != 0;
     unsigned long long evictLast = 0, evictFirst = 0;
 #if EVICT_HINTS
@@ -429,8 +446,29 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
         chunkWeight = nextWeight;
     }
 #undef POLICY
-    if (table.mean && end > begin) {
-        const float scale = 1.f / (float)(end - begin);
+#if SPLIT > 1
+    // Parts 1.. hand their sums to part 0 through shared memory; part 0 adds them in part order.
+    __shared__ float partial[GROUPS_PER_BLOCK][CHUNKS * LANES * ELEMS];
+    if (part > 0) {
+#pragma unroll
+        for (int c = 0; c < CHUNKS; c++)
+#pragma unroll
+            for (int k = 0; k < ELEMS; k++) partial[group][c * LANES * ELEMS + lane * ELEMS + k] = acc[c][k];
+    }
+    __syncthreads();
+    if (part > 0 || bag >= batch) return;
+#pragma unroll
+    for (int q = 1; q < SPLIT; q++)
+#pragma unroll
+        for (int c = 0; c < CHUNKS; c++)
+#pragma unroll
+            for (int k = 0; k < ELEMS; k++) acc[c][k] += partial[group + q][c * LANES * ELEMS + lane * ELEMS + k];
+    const long long bagLength = bagEnd - bagBegin;  // the whole bag, for the mean
+#else
+    const long long bagLength = end - begin;
+#endif
+    if (table.mean && bagLength > 0) {
+        const float scale = 1.f / (float)bagLength;
 #pragma unroll
         for (int c = 0; c < CHUNKS; c++)
 #pragma unroll
