@@ -77,8 +77,8 @@ struct EmbeddingBench: ParsableCommand {
             return dataset
         }
         // "all" expands to every named variant; the other entries are names or name:knob=value specs.
-        let specs: [(label: String, knobs: EmbeddingBagKnobs)] = try variants.split(separator: ",").flatMap { item in
-            item == "all" ? EmbeddingBagVariant.allCases.map(\.rawValue) : [String(item)]
+        let specs: [(label: String, knobs: EmbeddingBagKnobs)] = try Self.variantList(variants).flatMap { item in
+            item == "all" ? EmbeddingBagVariant.allCases.map(\.rawValue) : [item]
         }.map { ($0, try EmbeddingBagKnobs.parse($0).knobs) }
 
         let context = try CUDAContext(ordinal: device)
@@ -142,6 +142,20 @@ struct EmbeddingBench: ParsableCommand {
             try BarChart.svg(results: results, title: "Embedding stage on \(context.device.name): µs per table (lower is better)")
                 .write(toFile: plot, atomically: true, encoding: .utf8)
         }
+    }
+
+    /// Splits "a,b:k=1,j=2,c" into ["a", "b:k=1,j=2", "c"]: commas separate variants, except that a
+    /// `key=value` piece without a variant name continues the knobs of the spec before it.
+    static func variantList(_ text: String) -> [String] {
+        var specs: [String] = []
+        for piece in text.split(separator: ",").map(String.init) {
+            if piece.contains("=") && !piece.contains(":"), let last = specs.popLast() {
+                specs.append(last + "," + piece)
+            } else {
+                specs.append(piece)
+            }
+        }
+        return specs
     }
 
     static func row(_ r: EmbeddingBenchResult) -> String {

@@ -364,8 +364,10 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     }
 
     private func pack(_ batch: Batch) throws -> BatchBuffers {
+        // The baseline kernels write PyTorch's offset2bag/bag_size scratch; tuning may try them.
+        let baselineScratch = pendingTune || groups.contains { $0.kernel.knobs.family == .baseline }
         let layout = ArenaLayout(batch: batch, config: model.config, indexWidth: indexWidth,
-                                 baselineScratch: knobs.family == .baseline)
+                                 baselineScratch: baselineScratch)
         if buffers == nil || !buffers!.fits(layout: layout, batch: batch.size) {
             let grown = try BatchBuffers(
                 context: context, config: model.config, layout: layout, batch: batch.size, previous: buffers)

@@ -39,14 +39,26 @@ public final class ParitySuite {
     /// Runs every check, reporting each as it completes.
     public func run(quick: Bool = false, report: (CheckResult) -> Void) -> [CheckResult] {
         var results: [CheckResult] = []
+        var contextLost: String?
         func record(_ name: String, _ body: () throws -> String) {
             let result: CheckResult
+            if let lost = contextLost {
+                // After a sticky device error every later call fails the same way; say so once per check.
+                result = CheckResult(name: name, passed: false, detail: "not run: the CUDA context was lost in \(lost)")
+                results.append(result)
+                report(result)
+                return
+            }
             do {
                 result = CheckResult(name: name, passed: true, detail: try body())
             } catch let failure as ParityFailure {
                 result = CheckResult(name: name, passed: false, detail: failure.message)
             } catch {
                 result = CheckResult(name: name, passed: false, detail: "error: \(error)")
+                // Illegal address, misaligned address, illegal instruction, launch failure: the context is gone.
+                if let cuda = error as? CUDAError, cuda.library == .driver, [700, 716, 715, 719].contains(cuda.code) {
+                    contextLost = name
+                }
             }
             results.append(result)
             report(result)
@@ -251,14 +263,14 @@ public final class ParitySuite {
                                 "\(pooling.rawValue)\(weighted ? " weighted" : "") [\(entry)]: bag \(b) (\(bags[b].count) rows) "
                                     + "column \(col): gpu \(g), cpu \(e)")
                         }
-                        worst = max(worst, error / max(abs(e), 1e-30))
+                        worst = max(worst, error / max(scale, 1e-30))
                         checked += 1
                     }
                 }
             }
         }
         let resources = try kernel(for: c).resources()
-        return "\(checked) values, max rel err \(String(format: "%.1e", worst)), \(resources.registers) regs, "
+        return "\(checked) values, max err/scale \(String(format: "%.1e", worst)), \(resources.registers) regs, "
             + "occupancy \(Int(resources.occupancy * 100))%"
     }
 

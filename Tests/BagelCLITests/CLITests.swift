@@ -112,6 +112,12 @@ func writeCriteo(_ path: String, rows: Int, seed: UInt64, labels: Bool = true) t
         #expect(try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").count == 5)
     }
 
+    @Test func variantListsKeepKnobsTogether() {
+        #expect(EmbeddingBench.variantList("all,bagel:unroll=16,split=2,rpf:dist=8,baseline")
+                == ["all", "bagel:unroll=16,split=2", "rpf:dist=8", "baseline"])
+        #expect(EmbeddingBench.variantList("vectorized") == ["vectorized"])
+    }
+
     @Test func benchRunsOnASmallModel() async throws {
         try await bagel(["bench", "--preset", "kaggle", "--max-rows", "1000", "--batch-size", "64", "--seconds", "0.2",
                          "--device", "cpu"])
