@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m ncu e2e predict
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m sweep ncu e2e predict
 #
 # Every stage logs to <results>/<stage>.txt; JSON results sit beside them; at the end everything is
 # packed into $OUT/results.tgz (the device tool returns at most 8 files). The PyTorch baselines and
@@ -51,8 +51,15 @@ stage_embedding() {
 }
 
 stage_embedding-5m() {
-    embedding_run 5m --rows 5000000 --datasets random --variants "${VARIANTS_5M:-baseline,vectorized,bagel}" \
-        --runs "${RUNS:-21}"
+    embedding_run 5m --rows 5000000 --datasets random --variants "${VARIANTS_5M:-baseline,vectorized,bagel,vectorized:split=2}" \
+        --runs "${RUNS:-21}" --table-batched
+}
+
+# Bagel only (no PyTorch): a sweep of the paper's knobs on the datasets where the paper reports its gains.
+stage_sweep() {
+    $BAGEL bench embedding --traces $TRACES --datasets "${SWEEP_DATASETS:-medium,low}" --runs "${RUNS:-21}" \
+        --variants "${SWEEP_VARIANTS:-baseline,optmt,optmt:regs=32,optmt:minblocks=8,l2p,combined,combined:regs=32,dist=2,combined:regs=40,dist=2,combined:regs=32,dist=4,rpf:regs=40,dist=2,l2p:regs=32}" \
+        --json "$OUT/bagel-sweep.json"
 }
 
 # Nsight Compute on one table's kernel per variant and dataset (for docs/CHARACTERIZATION.md):

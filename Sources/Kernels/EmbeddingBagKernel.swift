@@ -156,7 +156,9 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
                         knobs.maxRegisters = try integer()
                         knobs.autoRegisterCap = false
                     }
-                case "minblocks": knobs.minBlocks = try integer()
+                case "minblocks":
+                    knobs.minBlocks = try integer()
+                    knobs.autoRegisterCap = false  // __launch_bounds__ is the other way to set the cap
                 case "dist": knobs.prefetchDistance = try integer()
                 case "unroll": knobs.unroll = try integer()
                 case "split": knobs.split = try integer()
