@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Writes docs/CHARACTERIZATION.md from one GPU run's results (scripts/gpu-run.sh embedding ncu).
 
-    tar xzf results.tgz -C RESULTS && python3 Benchmarks/characterize.py RESULTS > docs/CHARACTERIZATION.md
+    tar xzf results.tgz -C RESULTS && python3 Benchmarks/characterize.py RESULTS [--notes FILE] > docs/CHARACTERIZATION.md
+
+The committed copy: python3 Benchmarks/characterize.py docs/results/h200-2026-11-26 \
+    --notes docs/characterization-notes.md > docs/CHARACTERIZATION.md
 
 Per variant: registers, theoretical occupancy, µs per table and effective bandwidth per dataset,
 the random-vs-one_item gap (the paper's "embedding slowdown"), and, where Nsight Compute ran,
@@ -59,6 +62,7 @@ def read_ncu(path):
 
 def main():
     root = sys.argv[1]
+    notes = sys.argv[sys.argv.index("--notes") + 1] if "--notes" in sys.argv else None
     with open(os.path.join(root, "bagel-500k.json")) as f:
         bagel = json.load(f)
     torch = None
@@ -104,7 +108,7 @@ def main():
                    "leading stalls |")
         out.append("|---|---|---|---|---|---|---|")
         for path in ncu_files:
-            name = os.path.basename(path)[:-4]
+            name = os.path.basename(path)[:-4].replace("_", ":")
             variant, dataset = name.rsplit("-", 1) if name.count("-") >= 1 else (name, "")
             for d in datasets:
                 if name.endswith("-" + d):
@@ -120,6 +124,31 @@ def main():
             out.append(f"| {variant} | {dataset} | {m['microseconds']:.1f} | {pct(m['achieved'])} / {pct(m['theoretical'])} | "
                        f"{pct(m['dram'])} | {pct(m['l2_hit'])} | {stalls} |")
         out.append("")
+    sweep_path = os.path.join(root, "bagel-sweep.json")
+    if os.path.exists(sweep_path):
+        with open(sweep_path) as f:
+            sweep = json.load(f)
+        sd = list(dict.fromkeys(r["dataset"] for r in sweep["results"]))
+        sv = list(dict.fromkeys(r["variant"] for r in sweep["results"]))
+        sby = {(r["variant"], r["dataset"]): r for r in sweep["results"]}
+        out.append("## Sweep of the paper's knobs (a separate run)\n")
+        out.append("| variant | knobs | regs | occupancy | " + " | ".join(f"{d} µs (× baseline)" for d in sd) + " |")
+        out.append("|---|---|---|---|" + "---|" * len(sd))
+        for v in sv:
+            first = next(sby[(v, d)] for d in sd if (v, d) in sby)
+            cells = []
+            for d in sd:
+                r = sby.get((v, d))
+                if r is None:
+                    cells.append("")
+                    continue
+                speed = r.get("speedupOverBaseline")
+                cells.append(f"{r['microseconds']:.1f} ({speed:.2f})" if speed else f"{r['microseconds']:.1f}")
+            out.append(f"| {v} | {first['knobs']} | {first['registers']} | {100 * first['occupancy']:.0f}% | " + " | ".join(cells) + " |")
+        out.append("")
+    if notes:
+        with open(notes) as f:
+            out.append(f.read())
     print("\n".join(out))
 
 

@@ -86,7 +86,7 @@ stage_ncu() {
     for variant in ${NCU_VARIANTS:-baseline optmt rpf rpf-smem rpf-l1 l2p combined vectorized bagel}; do
         for dataset in ${NCU_DATASETS:-medium random}; do
             $ncu --clock-control none --kernel-name regex:embedding_bag --launch-skip 1 --launch-count 1 \
-                --csv --page raw --metrics "$NCU_METRICS" --log-file "$OUT/ncu/$variant-$dataset.csv" \
+                --csv --page raw --metrics "$NCU_METRICS" --log-file "$OUT/ncu/${variant//:/_}-$dataset.csv" \
                 $BAGEL bench embedding --tables 1 --runs 2 --datasets $dataset --variants $variant --traces $TRACES \
                 > /dev/null 2>> "$OUT/ncu/errors.txt" || echo "ncu failed for $variant $dataset"
         done

@@ -112,6 +112,29 @@ func writeCriteo(_ path: String, rows: Int, seed: UInt64, labels: Bool = true) t
         #expect(try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").count == 5)
     }
 
+    @Test func profileWritesHotRows() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        try ([5, 5, 5, 2, 2, 9, 5, 1].map(String.init).joined(separator: "\n")).write(
+            toFile: dir.file("t.txt"), atomically: true, encoding: .utf8)
+        try await bagel(["profile", "--trace", dir.file("t.txt"), "--rows", "10", "--top", "2", "--out", dir.file("hot.txt")])
+        #expect(try HotRowList.read(path: dir.file("hot.txt"), tableRows: 10).rows == [5, 2])
+        await #expect(throws: BagelError.self) {
+            try await bagel(["profile", "--trace", dir.file("t.txt"), "--rows", "5"])  // row 9 is outside 5 rows
+        }
+
+        let model = dir.file("model")
+        try await bagel(["init", "--preset", "kaggle", "--max-rows", "500", "--out", model])
+        try writeCriteo(dir.file("d.tsv"), rows: 200, seed: 3)
+        try await bagel(["profile", "--data", dir.file("d.tsv"), "--model", model, "--top", "50", "--write"])
+        let config = try ModelConfig.load(path: model + "/model.json")
+        let files = try #require(config.embedding?.hotRows)
+        #expect(files.count == 26)
+        let list = try HotRowList.read(path: model + "/" + files[2], tableRows: config.tables[2].rows)
+        #expect(!list.rows.isEmpty && list.rows.count <= 50)
+        _ = try Model.load(directory: model)  // still a valid model
+    }
+
     @Test func variantListsKeepKnobsTogether() {
         #expect(EmbeddingBench.variantList("all,bagel:unroll=16,split=2,rpf:dist=8,baseline")
                 == ["all", "bagel:unroll=16,split=2", "rpf:dist=8", "baseline"])
