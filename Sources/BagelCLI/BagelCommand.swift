@@ -9,7 +9,7 @@ public struct BagelCommand: AsyncParsableCommand {
         abstract: "DLRM inference: a CPU reference engine, GPU kernels, benchmarks and a server.",
         subcommands: [
             InitCommand.self, InfoCommand.self, PredictCommand.self, BenchCommand.self, DoctorCommand.self,
-            ProfileCommand.self,
+            ProfileCommand.self, ServeCommand.self, LoadgenCommand.self,
         ]
     )
 

@@ -1,0 +1,154 @@
+import ArgumentParser
+import CUDA
+import DLRM
+import Foundation
+import GPU
+import Logging
+import Serving
+
+extension LoadGenerator.Transport: ExpressibleByArgument {}
+
+/// Logging to stderr, once per process.
+enum Logs {
+    static let bootstrap: Void = {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            return handler
+        }
+    }()
+
+    static func logger(_ label: String) -> Logger {
+        _ = bootstrap
+        return Logger(label: label)
+    }
+}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a model over the Open Inference Protocol (KServe v2): HTTP/REST and gRPC.",
+        discussion: """
+            Endpoints: GET /v2, /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready, \
+            POST /v2/models/NAME/infer (JSON, or JSON + binary tensors with Inference-Header-Content-Length), \
+            GET /metrics (Prometheus); the same over gRPC (inference.GRPCInferenceService). Inputs: dense FP32 \
+            [B, F]; per table t: indices_t and offsets_t (INT32 or INT64, offsets B+1 long), optional weights_t \
+            FP32. Output: probability FP32 [B, 1]. SIGTERM or SIGINT: stop accepting, finish what is in flight, exit 0.
+            """)
+
+    @Option(help: "Model directory.")
+    var model: String
+    @Option(help: "Name clients use for the model (default: the model's name).")
+    var name: String?
+    @Option(help: "Address to bind (loopback unless told otherwise).")
+    var host: String = "127.0.0.1"
+    @Option(help: "HTTP port (0: any free port).")
+    var port: Int = 8000
+    @Option(help: "gRPC port (0: any free port; -1: no gRPC).")
+    var grpcPort: Int = 8001
+    @Option(help: "Where to run: auto, gpu, cpu.")
+    var device: DeviceChoice = .auto
+    @Option(help: "Most samples merged into one engine call.")
+    var maxBatch: Int = 2048
+    @Option(help: "How long (µs) a request may wait for others to join its batch.")
+    var maxDelayUs: Int = 500
+    @Option(help: "Most samples waiting; beyond it requests get 503 (gRPC UNAVAILABLE).")
+    var maxQueue: Int = 16384
+    @Option(help: "Largest request body in bytes.")
+    var maxBodyBytes: Int = 64 << 20
+    @Flag(help: "Run every request alone (no dynamic batching).")
+    var noBatching = false
+    @Option(help: "Embedding kernel variant on the GPU.")
+    var variant: String?
+    @Option(help: "MLP arithmetic on the GPU: fp32, tf32, bf16.")
+    var math: MathMode = .fp32
+    @Option(help: "CPU threads (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        guard maxBatch >= 1, maxQueue >= maxBatch else { throw ValidationError("need 1 ≤ --max-batch ≤ --max-queue") }
+        guard maxDelayUs >= 0, maxBodyBytes >= 1024 else { throw ValidationError("bad --max-delay-us or --max-body-bytes") }
+        guard (0...65535).contains(port), grpcPort == -1 || (0...65535).contains(grpcPort) else {
+            throw ValidationError("ports are 0...65535 (gRPC -1 to disable)")
+        }
+    }
+
+    func run() async throws {
+        let logger = Logs.logger("bagel.serve")
+        let loaded = try Model.load(directory: model)
+        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math)
+        let batching = BatchingOptions(
+            maxBatch: maxBatch, maxDelay: .microseconds(maxDelayUs), maxQueue: maxQueue, enabled: !noBatching,
+            bucketed: engine is GPUEngine)
+        let configuration = ServerConfiguration(
+            host: host, httpPort: port, grpcPort: grpcPort < 0 ? nil : grpcPort, modelName: name ?? loaded.config.name,
+            maxBodyBytes: maxBodyBytes, batching: batching)
+        let server = InferenceServer(engine: engine, configuration: configuration, logger: logger)
+        logger.info("engine: \(engine.description)")
+        let batchingNote = noBatching ? "no batching" : "batches of up to \(maxBatch), \(maxDelayUs) µs"
+        try await server.run { ports in
+            let grpcNote = ports.grpc.map { " and grpc \(configuration.host):\($0)" } ?? ""
+            logger.info(
+                "serving \(configuration.modelName) on http://\(configuration.host):\(ports.http)\(grpcNote) (\(batchingNote))")
+        }
+        logger.info("stopped: in-flight requests finished")
+    }
+}
+
+struct LoadgenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "loadgen",
+        abstract: "Load an Open Inference Protocol server: throughput, latency percentiles, errors.",
+        discussion: "Loopback targets only, unless --allow-remote.")
+
+    @Option(help: "Server URL (metadata and HTTP inference).")
+    var url: String = "http://127.0.0.1:8000"
+    @Option(help: "gRPC target HOST:PORT (for --protocol grpc).")
+    var grpc: String?
+    @Option(help: "Model name.")
+    var model: String
+    @Option(name: .customLong("protocol"), help: "http (JSON), binary (HTTP with binary tensors) or grpc.")
+    var transport: LoadGenerator.Transport = .http
+    @Option(help: "Concurrent clients.")
+    var concurrency: Int = 1
+    @Option(help: "Requests to send.")
+    var requests: Int?
+    @Option(help: "Seconds to run (instead of --requests).")
+    var duration: Double?
+    @Option(help: "Samples per request.")
+    var batch: Int = 1
+    @Option(help: "Lookups per bag (default: the model's).")
+    var lookups: Int?
+    @Flag(help: "Allow a target that is not this machine.")
+    var allowRemote = false
+    @Option(help: "Write the report as JSON.")
+    var json: String?
+
+    func run() async throws {
+        var options = LoadGenerator.Options(url: url, model: model)
+        options.grpcTarget = grpc
+        options.transport = transport
+        options.concurrency = concurrency
+        options.requests = requests
+        options.duration = duration
+        options.batch = batch
+        options.lookups = lookups
+        options.allowRemote = allowRemote
+        let report = try await LoadGenerator(options: options).run()
+        print(
+            "\(report.transport), concurrency \(report.concurrency), batch \(report.batch): \(report.ok) ok of "
+                + "\(report.requests) in " + String(format: "%.2f s", report.seconds) + " → "
+                + String(format: "%.0f requests/s, %.0f samples/s; latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms",
+                         report.requestsPerSecond, report.samplesPerSecond, report.p50 * 1e3, report.p90 * 1e3,
+                         report.p99 * 1e3, report.max * 1e3))
+        if !report.errors.isEmpty {
+            print("errors: " + report.errors.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
+        }
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(report).write(to: URL(fileURLWithPath: json))
+        }
+        if report.ok == 0 { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,194 @@
+import DLRM
+import Foundation
+
+/// How requests are merged before they reach the engine.
+public struct BatchingOptions: Sendable {
+    /// Most samples in one engine call.
+    public var maxBatch: Int
+    /// How long the first request of a batch may wait for others.
+    public var maxDelay: Duration
+    /// Most samples waiting; beyond it requests are refused with 503.
+    public var maxQueue: Int
+    /// false: every request runs alone.
+    public var enabled: Bool
+    /// Pad merged batches to a power of two (the GPU engine captures one CUDA graph per batch size).
+    public var bucketed: Bool
+
+    public init(maxBatch: Int = 2048, maxDelay: Duration = .microseconds(500), maxQueue: Int = 16384,
+                enabled: Bool = true, bucketed: Bool = false) {
+        self.maxBatch = maxBatch
+        self.maxDelay = maxDelay
+        self.maxQueue = maxQueue
+        self.enabled = enabled
+        self.bucketed = bucketed
+    }
+}
+
+/// Where one request's time went.
+public struct BatchTiming: Sendable {
+    public let queued: Duration
+    public let compute: Duration
+    /// Samples in the engine call that carried this request (after padding).
+    public let batchSize: Int
+}
+
+/// Merges concurrent requests into engine batches on a dedicated thread (the engines are
+/// synchronous and CPU- or GPU-bound, so they stay off Swift's cooperative pool and NIO's event
+/// loops), then hands each request its own slice of the result.
+///
+/// Every engine computes a sample the same way whatever else is in its batch, so a merged
+/// request gets exactly what it would have got alone (the tests check it).
+public final class DynamicBatcher: @unchecked Sendable {
+    public let engine: any InferenceEngine
+    public let options: BatchingOptions
+    private let onBatch: @Sendable (Int, Duration) -> Void
+
+    private struct Job {
+        let batch: Batch
+        let enqueued: ContinuousClock.Instant
+        let continuation: CheckedContinuation<([Float], BatchTiming), Error>
+    }
+
+    private let condition = NSCondition()
+    private var queue: [Job] = []
+    private var queuedSamples = 0
+    private var stopping = false
+    private var finished = false
+    private var worker: Thread?
+
+    /// - Parameter onBatch: called after each engine call with (samples, compute time), for metrics.
+    public init(engine: any InferenceEngine, options: BatchingOptions,
+                onBatch: @escaping @Sendable (Int, Duration) -> Void = { _, _ in }) {
+        self.engine = engine
+        self.options = options
+        self.onBatch = onBatch
+        let thread = Thread { [unowned self] in self.workLoop() }
+        thread.name = "bagel-batcher"
+        worker = thread
+        thread.start()
+    }
+
+    /// Samples waiting now.
+    public var queueDepth: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queuedSamples
+    }
+
+    /// Runs `batch` (already validated), merged with whatever else is waiting.
+    public func submit(_ batch: Batch) async throws -> ([Float], BatchTiming) {
+        if batch.size == 0 { return ([], BatchTiming(queued: .zero, compute: .zero, batchSize: 0)) }
+        return try await withCheckedThrowingContinuation { continuation in
+            condition.lock()
+            defer { condition.unlock() }
+            if stopping {
+                continuation.resume(throwing: RequestError(.unavailable, "the server is shutting down"))
+                return
+            }
+            if queuedSamples + batch.size > options.maxQueue {
+                continuation.resume(throwing: RequestError(
+                    .unavailable, "the queue is full (\(queuedSamples) samples waiting, limit \(options.maxQueue)); retry later"))
+                return
+            }
+            queue.append(Job(batch: batch, enqueued: .now, continuation: continuation))
+            queuedSamples += batch.size
+            condition.signal()
+        }
+    }
+
+    /// Refuses new work, finishes what is queued, then stops the worker thread.
+    public func shutdown() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+        condition.unlock()
+    }
+
+    private func workLoop() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty && stopping {
+                finished = true
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            // Wait for more requests until the batch is full or the first has waited long enough.
+            if options.enabled {
+                let waited = ContinuousClock.now - queue[0].enqueued
+                if waited < options.maxDelay {
+                    let deadline = Date().addingTimeInterval(Self.seconds(options.maxDelay - waited))
+                    while queuedSamples < options.maxBatch && !stopping && Date() < deadline {
+                        _ = condition.wait(until: deadline)
+                    }
+                }
+            }
+            var jobs: [Job] = []
+            var samples = 0
+            while let next = queue.first,
+                jobs.isEmpty || (options.enabled && samples + next.batch.size <= options.maxBatch)
+            {
+                jobs.append(queue.removeFirst())
+                samples += next.batch.size
+            }
+            queuedSamples -= samples
+            condition.unlock()
+            run(jobs, samples: samples)
+        }
+    }
+
+    private func run(_ jobs: [Job], samples: Int) {
+        let started = ContinuousClock.now
+        var merged = Batch.concatenate(jobs.map(\.batch))
+        if options.bucketed { merged = merged.padded(to: Self.bucket(samples)) }
+        do {
+            let probabilities = try engine.predict(merged)
+            let compute = ContinuousClock.now - started
+            onBatch(merged.size, compute)
+            var start = 0
+            for job in jobs {
+                let slice = Array(probabilities[start..<(start + job.batch.size)])
+                start += job.batch.size
+                job.continuation.resume(returning: (slice, BatchTiming(
+                    queued: started - job.enqueued, compute: compute, batchSize: merged.size)))
+            }
+        } catch {
+            for job in jobs {
+                job.continuation.resume(throwing: RequestError(.internalError, "the engine failed: \(error)"))
+            }
+        }
+    }
+
+    /// The next power of two (graph buckets).
+    static func bucket(_ n: Int) -> Int {
+        var b = 1
+        while b < n { b <<= 1 }
+        return b
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+}
+
+extension Batch {
+    /// The batch followed by empty samples (zero dense features, empty bags) up to `size`.
+    public func padded(to size: Int) -> Batch {
+        guard size > self.size else { return self }
+        let extra = size - self.size
+        var result = self
+        result = Batch(size: size, denseFeatures: denseFeatures,
+                       dense: dense + [Float](repeating: 0, count: extra * denseFeatures), sparse: sparse.map { feature in
+                           var f = feature
+                           let last = feature.offsets[feature.offsets.count - 1]
+                           switch feature.offsets {
+                           case .int32(let o): f.offsets = .int32(o + [Int32](repeating: Int32(last), count: extra))
+                           case .int64(let o): f.offsets = .int64(o + [Int64](repeating: Int64(last), count: extra))
+                           }
+                           return f
+                       })
+        return result
+    }
+}
