@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m sweep ncu e2e predict
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m sweep ncu e2e serve predict
 #
 # Every stage logs to <results>/<stage>.txt; JSON results sit beside them; at the end everything is
 # packed into $OUT/results.tgz (the device tool returns at most 8 files). The PyTorch baselines and
@@ -108,6 +108,27 @@ stage_e2e() {
     for variant in ${E2E_VARIANTS:-baseline combined bagel tune}; do
         $BAGEL bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 --variant $variant \
             --dataset medium --traces $TRACES --json "$OUT/e2e-paper-$variant.json"
+    done
+}
+
+# bagel serve on the GPU, terabyte preset; bagel loadgen at concurrency 1, 16, 128, batching on and off.
+stage_serve() {
+    $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/served --force > /dev/null
+    for mode in batching no-batching; do
+        local flag=""
+        [ $mode = no-batching ] && flag=--no-batching
+        $BAGEL serve --model $WORK/served --device gpu --port 18000 --grpc-port 18001 $flag > "$OUT/serve-$mode.log" 2>&1 &
+        local server=$!
+        for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
+        for concurrency in 1 16 128; do
+            $BAGEL loadgen --url http://127.0.0.1:18000 --model terabyte --protocol ${LOAD_PROTOCOL:-binary} \
+                --concurrency $concurrency --duration ${LOAD_SECONDS:-8} --batch ${LOAD_BATCH:-64} \
+                --json "$OUT/loadgen-$mode-$concurrency.json"
+        done
+        curl -s http://127.0.0.1:18000/metrics | grep -E "^bagel_(batch_size|request_failures|requests)" > "$OUT/metrics-$mode.txt"
+        kill -TERM $server
+        wait $server
+        echo "server exit status: $?"
     done
 }
 

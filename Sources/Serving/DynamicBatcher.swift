@@ -62,7 +62,8 @@ public final class DynamicBatcher: @unchecked Sendable {
         self.engine = engine
         self.options = options
         self.onBatch = onBatch
-        let thread = Thread { [unowned self] in self.workLoop() }
+        // The thread holds the batcher until shutdown() lets its loop end.
+        let thread = Thread { self.workLoop() }
         thread.name = "bagel-batcher"
         worker = thread
         thread.start()

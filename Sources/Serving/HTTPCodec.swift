@@ -109,9 +109,12 @@ public enum HTTPCodec {
     /// A JSON true/false. (Foundation hands back numbers as NSNumber, and an NSNumber 0 or 1 also
     /// casts to Bool, so look at the stored type instead.)
     static func isBoolean(_ value: Any) -> Bool {
-        if let number = value as? NSNumber { return String(cString: number.objCType) == "c" }
+        if let number = value as? NSNumber { return isBoolean(number) }
         return value is Bool
     }
+
+    @inline(__always)
+    static func isBoolean(_ number: NSNumber) -> Bool { number.objCType.pointee == CChar(UInt8(ascii: "c")) }
 
     /// An integral JSON number (not a boolean).
     static func integer(_ value: Any) -> Int? {
@@ -131,6 +134,30 @@ public enum HTTPCodec {
     }
 
     static func decodeJSONData(_ data: Any, datatype: TensorDatatype, name: String) throws -> InferTensor.Values {
+        // Fast path: a flat list of numbers (what clients send), read without per-element bridging.
+        if let numbers = data as? [NSNumber] {
+            if let bad = numbers.firstIndex(where: isBoolean) {
+                throw RequestError(.badRequest, "input \(name): element \(bad) is a boolean, expected a number")
+            }
+            switch datatype {
+            case .fp32:
+                return .fp32(numbers.map { $0.floatValue })
+            case .int32, .int64:
+                var values = [Int64]()
+                values.reserveCapacity(numbers.count)
+                for (i, n) in numbers.enumerated() {
+                    let v = n.int64Value
+                    guard n.doubleValue == Double(v) else {
+                        throw RequestError(.badRequest, "input \(name): element \(i) is not an integer")
+                    }
+                    if datatype == .int32 && Int32(exactly: v) == nil {
+                        throw RequestError(.badRequest, "input \(name): element \(i) is not an INT32")
+                    }
+                    values.append(v)
+                }
+                return datatype == .int64 ? .int64(values) : .int32(values.map { Int32($0) })
+            }
+        }
         var flat: [Any] = []
         try flatten(data, into: &flat)
         switch datatype {
