@@ -1,3 +1,4 @@
+import CUDA
 import Foundation
 
 #if canImport(Glibc)
@@ -18,16 +19,7 @@ enum Console {
 
     static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) != 0 }
 
-    static func bytes(_ count: Int) -> String {
-        let units = ["B", "KB", "MB", "GB", "TB"]
-        var value = Double(count)
-        var unit = 0
-        while value >= 1000 && unit < units.count - 1 {
-            value /= 1000
-            unit += 1
-        }
-        return unit == 0 ? "\(count) B" : String(format: "%.1f ", value) + units[unit]
-    }
+    static func bytes(_ count: Int) -> String { formatBytes(count) }
 
     static func count(_ value: Int) -> String {
         if value >= 1_000_000_000 { return String(format: "%.2fG", Double(value) / 1e9) }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A failed call into a CUDA library (or a failure to load one).
 ///
 /// Carries which library, the numeric code and its name, the library's message, the call that
@@ -45,8 +47,8 @@ public struct CUDAError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// Human-readable byte counts for error messages.
-func formatBytes(_ bytes: Int) -> String {
+/// Human-readable byte counts (decimal units, one decimal): "2.1 GB".
+public func formatBytes(_ bytes: Int) -> String {
     let units = ["B", "KB", "MB", "GB", "TB"]
     var value = Double(bytes)
     var unit = 0
@@ -54,7 +56,7 @@ func formatBytes(_ bytes: Int) -> String {
         value /= 1000
         unit += 1
     }
-    return unit == 0 ? "\(bytes) B" : "\((value * 10).rounded() / 10) \(units[unit])"
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f ", value) + units[unit]
 }
 
 /// A device address (CUdeviceptr).

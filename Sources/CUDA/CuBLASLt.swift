@@ -45,15 +45,7 @@ public final class CuBLASLt: @unchecked Sendable {
         path = library.resolvedPath(anySymbol: "cublasLtCreate")
     }
 
-    private static let loaded: Result<CuBLASLt, CUDAError> = {
-        do {
-            return .success(try CuBLASLt())
-        } catch let error as CUDAError {
-            return .failure(error)
-        } catch {
-            return .failure(CUDAError(library: .loader, code: -1, name: "", message: "\(error)", call: "loading cuBLASLt"))
-        }
-    }()
+    private static let loaded: Result<CuBLASLt, CUDAError> = loadOnce("cuBLASLt") { try CuBLASLt() }
 
     public static func shared() throws -> CuBLASLt { try loaded.get() }
 

@@ -118,15 +118,7 @@ public final class Driver: @unchecked Sendable {
         self.version = Int(version)
     }
 
-    private static let loaded: Result<Driver, CUDAError> = {
-        do {
-            return .success(try Driver())
-        } catch let error as CUDAError {
-            return .failure(error)
-        } catch {
-            return .failure(CUDAError(library: .loader, code: -1, name: "", message: "\(error)", call: "loading libcuda"))
-        }
-    }()
+    private static let loaded: Result<Driver, CUDAError> = loadOnce("libcuda") { try Driver() }
 
     /// The driver, loaded and initialised once per process.
     public static func shared() throws -> Driver { try loaded.get() }

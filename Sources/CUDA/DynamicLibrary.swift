@@ -104,3 +104,14 @@ enum LibrarySearch {
 func string(_ pointer: UnsafePointer<CChar>?) -> String {
     pointer.map { String(cString: $0) } ?? ""
 }
+
+/// Runs a library's loader once and keeps the outcome (the library, or why it is unusable).
+func loadOnce<T>(_ what: String, _ make: () throws -> T) -> Result<T, CUDAError> {
+    do {
+        return .success(try make())
+    } catch let error as CUDAError {
+        return .failure(error)
+    } catch {
+        return .failure(CUDAError(library: .loader, code: -1, name: "", message: "\(error)", call: "loading \(what)"))
+    }
+}

@@ -53,15 +53,7 @@ public final class NVRTC: @unchecked Sendable {
         }
     }
 
-    private static let loaded: Result<NVRTC, CUDAError> = {
-        do {
-            return .success(try NVRTC())
-        } catch let error as CUDAError {
-            return .failure(error)
-        } catch {
-            return .failure(CUDAError(library: .loader, code: -1, name: "", message: "\(error)", call: "loading NVRTC"))
-        }
-    }()
+    private static let loaded: Result<NVRTC, CUDAError> = loadOnce("NVRTC") { try NVRTC() }
 
     public static func shared() throws -> NVRTC { try loaded.get() }
 

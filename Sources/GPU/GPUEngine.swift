@@ -307,6 +307,22 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// Device time of the forward alone (inputs already on the GPU), per replay: the number the
     /// paper's end-to-end comparison is about. Uploads `batch` once, then runs it `iterations` times.
     public func deviceForwardSeconds(_ batch: Batch, iterations: Int) throws -> [Double] {
+        try measuring(batch, iterations: iterations) { buffers, plan, timer in
+            var times: [Double] = []
+            for _ in 0..<iterations {
+                // Re-upload so remapped indices start from the original ones each time.
+                try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address,
+                                bytes: buffers.uploadBytes)
+                times.append(try timer.time { try plan.run(on: stream) })
+            }
+            return times
+        }
+    }
+
+    /// Validates and uploads `batch`, then hands its buffers, plan and a device timer to `body`
+    /// (under the engine's lock).
+    private func measuring<R>(_ batch: Batch, iterations: Int,
+                              _ body: (BatchBuffers, Plan, DeviceTimer) throws -> R) throws -> R {
         try batch.validate(for: model.config)
         precondition(batch.size > 0 && iterations > 0)
         lock.lock()
@@ -314,42 +330,28 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         try context.makeCurrent()
         let buffers = try prepare(batch)
         let plan = try plan(for: batch.size, buffers: buffers)
-        let timer = try DeviceTimer(stream: stream)
-        var times: [Double] = []
-        for _ in 0..<iterations {
-            // Re-upload so remapped indices start from the original ones each time.
-            try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address,
-                            bytes: buffers.uploadBytes)
-            times.append(try timer.time { try plan.run(on: stream) })
-        }
-        return times
+        return try body(buffers, plan, try DeviceTimer(stream: stream))
     }
 
     /// Where the forward's time goes: each stage timed with device events (no graph, inputs resident),
     /// median over `iterations`, plus the input upload and the output download.
     public func stageSeconds(_ batch: Batch, iterations: Int) throws -> [(stage: String, seconds: Double)] {
-        try batch.validate(for: model.config)
-        precondition(batch.size > 0 && iterations > 0)
-        lock.lock()
-        defer { lock.unlock() }
-        try context.makeCurrent()
-        let buffers = try prepare(batch)
-        let plan = try plan(for: batch.size, buffers: buffers)
-        let timer = try DeviceTimer(stream: stream)
-        let stages = plan.stages
-        var samples = [[Double]](repeating: [], count: stages.count + 2)
-        for _ in 0..<iterations {
-            samples[0].append(try timer.time {
-                try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address,
-                                bytes: buffers.uploadBytes)
-            })
-            for (i, stage) in stages.enumerated() { samples[i + 1].append(try timer.time { try stage.body(stream) }) }
-            samples[stages.count + 1].append(try timer.time {
-                try stream.copy(from: buffers.probabilities.address, to: buffers.output.pointer, bytes: batch.size * 4)
-            })
+        try measuring(batch, iterations: iterations) { buffers, plan, timer in
+            let stages = plan.stages
+            var samples = [[Double]](repeating: [], count: stages.count + 2)
+            for _ in 0..<iterations {
+                samples[0].append(try timer.time {
+                    try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address,
+                                    bytes: buffers.uploadBytes)
+                })
+                for (i, stage) in stages.enumerated() { samples[i + 1].append(try timer.time { try stage.body(stream) }) }
+                samples[stages.count + 1].append(try timer.time {
+                    try stream.copy(from: buffers.probabilities.address, to: buffers.output.pointer, bytes: batch.size * 4)
+                })
+            }
+            let names = ["upload inputs (\(buffers.uploadBytes / 1024) KB)"] + stages.map(\.name) + ["download probabilities"]
+            return zip(names, samples).map { ($0, $1.sorted()[$1.count / 2]) }
         }
-        let names = ["upload inputs (\(buffers.uploadBytes / 1024) KB)"] + stages.map(\.name) + ["download probabilities"]
-        return zip(names, samples).map { ($0, $1.sorted()[$1.count / 2]) }
     }
 
     /// Packs the batch into the staging buffer (growing the buffers when needed); tunes the

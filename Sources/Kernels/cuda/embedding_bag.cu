@@ -12,8 +12,7 @@
 //       MIN_BLOCKS=n          occupancy tuning through __launch_bounds__(256, n) (register caps come from
 //                             NVRTC's --maxrregcount instead);
 //       PREFETCH=0|1|2|3      none | registers | shared memory (cp.async) | L1 (prefetch.global.L1): a software
-//       PF_DIST=d             pipeline that loads the values of the next d rows (their indices loaded a group
-//                             earlier still) before the current d are summed;
+//       PF_DIST=d             pipeline that loads the next d rows before the current d are summed;
 //   l2_pin_rows               the paper's pin pass: prefetch.global.L2::evict_last over each hot row's lines.
 //   remap_indices             idx ← remap[idx] for the tables of a launch stored permuted (hot rows first).
 //   embedding_bag_vectorized  Bagel's kernel: LANES threads per bag, each loading VEC_BYTES (16) at a time; a
@@ -154,20 +153,53 @@ __device__ __forceinline__ void baseline_body(
             const float value = row.value(idx);
             CONSUME(emb, idx, value);
         }
+#elif PREFETCH == 1
+        // Registers, kept lean: over the bag's whole groups of PF_DIST rows, the next group's
+        // indices and values are loaded before the current group is summed (no bounds checks in
+        // the steady state, no ring of indices); the last partial group runs as the plain loop.
+        const long long fullEnd = begin + (end - begin) / PF_DIST * PF_DIST;
+        long long base = begin;
+        if (base < fullEnd) {
+            index_t cur[PF_DIST];
+            float values[PF_DIST];
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++) cur[i] = input[base + i];
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++) values[i] = row.value(cur[i]);
+            for (; base + PF_DIST < fullEnd; base += PF_DIST) {
+                index_t next[PF_DIST];
+                float fetched[PF_DIST];
+#pragma unroll
+                for (int i = 0; i < PF_DIST; i++) next[i] = input[base + PF_DIST + i];
+#pragma unroll
+                for (int i = 0; i < PF_DIST; i++) fetched[i] = row.value(next[i]);
+#pragma unroll
+                for (int i = 0; i < PF_DIST; i++) CONSUME(base + i, cur[i], values[i]);
+#pragma unroll
+                for (int i = 0; i < PF_DIST; i++) {
+                    cur[i] = next[i];
+                    values[i] = fetched[i];
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < PF_DIST; i++) CONSUME(base + i, cur[i], values[i]);
+            base += PF_DIST;
+        }
+        for (long long emb = base; emb < end; emb++) {
+            const index_t idx = input[emb];
+            const float value = row.value(idx);
+            CONSUME(emb, idx, value);
+        }
 #else
         // A software pipeline over groups of PF_DIST rows: while group g is summed, the values of
-        // group g+1 are in flight (registers, shared memory or L1) and the indices of group g+2.
+        // group g+1 are in flight (shared memory or L1) and the indices of group g+2.
         index_t cur[PF_DIST], next[PF_DIST];
 #pragma unroll
         for (int i = 0; i < PF_DIST; i++) {
             cur[i] = begin + i < end ? input[begin + i] : (index_t)padding_idx;
             next[i] = begin + PF_DIST + i < end ? input[begin + PF_DIST + i] : (index_t)padding_idx;
         }
-#if PREFETCH == 1
-        float values[PF_DIST];
-#pragma unroll
-        for (int i = 0; i < PF_DIST; i++) values[i] = row.value(cur[i]);
-#elif PREFETCH == 2
+#if PREFETCH == 2
         // This thread's PF_DIST slots: a group's values land there by cp.async while the previous
         // group is summed; each iteration reads its group out before issuing the next one's copies.
         float *ring = &ring_smem[0][threadIdx.y][threadIdx.x];
@@ -188,16 +220,7 @@ __device__ __forceinline__ void baseline_body(
                 const long long e = base + 2 * PF_DIST + i;
                 ahead[i] = e < end ? input[e] : (index_t)padding_idx;
             }
-#if PREFETCH == 1
-            float fetched[PF_DIST];
-#pragma unroll
-            for (int i = 0; i < PF_DIST; i++) fetched[i] = row.value(next[i]);
-#pragma unroll
-            for (int i = 0; i < PF_DIST; i++)
-                if (base + i < end) CONSUME(base + i, cur[i], values[i]);
-#pragma unroll
-            for (int i = 0; i < PF_DIST; i++) values[i] = fetched[i];
-#elif PREFETCH == 2
+#if PREFETCH == 2
             // Wait for this group's copies, read them out, then reuse the slots for the next group.
             asm volatile("cp.async.wait_all;");
             float values[PF_DIST];
