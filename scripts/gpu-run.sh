@@ -55,10 +55,10 @@ stage_embedding-5m() {
         --runs "${RUNS:-21}" --table-batched
 }
 
-# Bagel only (no PyTorch): a sweep of the paper's knobs on the datasets where the paper reports its gains.
+# Bagel only (no PyTorch): a sweep of the paper's knobs (prefetch distance, register caps) on every dataset.
 stage_sweep() {
-    $BAGEL bench embedding --traces $TRACES --datasets "${SWEEP_DATASETS:-medium,low}" --runs "${RUNS:-21}" \
-        --variants "${SWEEP_VARIANTS:-baseline,optmt,optmt:regs=32,optmt:minblocks=8,l2p,combined,combined:regs=32,dist=2,combined:regs=40,dist=2,combined:regs=32,dist=4,rpf:regs=40,dist=2,l2p:regs=32}" \
+    $BAGEL bench embedding --traces $TRACES --datasets "${SWEEP_DATASETS:-random,one_item,low,medium,high}" --runs "${RUNS:-21}" \
+        --variants "${SWEEP_VARIANTS:-baseline,rpf:dist=1,rpf:dist=2,rpf:dist=3,rpf:dist=4,rpf:dist=8,combined:dist=4,optmt:regs=32,optmt:minblocks=8,combined:regs=40,dist=2,combined:regs=56,dist=2,l2p:regs=32}" \
         --json "$OUT/bagel-sweep.json"
 }
 
@@ -83,7 +83,7 @@ stage_ncu() {
     ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
     [ -n "$ncu" ] || { echo "ncu not found"; return 1; }
     mkdir -p "$OUT/ncu"
-    for variant in ${NCU_VARIANTS:-baseline optmt rpf rpf-smem rpf-l1 l2p combined vectorized bagel}; do
+    for variant in ${NCU_VARIANTS:-baseline optmt optmt:regs=32 rpf rpf:dist=4 rpf-smem rpf-l1 l2p combined vectorized vectorized:split=2 bagel}; do
         for dataset in ${NCU_DATASETS:-medium random}; do
             $ncu --clock-control none --kernel-name regex:embedding_bag --launch-skip 1 --launch-count 1 \
                 --csv --page raw --metrics "$NCU_METRICS" --log-file "$OUT/ncu/${variant//:/_}-$dataset.csv" \

@@ -134,13 +134,13 @@ public final class ParitySuite {
             if !quick { cases.append(EmbeddingCase(variant: variant, storage: .fp16, width: .bits64, dim: 16)) }
         }
         // The knobs the autotuner and the benchmarks turn: bag splitting, deeper unrolling, the
-        // permuted-table form of the hints, longer prefetch distances.
+        // permuted-table form of the hints, other prefetch distances.
         for extra in ["split=2", "split=4,unroll=16", "unroll=32", "hints=permuted,split=2"] {
             for (storage, dim) in [(EmbeddingStorage.fp32, 128), (.bf16, 64), (.fp32, 13)] {
                 cases.append(EmbeddingCase(variant: .bagel, storage: storage, width: .bits32, dim: dim, extra: extra))
             }
         }
-        for extra in ["dist=8", "dist=2,prefetch=l1", "dist=8,prefetch=shared", "regs=32"] {
+        for extra in ["dist=4", "dist=8", "dist=3", "dist=2,prefetch=l1", "dist=8,prefetch=shared", "regs=32"] {
             cases.append(EmbeddingCase(variant: .rpf, storage: .fp32, width: .bits64, dim: 128, extra: extra))
         }
         return cases.filter { (try? $0.knobs.validate(storage: $0.storage)) != nil }

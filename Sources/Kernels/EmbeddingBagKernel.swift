@@ -216,19 +216,27 @@ public enum EmbeddingBagVariant: String, CaseIterable, Sendable, Codable {
     case bagel
 
 
+    /// Register prefetching's default distance. Two rows ahead (63 registers, 50% occupancy) beat
+    /// four (71, 38%) on every access pattern but one_item on the H200 (docs/PERF.md, run 9); three
+    /// is worst because ptxas does not unroll that loop.
+    public static let registerPrefetchDistance = 2
+
     public var knobs: EmbeddingBagKnobs {
         switch self {
         case .baseline: return EmbeddingBagKnobs(family: .baseline)
         case .vectorized: return EmbeddingBagKnobs(family: .vectorized, unroll: 8)
         case .optmt: return EmbeddingBagKnobs(family: .baseline, autoRegisterCap: true)
-        case .rpf: return EmbeddingBagKnobs(family: .baseline, prefetch: .registers, prefetchDistance: 4)
+        case .rpf:
+            return EmbeddingBagKnobs(
+                family: .baseline, prefetch: .registers, prefetchDistance: Self.registerPrefetchDistance)
         case .rpfShared: return EmbeddingBagKnobs(family: .baseline, prefetch: .shared, prefetchDistance: 4)
         case .rpfL1: return EmbeddingBagKnobs(family: .baseline, prefetch: .l1, prefetchDistance: 4)
         case .l2p: return EmbeddingBagKnobs(family: .baseline, l2: .pinPass)
         case .l2pWindow: return EmbeddingBagKnobs(family: .baseline, l2: .window)
         case .combined:
             return EmbeddingBagKnobs(
-                family: .baseline, autoRegisterCap: true, prefetch: .registers, prefetchDistance: 4, l2: .pinPass)
+                family: .baseline, autoRegisterCap: true, prefetch: .registers,
+                prefetchDistance: Self.registerPrefetchDistance, l2: .pinPass)
         case .bagel: return EmbeddingBagKnobs(family: .vectorized, unroll: 8, hints: .bitmap)
         }
     }
