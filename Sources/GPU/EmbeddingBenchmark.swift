@@ -359,7 +359,8 @@ public final class EmbeddingBenchmark {
                 }
             }
         }
-        let resources = try setups[0].kernel.resources()
+        // Of the kernel timed: baseline-family variants run through PyTorch's entry point (encode above).
+        let resources = try setups[0].kernel.resources(direct: setups[0].kernel.knobs.family == .baseline)
         let med = median(times)
         let bandwidth = Double(w.lookupBytes) / med
         return EmbeddingBenchResult(

@@ -216,9 +216,9 @@ public enum EmbeddingBagVariant: String, CaseIterable, Sendable, Codable {
     case bagel
 
 
-    /// Register prefetching's default distance. Two rows ahead (63 registers, 50% occupancy) beat
-    /// four (71, 38%) on every access pattern but one_item on the H200 (docs/PERF.md, run 9); three
-    /// is worst because ptxas does not unroll that loop.
+    /// Register prefetching's default distance. Two rows ahead beat four on every access pattern but
+    /// one_item on the H200 (1.06–1.12× the baseline against 1.00–1.04×, docs/PERF.md runs 9–10);
+    /// three is worst: ptxas keeps three rows per loop iteration there instead of four or eight.
     public static let registerPrefetchDistance = 2
 
     public var knobs: EmbeddingBagKnobs {
@@ -466,11 +466,14 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
         if knobs.l2 == .window { try stream.setAccessPolicyWindow(base: 0, bytes: 0) }
     }
 
-    /// Registers, local bytes and theoretical occupancy of the main kernel on this GPU.
-    public func resources() throws -> (registers: Int, localBytes: Int, occupancy: Double) {
-        let r = try main.resources()
+    /// Registers, local bytes and theoretical occupancy on this GPU of the main kernel or, with
+    /// `direct`, of the baseline's PyTorch-argument entry (what the one-table benchmark times; ptxas
+    /// allocates the two differently, e.g. 62 vs 63 registers for rpf).
+    public func resources(direct: Bool = false) throws -> (registers: Int, localBytes: Int, occupancy: Double) {
+        let function = direct ? (baselineDirect ?? main) : main
+        let r = try function.resources()
         let blockSize = knobs.family == .baseline ? 256 : Self.vectorBlockThreads
-        return (r.registers, r.localBytes, try main.occupancy(blockSize: blockSize))
+        return (r.registers, r.localBytes, try function.occupancy(blockSize: blockSize))
     }
 }
 
