@@ -49,7 +49,8 @@ public struct EmbeddingBenchResult: Sendable, Codable {
 }
 
 /// Times embedding-bag variants the paper's way: table after table, one kernel per table timed
-/// with device events, median of the runs after the first; the same indices for every variant.
+/// with device events after 0.1 s of untimed warm-up, median of the runs after the first; the same
+/// indices for every variant.
 public final class EmbeddingBenchmark {
     public let context: CUDAContext
     public let workload: EmbeddingWorkload
@@ -63,6 +64,8 @@ public final class EmbeddingBenchmark {
     let offset2bag: DeviceBuffer<UInt8>
     let bagSize: DeviceBuffer<UInt8>
     public private(set) var copyBytesPerSecond: Double = 0
+    /// Untimed work before each configuration's timed runs, so the clocks are up.
+    public var warmupSeconds = 0.1
 
     public init(context: CUDAContext, workload: EmbeddingWorkload, seed: UInt64 = 1, library: KernelLibrary? = nil) throws {
         self.context = context
@@ -326,7 +329,8 @@ public final class EmbeddingBenchmark {
         var times: [Double] = []
         var perTableTimes = [[Double]](repeating: [], count: w.tables)
         var pinTimes: [Double] = []
-        for run in 0..<runs {
+        /// One pass over every table with batch `run % batches`; its times are kept when `record`.
+        func pass(_ run: Int, record: Bool) throws {
             let b = run % w.batches
             if tableBatched {
                 // Every table in one launch (the engine's way); per-table time = total / tables.
@@ -340,25 +344,35 @@ public final class EmbeddingBenchmark {
                 let seconds = try timer.time {
                     try setup.kernel.encode(tables: bindings, tableArgs: batchedArgs.address, batch: w.bags, stream: stream)
                 }
-                if run > 0 { times.append(seconds / Double(w.tables)) }
-                continue
+                if record { times.append(seconds / Double(w.tables)) }
+                return
             }
             for t in 0..<w.tables {
                 let setup = setups[setupOf[t]]
                 if setup.kernel.knobs.l2 == .pinPass {
                     let table = setup.bindings[t][b]
                     let pinSeconds = try pinTimer.time { try setup.kernel.encodePin(table: table, stream: stream) }
-                    if run > 0 { pinTimes.append(pinSeconds) }
+                    if record { pinTimes.append(pinSeconds) }
                 }
                 let seconds = try timer.time {
                     try setup.encode(t, batch: b, bags: w.bags, lookups: w.lookups, stream: stream)
                 }
-                if run > 0 {
+                if record {
                     times.append(seconds)
                     perTableTimes[t].append(seconds)
                 }
             }
         }
+        // Untimed passes until warmupSeconds have gone by: after the host-side work of building a
+        // dataset the GPU has dropped its clocks, and one pass (~1 ms) is too short to bring them back
+        // (run 12, H100: the baseline's first dataset after that ran bimodal, 85 and 110 µs).
+        let warmupStart = DispatchTime.now().uptimeNanoseconds
+        var warmupRun = 0
+        repeat {
+            try pass(warmupRun, record: false)
+            warmupRun += 1
+        } while Double(DispatchTime.now().uptimeNanoseconds - warmupStart) / 1e9 < warmupSeconds
+        for run in 0..<runs { try pass(run, record: run > 0) }
         // Of the kernel timed: baseline-family variants run through PyTorch's entry point (encode above).
         let resources = try setups[0].kernel.resources(direct: setups[0].kernel.knobs.family == .baseline)
         let med = median(times)
