@@ -57,6 +57,10 @@ def read_ncu(path):
         "theoretical": number("sm__maximum_warps_per_active_cycle_pct"),
         "dram": number("dram__throughput.avg.pct_of_peak_sustained_elapsed"),
         "l2_hit": number("lts__t_sector_hit_rate.pct"),
+        "issue": number("smsp__issue_active.avg.pct_of_peak_sustained_active"),
+        "instructions": number("smsp__inst_executed.sum"),
+        "l1": number("l1tex__throughput.avg.pct_of_peak_sustained_active"),
+        "l2": number("lts__throughput.avg.pct_of_peak_sustained_elapsed"),
         "stalls": stalls,
     }
 
@@ -105,9 +109,11 @@ def main():
         out.append("## Nsight Compute (one table's kernel, `ncu --clock-control none`)\n")
         out.append("Stall columns: average warps stalled for that reason per issued instruction (higher = more of "
                    "the time spent there).\n")
+        out.append("Issue: share of cycles a warp scheduler issued; instructions: warp instructions of the "
+                   "kernel (one table); L1, L2: throughput as % of peak (runs without these columns show -).\n")
         out.append("| variant | dataset | kernel | regs | µs | achieved / theoretical occupancy | DRAM % of peak | "
-                   "L2 hit rate | leading stalls |")
-        out.append("|---|---|---|---|---|---|---|---|---|")
+                   "L2 hit rate | issue | instructions | L1 | L2 | leading stalls |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for path in ncu_files:
             name = os.path.basename(path)[:-4].replace("_", ":")
             variant, dataset = name.rsplit("-", 1) if name.count("-") >= 1 else (name, "")
@@ -116,15 +122,17 @@ def main():
                     variant, dataset = name[: -len(d) - 1], d
             m = read_ncu(path)
             if not m:
-                out.append(f"| {variant} | {dataset} | (no data) | | | | | | |")
+                out.append(f"| {variant} | {dataset} | (no data) | | | | | | | | | | |")
                 continue
             top = sorted(m["stalls"].items(), key=lambda kv: -kv[1])[:3]
             stalls = "; ".join(f"{STALLS[k].split(' (')[0]} {v:.1f}" for k, v in top)
             def pct(x):
                 return f"{x:.0f}%" if x is not None else "-"
+            instructions = f"{m['instructions'] / 1e6:.2f} M" if m["instructions"] else "-"
             out.append(f"| {variant} | {dataset} | {m['kernel']} | {m['registers']} | {m['microseconds']:.1f} | "
                        f"{pct(m['achieved'])} / {pct(m['theoretical'])} | "
-                       f"{pct(m['dram'])} | {pct(m['l2_hit'])} | {stalls} |")
+                       f"{pct(m['dram'])} | {pct(m['l2_hit'])} | {pct(m['issue'])} | {instructions} | "
+                       f"{pct(m['l1'])} | {pct(m['l2'])} | {stalls} |")
         out.append("")
     sweep_path = os.path.join(root, "bagel-sweep.json")
     if os.path.exists(sweep_path):

@@ -77,7 +77,9 @@ smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,\
 smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,\
 smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,\
 smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,\
-smsp__average_warps_issue_stalled_drain_per_issue_active.ratio
+smsp__average_warps_issue_stalled_drain_per_issue_active.ratio,\
+smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,\
+l1tex__throughput.avg.pct_of_peak_sustained_active,lts__throughput.avg.pct_of_peak_sustained_elapsed
 stage_ncu() {
     local ncu
     ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)

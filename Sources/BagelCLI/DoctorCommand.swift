@@ -74,9 +74,10 @@ struct DoctorCommand: ParsableCommand {
             let results = KernelCatalog.compileAll(architectures: architectures, nvrtc: nvrtc, cache: KernelCache())
             let bad = results.filter { !$0.ok }
             for result in bad {
-                report("compile \(result.entry.name) \(result.architecture)", false,
-                       result.error ?? "spills: \(result.relevant.filter(\.spills))")
+                report("compile \(result.entry.name) \(result.architecture)", false, result.problem)
             }
+            let retried = results.filter(\.retried).count
+            if retried > 0 { print("note: \(retried) modules compiled twice (the first log lacked a kernel's report)") }
             report("compile \(results.count - bad.count) of \(results.count) modules for \(architectures.joined(separator: ", "))",
                    bad.isEmpty, "no errors, no spills")
         }

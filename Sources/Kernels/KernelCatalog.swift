@@ -73,11 +73,31 @@ public enum KernelCatalog {
         public let architecture: String
         public let reports: [PtxasReport]
         public let error: String?
+        /// Compiled a second time because the first log lacked a kernel's report.
+        public var retried = false
+
+        public init(entry: Entry, architecture: String, reports: [PtxasReport], error: String?, retried: Bool = false) {
+            self.entry = entry
+            self.architecture = architecture
+            self.reports = reports
+            self.error = error
+            self.retried = retried
+        }
 
         /// The reports of the kernels this entry uses.
         public var relevant: [PtxasReport] { reports.filter { entry.functions.contains($0.function) } }
         public var spills: Bool { relevant.contains { $0.spills } }
         public var ok: Bool { error == nil && !spills && relevant.count == entry.functions.count }
+
+        /// What is wrong, for a result that is not ok.
+        public var problem: String {
+            if let error { return error }
+            let missing = entry.functions.filter { name in !relevant.contains { $0.function == name } }
+            if !missing.isEmpty {
+                return "ptxas reported nothing for \(missing.joined(separator: ", "))\(retried ? " (twice)" : "")"
+            }
+            return "spills: \(relevant.filter(\.spills))"
+        }
     }
 
     /// Compiles every entry for each architecture (no GPU needed), on all cores.
@@ -96,7 +116,22 @@ public enum KernelCatalog {
                     collected.set(i, CompileResult(entry: entry, architecture: architecture, reports: [], error: "\(error)"))
                 }
             }
-            results += collected.values.map { $0! }
+            // A log without a report for each kernel (seen once on the 16-core GPU machine, cache cold,
+            // cause unknown): compile that entry again, alone and past the cache, before calling it bad.
+            let checked = collected.values.map { $0! }.map { result -> CompileResult in
+                guard result.error == nil, result.relevant.count != result.entry.functions.count else { return result }
+                do {
+                    let spec = result.entry.spec
+                    let output = try nvrtc.compile(source: spec.file.source, name: spec.file.rawValue,
+                                                   options: spec.options(architecture: architecture))
+                    return CompileResult(entry: result.entry, architecture: architecture,
+                                         reports: PtxasReport.parse(output.log), error: nil, retried: true)
+                } catch {
+                    return CompileResult(entry: result.entry, architecture: architecture, reports: [],
+                                         error: "\(error)", retried: true)
+                }
+            }
+            results += checked
         }
         return results
     }
