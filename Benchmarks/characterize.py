@@ -4,7 +4,7 @@
     tar xzf results.tgz -C RESULTS && python3 Benchmarks/characterize.py RESULTS [--notes FILE] > docs/CHARACTERIZATION.md
 
 The committed copy: python3 Benchmarks/characterize.py docs/results/h200-2026-11-26/run10 \
-    --notes docs/characterization-notes.md > docs/CHARACTERIZATION.md
+    --ncu docs/results/h200-2026-11-26/run15 --notes docs/characterization-notes.md > docs/CHARACTERIZATION.md
 
 Per variant: registers, theoretical occupancy, µs per table and effective bandwidth per dataset,
 the random-vs-one_item gap (the paper's "embedding slowdown"), and, where Nsight Compute ran,
@@ -68,6 +68,8 @@ def read_ncu(path):
 def main():
     root = sys.argv[1]
     notes = sys.argv[sys.argv.index("--notes") + 1] if "--notes" in sys.argv else None
+    # --ncu RUN: one more Nsight Compute table, from another run (e.g. one with more metrics).
+    extra_ncu = sys.argv[sys.argv.index("--ncu") + 1] if "--ncu" in sys.argv else None
     with open(os.path.join(root, "bagel-500k.json")) as f:
         bagel = json.load(f)
     torch = None
@@ -104,9 +106,11 @@ def main():
             gap = f"{by[(v, 'random')]['microseconds'] / by[(v, 'one_item')]['microseconds']:.2f}×"
         out.append(f"| {v} | {first['registers']} | {100 * first['occupancy']:.0f}% | " + " | ".join(cells) + f" | {gap} |")
     out.append("")
-    ncu_files = sorted(glob.glob(os.path.join(root, "ncu", "*.csv")))
-    if ncu_files:
-        out.append("## Nsight Compute (one table's kernel, `ncu --clock-control none`)\n")
+    def ncu_table(run_root, title):
+        ncu_files = sorted(glob.glob(os.path.join(run_root, "ncu", "*.csv")))
+        if not ncu_files:
+            return
+        out.append(title)
         out.append("Stall columns: average warps stalled for that reason per issued instruction (higher = more of "
                    "the time spent there).\n")
         out.append("Issue: share of cycles a warp scheduler issued; instructions: warp instructions of the "
@@ -115,11 +119,12 @@ def main():
                    "L2 hit rate | issue | instructions | L1 | L2 | leading stalls |")
         out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for path in ncu_files:
-            name = os.path.basename(path)[:-4].replace("_", ":")
+            name = os.path.basename(path)[:-4]  # variant (":" written as "_") - dataset
             variant, dataset = name.rsplit("-", 1) if name.count("-") >= 1 else (name, "")
             for d in datasets:
                 if name.endswith("-" + d):
                     variant, dataset = name[: -len(d) - 1], d
+            variant = variant.replace("_", ":")
             m = read_ncu(path)
             if not m:
                 out.append(f"| {variant} | {dataset} | (no data) | | | | | | | | | | |")
@@ -134,6 +139,10 @@ def main():
                        f"{pct(m['dram'])} | {pct(m['l2_hit'])} | {pct(m['issue'])} | {instructions} | "
                        f"{pct(m['l1'])} | {pct(m['l2'])} | {stalls} |")
         out.append("")
+    ncu_table(root, "## Nsight Compute (one table's kernel, `ncu --clock-control none`)\n")
+    if extra_ncu:
+        ncu_table(extra_ncu, f"## Nsight Compute, {os.path.basename(os.path.normpath(extra_ncu))} "
+                             "(issue and L1/L2 throughput added)\n")
     sweep_path = os.path.join(root, "bagel-sweep.json")
     if os.path.exists(sweep_path):
         with open(sweep_path) as f:
