@@ -96,6 +96,21 @@ let nvrtc: NVRTC? = {
         #expect(EmbeddingBagKernel.vectorPlan(dim: 6, storage: .fp16) == (4, 4))
     }
 
+    @Test func compileProblemsSayWhatIsWrong() {
+        let entry = KernelCatalog.Entry(name: "remap int32", spec: KernelSpec(file: .embeddingBag, defines: [:]),
+                                        functions: ["remap_indices"])
+        let silent = KernelCatalog.CompileResult(entry: entry, architecture: "sm_90", reports: [], error: nil, retried: true)
+        #expect(!silent.ok)
+        #expect(silent.problem == "ptxas reported nothing for remap_indices (twice)")
+        let spill = PtxasReport(function: "remap_indices", registers: 32, spillStores: 4, spillLoads: 8,
+                                stackFrameBytes: 8, sharedBytes: 0)
+        let spilled = KernelCatalog.CompileResult(entry: entry, architecture: "sm_90", reports: [spill], error: nil)
+        #expect(!spilled.ok && spilled.problem.hasPrefix("spills:"))
+        let clean = PtxasReport(function: "remap_indices", registers: 20, spillStores: 0, spillLoads: 0,
+                                stackFrameBytes: 0, sharedBytes: 0)
+        #expect(KernelCatalog.CompileResult(entry: entry, architecture: "sm_90", reports: [clean], error: nil).ok)
+    }
+
     @Test func occupancyArithmetic() {
         #expect(OccupancyTuning.blocksPerSM(registers: 48) == 5)
         #expect(OccupancyTuning.blocksPerSM(registers: 42) == 5)  // rounds up to 48
