@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m sweep ncu e2e serve predict
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m sweep ncu e2e e2e-host serve predict
 #
 # Every stage logs to <results>/<stage>.txt; JSON results sit beside them; at the end everything is
 # packed into $OUT/results.tgz (the device tool returns at most 8 files). The PyTorch baselines and
@@ -110,6 +110,17 @@ stage_e2e() {
     for variant in ${E2E_VARIANTS:-baseline combined bagel tune}; do
         $BAGEL bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 --variant $variant \
             --dataset medium --traces $TRACES --json "$OUT/e2e-paper-$variant.json"
+    done
+}
+
+# The paper preset's whole predict (check, pack, upload, forward, download) with the host work on
+# one thread and on all cores, same binary, same run.
+stage_e2e-host() {
+    for threads in 1 all; do
+        local flag=""
+        [ $threads = 1 ] && flag="--threads 1"
+        $BAGEL bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 --variant vectorized \
+            --dataset medium --traces $TRACES $flag --json "$OUT/e2e-paper-host-$threads.json"
     done
 }
 

@@ -53,7 +53,7 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Where to run: auto, gpu, cpu.")
     var device: DeviceChoice = .auto
 
-    @Option(help: "CPU threads (default: all cores).")
+    @Option(help: "CPU threads (default: all cores); 1 also prepares GPU batches on one thread.")
     var threads: Int?
 
     @Option(help: "Embedding kernel variant on the GPU.")

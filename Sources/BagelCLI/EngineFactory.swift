@@ -9,7 +9,9 @@ extension MathMode: ExpressibleByArgument {}
 enum EngineFactory {
     static func make(model: Model, device: DeviceChoice, threads: Int? = nil, variant: String? = nil,
                      math: MathMode = .fp32, graphs: Bool = true, hotRows: [[Int]]? = nil) throws -> any InferenceEngine {
-        let options = GPUEngineOptions(variant: variant ?? "auto", math: math, useGraphs: graphs, hotRows: hotRows)
+        // --threads 1 also keeps the GPU engine's batch preparation on one thread.
+        let options = GPUEngineOptions(variant: variant ?? "auto", math: math, useGraphs: graphs, hotRows: hotRows,
+                                       parallelHostWork: threads != 1)
         switch device {
         case .cpu:
             return CPUEngine(model: model, threads: threads)

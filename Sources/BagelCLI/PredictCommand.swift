@@ -36,7 +36,7 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "Lookups outside their table: error (stop) or skip (drop them and report how many).")
     var boundsCheck: BoundsCheck = .error
 
-    @Option(help: "CPU threads (default: all cores).")
+    @Option(help: "CPU threads (default: all cores); 1 also prepares GPU batches on one thread.")
     var threads: Int?
 
     @Option(help: "Embedding kernel variant on the GPU (default: the model's choice, else auto).")
@@ -72,7 +72,7 @@ struct PredictCommand: ParsableCommand {
                 dropped += filtered.dropped
             } else {
                 do {
-                    try batch.validate(for: loaded.config)
+                    try batch.validate(for: loaded.config, parallel: threads != 1)
                 } catch let error as BagelError {
                     throw Self.locate(error, lines: next.lineNumbers, path: data)
                 }

@@ -103,20 +103,26 @@ public struct Batch: Sendable, Equatable {
     }
 
     /// Checks the batch against the model's shapes; the error names table, sample and position.
-    public func validate(for config: ModelConfig) throws {
+    /// `parallel`: large batches check their tables on all cores (the error is still the first table's).
+    public func validate(for config: ModelConfig, parallel: Bool = false) throws {
         try validateShapes(for: config)
-        for (t, feature) in sparse.enumerated() {
-            let rows = config.tables[t].rows
-            if let (position, value) = Self.firstOutOfRange(feature.indices, rows: rows) {
-                let sample = feature.sample(containing: position)
-                throw BagelError(
-                    .invalidBatch,
-                    "table \(t), sample \(sample), position \(position - feature.offsets[sample]) in the bag "
-                        + "(index \(position) overall): index \(value) is out of range; the table has rows 0..<\(rows)"
-                )
-            }
+        let found = HostParallel.map(sparse.count, parallel: parallel && HostParallel.worthIt(indexCount)) { t in
+            Self.firstOutOfRange(sparse[t].indices, rows: config.tables[t].rows)
+        }
+        for (t, hit) in found.enumerated() {
+            guard let (position, value) = hit else { continue }
+            let feature = sparse[t]
+            let sample = feature.sample(containing: position)
+            throw BagelError(
+                .invalidBatch,
+                "table \(t), sample \(sample), position \(position - feature.offsets[sample]) in the bag "
+                    + "(index \(position) overall): index \(value) is out of range; the table has rows 0..<\(config.tables[t].rows)"
+            )
         }
     }
+
+    /// Lookups in the batch, over every table.
+    public var indexCount: Int { sparse.reduce(0) { $0 + $1.indices.count } }
 
     /// Everything `validate` checks except the index values (so out-of-range lookups can be dropped).
     public func validateShapes(for config: ModelConfig) throws {

@@ -62,7 +62,8 @@ struct ArenaLayout {
     }
 
     /// Writes the upload part into `staging`: TableArgs (records in `slots` order), dense, sparse.
-    func pack(_ batch: Batch, bindings: [EmbeddingTableBinding], slots: [Int], into staging: UnsafeMutableRawPointer) {
+    func pack(_ batch: Batch, bindings: [EmbeddingTableBinding], slots: [Int], into staging: UnsafeMutableRawPointer,
+              parallel: Bool) {
         var ordered = bindings
         for (t, binding) in bindings.enumerated() { ordered[slots[t]] = binding }
         EmbeddingBagKernel.writeTableArgs(ordered, into: staging)
@@ -70,10 +71,15 @@ struct ArenaLayout {
         batch.dense.withUnsafeBytes {
             (staging + denseStart).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
         }
-        for (t, feature) in batch.sparse.enumerated() {
-            let region = tables[t]
-            write(feature.offsets, to: staging + region.offsets)
-            write(feature.indices, to: staging + region.indices)
+        // Tables on all cores for large batches: each writes its own regions of the staging buffer.
+        let shared = SendableRawBuffer(UnsafeMutableRawBufferPointer(start: staging, count: uploadBytes))
+        let layout = self
+        HostParallel.forEach(batch.sparse.count, parallel: parallel && HostParallel.worthIt(batch.indexCount)) { t in
+            let staging = shared.buffer.baseAddress!
+            let feature = batch.sparse[t]
+            let region = layout.tables[t]
+            layout.write(feature.offsets, to: staging + region.offsets)
+            layout.write(feature.indices, to: staging + region.indices)
             if let offset = region.weights, let weights = feature.weights {
                 weights.withUnsafeBytes { (staging + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             }

@@ -17,10 +17,13 @@ public struct GPUEngineOptions: Sendable {
     public var hotRows: [[Int]]?
     /// A variant spec per table (overrides `variant`), e.g. an autotuner's choice.
     public var tableVariants: [String]?
+    /// Check and pack large batches on all cores (false: on the calling thread).
+    public var parallelHostWork: Bool
 
     public init(variant: String = "auto", math: MathMode = .fp32, useGraphs: Bool = true, deviceOrdinal: Int = 0,
-                hotRows: [[Int]]? = nil, tableVariants: [String]? = nil) {
+                hotRows: [[Int]]? = nil, tableVariants: [String]? = nil, parallelHostWork: Bool = true) {
         self.tableVariants = tableVariants
+        self.parallelHostWork = parallelHostWork
         self.variant = variant
         self.math = math
         self.useGraphs = useGraphs
@@ -289,7 +292,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     // MARK: Predict
 
     public func predict(_ batch: Batch) throws -> [Float] {
-        try batch.validate(for: model.config)
+        try batch.validate(for: model.config, parallel: options.parallelHostWork)
         if batch.size == 0 { return [] }
         lock.lock()
         defer { lock.unlock() }
@@ -323,7 +326,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// (under the engine's lock).
     private func measuring<R>(_ batch: Batch, iterations: Int,
                               _ body: (BatchBuffers, Plan, DeviceTimer) throws -> R) throws -> R {
-        try batch.validate(for: model.config)
+        try batch.validate(for: model.config, parallel: options.parallelHostWork)
         precondition(batch.size > 0 && iterations > 0)
         lock.lock()
         defer { lock.unlock() }
@@ -378,7 +381,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         }
         let buffers = self.buffers!
         buffers.use(layout)
-        layout.pack(batch, bindings: bindings(layout: layout, buffers: buffers), slots: slots, into: buffers.staging.pointer)
+        layout.pack(batch, bindings: bindings(layout: layout, buffers: buffers), slots: slots, into: buffers.staging.pointer,
+                    parallel: options.parallelHostWork)
         return buffers
     }
 

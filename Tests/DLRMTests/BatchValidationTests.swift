@@ -109,4 +109,37 @@ import Testing
         #expect(feature.sample(containing: 1) == 3)
         #expect(feature.sample(containing: 2) == 3)
     }
+
+    /// Large batches check their tables on all cores; the error must still be the first table's.
+    @Test func parallelCheckReportsTheFirstBadTable() throws {
+        let tables = 6
+        let bags = 128, length = 100  // 6 × 12,800 = 76,800 lookups: over HostParallel's threshold
+        let wide = ModelConfig(name: "w", denseFeatures: 1, bottomMLP: [4],
+                               tables: Array(repeating: TableConfig(rows: 1000, dim: 4), count: tables), topMLP: [1])
+        var random = SeededGenerator(seed: 11)
+        let sparse = (0..<tables).map { _ in
+            SparseFeature(bags: (0..<bags).map { _ in (0..<length).map { _ in Int.random(in: 0..<1000, using: &random) } })
+        }
+        var batch = Batch(size: bags, denseFeatures: 1, dense: Array(repeating: 0.5, count: bags), sparse: sparse)
+        #expect(HostParallel.worthIt(batch.indexCount))
+        try batch.validate(for: wide, parallel: true)
+
+        var fourth = batch.sparse[4].indices.asInts
+        fourth[9_999] = 1000
+        batch.sparse[4].indices = IndexArray(fourth, as: .int64)
+        var second = batch.sparse[2].indices.asInts
+        second[12_345] = -3  // sample 123, position 45
+        batch.sparse[2].indices = IndexArray(second, as: .int64)
+        for parallel in [false, true] {
+            expectError(.invalidBatch, "table 2", "sample 123", "position 45", "index -3") {
+                try batch.validate(for: wide, parallel: parallel)
+            }
+        }
+    }
+
+    @Test func hostParallelKeepsOrder() {
+        for parallel in [false, true] {
+            #expect(HostParallel.map(50, parallel: parallel) { $0 * $0 } == (0..<50).map { $0 * $0 })
+        }
+    }
 }
