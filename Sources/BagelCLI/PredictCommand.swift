@@ -70,15 +70,15 @@ struct PredictCommand: ParsableCommand {
                 let filtered = batch.droppingOutOfRange(for: loaded.config)
                 batch = filtered.batch
                 dropped += filtered.dropped
-            } else {
-                do {
-                    try batch.validate(for: loaded.config, parallel: threads != 1)
-                } catch let error as BagelError {
-                    throw Self.locate(error, lines: next.lineNumbers, path: data)
-                }
             }
             let t0 = now()
-            probabilities += try engine.predict(batch)
+            do {
+                // The engine validates the batch before any work (one pass over the indices, not two);
+                // its error gains the file and line here.
+                probabilities += try engine.predict(batch)
+            } catch let error as BagelError where error.kind == .invalidBatch {
+                throw Self.locate(error, lines: next.lineNumbers, path: data)
+            }
             engineSeconds += now() - t0
             if labelled == nil { labelled = next.labels != nil }
             labels += next.labels ?? []
