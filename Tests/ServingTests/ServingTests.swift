@@ -105,7 +105,7 @@ func requestBody(_ batch: Batch, binary: Bool = false, binaryOutput: Bool = fals
     }
     var root: [String: Any] = ["id": "r1", "inputs": inputs]
     if binaryOutput { root["outputs"] = [["name": "probability", "parameters": ["binary_data": true]]] }
-    let json = [UInt8](try! JSONSerialization.data(withJSONObject: root))
+    let json = [UInt8](try! JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]))  // sorted: the same bytes every run (a fuzz failure replays)
     return binary ? (json + raw, json.count) : (json, nil)
 }
 
@@ -184,7 +184,7 @@ func probabilities(_ result: HTTPResult) -> [Float] {
             var inputs = root["inputs"] as! [[String: Any]]
             edit(&inputs)
             root["inputs"] = inputs
-            return [UInt8](try! JSONSerialization.data(withJSONObject: root))
+            return [UInt8](try! JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]))
         }
         let cases: [(String, [UInt8], String)] = [
             ("malformed JSON", Array("{\"inputs\": [".utf8), "not valid JSON"),
@@ -361,61 +361,113 @@ func probabilities(_ result: HTTPResult) -> [Float] {
         }
     }
 
+    /// Ten thousand requests from 16 threads, each on its own raw connection: bodies with flipped
+    /// bytes, truncated, with values swapped for other JSON, binary with a wrong header length,
+    /// random bytes, valid ones, and requests whose head itself is corrupted. Well-framed requests
+    /// must each get one of the protocol's statuses; a corrupted head may get any status or a closed
+    /// connection, but never a hang; and the server still answers correctly afterwards.
     @Test func fuzzTenThousandRequests() async throws {
         let batch = RandomModels.batch(config: servingConfig, size: 4, seed: 21, maxBag: 3)
         let (good, _) = requestBody(batch)
         let (binary, binaryLength) = requestBody(batch, binary: true, binaryOutput: true)
         let goodText = String(decoding: good, as: UTF8.self)
         let snippets = ["null", "[]", "{}", "-1", "1e309", "\"x\"", "true", "[[[[1]]]]", "99999999999999999999", "0.5", ""]
+        let path = "/v2/models/tiny/infer"
         try await withServer(engine: CPUEngine(model: try tinyModel()), maxBodyBytes: 64 << 10) { ports, _ in
-            let statuses = try await withThrowingTaskGroup(of: [Int: Int].self) { group in
-                for worker in 0..<16 {
-                    group.addTask {
-                        var rng = SeededGenerator(seed: 7, stream: UInt64(worker))
-                        var seen: [Int: Int] = [:]
-                        for _ in 0..<625 {
-                            var body: [UInt8]
-                            var headers: [String: String] = [:]
-                            switch rng.nextIndex(below: 6) {
-                            case 0:  // flipped bytes
-                                body = good
-                                for _ in 0..<(1 + rng.nextIndex(below: 8)) {
-                                    body[rng.nextIndex(below: body.count)] = UInt8(truncatingIfNeeded: rng.next())
-                                }
-                            case 1:  // truncated
-                                body = Array(good.prefix(rng.nextIndex(below: good.count)))
-                            case 2:  // a value swapped for something else
-                                var text = goodText
-                                let numbers = text.ranges(of: /-?[0-9]+(\.[0-9]+)?/)
-                                if let pick = numbers.randomElement(using: &rng) {
-                                    text.replaceSubrange(pick, with: snippets.randomElement(using: &rng)!)
-                                }
-                                body = Array(text.utf8)
-                            case 3:  // binary body with a wrong or missing header length
-                                body = binary
-                                let lengths = ["-5", "abc", String(binaryLength! + rng.nextIndex(below: 9) - 4), "0"]
-                                headers["Inference-Header-Content-Length"] = lengths.randomElement(using: &rng)!
-                            case 4:  // random bytes
-                                body = (0..<rng.nextIndex(below: 300)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-                            default:  // valid
-                                body = good
-                            }
-                            let result = try await call(ports.http, "/v2/models/tiny/infer", post: true, body: body,
-                                                        headers: headers)
-                            seen[result.status, default: 0] += 1
+            let outcome = await onThreads(count: 16) { worker -> (framed: [Int: Int], corrupted: [Int: Int], failure: String?) in
+                var rng = SeededGenerator(seed: 7, stream: UInt64(worker))
+                var framed: [Int: Int] = [:]
+                var corrupted: [Int: Int] = [:]  // status, or 0 for a connection closed without an answer
+                let connection = RawHTTPConnection(port: ports.http)
+                for request in 0..<625 {
+                    var body: [UInt8]
+                    var headers: [String: String] = [:]
+                    let kind = rng.nextIndex(below: 7)
+                    switch kind {
+                    case 0:  // flipped bytes
+                        body = good
+                        for _ in 0..<(1 + rng.nextIndex(below: 8)) {
+                            body[rng.nextIndex(below: body.count)] = UInt8(truncatingIfNeeded: rng.next())
                         }
-                        return seen
+                    case 1:  // truncated
+                        body = Array(good.prefix(rng.nextIndex(below: good.count)))
+                    case 2:  // a value swapped for something else
+                        var text = goodText
+                        let numbers = text.ranges(of: /-?[0-9]+(\.[0-9]+)?/)
+                        if let pick = numbers.randomElement(using: &rng) {
+                            text.replaceSubrange(pick, with: snippets.randomElement(using: &rng)!)
+                        }
+                        body = Array(text.utf8)
+                    case 3:  // binary body with a wrong or missing header length
+                        body = binary
+                        let lengths = ["-5", "abc", String(binaryLength! + rng.nextIndex(below: 9) - 4), "0"]
+                        headers["Inference-Header-Content-Length"] = lengths.randomElement(using: &rng)!
+                    case 4:  // random bytes
+                        body = (0..<rng.nextIndex(below: 300)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                    default:  // valid body (kind 6 then corrupts the head)
+                        body = good
+                    }
+                    var bytes = RawHTTPConnection.request(path: path, body: body, headers: headers)
+                    if kind == 6 {
+                        let headLength = bytes.count - body.count
+                        for _ in 0..<(1 + rng.nextIndex(below: 3)) {
+                            bytes[rng.nextIndex(below: headLength)] = UInt8(truncatingIfNeeded: rng.next())
+                        }
+                    }
+                    do {
+                        let response = try connection.exchange(bytes, endAfterSending: kind == 6)
+                        if kind == 6 {
+                            corrupted[response.status ?? 0, default: 0] += 1
+                        } else if let status = response.status {
+                            framed[status, default: 0] += 1
+                        } else {
+                            return (framed, corrupted, "worker \(worker) request \(request) (kind \(kind)): closed without an answer")
+                        }
+                    } catch {
+                        return (framed, corrupted, "worker \(worker) request \(request) (kind \(kind)): \(error)")
                     }
                 }
-                return try await group.reduce(into: [Int: Int]()) { total, part in
-                    for (k, v) in part { total[k, default: 0] += v }
-                }
+                return (framed, corrupted, nil)
             }
-            #expect(statuses.values.reduce(0, +) == 10_000)
-            #expect(Set(statuses.keys).isSubset(of: [200, 400, 413, 503]), "statuses: \(statuses)")
-            #expect(statuses[200, default: 0] > 1000)
+            var framed: [Int: Int] = [:]
+            var corrupted: [Int: Int] = [:]
+            for part in outcome {
+                if let failure = part.failure { Issue.record("\(failure)") }
+                framed.merge(part.framed, uniquingKeysWith: +)
+                corrupted.merge(part.corrupted, uniquingKeysWith: +)
+            }
+            print("fuzz: framed \(framed.sorted { $0.key < $1.key }), corrupted heads \(corrupted.sorted { $0.key < $1.key })")
+            let answered: Int = framed.values.reduce(0, +) + corrupted.values.reduce(0, +)
+            #expect(answered == 10_000)
+            #expect(Set(framed.keys).isSubset(of: [200, 400, 413, 503]), "statuses: \(framed)")
+            #expect(framed[200, default: 0] > 1000)
+            let unknown = corrupted.keys.filter { $0 != 0 && !(100..<600).contains($0) }
+            #expect(unknown.isEmpty, "corrupted heads: \(corrupted)")
+            let corruptedCount: Int = corrupted.values.reduce(0, +)
+            #expect(corruptedCount > 1000)
             let after = try await infer(ports.http, batch)
             #expect(after.status == 200)
+            let expected = try CPUEngine(model: tinyModel()).predict(batch)
+            #expect(probabilities(after) == expected)
         }
+    }
+}
+
+/// Runs `work(i)` for i in 0..<count, each on its own thread (blocking socket calls stay off Swift's
+/// cooperative pool, which the in-process server needs), and returns the results in order.
+func onThreads<T: Sendable>(count: Int, _ work: @escaping @Sendable (Int) -> T) async -> [T] {
+    await withCheckedContinuation { continuation in
+        let lock = NSLock()
+        nonisolated(unsafe) var results = [T?](repeating: nil, count: count)
+        let group = DispatchGroup()
+        for i in 0..<count {
+            group.enter()
+            Thread {
+                let result = work(i)
+                lock.withLock { results[i] = result }
+                group.leave()
+            }.start()
+        }
+        group.notify(queue: .global()) { continuation.resume(returning: results.map { $0! }) }
     }
 }
