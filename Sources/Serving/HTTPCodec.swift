@@ -28,45 +28,44 @@ public enum HTTPCodec {
         } else {
             jsonEnd = body.count
         }
-        let object: Any
+        let root: [String: JSONValue]
         do {
-            object = try JSONSerialization.jsonObject(with: Data(body[0..<jsonEnd]))
-        } catch {
-            throw RequestError(.badRequest, "the request body is not valid JSON")
+            guard let object = try JSONValue.parse(body[0..<jsonEnd]).object else {
+                throw RequestError(.badRequest, "the request body must be a JSON object with \"inputs\"")
+            }
+            root = object
+        } catch let error as JSONSyntaxError {
+            throw RequestError(.badRequest, "the request body is not valid JSON: \(error)")
         }
-        guard let root = object as? [String: Any] else {
-            throw RequestError(.badRequest, "the request body must be a JSON object with \"inputs\"")
-        }
-        let id = root["id"] as? String
-        guard let inputList = root["inputs"] as? [Any] else {
+        let id = root["id"]?.string
+        guard let inputList = root["inputs"]?.array else {
             throw RequestError(.badRequest, "the request has no \"inputs\" list")
         }
         var binaryCursor = jsonEnd
         var inputs: [InferTensor] = []
         for (i, entry) in inputList.enumerated() {
-            guard let input = entry as? [String: Any] else {
+            guard let input = entry.object else {
                 throw RequestError(.badRequest, "inputs[\(i)] is not an object")
             }
-            guard let name = input["name"] as? String else { throw RequestError(.badRequest, "inputs[\(i)] has no \"name\"") }
-            guard let typeName = input["datatype"] as? String else {
+            guard let name = input["name"]?.string else { throw RequestError(.badRequest, "inputs[\(i)] has no \"name\"") }
+            guard let typeName = input["datatype"]?.string else {
                 throw RequestError(.badRequest, "input \(name): no \"datatype\"")
             }
             guard let datatype = TensorDatatype(rawValue: typeName) else {
                 throw RequestError(.badRequest, "input \(name): datatype \(typeName) is not one of FP32, INT32, INT64")
             }
-            guard let shapeValues = input["shape"] as? [Any] else {
+            guard let shapeValues = input["shape"]?.array else {
                 throw RequestError(.badRequest, "input \(name): no \"shape\" list")
             }
             let shape = try shapeValues.map { value -> Int in
-                guard let n = integer(value), n >= 0 else {
-                    throw RequestError(.badRequest, "input \(name): shape \(shapeValues) must list non-negative integers")
+                guard let n = value.integer, n >= 0 else {
+                    throw RequestError(.badRequest, "input \(name): shape must list non-negative integers")
                 }
                 return n
             }
-            let parameters = input["parameters"] as? [String: Any] ?? [:]
             let values: InferTensor.Values
-            if let sizeValue = parameters["binary_data_size"] {
-                guard let size = integer(sizeValue), size >= 0 else {
+            if let sizeValue = input["parameters"]?["binary_data_size"] {
+                guard let size = sizeValue.integer, size >= 0 else {
                     throw RequestError(.badRequest, "input \(name): binary_data_size must be a non-negative integer")
                 }
                 guard binaryCursor + size <= body.count else {
@@ -89,98 +88,56 @@ public enum HTTPCodec {
                 .badRequest, "\(body.count - binaryCursor) bytes of binary data follow the JSON but no input claims them")
         }
         var outputs: [String] = []
-        func flag(_ value: Any?) -> Bool { value.map { isBoolean($0) && ($0 as? Bool) == true } ?? false }
-        var binaryOutput = flag((root["parameters"] as? [String: Any])?["binary_data_output"])
-        if let outputList = root["outputs"] as? [Any] {
+        var binaryOutput = root["parameters"]?["binary_data_output"] == .bool(true)
+        if let outputList = root["outputs"]?.array {
             for (i, entry) in outputList.enumerated() {
-                guard let output = entry as? [String: Any], let name = output["name"] as? String else {
+                guard let name = entry["name"]?.string else {
                     throw RequestError(.badRequest, "outputs[\(i)] needs a \"name\"")
                 }
                 guard name == InferenceSchema.outputName else {
                     throw RequestError(.badRequest, "unknown output \"\(name)\": the model's output is \"\(InferenceSchema.outputName)\"")
                 }
                 outputs.append(name)
-                if flag((output["parameters"] as? [String: Any])?["binary_data"]) { binaryOutput = true }
+                if entry["parameters"]?["binary_data"] == .bool(true) { binaryOutput = true }
             }
         }
         return InferRequest(id: id, inputs: inputs, outputs: outputs, binaryOutput: binaryOutput)
     }
 
-    /// A JSON true/false. (Foundation hands back numbers as NSNumber, and an NSNumber 0 or 1 also
-    /// casts to Bool, so look at the stored type instead.)
-    static func isBoolean(_ value: Any) -> Bool {
-        if let number = value as? NSNumber { return isBoolean(number) }
-        return value is Bool
-    }
-
-    @inline(__always)
-    static func isBoolean(_ number: NSNumber) -> Bool { number.objCType.pointee == CChar(UInt8(ascii: "c")) }
-
-    /// An integral JSON number (not a boolean).
-    static func integer(_ value: Any) -> Int? {
-        if isBoolean(value) { return nil }
-        if let n = value as? Int { return n }
-        if let d = value as? Double, d.rounded() == d, abs(d) < 9.0e15 { return Int(d) }
-        return nil
-    }
-
-    static func flatten(_ value: Any, into out: inout [Any], depth: Int = 0) throws {
-        guard depth < 32 else { throw RequestError(.badRequest, "\"data\" is nested too deeply") }
-        if let list = value as? [Any] {
-            for item in list { try flatten(item, into: &out, depth: depth + 1) }
-        } else {
-            out.append(value)
+    /// The numbers of a `data` list, flattened (nested lists as tritonclient may send them).
+    static func flatten(_ value: JSONValue, into out: inout [JSONNumber], name: String) throws {
+        switch value {
+        case .array(let list):
+            for item in list { try flatten(item, into: &out, name: name) }
+        case .number(let n):
+            out.append(n)
+        case .bool:
+            throw RequestError(.badRequest, "input \(name): element \(out.count) is a boolean, expected a number")
+        default:
+            throw RequestError(.badRequest, "input \(name): element \(out.count) is not a number")
         }
     }
 
-    static func decodeJSONData(_ data: Any, datatype: TensorDatatype, name: String) throws -> InferTensor.Values {
-        // Fast path: a flat list of numbers (what clients send), read without per-element bridging.
-        if let numbers = data as? [NSNumber] {
-            if let bad = numbers.firstIndex(where: isBoolean) {
-                throw RequestError(.badRequest, "input \(name): element \(bad) is a boolean, expected a number")
-            }
-            switch datatype {
-            case .fp32:
-                return .fp32(numbers.map { $0.floatValue })
-            case .int32, .int64:
-                var values = [Int64]()
-                values.reserveCapacity(numbers.count)
-                for (i, n) in numbers.enumerated() {
-                    let v = n.int64Value
-                    guard n.doubleValue == Double(v) else {
-                        throw RequestError(.badRequest, "input \(name): element \(i) is not an integer")
-                    }
-                    if datatype == .int32 && Int32(exactly: v) == nil {
-                        throw RequestError(.badRequest, "input \(name): element \(i) is not an INT32")
-                    }
-                    values.append(v)
-                }
-                return datatype == .int64 ? .int64(values) : .int32(values.map { Int32($0) })
-            }
-        }
-        var flat: [Any] = []
-        try flatten(data, into: &flat)
+    static func decodeJSONData(_ data: JSONValue, datatype: TensorDatatype, name: String) throws -> InferTensor.Values {
+        var numbers: [JSONNumber] = []
+        if let list = data.array { numbers.reserveCapacity(list.count) }
+        try flatten(data, into: &numbers, name: name)  // nesting is bounded by the parser's depth limit
         switch datatype {
         case .fp32:
-            return .fp32(try flat.enumerated().map { i, v in
-                if isBoolean(v) { throw RequestError(.badRequest, "input \(name): element \(i) is a boolean, expected a number") }
-                if let n = v as? Int { return Float(n) }
-                guard let d = v as? Double else {
-                    throw RequestError(.badRequest, "input \(name): element \(i) is not a number")
-                }
-                return Float(d)
-            })
+            return .fp32(numbers.map { Float($0.double) })
         case .int32:
-            return .int32(try flat.enumerated().map { i, v in
-                guard let n = integer(v), let narrow = Int32(exactly: n) else {
+            return .int32(try numbers.enumerated().map { i, n in
+                guard let v = n.integer ?? Int64(exactly: n.double), let narrow = Int32(exactly: v) else {
                     throw RequestError(.badRequest, "input \(name): element \(i) is not an INT32")
                 }
                 return narrow
             })
         case .int64:
-            return .int64(try flat.enumerated().map { i, v in
-                guard let n = integer(v) else { throw RequestError(.badRequest, "input \(name): element \(i) is not an integer") }
-                return Int64(n)
+            return .int64(try numbers.enumerated().map { i, n in
+                guard let v = n.integer ?? (abs(n.double) < 9.0e15 ? Int64(exactly: n.double) : nil) else {
+                    throw RequestError(.badRequest, "input \(name): element \(i) is not an integer")
+                }
+                return v
             })
         }
     }
@@ -204,29 +161,53 @@ public enum HTTPCodec {
         }
     }
 
-    /// The response body, and the JSON header's length when it carries binary data.
+    /// The response body, and the JSON header's length when it carries binary data (keys sorted,
+    /// as before the writer replaced JSONSerialization here).
     public static func encodeResponse(modelName: String, id: String?, probabilities: [Float], binary: Bool) -> (
         body: [UInt8], jsonLength: Int?
     ) {
-        var output: [String: Any] = [
-            "name": InferenceSchema.outputName, "datatype": "FP32", "shape": [probabilities.count, 1],
-        ]
-        var raw: [UInt8] = []
-        if binary {
-            raw = probabilities.withUnsafeBytes { Array($0) }  // little-endian on every platform Bagel runs on
-            output["parameters"] = ["binary_data_size": raw.count]
-        } else {
-            output["data"] = probabilities.map { Double($0) }
+        var w = JSONWriter(capacity: 160 + (binary ? 0 : probabilities.count * 20))
+        w.raw("{")
+        if let id {
+            w.raw("\"id\":")
+            w.string(id)
+            w.raw(",")
         }
-        var root: [String: Any] = ["model_name": modelName, "model_version": InferenceSchema.version, "outputs": [output]]
-        if let id { root["id"] = id }
-        let json = (try? JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])).map { [UInt8]($0) } ?? []
-        return binary ? (json + raw, json.count) : (json, nil)
+        w.raw("\"model_name\":")
+        w.string(modelName)
+        w.raw(",\"model_version\":")
+        w.string(InferenceSchema.version)
+        w.raw(",\"outputs\":[{")
+        if !binary {
+            w.raw("\"data\":[")
+            for (i, p) in probabilities.enumerated() {
+                if i > 0 { w.raw(",") }
+                w.number(p)
+            }
+            w.raw("],")
+        }
+        w.raw("\"datatype\":\"FP32\",\"name\":")
+        w.string(InferenceSchema.outputName)
+        if binary {
+            w.raw(",\"parameters\":{\"binary_data_size\":")
+            w.integer(probabilities.count * 4)
+            w.raw("}")
+        }
+        w.raw(",\"shape\":[")
+        w.integer(probabilities.count)
+        w.raw(",1]}]}")
+        guard binary else { return (w.bytes, nil) }
+        let json = w.bytes
+        return (json + probabilities.withUnsafeBytes { Array($0) }, json.count)  // little-endian on every platform Bagel runs on
     }
 
     /// `{"error": message}`.
     public static func errorBody(_ message: String) -> [UInt8] {
-        (try? JSONSerialization.data(withJSONObject: ["error": message], options: [.sortedKeys])).map { [UInt8]($0) } ?? []
+        var w = JSONWriter()
+        w.raw("{\"error\":")
+        w.string(message)
+        w.raw("}")
+        return w.bytes
     }
 
     /// JSON for an object of plain values.
