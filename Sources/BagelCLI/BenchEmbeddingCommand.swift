@@ -32,7 +32,7 @@ struct EmbeddingBench: ParsableCommand {
     var bags: Int?
     @Option(help: "Lookups per bag.")
     var lookups: Int?
-    @Option(help: "Table storage: fp32, fp16, bf16.")
+    @Option(help: "Table storage: fp32, fp16, bf16, int8 (row-wise; vectorized-family variants only).")
     var dtype: EmbeddingStorage = .fp32
     @Option(help: "Index width: 32 or 64 (PyTorch's default is 64).")
     var indexBits: Int = 64
@@ -79,7 +79,15 @@ struct EmbeddingBench: ParsableCommand {
         // "all" expands to every named variant; the other entries are names or name:knob=value specs.
         let specs: [(label: String, knobs: EmbeddingBagKnobs)] = try Self.variantList(variants).flatMap { item in
             item == "all" ? EmbeddingBagVariant.allCases.map(\.rawValue) : [item]
-        }.map { ($0, try EmbeddingBagKnobs.parse($0).knobs) }
+        }.map { ($0, try EmbeddingBagKnobs.parse($0).knobs) }.filter { label, knobs in
+            // int8: "all" means the vectorized family; a baseline-family variant asked for by name is an error.
+            guard dtype == .int8 && knobs.family == .baseline else { return true }
+            if variants.split(separator: ",").contains(where: { $0 == "all" }) { return false }
+            throw ValidationError("\(label) is a baseline-family variant; int8 tables run on vectorized-family variants only")
+        }
+        if dtype == .int8 && w.dim % 4 != 0 {
+            throw ValidationError("--dtype int8 needs a dim that is a multiple of 4 (got \(w.dim))")
+        }
 
         let context = try CUDAContext(ordinal: device)
         let bench = try EmbeddingBenchmark(context: context, workload: w)

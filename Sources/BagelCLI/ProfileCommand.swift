@@ -91,7 +91,7 @@ struct ProfileCommand: ParsableCommand {
         for (t, table) in config.tables.enumerated() {
             let profile = AccessProfile(accesses: lookups[t], rows: table.rows)
             print(Self.report(profile, title: "table \(t) (\(table.rows) rows × \(table.dim) \(table.dtype.rawValue))",
-                              rowBytes: table.dim * table.dtype.byteWidth, l2: l2, top: top))
+                              rowBytes: table.dtype.rowBytes(dim: table.dim), l2: l2, top: top))
             if write {
                 let name = "hot_rows_\(t).txt"
                 try HotRowList(rows: profile.hottest(top), tableRows: table.rows, comment: Self.comment(profile, top: top))

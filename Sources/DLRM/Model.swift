@@ -31,7 +31,8 @@ public final class TensorStorage: @unchecked Sendable {
     deinit { owned?.deallocate() }
 }
 
-/// One embedding table, `rows` × `dim` elements of `dtype`, row-major.
+/// One embedding table, `rows` × `dim` elements of `dtype`, row-major (int8: each row followed by its
+/// scale and bias, `RowwiseInt8`).
 public struct EmbeddingTable: Sendable {
     public let rows: Int
     public let dim: Int
@@ -40,7 +41,7 @@ public struct EmbeddingTable: Sendable {
     public let storage: TensorStorage
 
     public init(rows: Int, dim: Int, dtype: StorageType, pooling: PoolingMode, storage: TensorStorage) {
-        precondition(storage.bytes.count == rows * dim * dtype.byteWidth, "table storage size mismatch")
+        precondition(storage.bytes.count == rows * dtype.rowBytes(dim: dim), "table storage size mismatch")
         self.rows = rows
         self.dim = dim
         self.dtype = dtype
@@ -50,8 +51,10 @@ public struct EmbeddingTable: Sendable {
 
     /// Element (row, column) as Float, for tests and slow paths.
     public func value(row: Int, column: Int) -> Float {
-        let offset = (row * dim + column) * dtype.byteWidth
+        let offset = row * dtype.rowBytes(dim: dim) + column * dtype.byteWidth
         switch dtype {
+        case .int8:
+            return RowwiseInt8.value(row: storage.bytes.baseAddress! + row * dtype.rowBytes(dim: dim), dim: dim, column: column)
         case .fp32: return storage.bytes.loadUnaligned(fromByteOffset: offset, as: Float.self)
         case .fp16: return NumericConversion.floatFromFP16(storage.bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
         case .bf16: return NumericConversion.floatFromBF16(storage.bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
@@ -128,9 +131,13 @@ public final class Model: Sendable {
 
         var tables: [EmbeddingTable] = []
         for (t, table) in config.tables.enumerated() {
+            let name = WeightNames.embedding(t)
+            if table.dtype == .int8 {
+                tables.append(try loadInt8(file: file, table: table, index: t, path: weightsPath, tensor: tensor))
+                continue
+            }
             let info = try tensor(
-                WeightNames.embedding(t), shape: [table.rows, table.dim],
-                what: "tables[\(t)] with rows=\(table.rows), dim=\(table.dim)")
+                name, shape: [table.rows, table.dim], what: "tables[\(t)] with rows=\(table.rows), dim=\(table.dim)")
             let storage: TensorStorage
             let bytes = file.bytes(of: info)
             let aligned = Int(bitPattern: bytes.baseAddress) % table.dtype.byteWidth == 0
@@ -158,6 +165,35 @@ public final class Model: Sendable {
         let bottom = try layers(prefix: "bot_l", input: config.denseFeatures, widths: config.bottomMLP, field: "bottom_mlp")
         let top = try layers(prefix: "top_l", input: config.topInputWidth, widths: config.topMLP, field: "top_mlp")
         return try Model(config: config, tables: tables, bottom: bottom, top: top, directory: directory)
+    }
+
+    /// An int8 table: FBGEMM's fused rows (U8, [rows, dim + 8]) used in place, or float rows
+    /// ([rows, dim]) quantised on load.
+    static func loadInt8(file: SafeTensorsFile, table: TableConfig, index t: Int, path: String,
+                         tensor: (String, [Int], String) throws -> SafeTensorsFile.TensorInfo) throws -> EmbeddingTable {
+        let name = WeightNames.embedding(t)
+        let storage: TensorStorage
+        if file.tensors[name]?.dtype == .U8 {
+            let info = try tensor(name, [table.rows, table.dim + RowwiseInt8.extraBytes],
+                                  "tables[\(t)] with rows=\(table.rows), dim=\(table.dim), dtype int8 "
+                                      + "(each row: dim uint8 codes, fp32 scale, fp32 bias)")
+            storage = TensorStorage(borrowing: file.bytes(of: info), owner: file)
+        } else {
+            let info = try tensor(name, [table.rows, table.dim],
+                                  "tables[\(t)] with rows=\(table.rows), dim=\(table.dim) (quantised to int8 on load)")
+            guard info.dtype.isFloatingPoint else {
+                throw BagelError(.invalidWeights, "\(path): tensor \(name) has dtype \(info.dtype.rawValue); an int8 table "
+                                 + "reads U8 fused rows or F32/F16/BF16/F64 rows to quantise")
+            }
+            storage = try TensorStorage(byteCount: table.byteCount) { out in
+                if let row = RowwiseInt8.quantizeRows(source: file.bytes(of: info), sourceType: info.dtype, rows: table.rows,
+                                                      dim: table.dim, destination: out) {
+                    throw BagelError(.invalidWeights, "\(path): tensor \(name) row \(row) holds a NaN or an infinity; "
+                                     + "int8 quantisation needs finite rows")
+                }
+            }
+        }
+        return EmbeddingTable(rows: table.rows, dim: table.dim, dtype: .int8, pooling: table.pooling, storage: storage)
     }
 
     /// A model with weights drawn as `bagel init` draws them (same seed, same numbers), in memory.

@@ -10,9 +10,20 @@ public enum PoolingMode: String, Codable, Sendable, CaseIterable {
 
 /// The element type an embedding table is kept in, in memory and on the GPU.
 public enum StorageType: String, Codable, Sendable, CaseIterable {
-    case fp32, fp16, bf16
+    /// int8: row-wise quantised in FBGEMM's fused 8-bit layout (see `RowwiseInt8`).
+    case fp32, fp16, bf16, int8
 
-    public var byteWidth: Int { self == .fp32 ? 4 : 2 }
+    /// Bytes of one element (int8: of its code).
+    public var byteWidth: Int {
+        switch self {
+        case .fp32: return 4
+        case .fp16, .bf16: return 2
+        case .int8: return 1
+        }
+    }
+
+    /// Bytes of one row of `dim` elements (int8 rows end with their fp32 scale and bias).
+    public func rowBytes(dim: Int) -> Int { dim * byteWidth + (self == .int8 ? RowwiseInt8.extraBytes : 0) }
 }
 
 /// How the bottom-MLP output and the pooled embeddings are combined before the top MLP.
@@ -37,7 +48,7 @@ public struct TableConfig: Codable, Sendable, Equatable {
         self.dtype = dtype
     }
 
-    public var byteCount: Int { rows * dim * dtype.byteWidth }
+    public var byteCount: Int { rows * dtype.rowBytes(dim: dim) }
 
     enum CodingKeys: String, CodingKey, CaseIterable { case rows, dim, pooling, dtype }
 
@@ -176,6 +187,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             }
             guard table.dim >= 1 && table.dim <= 4096 else {
                 throw fail("tables[\(t)].dim", "must be between 1 and 4096, found \(table.dim)")
+            }
+            if table.dtype == .int8 && table.dim % 4 != 0 {
+                throw fail("tables[\(t)].dim", "int8 rows need a dim that is a multiple of 4 (the row's scale and bias "
+                                                + "follow its codes, 4-byte aligned), found \(table.dim)")
             }
             if interaction == .dot && table.dim != bottomOutputWidth {
                 throw fail(

@@ -50,6 +50,7 @@ public enum NumericConversion {
             case .BF16: return floatFromBF16(src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
             case .I32: return Float(src.loadUnaligned(fromByteOffset: i * 4, as: Int32.self))
             case .I64: return Float(src.loadUnaligned(fromByteOffset: i * 8, as: Int64.self))
+            case .U8: return Float(src.load(fromByteOffset: i, as: UInt8.self))
             }
         }
         switch destinationType {
@@ -62,6 +63,8 @@ public enum NumericConversion {
         case .bf16:
             let out = dst.assumingMemoryBound(to: UInt16.self)
             for i in 0..<count { out[i] = bf16FromFloat(read(i)) }
+        case .int8:
+            preconditionFailure("int8 is row-wise: RowwiseInt8.quantizeRows converts whole rows")
         }
     }
 }

@@ -8,23 +8,26 @@ import Foundation
 
 /// Element types of the safetensors format that Bagel reads.
 public enum SafeTensorsDType: String, Sendable, CaseIterable {
-    case F64, F32, F16, BF16, I64, I32
+    case F64, F32, F16, BF16, I64, I32, U8
 
     public var byteWidth: Int {
         switch self {
         case .F64, .I64: return 8
         case .F32, .I32: return 4
         case .F16, .BF16: return 2
+        case .U8: return 1
         }
     }
 
-    public var isFloatingPoint: Bool { self != .I64 && self != .I32 }
+    public var isFloatingPoint: Bool { [.F64, .F32, .F16, .BF16].contains(self) }
 
+    /// The dtype a table of `storage` is written with (int8 rows: U8, shape [rows, dim + 8]).
     public init(_ storage: StorageType) {
         switch storage {
         case .fp32: self = .F32
         case .fp16: self = .F16
         case .bf16: self = .BF16
+        case .int8: self = .U8
         }
     }
 }

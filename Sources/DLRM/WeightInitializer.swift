@@ -82,10 +82,43 @@ public enum WeightInitializer {
         }
     }
 
-    /// The whole tensor in `dtype`, into `out` (which holds elementCount × byteWidth bytes).
+    /// The whole tensor in `dtype`, into `out` (which holds rows × dtype.rowBytes bytes).
     public static func generate(_ entry: Entry, index: Int, seed: UInt64, dtype: StorageType,
                                 into out: UnsafeMutableRawBufferPointer) {
-        fill(entry, index: index, seed: seed, elements: 0..<entry.elementCount, dtype: dtype, into: out)
+        guard dtype == .int8 else {
+            return fill(entry, index: index, seed: seed, elements: 0..<entry.elementCount, dtype: dtype, into: out)
+        }
+        let (rows, dim) = (entry.shape[0], entry.shape[1])
+        let block = int8BlockRows(dim: dim)
+        for start in stride(from: 0, to: rows, by: block) {
+            let end = min(rows, start + block)
+            let bytes = dtype.rowBytes(dim: dim)
+            fillInt8(entry, index: index, seed: seed, rows: start..<end,
+                     into: UnsafeMutableRawBufferPointer(rebasing: out[(start * bytes)..<(end * bytes)]))
+        }
+    }
+
+    /// Rows of a table per block when drawing it as int8: whole rows whose first element starts a
+    /// chunk (so the numbers are those of the fp32 table), about 4M elements.
+    static func int8BlockRows(dim: Int) -> Int {
+        func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+        let unit = chunkElements / gcd(dim, chunkElements)  // rows whose elements fill whole chunks
+        return unit * max(1, (chunkElements * 64 / dim) / unit)
+    }
+
+    /// Rows `rows` of an embedding tensor drawn as fp32 (the same numbers as an fp32 table) and
+    /// quantised row by row (`RowwiseInt8`) into `out`.
+    static func fillInt8(_ entry: Entry, index: Int, seed: UInt64, rows: Range<Int>, into out: UnsafeMutableRawBufferPointer) {
+        let dim = entry.shape[1]
+        var floats = [Float](repeating: 0, count: rows.count * dim)
+        floats.withUnsafeMutableBytes { bytes in
+            fill(entry, index: index, seed: seed, elements: (rows.lowerBound * dim)..<(rows.upperBound * dim), dtype: .fp32,
+                 into: bytes)
+        }
+        floats.withUnsafeBytes { bytes in
+            // Drawn values are finite: there is no bad row to report.
+            _ = RowwiseInt8.quantizeRows(source: bytes, sourceType: .F32, rows: rows.count, dim: dim, destination: out)
+        }
     }
 
     /// The whole tensor as Float.
@@ -109,8 +142,11 @@ public enum ModelWriter {
             if case .embedding(let t) = entry.role { return config.tables[t].dtype }
             return .fp32
         }
-        let fileEntries = entries.map {
-            SafeTensorsWriter.Entry(name: $0.name, dtype: SafeTensorsDType(dtype(of: $0)), shape: $0.shape)
+        let fileEntries = entries.map { entry in
+            let type = dtype(of: entry)
+            // int8 tables are written as FBGEMM's fused rows: U8, [rows, dim + 8].
+            let shape = type == .int8 ? [entry.shape[0], entry.shape[1] + RowwiseInt8.extraBytes] : entry.shape
+            return SafeTensorsWriter.Entry(name: entry.name, dtype: SafeTensorsDType(type), shape: shape)
         }
         let total = fileEntries.reduce(0) { $0 + $1.byteCount }
         let weightsPath = (directory as NSString).appendingPathComponent(Model.weightsFileName)
@@ -122,6 +158,23 @@ public enum ModelWriter {
         defer { block.deallocate() }
         for (index, entry) in entries.enumerated() {
             let type = dtype(of: entry)
+            if type == .int8 {
+                let (rows, dim) = (entry.shape[0], entry.shape[1])
+                let rowBytes = type.rowBytes(dim: dim)
+                let blockRows = WeightInitializer.int8BlockRows(dim: dim)
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: min(rows, blockRows) * rowBytes, alignment: 64)
+                defer { buffer.deallocate() }
+                for start in stride(from: 0, to: rows, by: blockRows) {
+                    let end = min(rows, start + blockRows)
+                    let bytes = (end - start) * rowBytes
+                    WeightInitializer.fillInt8(entry, index: index, seed: seed, rows: start..<end,
+                                               into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
+                    try writer.write(UnsafeRawBufferPointer(rebasing: buffer[0..<bytes]))
+                    written += bytes
+                    progress(written, total)
+                }
+                continue
+            }
             var start = 0
             while start < entry.elementCount {
                 let end = min(entry.elementCount, start + blockElements)

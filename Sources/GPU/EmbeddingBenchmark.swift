@@ -20,9 +20,9 @@ public struct EmbeddingWorkload: Sendable, Codable {
 
     public init() {}
 
-    public var rowBytes: Int { dim * storage.byteWidth }
+    public var rowBytes: Int { storage.rowBytes(dim: dim) }
     public var tableBytes: Int { rows * rowBytes }
-    /// Bytes a table's lookups read: bags × lookups × dim × element size.
+    /// Bytes a table's lookups read: bags × lookups × row bytes (int8: codes, scale and bias).
     public var lookupBytes: Int { bags * lookups * rowBytes }
 }
 
@@ -80,8 +80,13 @@ public final class EmbeddingBenchmark {
         let scale = Float((1.0 / Double(workload.rows)).squareRoot())
         tables = try (0..<workload.tables).map { t in
             let buffer = try DeviceBuffer<UInt8>(context: context, count: workload.tableBytes)
-            try elementwise.encodeFill(buffer.address, count: workload.rows * workload.dim, storage: workload.storage,
-                                       seed: seed &+ UInt64(t), scale: scale, stream: stream)
+            if workload.storage == .int8 {
+                try elementwise.encodeFillInt8Rows(buffer.address, rows: workload.rows, dim: workload.dim,
+                                                   seed: seed &+ UInt64(t), scale: scale, stream: stream)
+            } else {
+                try elementwise.encodeFill(buffer.address, count: workload.rows * workload.dim, storage: workload.storage,
+                                           seed: seed &+ UInt64(t), scale: scale, stream: stream)
+            }
             return buffer
         }
         output = try DeviceBuffer<Float>(context: context, count: workload.bags * workload.dim)
@@ -397,10 +402,12 @@ public final class EmbeddingBenchmark {
         let w = workload
         let key = EmbeddingAutotuner.key(
             gpu: context.device.name, config: ModelConfig(name: "bench", denseFeatures: 1, bottomMLP: [w.dim],
-                tables: Array(repeating: TableConfig(rows: w.rows, dim: w.dim), count: w.tables), topMLP: [1]),
+                tables: Array(repeating: TableConfig(rows: w.rows, dim: w.dim, dtype: StorageType(w.storage)), count: w.tables),
+                topMLP: [1]),
             hotRows: dataset.hotRows, traffic: "\(dataset.name)/\(w.bags)x\(w.lookups)")
         let report = try EmbeddingAutotuner.choose(tables: w.tables, key: key, gpu: context.device.name) { spec in
             let knobs = try EmbeddingBagKnobs.parse(spec).knobs
+            if knobs.family == .baseline && w.storage == .int8 { return nil }  // no int8 baseline kernels
             return try run(dataset, label: spec, knobs: knobs, runs: 5).perTable
         }
         EmbeddingAutotuner.save(report)
@@ -432,7 +439,7 @@ public final class EmbeddingBenchmark {
         // The CPU twin over the original table and indices.
         let host = try tables[0].download()
         let storage = TensorStorage(byteCount: host.count) { out in host.withUnsafeBytes { out.copyMemory(from: $0) } }
-        let type: StorageType = w.storage == .fp32 ? .fp32 : w.storage == .fp16 ? .fp16 : .bf16
+        let type = StorageType(w.storage)
         let cpuTable = EmbeddingTable(rows: w.rows, dim: w.dim, dtype: type, pooling: .sum, storage: storage)
         let bags = (0..<w.bags).map { b in dataset.indices[0][0][(b * w.lookups)..<((b + 1) * w.lookups)].map { Int($0) } }
         var expected = [Float](repeating: 0, count: w.bags * w.dim)

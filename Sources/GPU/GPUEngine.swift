@@ -145,7 +145,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         var resident: [ResidentTable] = []
         for (t, table) in model.tables.enumerated() {
             let knobs = parsed[t]
-            let rowBytes = table.dim * EmbeddingStorage(table.dtype).byteWidth
+            let rowBytes = EmbeddingStorage(table.dtype).rowBytes(dim: table.dim)
             let keep = hot.map { min($0[t].count, share / max(rowBytes, 1)) } ?? 0
             let list = hot.map { Array($0[t].prefix(keep)) }
             resident.append(
@@ -216,6 +216,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         let report = try EmbeddingAutotuner.choose(tables: tables.count, key: tuneKey, gpu: context.device.name) { spec in
             let knobs = try EmbeddingBagKnobs.parse(spec).knobs
             if knobs.needsHotRows && tables.contains(where: { $0.hotBitmap == nil }) { return nil }
+            if knobs.family == .baseline && tables.contains(where: { $0.storage == .int8 }) { return nil }
             var kernels: [String: EmbeddingBagKernel] = [:]
             return try tables.enumerated().map { t, table in
                 let key = "\(table.dim)/\(table.storage.rawValue)"

@@ -136,26 +136,32 @@ public final class ParitySuite {
         // The knobs the autotuner and the benchmarks turn: bag splitting, deeper unrolling, the
         // permuted-table form of the hints, other prefetch distances.
         for extra in ["split=2", "split=4,unroll=16", "unroll=32", "hints=permuted,split=2"] {
-            for (storage, dim) in [(EmbeddingStorage.fp32, 128), (.bf16, 64), (.fp32, 13)] {
+            for (storage, dim) in [(EmbeddingStorage.fp32, 128), (.bf16, 64), (.fp32, 13), (.int8, 128)] {
                 cases.append(EmbeddingCase(variant: .bagel, storage: storage, width: .bits32, dim: dim, extra: extra))
             }
         }
         for extra in ["dist=4", "dist=8", "dist=3", "dist=2,prefetch=l1", "dist=8,prefetch=shared", "regs=32"] {
             cases.append(EmbeddingCase(variant: .rpf, storage: .fp32, width: .bits64, dim: 128, extra: extra))
         }
-        return cases.filter { (try? $0.knobs.validate(storage: $0.storage)) != nil }
+        return cases.filter {
+            (try? $0.knobs.validate(storage: $0.storage)) != nil && ($0.storage != .int8 || $0.dim % 4 == 0)
+        }
     }
 
     /// Random rows in ±1 stored as `storage`.
     func randomTable(rows: Int, dim: Int, storage: EmbeddingStorage, pooling: PoolingMode, rng: inout SeededGenerator)
         -> EmbeddingTable
     {
-        let type: StorageType = storage == .fp32 ? .fp32 : storage == .fp16 ? .fp16 : .bf16
+        let type = StorageType(storage)
         let values = (0..<(rows * dim)).map { _ in 2 * rng.nextUnitFloat() - 1 }
-        let tensor = TensorStorage(byteCount: rows * dim * storage.byteWidth) { out in
+        let tensor = TensorStorage(byteCount: rows * type.rowBytes(dim: dim)) { out in
             values.withUnsafeBytes {
-                NumericConversion.convert(source: $0, sourceType: .F32, count: values.count, destination: out,
-                                          destinationType: type)
+                if type == .int8 {
+                    _ = RowwiseInt8.quantizeRows(source: $0, sourceType: .F32, rows: rows, dim: dim, destination: out)
+                } else {
+                    NumericConversion.convert(source: $0, sourceType: .F32, count: values.count, destination: out,
+                                              destinationType: type)
+                }
             }
         }
         return EmbeddingTable(rows: rows, dim: dim, dtype: type, pooling: pooling, storage: tensor)

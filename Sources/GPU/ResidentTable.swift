@@ -8,6 +8,18 @@ extension EmbeddingStorage {
         case .fp32: self = .fp32
         case .fp16: self = .fp16
         case .bf16: self = .bf16
+        case .int8: self = .int8
+        }
+    }
+}
+
+extension StorageType {
+    init(_ storage: EmbeddingStorage) {
+        switch storage {
+        case .fp32: self = .fp32
+        case .fp16: self = .fp16
+        case .bf16: self = .bf16
+        case .int8: self = .int8
         }
     }
 }
@@ -56,7 +68,7 @@ final class ResidentTable: @unchecked Sendable {
     /// A bit per row, set for hot rows (eviction hints without permuting the table).
     let hotBitmap: DeviceBuffer<UInt32>?
 
-    var rowBytes: Int { dim * storage.byteWidth }
+    var rowBytes: Int { storage.rowBytes(dim: dim) }
 
     /// Uploads `table`. With `permute`, stores the hot rows first (gathered on the device); the
     /// first `pinCount` hot rows become the pin list; with `bitmap`, the hot rows' bits are set.
@@ -72,7 +84,7 @@ final class ResidentTable: @unchecked Sendable {
         if permute, let hot {
             let layout = TableLayout.hotFirst(hot: hot, rows: table.rows)
             self.layout = layout
-            let rowBytes = table.dim * storage.byteWidth
+            let rowBytes = storage.rowBytes(dim: table.dim)
             if rowBytes % 4 == 0 {
                 let staging = try DeviceBuffer<UInt8>(context: context, count: bytes.count)
                 try Self.upload(bytes, to: staging)
@@ -82,7 +94,7 @@ final class ResidentTable: @unchecked Sendable {
                     rowBytes: rowBytes, stream: stream)
                 try stream.synchronize()
             } else {
-                // Rows of 2-byte multiples: gather on the host.
+                // Rows of 2-byte multiples (odd dims in 16-bit storage): gather on the host.
                 var permuted = [UInt8](repeating: 0, count: bytes.count)
                 for (position, row) in layout.order!.enumerated() {
                     for b in 0..<rowBytes { permuted[position * rowBytes + b] = bytes[Int(row) * rowBytes + b] }

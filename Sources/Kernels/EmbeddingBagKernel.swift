@@ -3,10 +3,30 @@ import Foundation
 
 /// Element type of an embedding table on the GPU.
 public enum EmbeddingStorage: String, Sendable, CaseIterable, Codable {
-    case fp32, fp16, bf16
+    /// int8: row-wise quantised, FBGEMM's fused 8-bit layout (dim uint8 codes, then the row's fp32
+    /// scale and bias; element = scale · code + bias). Vectorized kernels only.
+    case fp32, fp16, bf16, int8
 
-    public var byteWidth: Int { self == .fp32 ? 4 : 2 }
-    var code: Int { self == .fp32 ? 0 : self == .fp16 ? 1 : 2 }
+    /// Bytes of one element's code.
+    public var byteWidth: Int {
+        switch self {
+        case .fp32: return 4
+        case .fp16, .bf16: return 2
+        case .int8: return 1
+        }
+    }
+
+    /// Bytes of one row of `dim` elements (int8 rows carry their scale and bias).
+    public func rowBytes(dim: Int) -> Int { dim * byteWidth + (self == .int8 ? 8 : 0) }
+
+    var code: Int {
+        switch self {
+        case .fp32: return 0
+        case .fp16: return 1
+        case .bf16: return 2
+        case .int8: return 3
+        }
+    }
 }
 
 /// Width of indices and offsets.
@@ -116,6 +136,9 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
             throw fail("an access-policy window covers one table; the vectorized kernel launches all tables at once")
         }
         if prefetch == .shared && storage != .fp32 { throw fail("the shared-memory prefetch copies 4-byte elements only") }
+        if family == .baseline && storage == .int8 {
+            throw fail("int8 tables run on the vectorized kernels only (PyTorch's kernel has no int8 form to reproduce)")
+        }
         if !(1...32).contains(prefetchDistance) { throw fail("prefetch distance must be 1...32") }
         if ![1, 2, 4, 8, 16, 32].contains(unroll) { throw fail("unroll must be 1, 2, 4, 8, 16 or 32") }
         if ![1, 2, 4].contains(split) { throw fail("split must be 1, 2 or 4") }
@@ -313,6 +336,11 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
     ///   (lets the vectorized kernel store float4).
     public init(library: KernelLibrary, knobs: EmbeddingBagKnobs, dim: Int, storage: EmbeddingStorage,
                 indexWidth: IndexWidth, outputAligned: Bool = true) throws {
+        try knobs.validate(storage: storage)  // before the tuner compiles anything
+        if storage == .int8 && dim % 4 != 0 {
+            throw CUDAError(library: .bagel, code: -1, name: "", message: "int8 rows need a dim that is a multiple of 4 "
+                                + "(their fp32 scale and bias follow the codes), got \(dim)", call: "EmbeddingBagKernel")
+        }
         let knobs = try OccupancyTuning.resolve(
             knobs, dim: dim, storage: storage, indexWidth: indexWidth, architecture: library.architecture,
             nvrtc: library.nvrtc, cache: library.cache)
@@ -360,10 +388,12 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
 
     /// Widest load that divides a row (16 bytes when it can), and the power-of-two lane count that
     /// covers a row with it (at most a warp; wider rows loop over chunks).
+    /// (int8: the load must also divide the row stride, dim + 8, so every row's loads stay aligned.)
     public static func vectorPlan(dim: Int, storage: EmbeddingStorage) -> (lanes: Int, vectorBytes: Int) {
-        let rowBytes = dim * storage.byteWidth
+        let codeBytes = dim * storage.byteWidth
+        let stride = storage.rowBytes(dim: dim)
         var bytes = 16
-        while bytes > storage.byteWidth && rowBytes % bytes != 0 { bytes /= 2 }
+        while bytes > storage.byteWidth && (codeBytes % bytes != 0 || stride % bytes != 0) { bytes /= 2 }
         let elements = bytes / storage.byteWidth
         let needed = (dim + elements - 1) / elements
         var lanes = 1
@@ -403,7 +433,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
             for (t, table) in tables.enumerated() {
                 if let pin { try encodePin(pin, table, stream: stream) }
                 if knobs.l2 == .window {
-                    try stream.setAccessPolicyWindow(base: table.weights, bytes: table.hotRows * dim * storage.byteWidth)
+                    try stream.setAccessPolicyWindow(base: table.weights, bytes: table.hotRows * storage.rowBytes(dim: dim))
                 }
                 var arguments = KernelArguments()
                 arguments.add(tableArgs)
@@ -422,7 +452,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
 
     private func encodePin(_ function: Function, _ table: EmbeddingTableBinding, stream: CUDAStream) throws {
         guard table.pinCount > 0 else { return }
-        let rowBytes = dim * storage.byteWidth
+        let rowBytes = storage.rowBytes(dim: dim)
         let sectors = table.pinCount * ((rowBytes + 31) / 32)
         var arguments = KernelArguments()
         arguments.add(table.weights)
@@ -442,7 +472,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
         }
         if let pin { try encodePin(pin, table, stream: stream) }
         if knobs.l2 == .window {
-            try stream.setAccessPolicyWindow(base: table.weights, bytes: table.hotRows * dim * storage.byteWidth)
+            try stream.setAccessPolicyWindow(base: table.weights, bytes: table.hotRows * storage.rowBytes(dim: dim))
         }
         var a = KernelArguments()
         a.add(table.indices)

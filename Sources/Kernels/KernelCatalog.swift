@@ -21,7 +21,8 @@ public enum KernelCatalog {
             Entry(name: "interaction", spec: InteractionKernel.spec, functions: ["interaction_dot"]),
             Entry(
                 name: "elementwise", spec: ElementwiseKernels.spec,
-                functions: ["sigmoid_column", "fill_uniform_f32", "fill_uniform_f16", "fill_uniform_bf16", "gather_rows"]),
+                functions: ["sigmoid_column", "fill_uniform_f32", "fill_uniform_f16", "fill_uniform_bf16", "fill_rows_i8",
+                            "gather_rows"]),
         ]
         for width in IndexWidth.allCases {
             entries.append(
@@ -35,8 +36,9 @@ public enum KernelCatalog {
             for storage in EmbeddingStorage.allCases {
                 if !everywhere && storage == .bf16 { continue }
                 if knobs.prefetch == .shared && storage != .fp32 { continue }
+                if knobs.family == .baseline && storage == .int8 { continue }
                 for width in IndexWidth.allCases {
-                    for dim in everywhere ? dims : [64, 128] {
+                    for dim in everywhere ? dims : [64, 128] where storage != .int8 || dim % 4 == 0 {
                         let resolved = (try? OccupancyTuning.resolve(
                             knobs, dim: dim, storage: storage, indexWidth: width, architecture: architecture,
                             nvrtc: nvrtc, cache: cache)) ?? knobs
@@ -55,7 +57,7 @@ public enum KernelCatalog {
         // The knobs the autotuner turns (see GPU/Autotuner.swift) and the permuted-table hints.
         for extra in ["hints=permuted", "split=2", "unroll=16", "unroll=16,split=2"] {
             for width in IndexWidth.allCases {
-                for (storage, dim) in [(EmbeddingStorage.fp32, 64), (.fp32, 128), (.bf16, 128)] {
+                for (storage, dim) in [(EmbeddingStorage.fp32, 64), (.fp32, 128), (.bf16, 128), (.int8, 128)] {
                     guard let knobs = try? EmbeddingBagKnobs.parse("bagel:\(extra)").knobs else { continue }
                     entries.append(
                         Entry(name: "bagel:\(extra) \(storage.rawValue) int\(width.rawValue) dim \(dim)",

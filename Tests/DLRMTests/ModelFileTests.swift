@@ -139,8 +139,8 @@ func expectError(_ kind: BagelError.Kind, _ fragments: String..., sourceLocation
         try writeRaw(path, header: #"{"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}"#, data: Array(repeating: 0, count: 8))
         expectError(.invalidWeights, "tensor a", "shape [3]") { _ = try SafeTensorsFile(path: path) }
 
-        try writeRaw(path, header: #"{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}"#, data: [0])
-        expectError(.invalidWeights, "unsupported dtype U8") { _ = try SafeTensorsFile(path: path) }
+        try writeRaw(path, header: #"{"a": {"dtype": "U16", "shape": [1], "data_offsets": [0, 2]}}"#, data: [0, 0])
+        expectError(.invalidWeights, "unsupported dtype U16") { _ = try SafeTensorsFile(path: path) }
 
         try writeRaw(
             path, header: #"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#,

@@ -83,12 +83,14 @@ public enum RandomModels {
         seed: UInt64, interaction: InteractionOp = .dot, pooling: PoolingMode? = nil, dtype: StorageType = .fp32
     ) -> ModelConfig {
         var rng = SeededGenerator(seed: seed)
-        let dim = [4, 8, 13, 16, 32][rng.nextIndex(below: 5)]
+        // int8 rows need dims that are multiples of 4: round the drawn dims up (same draws otherwise).
+        func legal(_ d: Int) -> Int { dtype == .int8 ? (d + 3) / 4 * 4 : d }
+        let dim = legal([4, 8, 13, 16, 32][rng.nextIndex(below: 5)])
         let tableCount = 1 + rng.nextIndex(below: 5)
         let tables = (0..<tableCount).map { _ in
             TableConfig(
                 rows: 1 + rng.nextIndex(below: 300),
-                dim: interaction == .dot ? dim : 1 + rng.nextIndex(below: 20),
+                dim: interaction == .dot ? dim : legal(1 + rng.nextIndex(below: 20)),
                 pooling: pooling ?? (rng.nextIndex(below: 2) == 0 ? .sum : .mean), dtype: dtype)
         }
         return ModelConfig(

@@ -11,7 +11,7 @@ public enum EmbeddingBagCPU {
         output: UnsafeMutablePointer<Float>, outputStride: Int
     ) {
         let dim = table.dim
-        let rowBytes = dim * table.dtype.byteWidth
+        let rowBytes = table.dtype.rowBytes(dim: dim)
         let base = table.storage.bytes.baseAddress!
         let wide = feature.indices.type == .int64
         feature.indices.withUnsafeBytes { indexBytes in
@@ -69,6 +69,20 @@ public enum EmbeddingBagCPU {
             }
             while c < dim {
                 out[c] += Float(row.loadUnaligned(fromByteOffset: c * 2, as: Float16.self)) * weight
+                c += 1
+            }
+        case .int8:
+            // element = scale · code + bias (FBGEMM's fused 8-bit rows), then weighted as any other.
+            let (scale, bias) = RowwiseInt8.scaleAndBias(row: row, dim: dim)
+            while c < vectorEnd {
+                let codes = SIMD8<UInt32>(truncatingIfNeeded: row.loadUnaligned(fromByteOffset: c, as: SIMD8<UInt8>.self))
+                let v = SIMD8<Float>(codes) * scale + bias
+                let acc = o.loadUnaligned(fromByteOffset: c * 4, as: SIMD8<Float>.self)
+                o.storeBytes(of: acc + v * weight, toByteOffset: c * 4, as: SIMD8<Float>.self)
+                c += 8
+            }
+            while c < dim {
+                out[c] += (Float(row.load(fromByteOffset: c, as: UInt8.self)) * scale + bias) * weight
                 c += 1
             }
         case .bf16:

@@ -4,6 +4,8 @@
 //   fill_uniform_f32    p[i] = scale · (2u − 1), u uniform in [0, 1) from a counter-based hash of (seed, i):
 //   fill_uniform_f16    benchmark tables filled on the device (a 5M-row table would take seconds to
 //   fill_uniform_bf16   generate on the host and copy).
+//   fill_rows_i8        int8 row-wise rows (codes from the same hash, scale 2·scale/255, bias −scale: values
+//                       uniform in ±scale on a 256-step grid), for int8 benchmark tables.
 //   gather_rows         dst row i = src row order[i] (building a table permuted so hot rows come first).
 
 extern "C" __global__ void sigmoid_column(const float *__restrict__ y, long long y_stride, float *__restrict__ p,
@@ -42,6 +44,18 @@ extern "C" __global__ void fill_uniform_bf16(unsigned short *__restrict__ p, lon
         unsigned bits = __float_as_uint(v);
         bits += 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest even
         p[i] = (unsigned short)(bits >> 16);
+    }
+}
+
+extern "C" __global__ void fill_rows_i8(unsigned char *__restrict__ p, long long rows, int dim,
+                                        unsigned long long seed, float scale) {
+    const long long rowBytes = dim + 8;
+    for (long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += (long long)gridDim.x * blockDim.x) {
+        unsigned char *row = p + r * rowBytes;
+        for (int c = 0; c < dim; c++) row[c] = (unsigned char)(hashed_unit(seed, r * dim + c) * 256.f);
+        float *sb = reinterpret_cast<float *>(row + dim);  // dim % 4 == 0: 4-byte aligned
+        sb[0] = 2.f * scale / 255.f;
+        sb[1] = -scale;
     }
 }
 

@@ -23,7 +23,9 @@
 //       SPLIT=s               s lane groups share a bag, each summing a contiguous part in order; the parts are
 //                             added in part order through shared memory (more rows in flight when few bags).
 //
-// Storage: STORAGE=0 fp32 | 1 fp16 | 2 bf16 (rows widened to fp32; fp32 accumulation, in bag order).
+// Storage: STORAGE=0 fp32 | 1 fp16 | 2 bf16 (rows widened to fp32; fp32 accumulation, in bag order)
+//          | 3 int8 row-wise (FBGEMM's fused 8-bit layout: DIM uint8 codes, then the row's fp32 scale and
+//          bias; element = scale · code + bias). int8 builds the vectorized kernel only.
 // Indices and offsets: INDEX_BITS=32 | 64. DIM is the row width in elements.
 // Out-of-range indices are skipped (the host validates first; this only keeps a bad batch from
 // reading outside the table).
@@ -47,15 +49,25 @@ typedef long long index_t;
 #if STORAGE == 0
 typedef float storage_t;
 #define STORAGE_BYTES 4
+#elif STORAGE == 3
+typedef unsigned char storage_t;
+#define STORAGE_BYTES 1
 #else
 typedef unsigned short storage_t;
 #define STORAGE_BYTES 2
 #endif
 
+// A row's stride in storage elements: int8 rows carry 8 more bytes (scale, bias).
+#if STORAGE == 3
+#define ROW_ELEMS (DIM + 8)
+#else
+#define ROW_ELEMS DIM
+#endif
+
 // One table of a launch, in device memory. Thirteen 8-byte fields; the host writes the same layout
 // (EmbeddingBagKernel.writeTableArgs).
 struct TableArgs {
-    const storage_t *weights;  // rows × DIM
+    const storage_t *weights;  // rows × ROW_ELEMS
     const index_t *indices;
     const index_t *offsets;  // batch + 1
     const float *sample_weights;  // one per index, or null
@@ -77,11 +89,14 @@ __device__ __forceinline__ float widen(storage_t v) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v));
     return f;
+#elif STORAGE == 3
+    return (float)v;  // the code; the row's scale and bias are applied by the caller
 #else
     return __uint_as_float(((unsigned)v) << 16);
 #endif
 }
 
+#if STORAGE != 3  // PyTorch has no int8 EmbeddingBag kernel to reproduce
 // ============================================================================================
 // Baseline (PyTorch's kernel) and the paper's plug-ins
 // ============================================================================================
@@ -282,6 +297,7 @@ extern "C" __global__ void BASELINE_BOUNDS embedding_bag_baseline_table(const Ta
     baseline_body(t.indices, t.offsets, t.weights, t.output, t.offset2bag, batch, DIM, DIM, 1, (int)t.mean,
                   t.bag_size, t.sample_weights, 1, -1, t.rows, t.out_stride);
 }
+#endif  // STORAGE != 3
 
 // The paper's L2 pin pass: prefetch every 32-byte sector of each hot row into L2 with the
 // evict_last priority, so the lookups that follow find them there.
@@ -361,12 +377,32 @@ __device__ __forceinline__ raw_t load_row(const raw_t *p, unsigned long long pol
 #endif
 }
 
+// A row's dequantisation (int8: scale and bias; other storage: none).
+struct RowScale {
+    float scale, bias;
+};
+
+__device__ __forceinline__ RowScale row_scale(const storage_t *row) {
+#if STORAGE == 3
+    const float *sb = reinterpret_cast<const float *>(row + DIM);
+    return RowScale{__ldg(sb), __ldg(sb + 1)};
+#else
+    (void)row;
+    return RowScale{1.f, 0.f};
+#endif
+}
+
 // Adds weight × the ELEMS elements packed in `v` to acc.
-__device__ __forceinline__ void accumulate(float *acc, raw_t v, float weight, bool weighted) {
+__device__ __forceinline__ void accumulate(float *acc, raw_t v, float weight, bool weighted, RowScale rs) {
     const storage_t *e = reinterpret_cast<const storage_t *>(&v);
 #pragma unroll
     for (int k = 0; k < ELEMS; k++) {
+#if STORAGE == 3
+        const float x = fmaf(rs.scale, widen(e[k]), rs.bias);
+#else
+        (void)rs;
         const float x = widen(e[k]);
+#endif
         acc[k] = weighted ? fmaf(weight, x, acc[k]) : acc[k] + x;
     }
 }
@@ -433,35 +469,38 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
                 w[u] = weighted ? __shfl_sync(groupMask, chunkWeight, j + u, LANES) : 1.f;
             }
             raw_t v[STEP][CHUNKS];
+            RowScale rs[STEP];
 #pragma unroll
             for (int u = 0; u < STEP; u++) {
                 const bool ok = (unsigned long long)idx[u] < (unsigned long long)table.rows;
                 const long long r = ok ? (long long)idx[u] : 0;
-                const storage_t *rowp = table.weights + r * DIM;
+                const storage_t *rowp = table.weights + r * ROW_ELEMS;
                 const unsigned long long policy = POLICY(r);
 #pragma unroll
                 for (int c = 0; c < CHUNKS; c++)
                     if (COLUMN(c) < DIM) v[u][c] = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), policy);
+                rs[u] = row_scale(rowp);
             }
 #pragma unroll
             for (int u = 0; u < STEP; u++) {
                 if ((unsigned long long)idx[u] >= (unsigned long long)table.rows) continue;
 #pragma unroll
                 for (int c = 0; c < CHUNKS; c++)
-                    if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w[u], weighted);
+                    if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w[u], weighted, rs[u]);
             }
         }
         for (; j < n; j++) {
             const index_t idx = __shfl_sync(groupMask, chunk, j, LANES);
             const float w = weighted ? __shfl_sync(groupMask, chunkWeight, j, LANES) : 1.f;
             if ((unsigned long long)idx >= (unsigned long long)table.rows) continue;
-            const storage_t *rowp = table.weights + (long long)idx * DIM;
+            const storage_t *rowp = table.weights + (long long)idx * ROW_ELEMS;
             const unsigned long long policy = POLICY((long long)idx);
+            const RowScale rs = row_scale(rowp);
 #pragma unroll
             for (int c = 0; c < CHUNKS; c++) {
                 if (COLUMN(c) < DIM) {
                     raw_t v = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), policy);
-                    accumulate(acc[c], v, w, weighted);
+                    accumulate(acc[c], v, w, weighted, rs);
                 }
             }
         }
