@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import statistics
+import sys
 
 import numpy as np
 import torch
@@ -36,6 +37,8 @@ def copy_bandwidth():
 def run_dataset(folder, runs):
     with open(os.path.join(folder, "meta.json")) as f:
         meta = json.load(f)
+    if meta["dtype"] not in ("fp32", "fp16", "bf16"):
+        sys.exit(f"torch.nn.EmbeddingBag has no {meta['dtype']} form; compare {meta['dtype']} against an fp32 run")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[meta["dtype"]]
     tables, batches = meta["tables"], meta["batches"]
     bags = []

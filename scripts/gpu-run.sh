@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m sweep ncu e2e e2e-host serve predict
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve predict
 #
 # Every stage logs to <results>/<stage>.txt; JSON results sit beside them; at the end everything is
 # packed into $OUT/results.tgz (the device tool returns at most 8 files). The PyTorch baselines and
@@ -53,6 +53,23 @@ stage_embedding() {
 stage_embedding-5m() {
     embedding_run 5m --rows 5000000 --datasets random --variants "${VARIANTS_5M:-baseline,vectorized,bagel,vectorized:split=2}" \
         --runs "${RUNS:-21}" --table-batched
+}
+
+# int8 row-wise tables against fp32 on Bagel's kernels, with PyTorch fp32 on the same inputs (PyTorch
+# has no int8 EmbeddingBag); then the paper preset's forward with fp32 and with int8 tables.
+stage_int8() {
+    local variants=${INT8_VARIANTS:-vectorized,bagel,vectorized:split=2,vectorized:unroll=16}
+    embedding_run int8-fp32 --datasets "${DATASETS:-random,one_item,low,medium,high}" --variants "$variants" \
+        --runs "${RUNS:-21}" --table-batched --verify
+    $BAGEL bench embedding --dtype int8 --traces $TRACES --datasets "${DATASETS:-random,one_item,low,medium,high}" \
+        --variants "$variants" --runs "${RUNS:-21}" --table-batched --verify --json "$OUT/bagel-int8.json"
+    $BAGEL init --preset paper --dtype int8 --out $WORK/paper-int8 --force > /dev/null
+    for variant in vectorized bagel; do
+        $BAGEL bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 --variant $variant \
+            --dataset medium --traces $TRACES --json "$OUT/e2e-paper-fp32-$variant.json"
+        $BAGEL bench e2e --model $WORK/paper-int8 --batch-size 2048 --device gpu --seconds 3 --variant $variant \
+            --dataset medium --traces $TRACES --json "$OUT/e2e-paper-int8-$variant.json"
+    done
 }
 
 # Bagel only (no PyTorch): a sweep of the paper's knobs (prefetch distance, register caps) on every dataset.

@@ -71,13 +71,20 @@ struct DoctorCommand: ParsableCommand {
         if let nvrtc {
             print("\n== compiling every kernel specialisation")
             let architectures = context.map { [$0.device.architecture] } ?? ["sm_80", "sm_90"]
-            let results = KernelCatalog.compileAll(architectures: architectures, nvrtc: nvrtc, cache: KernelCache())
+            let cache = KernelCache()
+            let results = KernelCatalog.compileAll(architectures: architectures, nvrtc: nvrtc, cache: cache).map { result in
+                context.map { KernelCatalog.completeFromDriver(result, context: $0, nvrtc: nvrtc, cache: cache) } ?? result
+            }
             let bad = results.filter { !$0.ok }
             for result in bad {
                 report("compile \(result.entry.name) \(result.architecture)", false, result.problem)
             }
             let retried = results.filter(\.retried).count
             if retried > 0 { print("note: \(retried) modules compiled twice (the first log lacked a kernel's report)") }
+            let fromDriver = results.filter(\.fromDriver).count
+            if fromDriver > 0 {
+                print("note: \(fromDriver) modules' register counts read from the loaded module (ptxas's log had none)")
+            }
             report("compile \(results.count - bad.count) of \(results.count) modules for \(architectures.joined(separator: ", "))",
                    bad.isEmpty, "no errors, no spills")
         }

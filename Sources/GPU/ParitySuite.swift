@@ -89,6 +89,13 @@ public final class ParitySuite {
         record("forward terabyte tune (autotuner on the first batch, then its choice)") {
             try checkForward(preset: .terabyte, variant: nil, graphs: true)
         }
+        // int8 row-wise tables through the whole engine (the autotuner must skip the baseline family).
+        for (preset, variant) in [(ModelPreset.paper, "vectorized"), (.terabyte, "bagel"), (.kaggle, "tune")] {
+            record("forward \(preset.rawValue) int8 \(variant)") {
+                try checkForward(preset: preset, variant: variant == "tune" ? nil : EmbeddingBagVariant(rawValue: variant),
+                                 graphs: true, dtype: .int8)
+            }
+        }
         for preset in ModelPreset.allCases {
             for variant in forwardVariants(quick: quick) {
                 for graphs in [true, false] where graphs || variant == .vectorized {
@@ -439,8 +446,9 @@ public final class ParitySuite {
     }
 
     /// `variant` nil: the engine tunes itself on the first batch.
-    func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant?, graphs: Bool) throws -> String {
-        let config = preset.config(maxRows: 2000, lookups: preset == .paper ? 20 : 1)
+    func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant?, graphs: Bool,
+                      dtype: StorageType = .fp32) throws -> String {
+        let config = preset.config(maxRows: 2000, dtype: dtype, lookups: preset == .paper ? 20 : 1)
         let model = try Model.random(config: config, seed: seed &+ UInt64(preset.rawValue.count))
         var generator = SyntheticGenerator(
             config: config, pattern: .zipf(exponent: 1.05), bagLength: .uniform(0...(2 * config.lookupsPerTable)),

@@ -77,6 +77,8 @@ public enum KernelCatalog {
         public let error: String?
         /// Compiled a second time because the first log lacked a kernel's report.
         public var retried = false
+        /// Some reports were read from the loaded module (the driver) instead of ptxas's log.
+        public var fromDriver = false
 
         public init(entry: Entry, architecture: String, reports: [PtxasReport], error: String?, retried: Bool = false) {
             self.entry = entry
@@ -99,6 +101,35 @@ public enum KernelCatalog {
                 return "ptxas reported nothing for \(missing.joined(separator: ", "))\(retried ? " (twice)" : "")"
             }
             return "spills: \(relevant.filter(\.spills))"
+        }
+    }
+
+    /// Fills in the reports ptxas left out of NVRTC's log from the module loaded on `context`:
+    /// registers, and local memory per thread counted as spill bytes (our kernels use no stack, so
+    /// any local memory is a spill). Seen on the H200 machine: NVRTC 13.0.88 there leaves the
+    /// `-Xptxas=-v` report out of sm_90 logs (every compile in a plain process, 10 of 194 inside
+    /// `bagel doctor`), while sm_80 logs and every log on a machine without a GPU keep it.
+    public static func completeFromDriver(_ result: CompileResult, context: CUDAContext, nvrtc: NVRTC,
+                                          cache: KernelCache) -> CompileResult {
+        guard result.error == nil, result.relevant.count != result.entry.functions.count,
+              result.architecture == context.device.architecture
+        else { return result }
+        do {
+            let output = try result.entry.spec.compile(architecture: result.architecture, nvrtc: nvrtc, cache: cache)
+            let module = try Module(context: context, image: output.cubin)
+            var reports = result.reports
+            for name in result.entry.functions where !reports.contains(where: { $0.function == name }) {
+                let r = try module.function(name).resources()
+                reports.append(PtxasReport(function: name, registers: r.registers, spillStores: r.localBytes, spillLoads: 0,
+                                           stackFrameBytes: r.localBytes, sharedBytes: r.sharedBytes))
+            }
+            var completed = CompileResult(entry: result.entry, architecture: result.architecture, reports: reports,
+                                          error: nil, retried: result.retried)
+            completed.fromDriver = true
+            return completed
+        } catch {
+            return CompileResult(entry: result.entry, architecture: result.architecture, reports: result.reports,
+                                 error: "loading the module to read its kernels' resources: \(error)", retried: result.retried)
         }
     }
 

@@ -383,7 +383,10 @@ struct RowScale {
 };
 
 __device__ __forceinline__ RowScale row_scale(const storage_t *row) {
-#if STORAGE == 3
+#if STORAGE == 3 && DIM % 8 == 0
+    const float2 sb = __ldg(reinterpret_cast<const float2 *>(row + DIM));  // rows start 8-byte aligned
+    return RowScale{sb.x, sb.y};
+#elif STORAGE == 3
     const float *sb = reinterpret_cast<const float *>(row + DIM);
     return RowScale{__ldg(sb), __ldg(sb + 1)};
 #else
@@ -394,17 +397,25 @@ __device__ __forceinline__ RowScale row_scale(const storage_t *row) {
 
 // Adds weight × the ELEMS elements packed in `v` to acc.
 __device__ __forceinline__ void accumulate(float *acc, raw_t v, float weight, bool weighted, RowScale rs) {
+#if STORAGE == 3
+    // Codes to floats without I2F (quarter rate on the SM): each byte goes into the low byte of
+    // 2^23's bit pattern (one PRMT), and 2^23 comes off exactly (one FADD).
+    const unsigned *words = reinterpret_cast<const unsigned *>(&v);
+#pragma unroll
+    for (int k = 0; k < ELEMS; k++) {
+        const float code = __uint_as_float(__byte_perm(words[k / 4], 0x4B000000u, 0x7540 + (k % 4))) - 8388608.f;
+        const float x = fmaf(rs.scale, code, rs.bias);
+        acc[k] = weighted ? fmaf(weight, x, acc[k]) : acc[k] + x;
+    }
+#else
+    (void)rs;
     const storage_t *e = reinterpret_cast<const storage_t *>(&v);
 #pragma unroll
     for (int k = 0; k < ELEMS; k++) {
-#if STORAGE == 3
-        const float x = fmaf(rs.scale, widen(e[k]), rs.bias);
-#else
-        (void)rs;
         const float x = widen(e[k]);
-#endif
         acc[k] = weighted ? fmaf(weight, x, acc[k]) : acc[k] + x;
     }
+#endif
 }
 
 // No __launch_bounds__: with it ptxas holds 2-byte-storage specialisations to 64 registers and
