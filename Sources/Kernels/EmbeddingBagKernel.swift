@@ -517,7 +517,7 @@ public enum OccupancyTuning {
 
     /// Blocks of 256 threads that fit an SM at `registers` per thread (allocated in units of 8).
     public static func blocksPerSM(registers: Int) -> Int {
-        let perThread = (registers + 7) & ~7
+        let perThread = max(8, (registers + 7) & ~7)  // no count (0) reads as the smallest allocation
         return min(maxThreadsPerSM / blockThreads, registersPerSM / (perThread * blockThreads))
     }
 
@@ -546,11 +546,14 @@ public enum OccupancyTuning {
             let output = try spec.compile(architecture: architecture, nvrtc: nvrtc, cache: cache)
             return PtxasReport.parse(output.log).filter { functions.contains($0.function) }
         }
-        let natural = try reports(uncapped).map(\.registers).max() ?? 0
+        // No report (NVRTC on the H200 machine sometimes leaves it out of sm_90 logs): nothing to
+        // tune from, so the kernel keeps the compiler's own count.
+        guard let natural = try reports(uncapped).map(\.registers).max(), natural > 0 else { return uncapped }
         for cap in candidateCaps(registers: natural) {
             var capped = uncapped
             capped.maxRegisters = cap
-            if try !reports(capped).contains(where: \.spills) { return capped }
+            let capReports = try reports(capped)
+            if !capReports.isEmpty && !capReports.contains(where: \.spills) { return capped }
         }
         return uncapped
     }

@@ -126,6 +126,9 @@ let nvrtc: NVRTC? = {
         #expect(OccupancyTuning.blocksPerSM(registers: 20) == 8)
         #expect(OccupancyTuning.candidateCaps(registers: 48) == [32, 40])
         #expect(OccupancyTuning.candidateCaps(registers: 32) == [])
+        // A kernel without a register count (ptxas's report missing) neither traps nor asks for caps.
+        #expect(OccupancyTuning.blocksPerSM(registers: 0) == 8)
+        #expect(OccupancyTuning.candidateCaps(registers: 0) == [])
     }
 
     @Test func variantParsing() throws {
