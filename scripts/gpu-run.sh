@@ -105,8 +105,9 @@ stage_ncu() {
     for variant in ${NCU_VARIANTS:-baseline optmt optmt:regs=32 rpf rpf:dist=4 rpf-smem rpf-l1 l2p combined vectorized vectorized:split=2 bagel}; do
         for dataset in ${NCU_DATASETS:-medium random}; do
             $ncu --clock-control none --kernel-name regex:embedding_bag --launch-skip 1 --launch-count 1 \
-                --csv --page raw --metrics "$NCU_METRICS" --log-file "$OUT/ncu/${variant//:/_}-$dataset.csv" \
+                --csv --page raw --metrics "$NCU_METRICS" --log-file "$OUT/ncu/${variant//:/_}-$dataset${NCU_DTYPE:+-$NCU_DTYPE}.csv" \
                 $BAGEL bench embedding --tables 1 --runs 2 --datasets $dataset --variants $variant --traces $TRACES \
+                    --dtype "${NCU_DTYPE:-fp32}" \
                 > /dev/null 2>> "$OUT/ncu/errors.txt" || echo "ncu failed for $variant $dataset"
         done
     done
