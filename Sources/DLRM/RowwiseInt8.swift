@@ -1,6 +1,3 @@
-import Dispatch
-import Foundation
-
 /// Row-wise int8 quantisation in FBGEMM's fused 8-bit layout (what
 /// `torch.ops.fbgemm.FloatToFused8BitRowwiseQuantized` writes): each row is `dim` uint8 codes
 /// followed by the row's fp32 scale and bias, little-endian; element c = scale · code[c] + bias.
@@ -60,8 +57,8 @@ public enum RowwiseInt8 {
         let blocks = (rows + blockRows - 1) / blockRows
         let input = SendableRawBuffer(UnsafeMutableRawBufferPointer(mutating: source))
         let out = SendableRawBuffer(destination)
-        let firstBad = FirstIndex()
-        DispatchQueue.concurrentPerform(iterations: blocks) { b in
+        // Each block reports its first bad row; blocks come back in order, so the first report is the smallest.
+        let badRows = HostParallel.map(blocks, parallel: true) { b -> Int? in
             let start = b * blockRows
             let end = min(rows, start + blockRows)
             var scratch = [Float](repeating: 0, count: (end - start) * dim)
@@ -70,26 +67,17 @@ public enum RowwiseInt8 {
                     source: UnsafeRawBufferPointer(rebasing: input.buffer[(start * dim * sourceType.byteWidth)...]),
                     sourceType: sourceType, count: (end - start) * dim, destination: floats, destinationType: .fp32)
             }
-            scratch.withUnsafeBufferPointer { floats in
+            return scratch.withUnsafeBufferPointer { floats in
+                var firstBad: Int?
                 for r in start..<end {
                     let ok = quantize(floats.baseAddress! + (r - start) * dim, dim: dim,
                                       into: out.buffer.baseAddress! + r * (dim + extraBytes))
-                    if !ok { firstBad.record(r) }
+                    if !ok && firstBad == nil { firstBad = r }
                 }
+                return firstBad
             }
         }
-        return firstBad.value
+        return badRows.lazy.compactMap { $0 }.first
     }
 }
 
-/// The smallest index recorded from several threads.
-final class FirstIndex: @unchecked Sendable {
-    private let lock = NSLock()
-    private var smallest: Int?
-
-    func record(_ index: Int) {
-        lock.withLock { smallest = min(smallest ?? index, index) }
-    }
-
-    var value: Int? { lock.withLock { smallest } }
-}

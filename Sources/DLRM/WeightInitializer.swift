@@ -90,9 +90,9 @@ public enum WeightInitializer {
         }
         let (rows, dim) = (entry.shape[0], entry.shape[1])
         let block = int8BlockRows(dim: dim)
+        let bytes = dtype.rowBytes(dim: dim)
         for start in stride(from: 0, to: rows, by: block) {
             let end = min(rows, start + block)
-            let bytes = dtype.rowBytes(dim: dim)
             fillInt8(entry, index: index, seed: seed, rows: start..<end,
                      into: UnsafeMutableRawBufferPointer(rebasing: out[(start * bytes)..<(end * bytes)]))
         }

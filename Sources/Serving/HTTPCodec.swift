@@ -127,14 +127,14 @@ public enum HTTPCodec {
             return .fp32(numbers.map { Float($0.double) })
         case .int32:
             return .int32(try numbers.enumerated().map { i, n in
-                guard let v = n.integer ?? Int64(exactly: n.double), let narrow = Int32(exactly: v) else {
+                guard let v = n.exactInteger, let narrow = Int32(exactly: v) else {
                     throw RequestError(.badRequest, "input \(name): element \(i) is not an INT32")
                 }
                 return narrow
             })
         case .int64:
             return .int64(try numbers.enumerated().map { i, n in
-                guard let v = n.integer ?? (abs(n.double) < 9.0e15 ? Int64(exactly: n.double) : nil) else {
+                guard let v = n.exactInteger else {
                     throw RequestError(.badRequest, "input \(name): element \(i) is not an integer")
                 }
                 return v

@@ -37,9 +37,7 @@ public enum JSONValue: Sendable, Equatable {
     /// An integral number that fits an Int (1.0 and 1e2 count; 1.5 and true do not).
     public var integer: Int? {
         guard case .number(let n) = self else { return nil }
-        if let i = n.integer { return Int(exactly: i) }
-        if n.double.rounded() == n.double, abs(n.double) < 9.0e15 { return Int(n.double) }
-        return nil
+        return n.exactInteger.flatMap { Int(exactly: $0) }
     }
 
     /// Parses `bytes` (UTF-8). Errors say what was expected and at which byte.
@@ -60,6 +58,10 @@ public enum JSONValue: Sendable, Equatable {
 public struct JSONNumber: Sendable, Equatable {
     public let double: Double
     public let integer: Int64?
+
+    /// The integer this number is: the literal's exact value, or an integral double below 9e15
+    /// (1.0, 1e2), where a double still holds every integer exactly.
+    public var exactInteger: Int64? { integer ?? (abs(double) < 9.0e15 ? Int64(exactly: double) : nil) }
 }
 
 /// Why a body is not JSON, and where.
@@ -321,8 +323,7 @@ struct JSONReader {
         guard value.isFinite else {
             throw JSONSyntaxError(message: "a number too large for a double", offset: start)
         }
-        let exact = integral && Int64(exactly: value) != nil ? Int64(exactly: value) : nil
-        return JSONNumber(double: value, integer: exact)
+        return JSONNumber(double: value, integer: integral ? Int64(exactly: value) : nil)
     }
 
     static func printable(_ c: UInt8) -> String {
