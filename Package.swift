@@ -8,7 +8,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "bagel", targets: ["bagel"]),
-        .library(name: "DLRM", targets: ["DLRM"]),
+        .library(name: "DLRM", targets: ["Core", "DLRM"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -23,30 +23,46 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
+        // Small value types every layer shares: storage and index types, errors with a location,
+        // statistics, cache directories, stable hashes, host parallelism.
+        .target(name: "Core"),
         // C declarations of the CUDA driver / NVRTC / cuBLASLt types and function-pointer signatures
-        // Bagel calls, so Swift gets the C ABI right. Declarations only: nothing links CUDA.
+        // Bagel calls, so Swift gets the C ABI right, and the kernel ABI header (records the kernels
+        // read, Sources/Kernels/cuda/kernel_abi.h). Declarations only: nothing links CUDA.
         .target(name: "CCUDA"),
-        .target(name: "CUDA", dependencies: ["CCUDA"]),
-        // The .cu sources are embedded in the binary and compiled by NVRTC at run time.
+        // The only layer that touches the CUDA C API: libraries, device, memory, streams, graphs,
+        // modules, the kernel cache. No ops.
+        .target(name: "CUDA", dependencies: ["CCUDA", "Core"]),
+        // Model files, batches and the CPU reference engine (one file per op in CPU/).
+        .target(name: "DLRM", dependencies: ["Core"]),
+        // Criteo TSV, JSON lines, traces, synthetic traffic, access profiles.
+        .target(name: "Inputs", dependencies: ["Core", "DLRM"]),
+        // The GPU kernels: .cu sources embedded in the binary and compiled by NVRTC at run time,
+        // and one Swift folder per op with its specs, knobs and launcher.
         .target(
             name: "Kernels",
-            dependencies: ["CUDA"],
+            dependencies: ["Core", "CCUDA", "CUDA"],
             resources: [
-                .embedInCode("cuda/embedding_bag.cu"),
+                .embedInCode("cuda/kernel_abi.h"),
+                .embedInCode("cuda/embedding_bag_common.cuh"),
+                .embedInCode("cuda/embedding_bag_baseline.cu"),
+                .embedInCode("cuda/embedding_bag_vectorized.cu"),
+                .embedInCode("cuda/embedding_table.cu"),
                 .embedInCode("cuda/interaction.cu"),
                 .embedInCode("cuda/elementwise.cu"),
             ]
         ),
-        .target(name: "DLRM", dependencies: []),
-        .target(name: "Data", dependencies: ["DLRM"]),
-        // The GPU engine, its parity suite (bagel doctor) and the GPU benchmarks.
-        .target(name: "GPU", dependencies: ["CUDA", "Kernels", "DLRM", "Data"]),
+        // The GPU engine and its embedding plan (planner, autotuner, resident tables).
+        .target(name: "Engine", dependencies: ["Core", "CUDA", "Kernels", "DLRM"]),
+        // What measures and checks the engine from outside: parity suite (bagel doctor), benchmarks.
+        .target(name: "Lab", dependencies: ["Core", "CUDA", "Kernels", "DLRM", "Inputs", "Engine"]),
         // `bagel serve` and `bagel loadgen`: the Open Inference Protocol over HTTP (Hummingbird) and
         // gRPC (grpc-swift 2; generated code in Sources/Serving/Proto), dynamic batching, metrics.
+        // It runs any `InferenceEngine` and does not know the GPU engine.
         .target(
             name: "Serving",
             dependencies: [
-                "DLRM", "GPU",
+                "Core", "DLRM",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -62,29 +78,31 @@ let package = Package(
         .target(
             name: "BagelCLI",
             dependencies: [
-                "DLRM", "Data", "GPU", "CUDA", "Kernels", "Serving",
+                "Core", "DLRM", "Inputs", "CUDA", "Kernels", "Engine", "Lab", "Serving",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "bagel", dependencies: ["BagelCLI"]),
         // Helpers shared by the test targets (reference forward, temporary directories, random models).
-        .target(name: "BagelTestSupport", dependencies: ["DLRM"], path: "Tests/Support"),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CUDA"]),
+        .target(name: "BagelTestSupport", dependencies: ["Core", "DLRM"], path: "Tests/Support"),
+        .testTarget(name: "CoreTests", dependencies: ["Core"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Core", "CCUDA", "Kernels", "CUDA"]),
+        .testTarget(name: "EngineTests", dependencies: ["Core", "DLRM", "Kernels", "Engine", "BagelTestSupport"]),
         .testTarget(
             name: "ServingTests",
             dependencies: [
-                "Serving", "DLRM", "BagelTestSupport",
+                "Serving", "Core", "DLRM", "BagelTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]),
-        .testTarget(name: "DLRMTests", dependencies: ["DLRM", "Data", "BagelTestSupport"]),
-        .testTarget(name: "DataTests", dependencies: ["Data", "DLRM", "BagelTestSupport"]),
+        .testTarget(name: "DLRMTests", dependencies: ["Core", "DLRM", "Inputs", "BagelTestSupport"]),
+        .testTarget(name: "InputsTests", dependencies: ["Core", "Inputs", "DLRM", "BagelTestSupport"]),
         .testTarget(
             name: "BagelCLITests",
             dependencies: [
-                "BagelCLI", "DLRM", "Data", "BagelTestSupport",
+                "BagelCLI", "Core", "DLRM", "Inputs", "Kernels", "BagelTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
     ],

@@ -9,6 +9,11 @@ import json
 import sys
 
 
+def index_name(width):
+    """The workload's index type: "int64" (or 64, as binaries before the restructuring wrote it)."""
+    return width if isinstance(width, str) else f"int{width}"
+
+
 def main():
     with open(sys.argv[1]) as f:
         bagel = json.load(f)
@@ -19,7 +24,7 @@ def main():
           f"{bagel['copyTerabytesPerSecond']:.2f} TB/s (Bagel), {torch['copy_terabytes_per_second']:.2f} TB/s (PyTorch)")
     w = bagel["workload"]
     print(f"Workload: {w['tables']} tables x {w['rows']} rows x {w['dim']} {w['storage']}, {w['bags']} bags x "
-          f"{w['lookups']} lookups, int{w['indexWidth']} indices\n")
+          f"{w['lookups']} lookups, {index_name(w['indexWidth'])} indices\n")
     datasets = []
     for r in bagel["results"]:
         if r["dataset"] not in datasets:

@@ -2,7 +2,7 @@
 """An independent DLRM forward in NumPy (float64), to check Bagel's probabilities.
 
 Reads a Bagel model directory (model.json + weights.safetensors, parsed here without the
-safetensors package) and a Criteo TSV file, computes the forward of DESIGN.md, and compares with
+safetensors package) and a Criteo TSV file, computes the forward of docs/METHOD.md §1, and compares with
 a file of probabilities written by `bagel predict --out`.
 
     python3 Benchmarks/reference_forward.py --model DIR --data FILE.tsv --predictions P.txt [--tolerance 1e-5]

@@ -4,6 +4,11 @@
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
 #   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve predict
+#                                   doctor-old compare-embedding compare-e2e fbgemm
+#
+# The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
+# change) next to this one in the same call; fbgemm times FBGEMM's TBE on the same workload (after
+# ../shared/tools/fbgemm/on-device.sh, with fbgemm_anchor.py copied to .gpu/fbgemm).
 #
 # Every stage logs to <results>/<stage>.txt; JSON results sit beside them; at the end everything is
 # packed into $OUT/results.tgz (the device tool returns at most 8 files). The PyTorch baselines and
@@ -13,10 +18,15 @@ FINAL=${OUT:-$PWD/gpu-out}
 OUT=/tmp/bagel-results
 rm -rf "$OUT"
 mkdir -p "$OUT" "$FINAL"
+unpack() {  # $1 = .xz file, $2 = binary: unpacked once per machine
+    if [ ! -x "$2" ] && [ -f "$1" ]; then
+        python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('$1'), open('$2','wb'))" && chmod +x "$2"
+    fi
+}
 BAGEL=/tmp/bagel
-if [ ! -x $BAGEL ]; then
-    python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('dist/bagel.xz'), open('$BAGEL','wb'))" && chmod +x $BAGEL
-fi
+OLD=/tmp/bagel-old
+unpack dist/bagel.xz $BAGEL
+unpack .gpu/bagel-old.xz $OLD
 export BAGEL_KERNEL_CACHE=${BAGEL_KERNEL_CACHE:-$PWD/.gpu/kcache}
 export PYTHONUNBUFFERED=1
 TRACES=.gpu/data
@@ -32,6 +42,48 @@ stage_env() {
 }
 
 stage_doctor() { $BAGEL doctor --json "$OUT/doctor.json"; }
+stage_doctor-old() { $OLD doctor --json "$OUT/doctor-old.json"; }
+
+# This binary against the previous one on the paper workload, alternating old/new, with PyTorch on the
+# same inputs and the copy bandwidth (each bench run measures it).
+stage_compare-embedding() {
+    local datasets=${DATASETS:-random,one_item,low,medium}
+    local variants=${VARIANTS:-baseline,rpf,combined,vectorized,bagel}
+    rm -rf $WORK/inputs-compare
+    for round in 1 2; do
+        for bin in old new; do
+            local exe=$BAGEL dump=""
+            [ $bin = old ] && exe=$OLD
+            [ $bin = new ] && [ $round = 1 ] && dump="--dump $WORK/inputs-compare"
+            $exe bench embedding --traces $TRACES --datasets $datasets --variants $variants --runs "${RUNS:-21}" \
+                --table-batched --json "$OUT/compare-$bin-$round.json" $dump
+        done
+    done
+    python3 Benchmarks/torch_embedding_bag.py --inputs $WORK/inputs-compare --json "$OUT/torch-compare.json" \
+        --runs "${RUNS:-21}"
+    python3 Benchmarks/compare_binaries.py --old "$OUT"/compare-old-*.json --new "$OUT"/compare-new-*.json \
+        --torch "$OUT/torch-compare.json" | tee "$OUT/compare-embedding.md"
+}
+
+# The forward end to end (terabyte and paper presets), this binary and the previous one alternating.
+stage_compare-e2e() {
+    for round in 1 2; do
+        for bin in old new; do
+            local exe=$BAGEL
+            [ $bin = old ] && exe=$OLD
+            $exe bench e2e --preset terabyte --max-rows 1000000 --batch-size 2048 --device gpu --seconds 3 \
+                --json "$OUT/e2e-terabyte-$bin-$round.json"
+            $exe bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 --variant vectorized \
+                --dataset medium --traces $TRACES --json "$OUT/e2e-paper-$bin-$round.json"
+        done
+    done
+    python3 Benchmarks/compare_binaries.py --e2e "$OUT"
+}
+
+stage_fbgemm() {
+    python3 .gpu/fbgemm/fbgemm_anchor.py --traces $TRACES --out "$OUT/fbgemm.json"
+}
+
 stage_doctor-quick() { $BAGEL doctor --quick --json "$OUT/doctor.json"; }
 
 embedding_run() {  # $1 = label, then extra arguments for bench embedding

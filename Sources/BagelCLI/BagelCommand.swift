@@ -1,4 +1,5 @@
 import ArgumentParser
+import Core
 import DLRM
 
 /// `bagel`: the command line. Each subcommand is thin: it parses, calls the libraries, prints.

@@ -1,9 +1,11 @@
 import ArgumentParser
+import Core
 import CUDA
 import DLRM
-import GPU
-import Data
+import Engine
 import Foundation
+import Inputs
+import Lab
 
 extension DatasetName: ExpressibleByArgument {}
 
@@ -104,63 +106,36 @@ struct EndToEndBench: ParsableCommand {
         print("engine: \(engine.description)")
         print("model: \(loaded.config.name), batch \(batchSize), \(bag) lookup\(bag == 1 ? "" : "s") per table, dataset \(dataset.rawValue)")
 
-        // Warm-up: the first calls allocate, compile and capture.
-        let warmEnd = now() + min(1, seconds / 5)
-        var i = 0
-        repeat {
-            _ = try engine.predict(batches[i % batches.count])
-            i += 1
-        } while now() < warmEnd && i < 50
-        if let gpu = engine as? GPUEngine, let report = gpu.tuneReport {
+        let result = try EndToEndBenchmark.run(engine: engine, batches: batches, seconds: seconds,
+                                               dataset: dataset.rawValue, lookups: bag)
+        if let choices = result.autotuned {
             print("autotuned embedding kernels: "
-                  + Dictionary(grouping: report.choices, by: { $0 }).map { "\($0.key) ×\($0.value.count)" }.sorted()
+                  + Dictionary(grouping: choices, by: { $0 }).map { "\($0.key) ×\($0.value.count)" }.sorted()
                     .joined(separator: ", "))
         }
-        var times: [Double] = []
-        let end = now() + seconds
-        repeat {
-            let t0 = now()
-            _ = try engine.predict(batches[times.count % batches.count])
-            times.append(now() - t0)
-        } while now() < end
-        let stats = Percentiles(times)
-        let total = times.reduce(0, +)
-        var record: [String: Any] = [
-            "engine": engine.description, "model": loaded.config.name, "batch": batchSize, "lookups": bag,
-            "dataset": dataset.rawValue, "batches": times.count, "samples_per_second": Double(times.count * batchSize) / total,
-            "p50_ms": stats.median * 1e3, "p90_ms": stats.at(90) * 1e3, "p99_ms": stats.at(99) * 1e3,
-        ]
-        if let gpu = engine as? GPUEngine {
-            // The forward alone, inputs already on the device: what the paper's pipeline number measures.
-            let device = Percentiles(try gpu.deviceForwardSeconds(batches[0], iterations: 30).dropFirst().map { $0 })
+        if let forward = result.deviceForwardMilliseconds, let rate = result.deviceSamplesPerSecond {
             print("device forward (inputs resident\(graphs ? ", graph replay" : "")): median "
-                  + "\(Console.seconds(device.median)) per batch = "
-                  + String(format: "%.0f", Double(batchSize) / device.median) + " samples/s")
-            record["device_forward_ms"] = device.median * 1e3
-            record["device_samples_per_second"] = Double(batchSize) / device.median
+                  + "\(Console.seconds(forward / 1e3)) per batch = " + String(format: "%.0f", rate) + " samples/s")
+        }
+        if let stages = result.stages {
             print("where the time goes (stages timed one by one, no graph):")
-            var stages: [String: Double] = [:]
-            for (stage, seconds) in try gpu.stageSeconds(batches[0], iterations: 20) {
-                print("  " + stage.padding(toLength: 34, withPad: " ", startingAt: 0) + Console.seconds(seconds))
-                stages[stage] = seconds * 1e3
+            for stage in stages {
+                print("  " + stage.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+                      + Console.seconds(stage.milliseconds / 1e3))
             }
-            record["stages_ms"] = stages
         }
-        if let json {
-            let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
-            try data.write(to: URL(fileURLWithPath: json))
-        }
+        if let json { try Console.writeJSON(result, to: json) }
         print(
-            "\(times.count) batches: " + String(format: "%.0f", Double(times.count * batchSize) / total)
-                + " samples/s; per batch p50 \(Console.seconds(stats.median)), p90 \(Console.seconds(stats.at(90))), "
-                + "p99 \(Console.seconds(stats.at(99)))")
+            "\(result.batches) batches: " + String(format: "%.0f", result.samplesPerSecond)
+                + " samples/s; per batch p50 \(Console.seconds(result.p50Milliseconds / 1e3)), "
+                + "p90 \(Console.seconds(result.p90Milliseconds / 1e3)), p99 \(Console.seconds(result.p99Milliseconds / 1e3))")
     }
 
     /// Bytes the in-memory model's tables may take: a quarter of the memory of the device it runs on
     /// (the tables live in host memory in every case, so never more than a quarter of that either).
     static func memoryBudget(device: DeviceChoice) -> Int {
         let host = Int(ProcessInfo.processInfo.physicalMemory / 4)
-        if device != .cpu, case .success(let context) = GPUEngine.probe() {
+        if device != .cpu, case .success(let context) = CUDAContext.probe() {
             return min(host, context.device.totalMemory / 4)
         }
         return host

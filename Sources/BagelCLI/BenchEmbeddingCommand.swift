@@ -1,12 +1,13 @@
 import ArgumentParser
+import Core
 import CUDA
 import DLRM
-import Data
+import Engine
 import Foundation
-import GPU
+import Inputs
 import Kernels
+import Lab
 
-extension EmbeddingStorage: ExpressibleByArgument {}
 
 /// `bagel bench embedding`: the paper's embedding-stage workload, variant by variant.
 struct EmbeddingBench: ParsableCommand {
@@ -33,7 +34,7 @@ struct EmbeddingBench: ParsableCommand {
     @Option(help: "Lookups per bag.")
     var lookups: Int?
     @Option(help: "Table storage: fp32, fp16, bf16, int8 (row-wise; vectorized-family variants only).")
-    var dtype: EmbeddingStorage = .fp32
+    var dtype: StorageType = .fp32
     @Option(help: "Index width: 32 or 64 (PyTorch's default is 64).")
     var indexBits: Int = 64
     @Option(help: "Datasets, comma separated: \(DatasetName.allCases.map(\.rawValue).joined(separator: ",")).")
@@ -68,7 +69,7 @@ struct EmbeddingBench: ParsableCommand {
         if let bags { w.bags = bags }
         if let lookups { w.lookups = lookups }
         w.storage = dtype
-        guard let width = IndexWidth(rawValue: indexBits) else { throw ValidationError("--index-bits is 32 or 64") }
+        guard let width = IndexType(bits: indexBits) else { throw ValidationError("--index-bits is 32 or 64") }
         w.indexWidth = width
         let names = try datasets.split(separator: ",").map { name -> DatasetName in
             guard let dataset = DatasetName(rawValue: String(name)) else {
@@ -77,24 +78,26 @@ struct EmbeddingBench: ParsableCommand {
             return dataset
         }
         // "all" expands to every named variant; the other entries are names or name:knob=value specs.
+        // "all" expands to every named variant the storage type runs on; a variant named explicitly
+        // that cannot run it is an error.
         let specs: [(label: String, knobs: EmbeddingBagKnobs)] = try Self.variantList(variants).flatMap { item in
-            item == "all" ? EmbeddingBagVariant.allCases.map(\.rawValue) : [item]
-        }.map { ($0, try EmbeddingBagKnobs.parse($0).knobs) }.filter { label, knobs in
-            // int8: "all" means the vectorized family; a baseline-family variant asked for by name is an error.
-            guard dtype == .int8 && knobs.family == .baseline else { return true }
-            if variants.split(separator: ",").contains(where: { $0 == "all" }) { return false }
-            throw ValidationError("\(label) is a baseline-family variant; int8 tables run on vectorized-family variants only")
-        }
-        if dtype == .int8 && w.dim % 4 != 0 {
-            throw ValidationError("--dtype int8 needs a dim that is a multiple of 4 (got \(w.dim))")
-        }
+            if item == "all" {
+                return EmbeddingBagVariant.allCases.map(EmbeddingBagConfig.init)
+                    .filter { $0.knobs.family.supports(storage: dtype, dim: w.dim) }
+            }
+            let config = try EmbeddingBagConfig.parse(item)
+            if let why = config.knobs.family.unsupported(storage: dtype, dim: w.dim) {
+                throw ValidationError("\(item) with --dtype \(dtype.rawValue), dim \(w.dim): \(why)")
+            }
+            return [config]
+        }.map { ($0.spec, $0.knobs) }
 
         let context = try CUDAContext(ordinal: device)
         let bench = try EmbeddingBenchmark(context: context, workload: w)
         let copy = try bench.measureCopyBandwidth()
         print("GPU: \(context.device.name); copy bandwidth \(String(format: "%.2f", copy / 1e12)) TB/s (read + write)")
         print("workload: \(w.tables) tables × \(w.rows) rows × \(w.dim) \(w.storage.rawValue), \(w.bags) bags × "
-              + "\(w.lookups) lookups, int\(w.indexWidth.rawValue) indices; hot rows kept: \(bench.hotRowBudget())")
+              + "\(w.lookups) lookups, \(w.indexWidth.rawValue) indices; hot rows kept: \(bench.hotRowBudget())")
         var results: [EmbeddingBenchResult] = []
         for name in names {
             let dataset = try bench.makeDataset(name, traceDirectory: traces)
@@ -140,11 +143,9 @@ struct EmbeddingBench: ParsableCommand {
             results += datasetResults
         }
         if let json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let document = EmbeddingBenchDocument(
-                gpu: context.device.name, copyTerabytesPerSecond: copy / 1e12, workload: w, results: results)
-            try encoder.encode(document).write(to: URL(fileURLWithPath: json))
+            try Console.writeJSON(
+                EmbeddingBenchDocument(gpu: context.device.name, copyTerabytesPerSecond: copy / 1e12, workload: w,
+                                       results: results), to: json)
         }
         if let plot {
             try BarChart.svg(results: results, title: "Embedding stage on \(context.device.name): µs per table (lower is better)")
@@ -172,57 +173,5 @@ struct EmbeddingBench: ParsableCommand {
             + "\(f(r.p10))–\(f(r.p90))".padding(toLength: 13, withPad: " ", startingAt: 0) + pad(f(r.terabytesPerSecond, 2), 6)
             + pad(f(r.percentOfCopy, 0), 7) + pad(r.speedupOverBaseline.map { f($0, 2) } ?? "-", 7) + pad(r.registers, 6)
             + pad("\(Int(r.occupancy * 100))%", 5) + pad(r.pinMicroseconds.map { f($0) } ?? "-", 9) + "  " + r.knobs
-    }
-}
-
-/// The JSON `bench embedding --json` writes (and Benchmarks/compare_embedding.py reads).
-struct EmbeddingBenchDocument: Codable {
-    let gpu: String
-    let copyTerabytesPerSecond: Double
-    let workload: EmbeddingWorkload
-    let results: [EmbeddingBenchResult]
-}
-
-/// A grouped bar chart in plain SVG: datasets along x, one bar per variant.
-enum BarChart {
-    static func svg(results: [EmbeddingBenchResult], title: String) -> String {
-        let datasets = results.map(\.dataset).uniqueInOrder
-        let variants = results.map(\.variant).uniqueInOrder
-        let maximum = max(results.map(\.microseconds).max() ?? 1, 1)
-        let groupWidth = Double(variants.count * 14 + 30)
-        let width = 80 + Double(datasets.count) * groupWidth + 180
-        let height = 360.0
-        let plotHeight = 260.0
-        let colors = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-                      "#9c755f", "#bab0ac", "#1f77b4", "#2ca02c"]
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"11\">\n"
-        svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        svg += "<text x=\"10\" y=\"18\" font-size=\"13\">\(escape(title))</text>\n"
-        svg += "<line x1=\"60\" y1=\"40\" x2=\"60\" y2=\"\(40 + plotHeight)\" stroke=\"black\"/>\n"
-        for tick in 0...4 {
-            let value = maximum * Double(tick) / 4
-            let y = 40 + plotHeight - plotHeight * Double(tick) / 4
-            svg += "<text x=\"55\" y=\"\(y + 4)\" text-anchor=\"end\">\(Int(value))</text>\n"
-            svg += "<line x1=\"60\" y1=\"\(y)\" x2=\"\(width - 180)\" y2=\"\(y)\" stroke=\"#ddd\"/>\n"
-        }
-        for (d, dataset) in datasets.enumerated() {
-            let x0 = 70 + Double(d) * groupWidth
-            for (v, variant) in variants.enumerated() {
-                guard let r = results.first(where: { $0.dataset == dataset && $0.variant == variant }) else { continue }
-                let h = plotHeight * r.microseconds / maximum
-                svg += "<rect x=\"\(x0 + Double(v) * 14)\" y=\"\(40 + plotHeight - h)\" width=\"12\" height=\"\(h)\" fill=\"\(colors[v % colors.count])\"><title>\(escape(variant)) on \(dataset): \(String(format: "%.1f", r.microseconds)) µs</title></rect>\n"
-            }
-            svg += "<text x=\"\(x0 + Double(variants.count) * 7)\" y=\"\(40 + plotHeight + 16)\" text-anchor=\"middle\">\(escape(dataset))</text>\n"
-        }
-        for (v, variant) in variants.enumerated() {
-            let y = 50 + Double(v) * 16
-            svg += "<rect x=\"\(width - 170)\" y=\"\(y - 9)\" width=\"10\" height=\"10\" fill=\"\(colors[v % colors.count])\"/>"
-            svg += "<text x=\"\(width - 155)\" y=\"\(y)\">\(escape(variant))</text>\n"
-        }
-        return svg + "</svg>\n"
-    }
-
-    static func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
     }
 }

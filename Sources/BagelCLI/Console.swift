@@ -1,5 +1,7 @@
+import Core
 import CUDA
 import Foundation
+import Lab
 
 #if canImport(Glibc)
     import Glibc
@@ -26,6 +28,13 @@ enum Console {
         if value >= 1_000_000 { return String(format: "%.2fM", Double(value) / 1e6) }
         if value >= 10_000 { return String(format: "%.1fK", Double(value) / 1e3) }
         return "\(value)"
+    }
+
+    /// Writes `value` as pretty-printed JSON with sorted keys.
+    static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(value).write(to: URL(fileURLWithPath: path))
     }
 
     static func seconds(_ value: Double) -> String {
@@ -78,31 +87,8 @@ final class ProgressReporter {
     }
 }
 
-/// Median and percentiles of a list of timings.
-struct Percentiles {
-    let sorted: [Double]
-
-    init(_ values: [Double]) { sorted = values.sorted() }
-
-    func at(_ p: Double) -> Double {
-        guard !sorted.isEmpty else { return .nan }
-        let rank = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
-        return sorted[rank]
-    }
-
-    var median: Double {
-        guard !sorted.isEmpty else { return .nan }
-        let n = sorted.count
-        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
-    }
-}
-
 /// Monotonic seconds.
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
+func now() -> Double { monotonicSeconds() }
 
 /// Right-aligns `value` in `width` columns.
 func pad(_ value: CustomStringConvertible, _ width: Int) -> String {

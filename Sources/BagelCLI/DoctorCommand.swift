@@ -1,9 +1,10 @@
 import ArgumentParser
 import CUDA
 import DLRM
+import Engine
 import Foundation
-import GPU
 import Kernels
+import Lab
 
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -54,7 +55,7 @@ struct DoctorCommand: ParsableCommand {
         print("kernel cache  \(KernelCache.defaultDirectory ?? "off")")
 
         let context: CUDAContext?
-        switch GPUEngine.probe(ordinal: device) {
+        switch CUDAContext.probe(ordinal: device) {
         case .success(let c):
             context = c
             let d = c.device

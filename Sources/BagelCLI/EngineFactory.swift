@@ -1,16 +1,19 @@
 import ArgumentParser
 import CUDA
 import DLRM
-import GPU
+import Engine
+import Kernels
 
 extension MathMode: ExpressibleByArgument {}
 
 /// Picks the engine for `--device`: `auto` takes the GPU when one is usable and says why when not.
 enum EngineFactory {
+    /// - Parameter variant: `--variant` as typed ("auto", "tune" or a variant spec); parsed here, once.
     static func make(model: Model, device: DeviceChoice, threads: Int? = nil, variant: String? = nil,
                      math: MathMode = .fp32, graphs: Bool = true, hotRows: [[Int]]? = nil) throws -> any InferenceEngine {
+        let embedding = try variant.map(EmbeddingChoice.parse) ?? .auto
         // --threads 1 also keeps the GPU engine's batch preparation on one thread.
-        let options = GPUEngineOptions(variant: variant ?? "auto", math: math, useGraphs: graphs, hotRows: hotRows,
+        let options = GPUEngineOptions(embedding: embedding, math: math, useGraphs: graphs, hotRows: hotRows,
                                        parallelHostWork: threads != 1)
         switch device {
         case .cpu:
@@ -18,7 +21,7 @@ enum EngineFactory {
         case .gpu:
             return try GPUEngine(model: model, options: options)
         case .auto:
-            switch GPUEngine.probe() {
+            switch CUDAContext.probe() {
             case .success(let context):
                 return try GPUEngine(model: model, options: options, context: context)
             case .failure(let error):

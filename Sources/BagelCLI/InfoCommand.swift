@@ -1,6 +1,9 @@
 import ArgumentParser
+import CUDA
 import DLRM
+import Engine
 import Foundation
+import Kernels
 
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,9 +12,27 @@ struct InfoCommand: ParsableCommand {
     @Argument(help: "Model directory.")
     var model: String
 
+    @Flag(help: "Also print the embedding plan: each table's kernel, precision, placement and hot rows kept in L2.")
+    var plan = false
+
+    @Option(help: "Embedding variant to plan for (auto, tune or a variant spec; default: the model's choice).")
+    var variant: String?
+
     func run() throws {
         let loaded = try Model.load(directory: model)
         print(Self.describe(loaded))
+        if plan {
+            // The planner needs the GPU's L2 only; without a GPU, plan for an assumed one and say so.
+            let device: DeviceLimits
+            if case .success(let context) = CUDAContext.probe() { device = context.device.limits } else { device = .assumedH100 }
+            let choice = try variant.map(EmbeddingChoice.parse) ?? .auto
+            let hot = try GPUEngine.loadHotRows(model: loaded)
+            let cached = EmbeddingAutotuner.load(
+                key: EmbeddingAutotuner.engineKey(gpu: device.name, config: loaded.config, hotRows: hot))
+            print("")
+            print(try EmbeddingPlanner.plan(config: loaded.config, choice: choice, hotRows: hot, device: device,
+                                            cached: try cached?.configs()))
+        }
     }
 
     static func describe(_ model: Model) -> String {

@@ -1,8 +1,9 @@
 import ArgumentParser
+import Core
 import CUDA
 import DLRM
-import Data
 import Foundation
+import Inputs
 
 extension DataFormat: ExpressibleByArgument {}
 
@@ -115,11 +116,9 @@ struct PredictCommand: ParsableCommand {
                          Double(probabilities.count) / max(engineSeconds, 1e-9)))
     }
 
-    /// Adds the input line of the sample an error names ("sample 12" → "line 4012").
+    /// The error located at the input line of the sample it names (or at the file).
     static func locate(_ error: BagelError, lines: [Int], path: String) -> BagelError {
-        guard let range = error.message.range(of: #"sample (\d+)"#, options: .regularExpression),
-            let sample = Int(error.message[range].dropFirst("sample ".count)), sample < lines.count
-        else { return BagelError(error.kind, "\(path): \(error.message)") }
-        return BagelError(error.kind, "\(path):\(lines[sample]): \(error.message)")
+        guard let sample = error.location.sample, sample < lines.count else { return error.located(file: path) }
+        return error.located(file: path, line: lines[sample])
     }
 }

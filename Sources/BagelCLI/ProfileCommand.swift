@@ -1,8 +1,10 @@
 import ArgumentParser
+import Core
+import CUDA
 import DLRM
-import Data
+import Engine
 import Foundation
-import GPU
+import Inputs
 
 /// `bagel profile`: how a table's rows are read, and the hot-row lists the L2 variants use.
 struct ProfileCommand: ParsableCommand {
@@ -56,7 +58,7 @@ struct ProfileCommand: ParsableCommand {
 
     func run() throws {
         let l2 = persistingL2 ?? {
-            if case .success(let context) = GPUEngine.probe() { return context.device.maxPersistingL2Bytes }
+            if case .success(let context) = CUDAContext.probe() { return context.device.maxPersistingL2Bytes }
             return 39_321_600
         }()
         if let trace {

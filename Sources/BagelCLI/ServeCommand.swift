@@ -1,8 +1,8 @@
 import ArgumentParser
 import CUDA
 import DLRM
+import Engine
 import Foundation
-import GPU
 import Logging
 import Serving
 

@@ -47,17 +47,6 @@ public struct CUDAError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// Human-readable byte counts (decimal units, one decimal): "2.1 GB".
-public func formatBytes(_ bytes: Int) -> String {
-    let units = ["B", "KB", "MB", "GB", "TB"]
-    var value = Double(bytes)
-    var unit = 0
-    while value >= 1000 && unit < units.count - 1 {
-        value /= 1000
-        unit += 1
-    }
-    return unit == 0 ? "\(bytes) B" : String(format: "%.1f ", value) + units[unit]
-}
 
 /// A device address (CUdeviceptr).
 public typealias DevicePointer = UInt64

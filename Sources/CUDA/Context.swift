@@ -1,4 +1,5 @@
 import CCUDA
+import Core
 
 /// What Bagel needs to know about a GPU.
 public struct DeviceProperties: Sendable, CustomStringConvertible {
@@ -68,9 +69,9 @@ public final class CUDAContext: @unchecked Sendable {
         try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
 
         let driver = self.driver
-        func attribute(_ id: Int32) throws -> Int {
+        func attribute(_ id: DeviceAttribute) throws -> Int {
             var value: Int32 = 0
-            try driver.check(driver.cuDeviceGetAttribute(&value, id, deviceHandle), "cuDeviceGetAttribute(\(id))")
+            try driver.check(driver.cuDeviceGetAttribute(&value, id.rawValue, deviceHandle), "cuDeviceGetAttribute(\(id))")
             return Int(value)
         }
         var nameBuffer = [CChar](repeating: 0, count: 256)
@@ -80,19 +81,19 @@ public final class CUDAContext: @unchecked Sendable {
         self.device = DeviceProperties(
             ordinal: ordinal,
             name: String(decoding: nameBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
-            computeCapability: (try attribute(75), try attribute(76)),
-            multiprocessors: try attribute(16),
+            computeCapability: (try attribute(.computeCapabilityMajor), try attribute(.computeCapabilityMinor)),
+            multiprocessors: try attribute(.multiprocessorCount),
             totalMemory: total,
-            l2CacheBytes: try attribute(38),
-            maxPersistingL2Bytes: try attribute(108),
-            maxAccessPolicyWindowBytes: try attribute(109),
-            maxThreadsPerMultiprocessor: try attribute(39),
-            maxBlocksPerMultiprocessor: try attribute(106),
-            registersPerMultiprocessor: try attribute(82),
-            sharedMemoryPerMultiprocessor: try attribute(81),
-            sharedMemoryPerBlockOptIn: try attribute(97),
-            memoryClockKHz: try attribute(36),
-            memoryBusWidthBits: try attribute(37))
+            l2CacheBytes: try attribute(.l2CacheSize),
+            maxPersistingL2Bytes: try attribute(.maxPersistingL2CacheSize),
+            maxAccessPolicyWindowBytes: try attribute(.maxAccessPolicyWindowSize),
+            maxThreadsPerMultiprocessor: try attribute(.maxThreadsPerMultiprocessor),
+            maxBlocksPerMultiprocessor: try attribute(.maxBlocksPerMultiprocessor),
+            registersPerMultiprocessor: try attribute(.maxRegistersPerMultiprocessor),
+            sharedMemoryPerMultiprocessor: try attribute(.maxSharedMemoryPerMultiprocessor),
+            sharedMemoryPerBlockOptIn: try attribute(.maxSharedMemoryPerBlockOptin),
+            memoryClockKHz: try attribute(.memoryClockRate),
+            memoryBusWidthBits: try attribute(.globalMemoryBusWidth))
     }
 
     deinit {
@@ -121,23 +122,56 @@ public final class CUDAContext: @unchecked Sendable {
 
     // MARK: Persisting L2
 
+    /// CU_LIMIT_PERSISTING_L2_CACHE_SIZE (cuda.h).
+    static let persistingL2CacheSizeLimit: Int32 = 0x06
+
     /// The current persisting-L2 set-aside in bytes.
     public func persistingL2Limit() throws -> Int {
         try makeCurrent()
         var value = 0
-        try driver.check(driver.cuCtxGetLimit(&value, 0x06), "cuCtxGetLimit(PERSISTING_L2_CACHE_SIZE)")
+        try driver.check(driver.cuCtxGetLimit(&value, Self.persistingL2CacheSizeLimit), "cuCtxGetLimit(PERSISTING_L2_CACHE_SIZE)")
         return value
     }
 
     /// Sets the persisting-L2 set-aside (clamped by the driver to the device maximum).
     public func setPersistingL2Limit(_ bytes: Int) throws {
         try makeCurrent()
-        try driver.check(driver.cuCtxSetLimit(0x06, bytes), "cuCtxSetLimit(PERSISTING_L2_CACHE_SIZE, \(formatBytes(bytes)))")
+        try driver.check(driver.cuCtxSetLimit(Self.persistingL2CacheSizeLimit, bytes), "cuCtxSetLimit(PERSISTING_L2_CACHE_SIZE, \(formatBytes(bytes)))")
     }
 
     /// Demotes every persisting line in L2 to normal.
     public func resetPersistingL2() throws {
         try makeCurrent()
         try driver.check(driver.cuCtxResetPersistingL2Cache(), "cuCtxResetPersistingL2Cache")
+    }
+}
+
+/// The CUdevice_attribute values Bagel reads (cuda.h), named.
+enum DeviceAttribute: Int32 {
+    case multiprocessorCount = 16  // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+    case memoryClockRate = 36  // CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE (kHz)
+    case globalMemoryBusWidth = 37  // CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH (bits)
+    case l2CacheSize = 38  // CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE
+    case maxThreadsPerMultiprocessor = 39  // CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR
+    case computeCapabilityMajor = 75  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+    case computeCapabilityMinor = 76  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
+    case maxSharedMemoryPerMultiprocessor = 81  // CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+    case maxRegistersPerMultiprocessor = 82  // CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR
+    case maxSharedMemoryPerBlockOptin = 97  // CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+    case maxBlocksPerMultiprocessor = 106  // CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR
+    case maxPersistingL2CacheSize = 108  // CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE
+    case maxAccessPolicyWindowSize = 109  // CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE
+}
+
+extension CUDAContext {
+    /// Whether a usable GPU is present (its context), and why not.
+    public static func probe(ordinal: Int = 0) -> Result<CUDAContext, CUDAError> {
+        do {
+            return .success(try CUDAContext(ordinal: ordinal))
+        } catch let error as CUDAError {
+            return .failure(error)
+        } catch {
+            return .failure(CUDAError(library: .bagel, code: -1, name: "", message: "\(error)", call: "probe"))
+        }
     }
 }

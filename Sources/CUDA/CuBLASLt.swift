@@ -1,4 +1,5 @@
 import CCUDA
+import Core
 
 /// cuBLASLt, opened with dlopen: the matrix products of the MLPs, with bias and ReLU fused into
 /// the epilogue.
@@ -101,12 +102,32 @@ public final class MatmulContext: @unchecked Sendable {
     }
 }
 
-/// One Linear layer at one batch size: Y[b, :] = act(X[b, :] · Wᵀ + bias), all row-major fp32.
+/// cuBLASLt's attribute numbers Bagel sets (cublasLt.h), named.
+enum MatmulAttribute {
+    /// cublasLtMatmulDescAttributes_t
+    static let transposeA: Int32 = 3  // CUBLASLT_MATMUL_DESC_TRANSA
+    static let transposeB: Int32 = 4  // CUBLASLT_MATMUL_DESC_TRANSB
+    static let epilogue: Int32 = 7  // CUBLASLT_MATMUL_DESC_EPILOGUE
+    static let biasPointer: Int32 = 8  // CUBLASLT_MATMUL_DESC_BIAS_POINTER
+    /// cublasLtMatmulPreferenceAttributes_t
+    static let maxWorkspaceBytes: Int32 = 1  // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES
+    /// cublasOperation_t
+    static let noTranspose: Int32 = 0  // CUBLAS_OP_N
+    static let transpose: Int32 = 1  // CUBLAS_OP_T
+    /// cublasLtEpilogue_t
+    static let epilogueBias: UInt32 = 4  // CUBLASLT_EPILOGUE_BIAS
+    static let epilogueReluBias: UInt32 = 6  // CUBLASLT_EPILOGUE_RELU_BIAS
+    /// cublasLtMatmulHeuristicResult_t.state
+    static let success: Int32 = 0  // CUBLAS_STATUS_SUCCESS
+}
+
+/// One cuBLASLt product with a bias epilogue at one shape: Y[b, :] = act(X[b, :] · Wᵀ + bias), all
+/// row-major fp32 (the Linear layer op, Kernels/Linear, is built on it).
 ///
 /// Row-major X [batch × in] is column-major Xᶜ [in × batch]; with W row-major [out × in] read as
 /// column-major [in × out] and transposed, cuBLASLt computes Yᶜ [out × batch] = Wᵀ·Xᶜ, which is
 /// row-major Y. Bias (length out) is added per row of Yᶜ, as the BIAS epilogue does.
-public final class LinearLayerOp: @unchecked Sendable {
+public final class MatmulPlan: @unchecked Sendable {
     let matmul: MatmulContext
     let desc: cublasLtMatmulDesc_t
     let layoutW: cublasLtMatrixLayout_t
@@ -143,10 +164,11 @@ public final class LinearLayerOp: @unchecked Sendable {
                     "cublasLtMatmulDescSetAttribute(\(what))")
             }
         }
-        try set(3, Int32(1), "TRANSA=T")
-        try set(4, Int32(0), "TRANSB=N")
-        try set(7, UInt32(relu ? 6 : 4), relu ? "EPILOGUE=RELU_BIAS" : "EPILOGUE=BIAS")
-        try set(8, bias, "BIAS_POINTER")
+        try set(MatmulAttribute.transposeA, MatmulAttribute.transpose, "TRANSA=T")
+        try set(MatmulAttribute.transposeB, MatmulAttribute.noTranspose, "TRANSB=N")
+        try set(MatmulAttribute.epilogue, relu ? MatmulAttribute.epilogueReluBias : MatmulAttribute.epilogueBias,
+                relu ? "EPILOGUE=RELU_BIAS" : "EPILOGUE=BIAS")
+        try set(MatmulAttribute.biasPointer, bias, "BIAS_POINTER")
         func layout(_ rows: Int, _ cols: Int, _ ld: Int) throws -> cublasLtMatrixLayout_t {
             var layout: cublasLtMatrixLayout_t?
             try lt.check(
@@ -163,7 +185,7 @@ public final class LinearLayerOp: @unchecked Sendable {
         defer { _ = lt.cublasLtMatmulPreferenceDestroy(preference) }
         var workspaceBytes = UInt64(matmul.workspace.byteCount)
         try lt.check(
-            lt.cublasLtMatmulPreferenceSetAttribute(preference, 1, &workspaceBytes, 8),
+            lt.cublasLtMatmulPreferenceSetAttribute(preference, MatmulAttribute.maxWorkspaceBytes, &workspaceBytes, 8),
             "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)")
         var results = [BagelMatmulHeuristicResult](repeating: BagelMatmulHeuristicResult(), count: 8)
         var returned: Int32 = 0
@@ -171,14 +193,14 @@ public final class LinearLayerOp: @unchecked Sendable {
             lt.cublasLtMatmulAlgoGetHeuristic(
                 matmul.handle, desc, layoutW, layoutX, layoutY, layoutY, preference, 8, &results, &returned),
             "cublasLtMatmulAlgoGetHeuristic(\(input)→\(output), batch \(batch), \(mode.rawValue))")
-        guard let best = results.prefix(Int(returned)).first(where: { $0.state == 0 }) else {
+        guard let best = results.prefix(Int(returned)).first(where: { $0.state == MatmulAttribute.success }) else {
             throw CUDAError(
                 library: .cublasLt, code: 15, name: "CUBLAS_STATUS_NOT_SUPPORTED",
                 message: "no algorithm for a \(input)→\(output) layer at batch \(batch) in \(mode.rawValue)",
                 call: "cublasLtMatmulAlgoGetHeuristic")
         }
         algo = best.algo
-        candidates = results.prefix(Int(returned)).filter { $0.state == 0 }.map(\.algo)
+        candidates = results.prefix(Int(returned)).filter { $0.state == MatmulAttribute.success }.map(\.algo)
     }
 
     /// Times each of the heuristic's candidate algorithms on these buffers and keeps the fastest
@@ -195,7 +217,7 @@ public final class LinearLayerOp: @unchecked Sendable {
                 try encode(x: x, y: y, stream: stream)  // warm-up
                 var times: [Double] = []
                 for _ in 0..<repeats { times.append(try timer.time { try encode(x: x, y: y, stream: stream) }) }
-                let median = times.sorted()[times.count / 2]
+                let median = times.median
                 if median < best.seconds { best = (i, median) }
             } catch {
                 continue  // a candidate that refuses these buffers is skipped

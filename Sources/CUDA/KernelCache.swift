@@ -1,6 +1,7 @@
+import Core
 import Foundation
 
-/// Compiled cubins on disk, keyed by a hash of (source, options, NVRTC version), so a second start
+/// Compiled cubins on disk, keyed by a hash of (source, headers, options, NVRTC version), so a second start
 /// compiles nothing. The architecture is one of the options (`-arch=sm_90`).
 ///
 /// Directory: `$BAGEL_KERNEL_CACHE`, else `$XDG_CACHE_HOME/bagel/kernels`, else `~/.cache/bagel/kernels`;
@@ -16,17 +17,12 @@ public final class KernelCache: @unchecked Sendable {
         self.directory = directory
     }
 
-    public static var defaultDirectory: String? {
-        let environment = ProcessInfo.processInfo.environment
-        if let explicit = environment["BAGEL_KERNEL_CACHE"] { return explicit == "off" ? nil : explicit }
-        if let xdg = environment["XDG_CACHE_HOME"], !xdg.isEmpty { return xdg + "/bagel/kernels" }
-        if let home = environment["HOME"], !home.isEmpty { return home + "/.cache/bagel/kernels" }
-        return nil
-    }
+    public static var defaultDirectory: String? { CacheDirectory.resolve(name: "kernels", variable: "BAGEL_KERNEL_CACHE") }
 
     /// The cubin for (source, options), from memory, disk, or a fresh compile.
-    public func compile(source: String, name: String, options: [String], nvrtc: NVRTC) throws -> NVRTC.Output {
-        let key = Self.key(source: source, options: options, compiler: nvrtc.versionString)
+    public func compile(source: String, name: String, headers: [NVRTC.Header] = [], options: [String],
+                        nvrtc: NVRTC) throws -> NVRTC.Output {
+        let key = Self.key(source: source, headers: headers, options: options, compiler: nvrtc.versionString)
         lock.lock()
         if let hit = memory[key] {
             hits += 1
@@ -40,7 +36,7 @@ public final class KernelCache: @unchecked Sendable {
             remember(key, output, compiled: false)
             return output
         }
-        let output = try nvrtc.compile(source: source, name: name, options: options)
+        let output = try nvrtc.compile(source: source, name: name, headers: headers, options: options)
         remember(key, output, compiled: true)
         if let directory {
             try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -58,21 +54,8 @@ public final class KernelCache: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// 128 bits of FNV-1a (two 64-bit lanes with different bases) over the inputs, as hex.
-    static func key(source: String, options: [String], compiler: String) -> String {
-        var a: UInt64 = 0xCBF2_9CE4_8422_2325
-        var b: UInt64 = 0x6C62_272E_07BB_0142
-        func mix(_ text: String) {
-            for byte in text.utf8 {
-                a = (a ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
-                b = (b ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 &+ 0x9E37
-            }
-            a = (a ^ 0xFF) &* 0x0000_0100_0000_01B3
-            b = (b ^ 0xFF) &* 0x0000_0100_0000_01B3
-        }
-        mix(source)
-        options.forEach(mix)
-        mix(compiler)
-        return String(format: "%016llx%016llx", a, b)
+    /// The cache key: a stable hash of every input of the compile (sources, options, NVRTC version).
+    static func key(source: String, headers: [NVRTC.Header] = [], options: [String], compiler: String) -> String {
+        StableHasher.hex([source] + headers.flatMap { [$0.name, $0.source] } + options + [compiler])
     }
 }

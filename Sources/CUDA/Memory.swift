@@ -1,4 +1,5 @@
 import CCUDA
+import Core
 
 /// Device memory for `count` elements of `T`, freed when the buffer goes away.
 public final class DeviceBuffer<T>: @unchecked Sendable {

@@ -42,16 +42,18 @@ public final class Function: @unchecked Sendable {
 
     var context: CUDAContext { module.context }
 
-    private func attribute(_ id: Int32) throws -> Int {
+    private func attribute(_ id: FunctionAttribute) throws -> Int {
         var value: Int32 = 0
-        try context.driver.check(context.driver.cuFuncGetAttribute(&value, id, handle), "cuFuncGetAttribute(\(name), \(id))")
+        try context.driver.check(
+            context.driver.cuFuncGetAttribute(&value, id.rawValue, handle), "cuFuncGetAttribute(\(name), \(id))")
         return Int(value)
     }
 
     /// Registers per thread, local (spill/stack) bytes per thread, static shared bytes per block.
     public func resources() throws -> (registers: Int, localBytes: Int, sharedBytes: Int, maxThreadsPerBlock: Int) {
         try context.makeCurrent()
-        return (try attribute(4), try attribute(3), try attribute(1), try attribute(0))
+        return (try attribute(.numRegisters), try attribute(.localSizeBytes), try attribute(.sharedSizeBytes),
+                try attribute(.maxThreadsPerBlock))
     }
 
     /// Resident blocks per SM for this block size (the occupancy calculator).
@@ -73,7 +75,7 @@ public final class Function: @unchecked Sendable {
     /// Raises the dynamic shared-memory limit of the kernel (needed above 48 KB).
     public func setMaxDynamicSharedBytes(_ bytes: Int) throws {
         try context.makeCurrent()
-        try context.driver.check(context.driver.cuFuncSetAttribute(handle, 8, Int32(bytes)), "cuFuncSetAttribute(\(name))")
+        try context.driver.check(context.driver.cuFuncSetAttribute(handle, FunctionAttribute.maxDynamicSharedSizeBytes.rawValue, Int32(bytes)), "cuFuncSetAttribute(\(name))")
     }
 
     /// Enqueues the kernel on `stream`.
@@ -111,4 +113,13 @@ public struct KernelArguments {
             return try pointers.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
         }
     }
+}
+
+/// The CUfunction_attribute values Bagel reads (cuda.h), named.
+enum FunctionAttribute: Int32 {
+    case maxThreadsPerBlock = 0  // CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK
+    case sharedSizeBytes = 1  // CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES
+    case localSizeBytes = 3  // CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
+    case numRegisters = 4  // CU_FUNC_ATTRIBUTE_NUM_REGS
+    case maxDynamicSharedSizeBytes = 8  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 }

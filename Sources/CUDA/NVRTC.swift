@@ -66,11 +66,29 @@ public final class NVRTC: @unchecked Sendable {
         public let log: String
     }
 
+    /// A file the source may `#include "name"`, given by its text (NVRTC reads no files).
+    public struct Header: Sendable, Hashable {
+        public let name: String
+        public let source: String
+        public init(name: String, source: String) {
+            self.name = name
+            self.source = source
+        }
+    }
+
     /// Compiles CUDA C++ to a cubin. Options are NVRTC's (`-arch=sm_90`, `-DDIM=128`, ...).
     /// A compile error throws with the full log.
-    public func compile(source: String, name: String, options: [String]) throws -> Output {
+    public func compile(source: String, name: String, headers: [Header] = [], options: [String]) throws -> Output {
         var program: nvrtcProgram?
-        try check(nvrtcCreateProgram(&program, source, name, 0, nil, nil), "nvrtcCreateProgram(\(name))")
+        let headerSources = headers.map { strdup($0.source) }
+        let headerNames = headers.map { strdup($0.name) }
+        defer { (headerSources + headerNames).forEach { free($0) } }
+        let created = headerSources.map { UnsafePointer($0) }.withUnsafeBufferPointer { sources in
+            headerNames.map { UnsafePointer($0) }.withUnsafeBufferPointer { names in
+                nvrtcCreateProgram(&program, source, name, Int32(headers.count), sources.baseAddress, names.baseAddress)
+            }
+        }
+        try check(created, "nvrtcCreateProgram(\(name))")
         defer { _ = nvrtcDestroyProgram(&program) }
         let cOptions = options.map { strdup($0) }
         defer { cOptions.forEach { free($0) } }

@@ -1,4 +1,5 @@
 import CCUDA
+import Core
 
 /// A CUDA stream (non-blocking with respect to the legacy default stream).
 public final class CUDAStream: @unchecked Sendable {
@@ -62,10 +63,10 @@ public final class CUDAStream: @unchecked Sendable {
         value.accessPolicyWindow.base_ptr = UnsafeMutableRawPointer(bitPattern: UInt(base))
         value.accessPolicyWindow.num_bytes = bytes
         value.accessPolicyWindow.hitRatio = bytes == 0 ? 0 : hitRatio
-        value.accessPolicyWindow.hitProp = bytes == 0 ? 0 : 2  // persisting
-        value.accessPolicyWindow.missProp = bytes == 0 ? 0 : 1  // streaming
+        value.accessPolicyWindow.hitProp = bytes == 0 ? 0 : AccessProperty.persisting
+        value.accessPolicyWindow.missProp = bytes == 0 ? 0 : AccessProperty.streaming
         try context.driver.check(
-            context.driver.cuStreamSetAttribute(handle, 1, &value),
+            context.driver.cuStreamSetAttribute(handle, AccessProperty.accessPolicyWindowAttribute, &value),
             "cuStreamSetAttribute(ACCESS_POLICY_WINDOW, \(formatBytes(bytes)))")
     }
 
@@ -169,4 +170,11 @@ public struct DeviceTimer {
         try end.record(on: stream)
         return try end.seconds(since: start)
     }
+}
+
+/// The driver's access-policy numbers (cuda.h), named.
+enum AccessProperty {
+    static let streaming: Int32 = 1  // CU_ACCESS_PROPERTY_STREAMING
+    static let persisting: Int32 = 2  // CU_ACCESS_PROPERTY_PERSISTING
+    static let accessPolicyWindowAttribute: Int32 = 1  // CU_STREAM_ATTRIBUTE_ACCESS_POLICY_WINDOW
 }

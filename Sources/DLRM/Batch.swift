@@ -1,11 +1,4 @@
-/// The integer type of a sparse feature's indices and offsets (the two always share it, as in
-/// `torch.nn.EmbeddingBag`).
-public enum IndexType: String, Sendable, CaseIterable {
-    case int32, int64
-
-    public var byteWidth: Int { self == .int32 ? 4 : 8 }
-}
-
+import Core
 /// A list of row indices or offsets, Int32 or Int64.
 public enum IndexArray: Sendable, Equatable {
     case int32([Int32])
@@ -113,11 +106,12 @@ public struct Batch: Sendable, Equatable {
             guard let (position, value) = hit else { continue }
             let feature = sparse[t]
             let sample = feature.sample(containing: position)
+            let inBag = position - feature.offsets[sample]
             throw BagelError(
                 .invalidBatch,
-                "table \(t), sample \(sample), position \(position - feature.offsets[sample]) in the bag "
-                    + "(index \(position) overall): index \(value) is out of range; the table has rows 0..<\(config.tables[t].rows)"
-            )
+                "table \(t), sample \(sample), position \(inBag) in the bag "
+                    + "(index \(position) overall): index \(value) is out of range; the table has rows 0..<\(config.tables[t].rows)",
+                at: ErrorLocation(table: t, sample: sample, position: inBag))
         }
     }
 
@@ -135,9 +129,11 @@ public struct Batch: Sendable, Equatable {
             throw fail("dense input has \(dense.count) values; expected batch size × features = \(size) × \(denseFeatures)")
         }
         if let bad = dense.firstIndex(where: { !$0.isFinite }) {
-            throw fail(
-                "dense value at sample \(bad / max(denseFeatures, 1)), feature \(bad % max(denseFeatures, 1)) "
-                    + "is not finite (\(dense[bad]))")
+            let sample = bad / max(denseFeatures, 1)
+            throw BagelError(
+                .invalidBatch,
+                "dense value at sample \(sample), feature \(bad % max(denseFeatures, 1)) is not finite (\(dense[bad]))",
+                at: ErrorLocation(sample: sample, position: bad % max(denseFeatures, 1)))
         }
         guard sparse.count == config.tables.count else {
             throw fail("batch has \(sparse.count) sparse features; the model has \(config.tables.count) tables")
@@ -153,9 +149,10 @@ public struct Batch: Sendable, Equatable {
             }
             guard feature.offsets[0] == 0 else { throw fail("table \(t): offsets[0] is \(feature.offsets[0]); it must be 0") }
             for s in 0..<size where feature.offsets[s + 1] < feature.offsets[s] {
-                throw fail(
+                throw BagelError(
+                    .invalidBatch,
                     "table \(t), sample \(s): offsets decrease (offsets[\(s)] = \(feature.offsets[s]) > "
-                        + "offsets[\(s + 1)] = \(feature.offsets[s + 1]))")
+                        + "offsets[\(s + 1)] = \(feature.offsets[s + 1]))", at: ErrorLocation(table: t, sample: s))
             }
             guard feature.offsets[size] == feature.indices.count else {
                 throw fail(
@@ -277,13 +274,5 @@ extension SparseFeature {
         // Skip empty bags that share the same start.
         while low + 1 < bagCount && offsets[low + 1] <= position { low += 1 }
         return low
-    }
-}
-
-extension Array where Element: Hashable {
-    /// The distinct elements, in first-seen order.
-    public var uniqueInOrder: [Element] {
-        var seen = Set<Element>()
-        return filter { seen.insert($0).inserted }
     }
 }

@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// The hot rows of one table, hottest first, as written by `bagel profile` and read by the GPU

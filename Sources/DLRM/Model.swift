@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// Bytes of one tensor: either owned (allocated, 64-byte aligned) or borrowed from a memory-mapped

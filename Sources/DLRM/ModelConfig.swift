@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// How the rows selected by one bag are combined.
@@ -8,23 +9,6 @@ public enum PoolingMode: String, Codable, Sendable, CaseIterable {
     case mean
 }
 
-/// The element type an embedding table is kept in, in memory and on the GPU.
-public enum StorageType: String, Codable, Sendable, CaseIterable {
-    /// int8: row-wise quantised in FBGEMM's fused 8-bit layout (see `RowwiseInt8`).
-    case fp32, fp16, bf16, int8
-
-    /// Bytes of one element (int8: of its code).
-    public var byteWidth: Int {
-        switch self {
-        case .fp32: return 4
-        case .fp16, .bf16: return 2
-        case .int8: return 1
-        }
-    }
-
-    /// Bytes of one row of `dim` elements (int8 rows end with their fp32 scale and bias).
-    public func rowBytes(dim: Int) -> Int { dim * byteWidth + (self == .int8 ? RowwiseInt8.extraBytes : 0) }
-}
 
 /// How the bottom-MLP output and the pooled embeddings are combined before the top MLP.
 public enum InteractionOp: String, Codable, Sendable, CaseIterable {

@@ -1,3 +1,4 @@
+import Core
 /// Conversions between the floating-point element types of weights files and table storage.
 public enum NumericConversion {
     /// bfloat16 bits → Float (exact).

@@ -1,4 +1,5 @@
-/// The model shapes of WORKLOADS.md, by name.
+import Core
+/// The model shapes of docs/METHOD.md §2, by name.
 public enum ModelPreset: String, CaseIterable, Sendable {
     /// The MICRO'24 artifact: 12 × 500K × 128, 150 lookups, bottom 256-128-128, top 128-64-1.
     case paper
@@ -9,7 +10,7 @@ public enum ModelPreset: String, CaseIterable, Sendable {
     /// MLPerf DLRM v1: 26 tables, dim 128.
     case mlperfV1 = "mlperf-v1"
 
-    /// Criteo Kaggle cardinalities after the usual preprocessing (WORKLOADS.md).
+    /// Criteo Kaggle cardinalities after the usual preprocessing (docs/METHOD.md §2).
     public static let kaggleRows = [
         1460, 583, 10_131_227, 2_202_608, 305, 24, 12517, 633, 3, 93145, 5683, 8_351_593, 3194, 27, 14992,
         5_461_306, 10, 5652, 2173, 4, 7_046_547, 18, 15, 286_181, 105, 142_572,

@@ -1,3 +1,4 @@
+import Core
 /// Row-wise int8 quantisation in FBGEMM's fused 8-bit layout (what
 /// `torch.ops.fbgemm.FloatToFused8BitRowwiseQuantized` writes): each row is `dim` uint8 codes
 /// followed by the row's fp32 scale and bias, little-endian; element c = scale · code[c] + bias.
@@ -7,7 +8,7 @@
 /// way takes dim + 8 bytes: 136 for dim 128 against 512 in fp32.
 public enum RowwiseInt8 {
     /// The scale and bias after the codes.
-    public static let extraBytes = 8
+    public static let extraBytes = StorageType.rowwiseInt8ExtraBytes
 
     /// Quantises `dim` floats into `out` (dim + 8 bytes). False when the row holds a NaN or an
     /// infinity (no range to quantise; the caller says where).

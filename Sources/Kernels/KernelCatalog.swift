@@ -1,3 +1,4 @@
+import Core
 import CUDA
 import Foundation
 
@@ -24,21 +25,19 @@ public enum KernelCatalog {
                 functions: ["sigmoid_column", "fill_uniform_f32", "fill_uniform_f16", "fill_uniform_bf16", "fill_rows_i8",
                             "gather_rows"]),
         ]
-        for width in IndexWidth.allCases {
+        entries.append(Entry(name: "l2 pin pass", spec: L2PinKernel.spec, functions: ["l2_pin_rows"]))
+        for width in IndexType.allCases {
             entries.append(
-                Entry(name: "remap int\(width.rawValue)",
-                      spec: KernelSpec(file: .embeddingBag, defines: ["INDEX_BITS": "\(width.rawValue)"]),
+                Entry(name: "remap \(width.rawValue)", spec: IndexRemapKernel.spec(indexType: width),
                       functions: ["remap_indices"]))
         }
         for variant in EmbeddingBagVariant.allCases {
             let knobs = variant.knobs
             let everywhere = [.baseline, .vectorized, .bagel].contains(variant)
-            for storage in EmbeddingStorage.allCases {
+            for storage in StorageType.allCases {
                 if !everywhere && storage == .bf16 { continue }
-                if knobs.prefetch == .shared && storage != .fp32 { continue }
-                if knobs.family == .baseline && storage == .int8 { continue }
-                for width in IndexWidth.allCases {
-                    for dim in everywhere ? dims : [64, 128] where storage != .int8 || dim % 4 == 0 {
+                for width in IndexType.allCases {
+                    for dim in everywhere ? dims : [64, 128] where (try? knobs.validate(storage: storage, dim: dim)) != nil {
                         let resolved = (try? OccupancyTuning.resolve(
                             knobs, dim: dim, storage: storage, indexWidth: width, architecture: architecture,
                             nvrtc: nvrtc, cache: cache)) ?? knobs
@@ -47,20 +46,20 @@ public enum KernelCatalog {
                             : ["embedding_bag_vectorized"]
                         entries.append(
                             Entry(
-                                name: "\(variant.rawValue) \(storage.rawValue) int\(width.rawValue) dim \(dim)",
+                                name: "\(variant.rawValue) \(storage.rawValue) \(width.rawValue) dim \(dim)",
                                 spec: EmbeddingBagKernel.spec(knobs: resolved, dim: dim, storage: storage, indexWidth: width),
-                                functions: functions + (knobs.l2 == .pinPass ? ["l2_pin_rows"] : [])))
+                                functions: functions))
                     }
                 }
             }
         }
-        // The knobs the autotuner turns (see GPU/Autotuner.swift) and the permuted-table hints.
+        // The knobs the autotuner turns (see Engine/Autotuner.swift) and the permuted-table hints.
         for extra in ["hints=permuted", "split=2", "unroll=16", "unroll=16,split=2"] {
-            for width in IndexWidth.allCases {
-                for (storage, dim) in [(EmbeddingStorage.fp32, 64), (.fp32, 128), (.bf16, 128), (.int8, 128)] {
-                    guard let knobs = try? EmbeddingBagKnobs.parse("bagel:\(extra)").knobs else { continue }
+            for width in IndexType.allCases {
+                for (storage, dim) in [(StorageType.fp32, 64), (.fp32, 128), (.bf16, 128), (.int8, 128)] {
+                    guard let knobs = try? EmbeddingBagConfig.parse("bagel:\(extra)").knobs else { continue }
                     entries.append(
-                        Entry(name: "bagel:\(extra) \(storage.rawValue) int\(width.rawValue) dim \(dim)",
+                        Entry(name: "bagel:\(extra) \(storage.rawValue) \(width.rawValue) dim \(dim)",
                               spec: EmbeddingBagKernel.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: width),
                               functions: ["embedding_bag_vectorized"]))
                 }
@@ -106,9 +105,8 @@ public enum KernelCatalog {
 
     /// Fills in the reports ptxas left out of NVRTC's log from the module loaded on `context`:
     /// registers, and local memory per thread counted as spill bytes (our kernels use no stack, so
-    /// any local memory is a spill). Seen on the H200 machine: NVRTC 13.0.88 there leaves the
-    /// `-Xptxas=-v` report out of sm_90 logs (every compile in a plain process, 10 of 194 inside
-    /// `bagel doctor`), while sm_80 logs and every log on a machine without a GPU keep it.
+    /// any local memory is a spill). Some NVRTC builds leave the `-Xptxas=-v` report out of sm_90
+    /// logs (docs/PERF.md, "Lab history": the missing ptxas report).
     public static func completeFromDriver(_ result: CompileResult, context: CUDAContext, nvrtc: NVRTC,
                                           cache: KernelCache) -> CompileResult {
         guard result.error == nil, result.relevant.count != result.entry.functions.count,
@@ -138,25 +136,24 @@ public enum KernelCatalog {
         var results: [CompileResult] = []
         for architecture in architectures {
             let list = entries(architecture: architecture, nvrtc: nvrtc, cache: cache)
-            let collected = ResultBox(count: list.count)
-            DispatchQueue.concurrentPerform(iterations: list.count) { i in
+            let compiled = HostParallel.map(list.count, parallel: true) { i -> CompileResult in
                 let entry = list[i]
                 do {
                     let output = try entry.spec.compile(architecture: architecture, nvrtc: nvrtc, cache: cache)
-                    collected.set(i, CompileResult(entry: entry, architecture: architecture,
-                                                   reports: PtxasReport.parse(output.log), error: nil))
+                    return CompileResult(entry: entry, architecture: architecture, reports: PtxasReport.parse(output.log),
+                                         error: nil)
                 } catch {
-                    collected.set(i, CompileResult(entry: entry, architecture: architecture, reports: [], error: "\(error)"))
+                    return CompileResult(entry: entry, architecture: architecture, reports: [], error: "\(error)")
                 }
             }
             // A log without a report for each kernel (seen once on the 16-core GPU machine, cache cold,
             // cause unknown): compile that entry again, alone and past the cache, before calling it bad.
-            let checked = collected.values.map { $0! }.map { result -> CompileResult in
+            let checked = compiled.map { result -> CompileResult in
                 guard result.error == nil, result.relevant.count != result.entry.functions.count else { return result }
                 do {
                     let spec = result.entry.spec
                     let output = try nvrtc.compile(source: spec.file.source, name: spec.file.rawValue,
-                                                   options: spec.options(architecture: architecture))
+                                                   headers: spec.file.headers, options: spec.options(architecture: architecture))
                     return CompileResult(entry: result.entry, architecture: architecture,
                                          reports: PtxasReport.parse(output.log), error: nil, retried: true)
                 } catch {
@@ -167,17 +164,5 @@ public enum KernelCatalog {
             results += checked
         }
         return results
-    }
-
-    /// Results written from several threads, one slot each.
-    private final class ResultBox: @unchecked Sendable {
-        private let lock = NSLock()
-        private(set) var values: [CompileResult?]
-        init(count: Int) { values = Array(repeating: nil, count: count) }
-        func set(_ i: Int, _ value: CompileResult) {
-            lock.lock()
-            values[i] = value
-            lock.unlock()
-        }
     }
 }

@@ -3,17 +3,37 @@ import Foundation
 
 /// The CUDA C++ sources, embedded in the binary at build time (SwiftPM `.embedInCode`).
 public enum KernelFile: String, CaseIterable, Sendable, Hashable {
-    case embeddingBag = "embedding_bag.cu"
+    case embeddingBagBaseline = "embedding_bag_baseline.cu"
+    case embeddingBagVectorized = "embedding_bag_vectorized.cu"
+    case embeddingTable = "embedding_table.cu"
     case interaction = "interaction.cu"
     case elementwise = "elementwise.cu"
 
     public var source: String {
         switch self {
-        case .embeddingBag: return String(decoding: PackageResources.embedding_bag_cu, as: UTF8.self)
-        case .interaction: return String(decoding: PackageResources.interaction_cu, as: UTF8.self)
-        case .elementwise: return String(decoding: PackageResources.elementwise_cu, as: UTF8.self)
+        case .embeddingBagBaseline: return Self.text(PackageResources.embedding_bag_baseline_cu)
+        case .embeddingBagVectorized: return Self.text(PackageResources.embedding_bag_vectorized_cu)
+        case .embeddingTable: return Self.text(PackageResources.embedding_table_cu)
+        case .interaction: return Self.text(PackageResources.interaction_cu)
+        case .elementwise: return Self.text(PackageResources.elementwise_cu)
         }
     }
+
+    /// The files a source may include: the shared embedding header and the kernel ABI (the same
+    /// kernel_abi.h Swift imports through CCUDA).
+    public var headers: [NVRTC.Header] {
+        switch self {
+        case .embeddingBagBaseline, .embeddingBagVectorized, .embeddingTable:
+            return [
+                NVRTC.Header(name: "kernel_abi.h", source: Self.text(PackageResources.kernel_abi_h)),
+                NVRTC.Header(name: "embedding_bag_common.cuh", source: Self.text(PackageResources.embedding_bag_common_cuh)),
+            ]
+        case .interaction, .elementwise:
+            return []
+        }
+    }
+
+    private static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
 }
 
 /// One specialisation of a source file: its `-D` defines and compiler caps.
@@ -46,7 +66,8 @@ public struct KernelSpec: Hashable, Sendable, CustomStringConvertible {
 
     /// Compiles for an architecture without a GPU (CI, `bagel doctor --compile-only`).
     public func compile(architecture: String, nvrtc: NVRTC, cache: KernelCache) throws -> NVRTC.Output {
-        try cache.compile(source: file.source, name: file.rawValue, options: options(architecture: architecture), nvrtc: nvrtc)
+        try cache.compile(source: file.source, name: file.rawValue, headers: file.headers,
+                          options: options(architecture: architecture), nvrtc: nvrtc)
     }
 }
 

@@ -5,8 +5,8 @@ import GRPCNIOTransportHTTP2
 import Hummingbird
 import Logging
 import ServiceLifecycle
-import UnixSignals
 import Synchronization
+import UnixSignals
 
 /// Where and how `bagel serve` listens.
 public struct ServerConfiguration: Sendable {

@@ -1,6 +1,5 @@
 import DLRM
 import Foundation
-import GPU
 import Logging
 import Synchronization
 
@@ -23,9 +22,7 @@ public final class InferenceService: Sendable {
         self.maxBodyBytes = maxBodyBytes
         self.logger = logger
         self.serverVersion = serverVersion
-        if let gpu = engine as? GPUEngine, let info = try? gpu.context.memoryInfo() {
-            metrics.setDeviceMemory(info.total - info.free)
-        }
+        if let inUse = engine.deviceMemoryInUse { metrics.setDeviceMemory(inUse) }
     }
 
     public var isReady: Bool { ready.load(ordering: .relaxed) }

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Core
 import DLRM
 import Foundation
 import GRPCCore

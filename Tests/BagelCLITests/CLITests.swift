@@ -1,7 +1,8 @@
+import Core
 import ArgumentParser
 import BagelTestSupport
 import DLRM
-import Data
+import Inputs
 import Foundation
 import Testing
 
@@ -103,7 +104,8 @@ func writeCriteo(_ path: String, rows: Int, seed: UInt64, labels: Bool = true) t
             try await bagel(["predict", "--model", model, "--data", data, "--format", "jsonl", "--out", out])
             Issue.record("expected an out-of-range error")
         } catch let error as BagelError {
-            #expect(error.message.contains("d.jsonl:4:"))
+            #expect(error.description.contains("d.jsonl:4:"))
+            #expect(error.location.line == 4 && error.location.table == 2)
             #expect(error.message.contains("table 2"))
             #expect(error.message.contains("index 5000"))
         }

@@ -1,4 +1,6 @@
+import CCUDA
 import CUDA
+import Core
 import Foundation
 import Testing
 
@@ -104,7 +106,7 @@ let nvrtc: NVRTC? = {
     }
 
     @Test func compileProblemsSayWhatIsWrong() {
-        let entry = KernelCatalog.Entry(name: "remap int32", spec: KernelSpec(file: .embeddingBag, defines: [:]),
+        let entry = KernelCatalog.Entry(name: "remap int32", spec: IndexRemapKernel.spec(indexType: .int32),
                                         functions: ["remap_indices"])
         let silent = KernelCatalog.CompileResult(entry: entry, architecture: "sm_90", reports: [], error: nil, retried: true)
         #expect(!silent.ok)
@@ -132,31 +134,33 @@ let nvrtc: NVRTC? = {
     }
 
     @Test func variantParsing() throws {
-        let (variant, knobs) = try EmbeddingBagKnobs.parse("optmt:regs=32")
+        let config = try EmbeddingBagConfig.parse("optmt:regs=32")
+        let (variant, knobs) = (config.variant, config.knobs)
+        #expect(config.spec == "optmt:regs=32")
         #expect(variant == .optmt && knobs.maxRegisters == 32 && !knobs.autoRegisterCap && knobs.family == .baseline)
         #expect(EmbeddingBagVariant.optmt.knobs.autoRegisterCap)
-        let rpf = try EmbeddingBagKnobs.parse("rpf:dist=8,prefetch=l1").knobs
+        let rpf = try EmbeddingBagConfig.parse("rpf:dist=8,prefetch=l1").knobs
         #expect(rpf.prefetchDistance == 8 && rpf.prefetch == .l1)
-        #expect(try EmbeddingBagKnobs.parse("bagel:hints=permuted").knobs.needsPermutedTable)
-        #expect(try !EmbeddingBagKnobs.parse("bagel").knobs.needsPermutedTable)
-        #expect(try EmbeddingBagKnobs.parse("vectorized:hints").knobs.hints == .bitmap)
-        #expect(throws: CUDAError.self) { _ = try EmbeddingBagKnobs.parse("warp-speed") }
-        #expect(throws: CUDAError.self) { _ = try EmbeddingBagKnobs.parse("rpf:distance=8") }
-        #expect(throws: CUDAError.self) {
-            try EmbeddingBagKnobs.parse("vectorized:l2=window").knobs.validate(storage: .fp32)
+        #expect(try EmbeddingBagConfig.parse("bagel:hints=permuted").knobs.needsPermutedTable)
+        #expect(try !EmbeddingBagConfig.parse("bagel").knobs.needsPermutedTable)
+        #expect(try EmbeddingBagConfig.parse("vectorized:hints").knobs.hints == .bitmap)
+        #expect(throws: BagelError.self) { _ = try EmbeddingBagConfig.parse("warp-speed") }
+        #expect(throws: BagelError.self) { _ = try EmbeddingBagConfig.parse("rpf:distance=8") }
+        #expect(throws: BagelError.self) {
+            try EmbeddingBagConfig.parse("vectorized:l2=window").knobs.validate(storage: .fp32)
         }
         for variant in EmbeddingBagVariant.allCases { try variant.knobs.validate(storage: .fp32) }
     }
 
     @Test func specsDifferByKnobs() {
-        let a = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.baseline.knobs, dim: 128, storage: .fp32, indexWidth: .bits64)
-        let b = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.rpf.knobs, dim: 128, storage: .fp32, indexWidth: .bits64)
+        let a = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.baseline.knobs, dim: 128, storage: .fp32, indexWidth: .int64)
+        let b = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.rpf.knobs, dim: 128, storage: .fp32, indexWidth: .int64)
         #expect(a != b)
         var capped = EmbeddingBagVariant.optmt.knobs
         capped.maxRegisters = 40
-        let c = EmbeddingBagKernel.spec(knobs: capped, dim: 128, storage: .fp32, indexWidth: .bits64)
+        let c = EmbeddingBagKernel.spec(knobs: capped, dim: 128, storage: .fp32, indexWidth: .int64)
         #expect(c.options(architecture: "sm_90").contains("--maxrregcount=40"))
-        let auto = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.optmt.knobs, dim: 128, storage: .fp32, indexWidth: .bits64)
+        let auto = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.optmt.knobs, dim: 128, storage: .fp32, indexWidth: .int64)
         #expect(auto.maxRegisters == nil)  // auto: resolved by OccupancyTuning before compiling
         #expect(a.options(architecture: "sm_90").contains("-DDIM=128"))
     }
@@ -165,10 +169,72 @@ let nvrtc: NVRTC? = {
         let binding = EmbeddingTableBinding(weights: 0x1000, rows: 7, indices: 0x2000, offsets: 0x3000, output: 0x4000,
                                             outputStride: 9, mean: true, hotRows: 3, offset2bag: 0x5000, bagSize: 0x6000,
                                             hotBitmap: 0x7000, remap: 0x8000)
-        var bytes = [UInt8](repeating: 0xFF, count: 2 * EmbeddingBagKernel.tableArgsBytes)
-        bytes.withUnsafeMutableBytes { EmbeddingBagKernel.writeTableArgs([binding, binding], into: $0.baseAddress!) }
+        #expect(TableArgs.recordBytes == 13 * 8)
+        var bytes = [UInt8](repeating: 0xFF, count: 2 * TableArgs.recordBytes)
+        bytes.withUnsafeMutableBytes { TableArgs.write([binding, binding], into: $0.baseAddress!) }
         let words = bytes.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
         #expect(Array(words[0..<13]) == [0x1000, 0x2000, 0x3000, 0, 0x4000, 7, 9, 3, 1, 0x5000, 0x6000, 0x7000, 0x8000])
         #expect(words[13] == 0x1000)
+    }
+
+    /// The device side of the ABI. Swift reads the record's offsets from kernel_abi.h (thirteen 8-byte
+    /// fields in order, no padding); NVRTC (which has no offsetof) compiles the same header as the
+    /// kernels see it, for every element and index type, with static_asserts that every field is 8
+    /// bytes, the record is 8-aligned and as large as Swift says, so the device offsets are the same.
+    @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
+    func tableArgsOffsetsAgreeWithTheDevice() throws {
+        let offsets: [Int?] = [
+            MemoryLayout<BagelTableArgs>.offset(of: \.weights), MemoryLayout<BagelTableArgs>.offset(of: \.indices),
+            MemoryLayout<BagelTableArgs>.offset(of: \.offsets), MemoryLayout<BagelTableArgs>.offset(of: \.sample_weights),
+            MemoryLayout<BagelTableArgs>.offset(of: \.output), MemoryLayout<BagelTableArgs>.offset(of: \.rows),
+            MemoryLayout<BagelTableArgs>.offset(of: \.out_stride), MemoryLayout<BagelTableArgs>.offset(of: \.hot_rows),
+            MemoryLayout<BagelTableArgs>.offset(of: \.mean), MemoryLayout<BagelTableArgs>.offset(of: \.offset2bag),
+            MemoryLayout<BagelTableArgs>.offset(of: \.bag_size), MemoryLayout<BagelTableArgs>.offset(of: \.hot_bitmap),
+            MemoryLayout<BagelTableArgs>.offset(of: \.remap),
+        ]
+        #expect(offsets == (0..<13).map { $0 * 8 })
+        let fields = ["weights", "indices", "offsets", "sample_weights", "output", "rows", "out_stride", "hot_rows", "mean",
+                      "offset2bag", "bag_size", "hot_bitmap", "remap"]
+        var checks = "static_assert(sizeof(TableArgs) == \(TableArgs.recordBytes), \"size\");\n"
+            + "static_assert(alignof(TableArgs) == 8, \"alignment\");\n"
+        for name in fields { checks += "static_assert(sizeof(TableArgs::\(name)) == 8, \"\(name)\");\n" }
+        for storage in StorageType.allCases {
+            for index in IndexType.allCases {
+                let source = "#include \"embedding_bag_common.cuh\"\n" + checks
+                    + "extern \"C\" __global__ void abi_probe(TableArgs *t) { t->rows = 1; }\n"
+                let spec = EmbeddingBagKernel.spec(knobs: EmbeddingBagVariant.vectorized.knobs, dim: 16, storage: storage,
+                                                   indexWidth: index)
+                _ = try nvrtc!.compile(source: source, name: "abi_probe.cu", headers: KernelFile.embeddingBagVectorized.headers,
+                                       options: spec.options(architecture: "sm_90"))
+            }
+        }
+    }
+}
+
+@Suite struct KernelFamilyTests {
+    @Test func theSupportRuleIsAskedNotRewritten() {
+        #expect(!EmbeddingBagKnobs.Family.baseline.supports(storage: .int8, dim: 128))
+        #expect(EmbeddingBagKnobs.Family.vectorized.supports(storage: .int8, dim: 128))
+        #expect(!EmbeddingBagKnobs.Family.vectorized.supports(storage: .int8, dim: 13))
+        #expect(EmbeddingBagKnobs.Family.baseline.supports(storage: .bf16, dim: 13))
+        // Every shipped specialisation obeys it.
+        let nvrtcFree = KernelCatalog.dims.flatMap { dim in
+            StorageType.allCases.map { (dim, $0) }
+        }
+        for (dim, storage) in nvrtcFree {
+            for variant in EmbeddingBagVariant.allCases {
+                let allowed = (try? variant.knobs.validate(storage: storage, dim: dim)) != nil
+                if allowed { #expect(variant.knobs.family.supports(storage: storage, dim: dim)) }
+            }
+        }
+    }
+
+    @Test func choicesParseOnceIntoTypedValues() throws {
+        #expect(try EmbeddingChoice.parse("auto") == .auto)
+        #expect(try EmbeddingChoice.parse("tune") == .tune)
+        #expect(try EmbeddingChoice.parse("bagel:unroll=16") == .fixed(EmbeddingBagConfig.parse("bagel:unroll=16")))
+        #expect(try EmbeddingChoice.parse("bagel:unroll=16").description == "bagel:unroll=16")
+        #expect(throws: BagelError.self) { try EmbeddingChoice.parse("fastest") }
+        #expect(throws: BagelError.self) { try EmbeddingChoice.parse("bagel:unroll=x") }
     }
 }

@@ -1,3 +1,4 @@
+import Core
 import AsyncHTTPClient
 import BagelTestSupport
 import DLRM

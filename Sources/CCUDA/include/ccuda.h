@@ -154,4 +154,9 @@ typedef cublasStatus_t (*PFN_cublasLtMatmul)(cublasLtHandle_t handle, cublasLtMa
                                               const BagelMatmulAlgo *algo, void *workspace, size_t workspaceBytes,
                                               CUstream stream);
 
+// ---- Kernel ABI --------------------------------------------------------------------------------
+// The records the kernels read (TableArgs), shared with the NVRTC sources; the file lives beside
+// them so the binary embeds the same text it is compiled from.
+#include "../../Kernels/cuda/kernel_abi.h"
+
 #endif

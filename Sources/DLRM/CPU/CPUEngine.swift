@@ -1,7 +1,8 @@
+import Core
 import Dispatch
 import Foundation
 
-/// The reference engine: the DLRM forward of DESIGN.md in plain Swift with SIMD, on all cores.
+/// The reference engine: the DLRM forward of docs/METHOD.md §1 in plain Swift with SIMD, on all cores.
 ///
 /// The batch is cut into slices of samples and each slice runs the whole forward on its own thread
 /// with its own scratch memory; every sample's arithmetic is the same whatever slice it lands in,
@@ -116,16 +117,4 @@ public final class CPUEngine: InferenceEngine {
 @inline(__always)
 public func sigmoid(_ x: Float) -> Float {
     1 / (1 + exp(-x))
-}
-
-/// A pointer handed to the worker threads of `concurrentPerform`; each writes a disjoint range.
-public struct SendablePointer<T>: @unchecked Sendable {
-    public let pointer: UnsafeMutablePointer<T>
-    public init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
-}
-
-/// A raw buffer handed to the worker threads of `concurrentPerform`; each writes a disjoint range.
-public struct SendableRawBuffer: @unchecked Sendable {
-    public let buffer: UnsafeMutableRawBufferPointer
-    public init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
 }

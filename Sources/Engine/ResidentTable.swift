@@ -1,0 +1,155 @@
+import Core
+import CUDA
+import DLRM
+import Kernels
+
+/// How a table's rows are arranged on the device.
+public struct TableLayout: Sendable {
+    /// Rows [0, hotRows) of the stored table are its hottest rows (permuted tables only).
+    public let hotRows: Int
+    /// stored position of original row r (nil: stored in the original order).
+    public let remap: [Int32]?
+    /// original row at stored position i (nil: identity).
+    public let order: [Int32]?
+
+    public static let identity = TableLayout(hotRows: 0, remap: nil, order: nil)
+
+    /// Hot rows first (hottest first), then every other row in ascending order.
+    public static func hotFirst(hot: [Int], rows: Int) -> TableLayout {
+        var order = [Int32]()
+        order.reserveCapacity(rows)
+        var isHot = [Bool](repeating: false, count: rows)
+        for row in hot where !isHot[row] {
+            isHot[row] = true
+            order.append(Int32(row))
+        }
+        let hotCount = order.count
+        for row in 0..<rows where !isHot[row] { order.append(Int32(row)) }
+        var remap = [Int32](repeating: 0, count: rows)
+        for (position, row) in order.enumerated() { remap[Int(row)] = Int32(position) }
+        return TableLayout(hotRows: hotCount, remap: remap, order: order)
+    }
+
+    /// A bit per row, set for the rows of `hot`.
+    public static func bitmap(hot: [Int], rows: Int) -> [UInt32] {
+        var bits = [UInt32](repeating: 0, count: (rows + 31) / 32)
+        for row in hot { bits[row >> 5] |= 1 << UInt32(row & 31) }
+        return bits
+    }
+}
+
+/// An embedding table resident in device memory, possibly permuted so its hot rows come first,
+/// with the device-side helpers its kernels need (index remap, pin list, hot-row bitmap). The engine
+/// makes one per table from the model's rows; the embedding benchmark from rows it filled on the device.
+public final class ResidentTable: @unchecked Sendable {
+    public let buffer: DeviceBuffer<UInt8>
+    public let rows: Int
+    public let dim: Int
+    public let storage: StorageType
+    public let mean: Bool
+    public let layout: TableLayout
+    /// Device remap (original row → stored row), for permuted tables.
+    public let remap: DeviceBuffer<Int32>?
+    /// Device list of hot rows in stored numbering, for the pin pass.
+    public let pinList: DeviceBuffer<Int32>?
+    /// A bit per row, set for hot rows (eviction hints without permuting the table).
+    public let hotBitmap: DeviceBuffer<UInt32>?
+
+    public var rowBytes: Int { storage.rowBytes(dim: dim) }
+
+    /// Uploads `table`. With `permute`, stores the hot rows first (gathered on the device); the
+    /// first `pinCount` hot rows become the pin list; with `bitmap`, the hot rows' bits are set.
+    public init(table: EmbeddingTable, context: CUDAContext, stream: CUDAStream, elementwise: ElementwiseKernels,
+                hot: [Int]?, permute: Bool, pinCount: Int, bitmap: Bool = false) throws {
+        rows = table.rows
+        dim = table.dim
+        storage = table.dtype
+        mean = table.pooling == .mean
+        let bytes = table.storage.bytes
+        let rowBytes = storage.rowBytes(dim: table.dim)
+        let layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: table.rows) : .identity
+        let buffer = try DeviceBuffer<UInt8>(context: context, count: bytes.count)
+        if let order = layout.order, rowBytes % 4 != 0 {
+            // Rows of 2-byte multiples (odd dims in 16-bit storage): gather on the host.
+            var permuted = [UInt8](repeating: 0, count: bytes.count)
+            for (position, row) in order.enumerated() {
+                for b in 0..<rowBytes { permuted[position * rowBytes + b] = bytes[Int(row) * rowBytes + b] }
+            }
+            try permuted.withUnsafeBytes { try Self.upload($0, to: buffer) }
+        } else if layout.order != nil {
+            let staging = try DeviceBuffer<UInt8>(context: context, count: bytes.count)
+            try Self.upload(bytes, to: staging)
+            try Self.gather(staging, into: buffer, layout: layout, rowBytes: rowBytes, context: context, stream: stream,
+                            elementwise: elementwise)
+        } else {
+            try Self.upload(bytes, to: buffer)
+        }
+        self.buffer = buffer
+        self.layout = layout
+        (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: hot, rows: rows, pinCount: pinCount,
+                                                         bitmap: bitmap, context: context)
+    }
+
+    /// A table whose rows are already on the device (the embedding benchmark fills them there). With
+    /// `permute`, a permuted copy is made and `rows` is left as it was; otherwise `rows` is used in place.
+    public init(deviceRows source: DeviceBuffer<UInt8>, rows: Int, dim: Int, storage: StorageType, mean: Bool = false,
+                context: CUDAContext, stream: CUDAStream, elementwise: ElementwiseKernels, hot: [Int]?, permute: Bool,
+                pinCount: Int, bitmap: Bool = false) throws {
+        self.rows = rows
+        self.dim = dim
+        self.storage = storage
+        self.mean = mean
+        let rowBytes = storage.rowBytes(dim: dim)
+        precondition(source.count >= rows * rowBytes && rowBytes % 4 == 0)
+        let layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: rows) : .identity
+        if layout.order != nil {
+            buffer = try DeviceBuffer<UInt8>(context: context, count: rows * rowBytes)
+            try Self.gather(source, into: buffer, layout: layout, rowBytes: rowBytes, context: context, stream: stream,
+                            elementwise: elementwise)
+        } else {
+            buffer = source
+        }
+        self.layout = layout
+        (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: hot, rows: rows, pinCount: pinCount,
+                                                         bitmap: bitmap, context: context)
+    }
+
+    /// stored row i ← source row order[i], on the device.
+    private static func gather(_ source: DeviceBuffer<UInt8>, into destination: DeviceBuffer<UInt8>, layout: TableLayout,
+                               rowBytes: Int, context: CUDAContext, stream: CUDAStream,
+                               elementwise: ElementwiseKernels) throws {
+        let order = try DeviceBuffer<Int32>(context: context, copying: layout.order!)
+        try elementwise.encodeGatherRows(source: source.address, destination: destination.address, order: order.address,
+                                         rows: layout.order!.count, rowBytes: rowBytes, stream: stream)
+        try stream.synchronize()
+    }
+
+    /// The remap of a permuted layout, the pin list (stored numbering) and the hot-row bitmap.
+    private static func helpers(layout: TableLayout, hot: [Int]?, rows: Int, pinCount: Int, bitmap: Bool,
+                                context: CUDAContext) throws
+        -> (DeviceBuffer<Int32>?, DeviceBuffer<Int32>?, DeviceBuffer<UInt32>?)
+    {
+        let remap = try layout.remap.map { try DeviceBuffer<Int32>(context: context, copying: $0) }
+        var pinList: DeviceBuffer<Int32>?
+        if pinCount > 0, let hot {
+            let stored = hot.prefix(pinCount).map { row in layout.remap.map { $0[row] } ?? Int32(row) }
+            pinList = try DeviceBuffer<Int32>(context: context, copying: Array(stored))
+        }
+        var hotBitmap: DeviceBuffer<UInt32>?
+        if bitmap, let hot {
+            hotBitmap = try DeviceBuffer<UInt32>(context: context, copying: TableLayout.bitmap(hot: hot, rows: rows))
+        }
+        return (remap, pinList, hotBitmap)
+    }
+
+    /// Copies host bytes in 256 MB pieces (pageable memory; each piece synchronous).
+    private static func upload(_ bytes: UnsafeRawBufferPointer, to buffer: DeviceBuffer<UInt8>) throws {
+        let piece = 256 << 20
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(bytes.count, offset + piece)
+            try buffer.upload(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]), offsetBytes: offset)
+            offset = end
+        }
+    }
+}

@@ -1,0 +1,232 @@
+import Core
+import CUDA
+import Foundation
+
+/// One table of a launch, as the host describes it.
+public struct EmbeddingTableBinding: Sendable {
+    public var weights: DevicePointer
+    public var rows: Int
+    public var indices: DevicePointer
+    public var offsets: DevicePointer
+    /// 0 when there are no per-sample weights.
+    public var sampleWeights: DevicePointer
+    public var output: DevicePointer
+    /// Floats between consecutive bags' outputs.
+    public var outputStride: Int
+    public var mean: Bool
+    /// Rows [0, hotRows) are hot (the table is permuted so) — for eviction hints and the window.
+    public var hotRows: Int
+    /// Device list of hot rows (Int32) for the pin pass, and its length.
+    public var pinList: DevicePointer
+    public var pinCount: Int
+    /// Scratch for the baseline's offset2bag (one index per lookup) and bag_size (one per bag).
+    public var offset2bag: DevicePointer
+    public var bagSize: DevicePointer
+    /// A bit per row, set for hot rows (hints=bitmap).
+    public var hotBitmap: DevicePointer
+    /// original row → stored row, for tables stored permuted (the remap kernel applies it).
+    public var remap: DevicePointer
+
+    public init(weights: DevicePointer, rows: Int, indices: DevicePointer, offsets: DevicePointer,
+                sampleWeights: DevicePointer = 0, output: DevicePointer, outputStride: Int, mean: Bool = false,
+                hotRows: Int = 0, pinList: DevicePointer = 0, pinCount: Int = 0, offset2bag: DevicePointer = 0,
+                bagSize: DevicePointer = 0, hotBitmap: DevicePointer = 0, remap: DevicePointer = 0) {
+        self.weights = weights
+        self.rows = rows
+        self.indices = indices
+        self.offsets = offsets
+        self.sampleWeights = sampleWeights
+        self.output = output
+        self.outputStride = outputStride
+        self.mean = mean
+        self.hotRows = hotRows
+        self.pinList = pinList
+        self.pinCount = pinCount
+        self.offset2bag = offset2bag
+        self.bagSize = bagSize
+        self.hotBitmap = hotBitmap
+        self.remap = remap
+    }
+}
+
+/// An embedding-bag kernel specialised for one (dim, storage, index width, knobs), with its launcher.
+public final class EmbeddingBagKernel: @unchecked Sendable {
+    public static let baselineGrid = 1024
+    public static let vectorBlockThreads = 256
+
+    public let knobs: EmbeddingBagKnobs
+    public let dim: Int
+    public let storage: StorageType
+    public let indexWidth: IndexType
+    public let spec: KernelSpec
+    /// Threads per bag and bytes per load of the vectorized kernel.
+    public let lanes: Int
+    public let vectorBytes: Int
+    /// Bytes of one stored row.
+    public var rowBytes: Int { storage.rowBytes(dim: dim) }
+    let main: Function
+    let baselineDirect: Function?
+    let pin: L2PinKernel?
+    let library: KernelLibrary
+
+    /// - Parameter outputAligned: every table's output offset and stride are multiples of 4 floats
+    ///   (lets the vectorized kernel store float4).
+    public init(library: KernelLibrary, knobs: EmbeddingBagKnobs, dim: Int, storage: StorageType,
+                indexWidth: IndexType, outputAligned: Bool = true) throws {
+        try knobs.validate(storage: storage, dim: dim)  // before the tuner compiles anything
+        let knobs = try OccupancyTuning.resolve(
+            knobs, dim: dim, storage: storage, indexWidth: indexWidth, architecture: library.architecture,
+            nvrtc: library.nvrtc, cache: library.cache)
+        try knobs.validate(storage: storage, dim: dim)
+        self.library = library
+        self.knobs = knobs
+        self.dim = dim
+        self.storage = storage
+        self.indexWidth = indexWidth
+        let plan = Self.vectorPlan(dim: dim, storage: storage)
+        lanes = plan.lanes
+        vectorBytes = plan.vectorBytes
+        spec = Self.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: indexWidth, outputAligned: outputAligned)
+        switch knobs.family {
+        case .baseline:
+            main = try library.function("embedding_bag_baseline_table", of: spec)
+            baselineDirect = try library.function("embedding_bag_baseline", of: spec)
+        case .vectorized:
+            main = try library.function("embedding_bag_vectorized", of: spec)
+            baselineDirect = nil
+        }
+        pin = knobs.l2 == .pinPass ? try L2PinKernel(library: library) : nil
+    }
+
+    /// The NVRTC specialisation for these parameters (also used by CI to compile every variant).
+    public static func spec(knobs: EmbeddingBagKnobs, dim: Int, storage: StorageType, indexWidth: IndexType,
+                            outputAligned: Bool = true) -> KernelSpec {
+        var defines = storage.defines(dim: dim, indexType: indexWidth)
+        let file: KernelFile
+        switch knobs.family {
+        case .baseline:
+            file = .embeddingBagBaseline
+            defines["PREFETCH"] = "\(knobs.prefetch.code)"
+            if knobs.prefetch != .none { defines["PF_DIST"] = "\(knobs.prefetchDistance)" }
+            if let minBlocks = knobs.minBlocks { defines["MIN_BLOCKS"] = "\(minBlocks)" }
+        case .vectorized:
+            file = .embeddingBagVectorized
+            let plan = vectorPlan(dim: dim, storage: storage)
+            defines["LANES"] = "\(plan.lanes)"
+            defines["VEC_BYTES"] = "\(plan.vectorBytes)"
+            defines["UNROLL"] = "\(knobs.unroll)"
+            defines["EVICT_HINTS"] = "\(knobs.hints.code)"
+            if knobs.split > 1 { defines["SPLIT"] = "\(knobs.split)" }
+            defines["OUT_VEC4"] = outputAligned ? "1" : "0"
+        }
+        return KernelSpec(file: file, defines: defines, maxRegisters: knobs.maxRegisters)
+    }
+
+    /// Widest load that divides a row (16 bytes when it can), and the power-of-two lane count that
+    /// covers a row with it (at most a warp; wider rows loop over chunks).
+    /// (int8: the load must also divide the row stride, dim + 8, so every row's loads stay aligned.)
+    public static func vectorPlan(dim: Int, storage: StorageType) -> (lanes: Int, vectorBytes: Int) {
+        let codeBytes = dim * storage.byteWidth
+        let stride = storage.rowBytes(dim: dim)
+        var bytes = 16
+        while bytes > storage.byteWidth && (codeBytes % bytes != 0 || stride % bytes != 0) { bytes /= 2 }
+        let elements = bytes / storage.byteWidth
+        let needed = (dim + elements - 1) / elements
+        var lanes = 1
+        while lanes < needed && lanes < 32 { lanes *= 2 }
+        return (lanes, bytes)
+    }
+
+    /// Enqueues the lookups of every table on `stream`. `tableArgs` is the device copy of the
+    /// records `writeTableArgs` made for `tables`, in the same order.
+    public func encode(tables: [EmbeddingTableBinding], tableArgs: DevicePointer, batch: Int, stream: CUDAStream) throws {
+        guard batch > 0, !tables.isEmpty else { return }
+        switch knobs.family {
+        case .vectorized:
+            if let pin { for table in tables { try pin.encode(table, rowBytes: rowBytes, stream: stream) } }
+            let bagsPerBlock = Self.vectorBlockThreads / lanes / knobs.split
+            var arguments = KernelArguments()
+            arguments.add(tableArgs)
+            arguments.add(Int32(batch))
+            try main.launch(
+                grid: ((batch + bagsPerBlock - 1) / bagsPerBlock, tables.count, 1), block: (Self.vectorBlockThreads, 1, 1),
+                stream: stream, arguments: arguments)
+        case .baseline:
+            for (t, table) in tables.enumerated() {
+                if let pin { try pin.encode(table, rowBytes: rowBytes, stream: stream) }
+                if knobs.l2 == .window {
+                    try stream.setAccessPolicyWindow(base: table.weights, bytes: table.hotRows * rowBytes)
+                }
+                var arguments = KernelArguments()
+                arguments.add(tableArgs)
+                arguments.add(Int32(t))
+                arguments.add(Int32(batch))
+                try main.launch(grid: (Self.baselineGrid, 1, 1), block: (32, 8, 1), stream: stream, arguments: arguments)
+            }
+            if knobs.l2 == .window { try stream.setAccessPolicyWindow(base: 0, bytes: 0) }
+        }
+    }
+
+    /// The L2 pin pass for one table (only when the knobs ask for it and the table has hot rows).
+    public func encodePin(table: EmbeddingTableBinding, stream: CUDAStream) throws {
+        if let pin { try pin.encode(table, rowBytes: rowBytes, stream: stream) }
+    }
+
+    /// The baseline called with PyTorch's argument list, for one table (the embedding benchmark).
+    public func encodeBaselineDirect(_ table: EmbeddingTableBinding, batch: Int, indexCount: Int, stream: CUDAStream) throws {
+        guard let direct = baselineDirect else {
+            throw BagelError(.unsupported, "encodeBaselineDirect: \(knobs) is not a baseline-family kernel")
+        }
+        if let pin { try pin.encode(table, rowBytes: rowBytes, stream: stream) }
+        if knobs.l2 == .window {
+            try stream.setAccessPolicyWindow(base: table.weights, bytes: table.hotRows * rowBytes)
+        }
+        var a = KernelArguments()
+        a.add(table.indices)
+        a.add(table.offsets)
+        a.add(table.weights)
+        a.add(table.output)
+        a.add(table.offset2bag)
+        a.add(Int64(indexCount))
+        a.add(Int64(batch))
+        a.add(Int64(dim))
+        a.add(Int64(dim))
+        a.add(Int64(1))
+        a.add(Int32(table.mean ? 1 : 0))
+        a.add(table.bagSize)
+        a.add(table.sampleWeights)
+        a.add(Int64(1))
+        a.add(Int64(-1))
+        a.add(Int64(table.rows))
+        a.add(Int64(table.outputStride))
+        try direct.launch(grid: (Self.baselineGrid, 1, 1), block: (32, 8, 1), stream: stream, arguments: a)
+        if knobs.l2 == .window { try stream.setAccessPolicyWindow(base: 0, bytes: 0) }
+    }
+
+    /// Registers, local bytes and theoretical occupancy on this GPU of the main kernel or, with
+    /// `direct`, of the baseline's PyTorch-argument entry (what the one-table benchmark times; ptxas
+    /// allocates the two differently, e.g. 62 vs 63 registers for rpf).
+    public func resources(direct: Bool = false) throws -> (registers: Int, localBytes: Int, occupancy: Double) {
+        let function = direct ? (baselineDirect ?? main) : main
+        let r = try function.resources()
+        let blockSize = knobs.family == .baseline ? 256 : Self.vectorBlockThreads
+        return (r.registers, r.localBytes, try function.occupancy(blockSize: blockSize))
+    }
+}
+
+extension StorageType {
+    /// The STORAGE define the kernel sources switch on (embedding_bag_common.cuh).
+    var kernelCode: Int {
+        switch self {
+        case .fp32: return 0
+        case .fp16: return 1
+        case .bf16: return 2
+        case .int8: return 3
+        }
+    }
+
+    /// -D defines of an embedding specialisation for rows of `dim` elements and `indexType` indices.
+    func defines(dim: Int, indexType: IndexType) -> [String: String] {
+        ["DIM": "\(dim)", "STORAGE": "\(kernelCode)", "INDEX_BITS": "\(indexType.bits)"]
+    }
+}

@@ -1,0 +1,246 @@
+// embedding_bag_vectorized.cu — Bagel's embedding-bag kernel (Sources/Kernels/EmbeddingBag/EmbeddingBagKernel.swift):
+//
+//   embedding_bag_vectorized  LANES threads per bag, each loading VEC_BYTES (16) at a time; a bag's indices
+//                             come a chunk of LANES ahead (one coalesced load per lane, broadcast by
+//                             shuffles), UNROLL rows in flight; every table of a launch at once (grid.y).
+//       EVICT_HINTS=1|2       L2 policy per row by hotness: hot rows evict_last, cold rows evict_first.
+//                             1: the table is permuted, row < hot_rows is hot; 2: a bit per row (hot_bitmap).
+//       SPLIT=s               s lane groups share a bag, each summing a contiguous part in order; the parts are
+//                             added in part order through shared memory (more rows in flight when few bags).
+//       OUT_VEC4=1            every output row is 16-byte aligned: store float4.
+// fp32, fp16, bf16 and int8 row-wise storage.
+#include "embedding_bag_common.cuh"
+
+#ifndef LANES
+#define LANES 32
+#endif
+#ifndef VEC_BYTES
+#define VEC_BYTES 16
+#endif
+#ifndef UNROLL
+#define UNROLL 8
+#endif
+#ifndef EVICT_HINTS
+#define EVICT_HINTS 0
+#endif
+#ifndef OUT_VEC4
+#define OUT_VEC4 1
+#endif
+#ifndef SPLIT
+#define SPLIT 1
+#endif
+
+#define ELEMS (VEC_BYTES / STORAGE_BYTES)
+#define CHUNKS ((DIM + LANES * ELEMS - 1) / (LANES * ELEMS))
+#define BLOCK_THREADS 256
+#define GROUPS_PER_BLOCK (BLOCK_THREADS / LANES)
+#define BAGS_PER_BLOCK (GROUPS_PER_BLOCK / SPLIT)
+// Rows in flight per step: a chunk of indices holds LANES of them.
+#define STEP (UNROLL < LANES ? UNROLL : LANES)
+
+template <int BYTES> struct RawVec;
+template <> struct RawVec<16> { typedef uint4 type; };
+template <> struct RawVec<8> { typedef uint2 type; };
+template <> struct RawVec<4> { typedef unsigned type; };
+template <> struct RawVec<2> { typedef unsigned short type; };
+typedef RawVec<VEC_BYTES>::type raw_t;
+
+__device__ __forceinline__ raw_t load_row(const raw_t *p, unsigned long long policy) {
+#if EVICT_HINTS && VEC_BYTES == 16
+    uint4 r;
+    asm("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p), "l"(policy));
+    return r;
+#else
+    (void)policy;
+    return __ldg(p);
+#endif
+}
+
+// A row's dequantisation (int8: scale and bias; other storage: none).
+struct RowScale {
+    float scale, bias;
+};
+
+__device__ __forceinline__ RowScale row_scale(const storage_t *row) {
+#if STORAGE == 3 && DIM % 8 == 0
+    const float2 sb = __ldg(reinterpret_cast<const float2 *>(row + DIM));  // rows start 8-byte aligned
+    return RowScale{sb.x, sb.y};
+#elif STORAGE == 3
+    const float *sb = reinterpret_cast<const float *>(row + DIM);
+    return RowScale{__ldg(sb), __ldg(sb + 1)};
+#else
+    (void)row;
+    return RowScale{1.f, 0.f};
+#endif
+}
+
+// Adds weight × the ELEMS elements packed in `v` to acc.
+__device__ __forceinline__ void accumulate(float *acc, raw_t v, float weight, bool weighted, RowScale rs) {
+#if STORAGE == 3
+    // Codes to floats without I2F (quarter rate on the SM): each byte goes into the low byte of
+    // 2^23's bit pattern (one PRMT), and 2^23 comes off exactly (one FADD).
+    const unsigned *words = reinterpret_cast<const unsigned *>(&v);
+#pragma unroll
+    for (int k = 0; k < ELEMS; k++) {
+        const float code = __uint_as_float(__byte_perm(words[k / 4], 0x4B000000u, 0x7540 + (k % 4))) - 8388608.f;
+        const float x = fmaf(rs.scale, code, rs.bias);
+        acc[k] = weighted ? fmaf(weight, x, acc[k]) : acc[k] + x;
+    }
+#else
+    (void)rs;
+    const storage_t *e = reinterpret_cast<const storage_t *>(&v);
+#pragma unroll
+    for (int k = 0; k < ELEMS; k++) {
+        const float x = widen(e[k]);
+        acc[k] = weighted ? fmaf(weight, x, acc[k]) : acc[k] + x;
+    }
+#endif
+}
+
+// No __launch_bounds__: with it ptxas holds 2-byte-storage specialisations to 64 registers and
+// spills; without it they take ~70 and none spill.
+extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict__ tables, int batch) {
+    const TableArgs table = tables[blockIdx.y];
+    const int lane = threadIdx.x % LANES;
+    const int group = threadIdx.x / LANES;
+    const long long bag = (long long)blockIdx.x * BAGS_PER_BLOCK + group / SPLIT;
+#if SPLIT == 1
+    if (bag >= batch) return;  // whole lane groups leave together
+    const long long begin = table.offsets[bag];
+    const long long end = table.offsets[bag + 1];
+#else
+    // Every thread reaches the barrier below; a group past the batch just has an empty range.
+    const int part = group % SPLIT;
+    const long long bagBegin = bag < batch ? table.offsets[bag] : 0;
+    const long long bagEnd = bag < batch ? table.offsets[bag + 1] : 0;
+    const long long length = bagEnd - bagBegin;
+    const long long begin = bagBegin + length * part / SPLIT;
+    const long long end = bagBegin + length * (part + 1) / SPLIT;
+#endif
+    const unsigned groupMask =
+        LANES == 32 ? 0xffffffffu : (((1u << LANES) - 1u) << (((threadIdx.x % 32) / LANES) * LANES));
+    const bool weighted = table.sample_weights != 0;
+    unsigned long long evictLast = 0, evictFirst = 0;
+#if EVICT_HINTS
+    asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(evictLast));
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(evictFirst));
+#endif
+    float acc[CHUNKS][ELEMS];
+#pragma unroll
+    for (int c = 0; c < CHUNKS; c++)
+#pragma unroll
+        for (int k = 0; k < ELEMS; k++) acc[c][k] = 0.f;
+
+#define COLUMN(c) (((c) * LANES + lane) * ELEMS)
+    // The policy for a row: hot rows evict_last, the rest evict_first.
+#if EVICT_HINTS == 1
+#define POLICY(r) ((r) < table.hot_rows ? evictLast : evictFirst)
+#elif EVICT_HINTS == 2
+#define POLICY(r) (((table.hot_bitmap[(r) >> 5] >> ((r)&31)) & 1u) ? evictLast : evictFirst)
+#else
+#define POLICY(r) 0ull
+#endif
+    // Each lane holds the index (and weight) of one position of the current chunk of LANES
+    // positions; the next chunk is loaded while this one is worked through.
+    index_t chunk = begin + lane < end ? table.indices[begin + lane] : 0;
+    float chunkWeight = weighted && begin + lane < end ? table.sample_weights[begin + lane] : 0.f;
+    for (long long base = begin; base < end; base += LANES) {
+        const long long ahead = base + LANES + lane;
+        const index_t nextChunk = ahead < end ? table.indices[ahead] : 0;
+        const float nextWeight = weighted && ahead < end ? table.sample_weights[ahead] : 0.f;
+        const int n = (int)(end - base < LANES ? end - base : LANES);
+        int j = 0;
+        for (; j + STEP <= n; j += STEP) {
+            index_t idx[STEP];
+            float w[STEP];
+#pragma unroll
+            for (int u = 0; u < STEP; u++) {
+                idx[u] = __shfl_sync(groupMask, chunk, j + u, LANES);
+                w[u] = weighted ? __shfl_sync(groupMask, chunkWeight, j + u, LANES) : 1.f;
+            }
+            raw_t v[STEP][CHUNKS];
+            RowScale rs[STEP];
+#pragma unroll
+            for (int u = 0; u < STEP; u++) {
+                const bool ok = (unsigned long long)idx[u] < (unsigned long long)table.rows;
+                const long long r = ok ? (long long)idx[u] : 0;
+                const storage_t *rowp = table.weights + r * ROW_ELEMS;
+                const unsigned long long policy = POLICY(r);
+#pragma unroll
+                for (int c = 0; c < CHUNKS; c++)
+                    if (COLUMN(c) < DIM) v[u][c] = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), policy);
+                rs[u] = row_scale(rowp);
+            }
+#pragma unroll
+            for (int u = 0; u < STEP; u++) {
+                if ((unsigned long long)idx[u] >= (unsigned long long)table.rows) continue;
+#pragma unroll
+                for (int c = 0; c < CHUNKS; c++)
+                    if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w[u], weighted, rs[u]);
+            }
+        }
+        for (; j < n; j++) {
+            const index_t idx = __shfl_sync(groupMask, chunk, j, LANES);
+            const float w = weighted ? __shfl_sync(groupMask, chunkWeight, j, LANES) : 1.f;
+            if ((unsigned long long)idx >= (unsigned long long)table.rows) continue;
+            const storage_t *rowp = table.weights + (long long)idx * ROW_ELEMS;
+            const unsigned long long policy = POLICY((long long)idx);
+            const RowScale rs = row_scale(rowp);
+#pragma unroll
+            for (int c = 0; c < CHUNKS; c++) {
+                if (COLUMN(c) < DIM) {
+                    raw_t v = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), policy);
+                    accumulate(acc[c], v, w, weighted, rs);
+                }
+            }
+        }
+        chunk = nextChunk;
+        chunkWeight = nextWeight;
+    }
+#undef POLICY
+#if SPLIT > 1
+    // Parts 1.. hand their sums to part 0 through shared memory; part 0 adds them in part order.
+    __shared__ float partial[GROUPS_PER_BLOCK][CHUNKS * LANES * ELEMS];
+    if (part > 0) {
+#pragma unroll
+        for (int c = 0; c < CHUNKS; c++)
+#pragma unroll
+            for (int k = 0; k < ELEMS; k++) partial[group][c * LANES * ELEMS + lane * ELEMS + k] = acc[c][k];
+    }
+    __syncthreads();
+    if (part > 0 || bag >= batch) return;
+#pragma unroll
+    for (int q = 1; q < SPLIT; q++)
+#pragma unroll
+        for (int c = 0; c < CHUNKS; c++)
+#pragma unroll
+            for (int k = 0; k < ELEMS; k++) acc[c][k] += partial[group + q][c * LANES * ELEMS + lane * ELEMS + k];
+    const long long bagLength = bagEnd - bagBegin;  // the whole bag, for the mean
+#else
+    const long long bagLength = end - begin;
+#endif
+    if (table.mean && bagLength > 0) {
+        const float scale = 1.f / (float)bagLength;
+#pragma unroll
+        for (int c = 0; c < CHUNKS; c++)
+#pragma unroll
+            for (int k = 0; k < ELEMS; k++) acc[c][k] *= scale;
+    }
+    float *out = table.output + bag * table.out_stride;
+#pragma unroll
+    for (int c = 0; c < CHUNKS; c++) {
+        if (COLUMN(c) >= DIM) continue;
+#if OUT_VEC4 && (ELEMS % 4 == 0)
+#pragma unroll
+        for (int k = 0; k < ELEMS; k += 4)
+            *reinterpret_cast<float4 *>(out + COLUMN(c) + k) =
+                make_float4(acc[c][k], acc[c][k + 1], acc[c][k + 2], acc[c][k + 3]);
+#else
+#pragma unroll
+        for (int k = 0; k < ELEMS; k++) out[COLUMN(c) + k] = acc[c][k];
+#endif
+    }
+#undef COLUMN
+}

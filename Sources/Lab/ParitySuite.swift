@@ -1,0 +1,489 @@
+import Core
+import CUDA
+import DLRM
+import Engine
+import Foundation
+import Inputs
+import Kernels
+
+/// One parity check's outcome.
+public struct CheckResult: Sendable {
+    public let name: String
+    public let passed: Bool
+    public let detail: String
+}
+
+/// Every GPU kernel against its CPU twin on seeded random inputs and edge cases, outputs poisoned
+/// with NaN before each run (an element the kernel forgets stays NaN and fails), then the whole
+/// forward of each preset at small size against the CPU engine. `bagel doctor` runs it.
+public final class ParitySuite {
+    public let context: CUDAContext
+    let library: KernelLibrary
+    let stream: CUDAStream
+    let elementwise: ElementwiseKernels
+    let seed: UInt64
+
+    /// Tolerance |gpu − cpu| ≤ atol + rtol·|cpu| for fp32 arithmetic.
+    public static let rtol: Double = 1e-5
+    public static let atol: Double = 1e-6
+    /// For sums, the error allowed per unit of Σ|terms| (an fp32 sum of n terms rounds by ~√n·2⁻²⁴ of it).
+    public static let summationRtol: Double = 1e-6
+    static let poison: UInt32 = 0x7FC0_0000  // a quiet NaN
+
+    public init(context: CUDAContext, library: KernelLibrary? = nil, seed: UInt64 = 2026) throws {
+        self.context = context
+        self.library = try library ?? KernelLibrary(context: context)
+        stream = try CUDAStream(context: context)
+        elementwise = try ElementwiseKernels(library: self.library)
+        self.seed = seed
+    }
+
+    /// Runs every check, reporting each as it completes.
+    public func run(quick: Bool = false, report: (CheckResult) -> Void) -> [CheckResult] {
+        var results: [CheckResult] = []
+        var contextLost: String?
+        func record(_ name: String, _ body: () throws -> String) {
+            let result: CheckResult
+            if let lost = contextLost {
+                // After a sticky device error every later call fails the same way; say so once per check.
+                result = CheckResult(name: name, passed: false, detail: "not run: the CUDA context was lost in \(lost)")
+                results.append(result)
+                report(result)
+                return
+            }
+            do {
+                result = CheckResult(name: name, passed: true, detail: try body())
+            } catch let failure as ParityFailure {
+                result = CheckResult(name: name, passed: false, detail: failure.message)
+            } catch {
+                result = CheckResult(name: name, passed: false, detail: "error: \(error)")
+                // Illegal address, misaligned address, illegal instruction, launch failure: the context is gone.
+                if let cuda = error as? CUDAError, cuda.library == .driver, [700, 716, 715, 719].contains(cuda.code) {
+                    contextLost = name
+                }
+            }
+            results.append(result)
+            report(result)
+        }
+        for c in embeddingCases(quick: quick) {
+            record("embedding_bag \(c.name) \(c.storage.rawValue) \(c.width.rawValue) dim \(c.dim)") {
+                try checkEmbeddingBag(c)
+            }
+        }
+        for (rows, dim) in [(2, 4), (9, 16), (27, 16), (27, 64), (27, 128), (13, 13)] {
+            record("interaction dot \(rows) rows × dim \(dim)") { try checkInteraction(rows: rows, dim: dim) }
+        }
+        for (input, output, relu) in [(13, 512, true), (512, 256, true), (415, 512, true), (479, 1024, true),
+                                      (256, 1, false), (7, 3, false)] {
+            for batch in quick ? [33] : [1, 33, 2048] {
+                record("linear \(input)→\(output)\(relu ? " relu" : "") batch \(batch) fp32") {
+                    try checkLinear(input: input, output: output, relu: relu, batch: batch, mode: .fp32)
+                }
+            }
+        }
+        for mode in [MathMode.tf32, .bf16] {
+            record("linear 512→256 relu batch 2048 \(mode.rawValue) (error reported, loose bound)") {
+                try checkLinear(input: 512, output: 256, relu: true, batch: 2048, mode: mode)
+            }
+        }
+        record("sigmoid") { try checkSigmoid() }
+        record("gather_rows + remap_indices") { try checkGatherAndRemap() }
+        record("forward terabyte tune (autotuner on the first batch, then its choice)") {
+            try checkForward(preset: .terabyte, variant: nil, graphs: true)
+        }
+        // int8 row-wise tables through the whole engine (the autotuner must skip the baseline family).
+        for (preset, variant) in [(ModelPreset.paper, "vectorized"), (.terabyte, "bagel"), (.kaggle, "tune")] {
+            record("forward \(preset.rawValue) int8 \(variant)") {
+                try checkForward(preset: preset, variant: variant == "tune" ? nil : EmbeddingBagVariant(rawValue: variant),
+                                 graphs: true, dtype: .int8)
+            }
+        }
+        for preset in ModelPreset.allCases {
+            for variant in forwardVariants(quick: quick) {
+                for graphs in [true, false] where graphs || variant == .vectorized {
+                    record("forward \(preset.rawValue) \(variant.rawValue)\(graphs ? "" : " (no graph)")") {
+                        try checkForward(preset: preset, variant: variant, graphs: graphs)
+                    }
+                }
+            }
+        }
+        return results
+    }
+
+    // MARK: Embedding bags
+
+    struct EmbeddingCase {
+        let variant: EmbeddingBagVariant
+        let storage: StorageType
+        let width: IndexType
+        let dim: Int
+        /// Knob settings on top of the variant's ("split=2,unroll=16").
+        var extra: String = ""
+
+        var knobs: EmbeddingBagKnobs {
+            (try? EmbeddingBagConfig.parse(extra.isEmpty ? variant.rawValue : "\(variant.rawValue):\(extra)").knobs)
+                ?? variant.knobs
+        }
+        var name: String { extra.isEmpty ? variant.rawValue : "\(variant.rawValue):\(extra)" }
+    }
+
+    func embeddingCases(quick: Bool) -> [EmbeddingCase] {
+        var cases: [EmbeddingCase] = []
+        for variant in EmbeddingBagVariant.allCases {
+            for width in IndexType.allCases where !quick || width == .int32 {
+                cases.append(EmbeddingCase(variant: variant, storage: .fp32, width: width, dim: 128))
+            }
+        }
+        for variant in [EmbeddingBagVariant.baseline, .vectorized, .bagel] {
+            for storage in StorageType.allCases {
+                for dim in quick ? [16] : [13, 16, 64, 256] {
+                    cases.append(EmbeddingCase(variant: variant, storage: storage, width: .int32, dim: dim))
+                }
+            }
+            if !quick { cases.append(EmbeddingCase(variant: variant, storage: .fp16, width: .int64, dim: 16)) }
+        }
+        // The knobs the autotuner and the benchmarks turn: bag splitting, deeper unrolling, the
+        // permuted-table form of the hints, other prefetch distances.
+        for extra in ["split=2", "split=4,unroll=16", "unroll=32", "hints=permuted,split=2"] {
+            for (storage, dim) in [(StorageType.fp32, 128), (.bf16, 64), (.fp32, 13), (.int8, 128)] {
+                cases.append(EmbeddingCase(variant: .bagel, storage: storage, width: .int32, dim: dim, extra: extra))
+            }
+        }
+        for extra in ["dist=4", "dist=8", "dist=3", "dist=2,prefetch=l1", "dist=8,prefetch=shared", "regs=32"] {
+            cases.append(EmbeddingCase(variant: .rpf, storage: .fp32, width: .int64, dim: 128, extra: extra))
+        }
+        return cases.filter { (try? $0.knobs.validate(storage: $0.storage, dim: $0.dim)) != nil }
+    }
+
+    /// Random rows in ±1 stored as `storage`.
+    func randomTable(rows: Int, dim: Int, storage: StorageType, pooling: PoolingMode, rng: inout SeededGenerator)
+        -> EmbeddingTable
+    {
+        let type = storage
+        let values = (0..<(rows * dim)).map { _ in 2 * rng.nextUnitFloat() - 1 }
+        let tensor = TensorStorage(byteCount: rows * type.rowBytes(dim: dim)) { out in
+            values.withUnsafeBytes {
+                if type == .int8 {
+                    _ = RowwiseInt8.quantizeRows(source: $0, sourceType: .F32, rows: rows, dim: dim, destination: out)
+                } else {
+                    NumericConversion.convert(source: $0, sourceType: .F32, count: values.count, destination: out,
+                                              destinationType: type)
+                }
+            }
+        }
+        return EmbeddingTable(rows: rows, dim: dim, dtype: type, pooling: pooling, storage: tensor)
+    }
+
+    /// Bags with the edge cases first: empty, one row, duplicates, the last row, a long bag
+    /// (not a multiple of any unroll), then random lengths.
+    func edgeCaseBags(rows: Int, count: Int, rng: inout SeededGenerator) -> [[Int]] {
+        var bags: [[Int]] = [[], [0], [5, 5, 5, 5, 5], [rows - 1], [rows - 1, 0, rows - 1], (0..<203).map { _ in rng.nextIndex(below: rows) }]
+        while bags.count < count {
+            bags.append((0..<rng.nextIndex(below: 41)).map { _ in rng.nextIndex(below: rows) })
+        }
+        return bags
+    }
+
+    func checkEmbeddingBag(_ c: EmbeddingCase) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: UInt64(c.dim) &* 31 &+ UInt64(c.storage.byteWidth))
+        let rows = 1000
+        let batch = 67
+        var worst = 0.0
+        var checked = 0
+        // Hot rows for the L2 variants: 100 random rows (as a profile would give).
+        let hot = Array((0..<rows).shuffled(using: &rng).prefix(100))
+        let knobs = c.knobs
+        for (pooling, weighted) in [(PoolingMode.sum, false), (.sum, true), (.mean, false)] {
+            let table = randomTable(rows: rows, dim: c.dim, storage: c.storage, pooling: pooling, rng: &rng)
+            let bags = edgeCaseBags(rows: rows, count: batch, rng: &rng)
+            let weights = weighted ? bags.map { $0.map { _ in 2 * rng.nextUnitFloat() - 0.5 } } : nil
+            let feature = SparseFeature(bags: bags, type: c.width == .int32 ? .int32 : .int64, weights: weights)
+            // CPU twin on the original table and indices.
+            var expected = [Float](repeating: 0, count: batch * c.dim)
+            expected.withUnsafeMutableBufferPointer {
+                EmbeddingBagCPU.pool(table: table, feature: feature, samples: 0..<batch, output: $0.baseAddress!,
+                                     outputStride: c.dim)
+            }
+            // Σ|wᵢ·E[idxᵢ]| per output: the scale of the rounding a different (but valid) fp32 summation
+            // may show (the GPU fuses w·x + acc into one FMA, the CPU rounds twice).
+            var magnitude = [Double](repeating: 0, count: batch * c.dim)
+            for (b, bag) in bags.enumerated() {
+                for (p, row) in bag.enumerated() {
+                    let w = Double(weights?[b][p] ?? 1)
+                    for col in 0..<c.dim { magnitude[b * c.dim + col] += abs(w * Double(table.value(row: row, column: col))) }
+                }
+                if pooling == .mean && !bag.isEmpty {
+                    for col in 0..<c.dim { magnitude[b * c.dim + col] /= Double(bag.count) }
+                }
+            }
+            // GPU: resident (maybe permuted) table, indices remapped on the device when permuted.
+            let resident = try ResidentTable(
+                table: table, context: context, stream: stream, elementwise: elementwise, hot: knobs.needsHotRows ? hot : nil,
+                permute: knobs.needsPermutedTable, pinCount: knobs.l2 == .pinPass ? hot.count : 0,
+                bitmap: knobs.hints == .bitmap)
+            let aligned = c.dim % 4 == 0
+            let stride = aligned ? c.dim + 4 : c.dim + 3  // padding after each bag must stay poisoned
+            let kernel = try EmbeddingBagKernel(
+                library: library, knobs: knobs, dim: c.dim, storage: c.storage, indexWidth: c.width, outputAligned: aligned)
+            let indices = try feature.indices.withUnsafeBytes { try upload($0) }
+            let offsets = try feature.offsets.withUnsafeBytes { try upload($0) }
+            let sampleWeights = try weights.map { w in try w.flatMap { $0 }.withUnsafeBytes { try upload($0) } }
+            let output = try DeviceBuffer<Float>(context: context, count: batch * stride)
+            let offset2bag = try DeviceBuffer<UInt8>(context: context, count: max(feature.indices.count, 1) * 8)
+            let bagSize = try DeviceBuffer<UInt8>(context: context, count: batch * 8)
+            let binding = EmbeddingTableBinding(
+                weights: resident.buffer.address, rows: rows, indices: indices.address, offsets: offsets.address,
+                sampleWeights: sampleWeights?.address ?? 0, output: output.address, outputStride: stride,
+                mean: pooling == .mean, hotRows: resident.layout.hotRows, pinList: resident.pinList?.address ?? 0,
+                pinCount: resident.pinList?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address,
+                hotBitmap: resident.hotBitmap?.address ?? 0, remap: resident.remap?.address ?? 0)
+            let args = try TableArgs.upload([binding], context: context)
+            let remapKernel = resident.remap == nil ? nil : try IndexRemapKernel(library: library, indexType: c.width)
+
+            var entryPoints = ["table"]
+            if knobs.family == .baseline && !knobs.needsPermutedTable { entryPoints.append("direct") }
+            for entry in entryPoints {
+                try output.fill(pattern: Self.poison)
+                // Fresh indices each run (the remap rewrites them in place).
+                try feature.indices.withUnsafeBytes { try indices.upload($0) }
+                try remapKernel?.encode(tableArgs: args.address, tables: 1, batch: batch, stream: stream)
+                if entry == "table" {
+                    try kernel.encode(tables: [binding], tableArgs: args.address, batch: batch, stream: stream)
+                } else {
+                    try kernel.encodeBaselineDirect(binding, batch: batch, indexCount: feature.indices.count, stream: stream)
+                }
+                try stream.synchronize()
+                let got = try output.download()
+                for b in 0..<batch {
+                    for col in 0..<stride {
+                        let g = got[b * stride + col]
+                        if col >= c.dim {
+                            guard g.isNaN else {
+                                throw ParityFailure("bag \(b) column \(col) (padding) was written: \(g)")
+                            }
+                            continue
+                        }
+                        let e = Double(expected[b * c.dim + col])
+                        let error = abs(Double(g) - e)
+                        let scale = max(abs(e), Self.summationRtol / Self.rtol * magnitude[b * c.dim + col])
+                        guard !g.isNaN, error <= Self.atol + Self.rtol * scale else {
+                            throw ParityFailure(
+                                "\(pooling.rawValue)\(weighted ? " weighted" : "") [\(entry)]: bag \(b) (\(bags[b].count) rows) "
+                                    + "column \(col): gpu \(g), cpu \(e)")
+                        }
+                        worst = max(worst, error / max(scale, 1e-30))
+                        checked += 1
+                    }
+                }
+            }
+        }
+        let resources = try kernel(for: c).resources()
+        return "\(checked) values, max err/scale \(String(format: "%.1e", worst)), \(resources.registers) regs, "
+            + "occupancy \(Int(resources.occupancy * 100))%"
+    }
+
+    private func kernel(for c: EmbeddingCase) throws -> EmbeddingBagKernel {
+        try EmbeddingBagKernel(library: library, knobs: c.knobs, dim: c.dim, storage: c.storage, indexWidth: c.width,
+                               outputAligned: c.dim % 4 == 0)
+    }
+
+    private func upload(_ bytes: UnsafeRawBufferPointer) throws -> DeviceBuffer<UInt8> {
+        let buffer = try DeviceBuffer<UInt8>(context: context, count: max(bytes.count, 1))
+        try buffer.upload(bytes)
+        return buffer
+    }
+
+    // MARK: Interaction, MLP, sigmoid, gather/remap
+
+    func checkInteraction(rows: Int, dim: Int) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: UInt64(rows * 1000 + dim))
+        let batch = 37
+        let tStride = rows * dim + 5
+        let pairs = rows * (rows - 1) / 2
+        let outStride = dim + pairs + 3
+        let t = (0..<(batch * tStride)).map { _ in Float(rng.nextGaussian()) }
+        let kernel = try InteractionKernel(library: library)
+        let tBuffer = try DeviceBuffer<Float>(context: context, copying: t)
+        let out = try DeviceBuffer<Float>(context: context, count: batch * outStride)
+        try out.fill(pattern: Self.poison)
+        try kernel.encode(t: tBuffer.address, tStride: tStride, out: out.address, outStride: outStride, batch: batch,
+                          rows: rows, dim: dim, stream: stream)
+        try stream.synchronize()
+        let got = try out.download()
+        var expected = [Float](repeating: 0, count: dim + pairs)
+        var worst = 0.0
+        for s in 0..<batch {
+            t.withUnsafeBufferPointer { tb in
+                expected.withUnsafeMutableBufferPointer {
+                    InteractionCPU.dot(tb.baseAddress! + s * tStride, rows: rows, dim: dim, into: $0.baseAddress!)
+                }
+            }
+            for k in 0..<outStride {
+                let g = got[s * outStride + k]
+                if k >= dim + pairs {
+                    guard g.isNaN else { throw ParityFailure("sample \(s) column \(k) (padding) was written") }
+                    continue
+                }
+                // Dot products of Gaussian vectors: compare against the scale of the terms.
+                let e = Double(expected[k])
+                let scale = k < dim ? abs(e) : Double(dim).squareRoot()
+                guard !g.isNaN, abs(Double(g) - e) <= Self.atol + Self.rtol * max(abs(e), scale) else {
+                    throw ParityFailure("sample \(s) column \(k): gpu \(g), cpu \(e)")
+                }
+                worst = max(worst, abs(Double(g) - e) / max(abs(e), scale, 1e-30))
+            }
+        }
+        return "\(batch) samples, \(pairs) pairs, max err/scale \(String(format: "%.1e", worst))"
+    }
+
+    func checkLinear(input: Int, output: Int, relu: Bool, batch: Int, mode: MathMode) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: UInt64(input * 7919 + output * 31 + batch))
+        let weight = (0..<(input * output)).map { _ in Float(rng.nextGaussian() * (2.0 / Double(input + output)).squareRoot()) }
+        let bias = (0..<output).map { _ in Float(rng.nextGaussian() * 0.1) }
+        let x = (0..<(batch * input)).map { _ in Float(rng.nextGaussian()) }
+        let matmul = try MatmulContext(context: context)
+        let w = try DeviceBuffer<Float>(context: context, copying: weight)
+        let b = try DeviceBuffer<Float>(context: context, copying: bias)
+        let xd = try DeviceBuffer<Float>(context: context, copying: x)
+        let ldy = output + 2
+        let y = try DeviceBuffer<Float>(context: context, count: batch * ldy)
+        try y.fill(pattern: Self.poison)
+        let op = try LinearLayerOp(matmul: matmul, weight: w.address, bias: b.address, input: input, output: output,
+                                   batch: batch, ldx: input, ldy: ldy, relu: relu, mode: mode)
+        try op.encode(x: xd.address, y: y.address, stream: stream)
+        try stream.synchronize()
+        let got = try y.download()
+        var worstRelative = 0.0
+        var errorSquares = 0.0
+        var referenceSquares = 0.0
+        for s in 0..<batch {
+            for n in 0..<output {
+                var e = Double(bias[n])
+                var magnitude = abs(e)
+                for k in 0..<input {
+                    let term = Double(x[s * input + k]) * Double(weight[n * input + k])
+                    e += term
+                    magnitude += abs(term)
+                }
+                if relu { e = max(e, 0) }
+                let g = got[s * ldy + n]
+                guard !g.isNaN else { throw ParityFailure("sample \(s) output \(n) not written") }
+                let error = abs(Double(g) - e)
+                errorSquares += error * error
+                referenceSquares += e * e
+                // fp32: relative to the magnitude of the summed terms (cancellation is the input's).
+                if mode == .fp32 && error > Self.atol + Self.rtol * magnitude {
+                    throw ParityFailure("sample \(s) output \(n): gpu \(g), reference \(e)")
+                }
+                worstRelative = max(worstRelative, error / max(magnitude, 1e-30))
+            }
+            for pad in output..<ldy where !got[s * ldy + pad].isNaN {
+                throw ParityFailure("sample \(s) column \(pad) (padding) was written")
+            }
+        }
+        let relative = (errorSquares / max(referenceSquares, 1e-30)).squareRoot()
+        let bound = mode == .fp32 ? 1e-5 : mode == .tf32 ? 5e-3 : 3e-2
+        guard relative <= bound else {
+            throw ParityFailure("‖gpu − ref‖/‖ref‖ = \(String(format: "%.2e", relative)) above \(bound)")
+        }
+        return "‖Δ‖/‖ref‖ = \(String(format: "%.2e", relative)), max err/|terms| \(String(format: "%.1e", worstRelative))"
+    }
+
+    func checkSigmoid() throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: 77)
+        let n = 1000
+        let stride = 3
+        let y = (0..<(n * stride)).map { _ in Float(rng.nextGaussian() * 8) }
+        let yd = try DeviceBuffer<Float>(context: context, copying: y)
+        let p = try DeviceBuffer<Float>(context: context, count: n + 1)
+        try p.fill(pattern: Self.poison)
+        try elementwise.encodeSigmoid(y: yd.address, yStride: stride, p: p.address, count: n, stream: stream)
+        try stream.synchronize()
+        let got = try p.download()
+        for s in 0..<n {
+            let e = Double(sigmoid(y[s * stride]))
+            guard abs(Double(got[s]) - e) <= 1e-6 else { throw ParityFailure("element \(s): gpu \(got[s]), cpu \(e)") }
+        }
+        guard got[n].isNaN else { throw ParityFailure("wrote past the end") }
+        return "\(n) values within 1e-6"
+    }
+
+    func checkGatherAndRemap() throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: 99)
+        let rows = 500
+        let dim = 8
+        let table = randomTable(rows: rows, dim: dim, storage: .fp32, pooling: .sum, rng: &rng)
+        let hot = Array((0..<rows).shuffled(using: &rng).prefix(50))
+        let resident = try ResidentTable(table: table, context: context, stream: stream, elementwise: elementwise,
+                                         hot: hot, permute: true, pinCount: 0)
+        let stored = try resident.buffer.download()
+        let layout = resident.layout
+        guard layout.hotRows == 50 else { throw ParityFailure("hot rows \(layout.hotRows), expected 50") }
+        for position in [0, 1, 49, 50, 51, rows - 1] {
+            let original = Int(layout.order![position])
+            for c in 0..<dim {
+                let g = stored.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: (position * dim + c) * 4, as: Float.self) }
+                guard g == table.value(row: original, column: c) else {
+                    throw ParityFailure("stored row \(position) is not original row \(original)")
+                }
+            }
+        }
+        for (i, row) in hot.enumerated() where layout.remap![row] != Int32(i) {
+            throw ParityFailure("hot row \(row) maps to \(layout.remap![row]), expected \(i)")
+        }
+        return "permuted table and remap agree"
+    }
+
+    // MARK: Whole forward
+
+    func forwardVariants(quick: Bool) -> [EmbeddingBagVariant] {
+        quick ? [.vectorized, .baseline, .bagel] : [.vectorized, .baseline, .bagel, .optmt, .rpf, .l2p, .l2pWindow, .combined]
+    }
+
+    /// `variant` nil: the engine tunes itself on the first batch.
+    func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant?, graphs: Bool,
+                      dtype: StorageType = .fp32) throws -> String {
+        let config = preset.config(maxRows: 2000, dtype: dtype, lookups: preset == .paper ? 20 : 1)
+        let model = try Model.random(config: config, seed: seed &+ UInt64(preset.rawValue.count))
+        var generator = SyntheticGenerator(
+            config: config, pattern: .zipf(exponent: 1.05), bagLength: .uniform(0...(2 * config.lookupsPerTable)),
+            seed: seed)
+        // Hot rows from a profile of the generated traffic, as `bagel profile` would write them.
+        let warm = generator.nextBatch(size: 512)
+        let hot = warm.sparse.enumerated().map { t, feature in
+            AccessProfile(accesses: feature.indices.asInts, rows: config.tables[t].rows).hottest(200)
+        }
+        // Checks must not depend on (or leave) a cached autotune choice.
+        let engine = try GPUEngine(
+            model: model,
+            options: GPUEngineOptions(embedding: variant.map { .fixed(EmbeddingBagConfig($0)) } ?? .tune, useGraphs: graphs,
+                                      hotRows: hot, autotuneCache: false),
+            context: context, library: library)
+        let cpu = CPUEngine(model: model)
+        var worst = 0.0
+        var samples = 0
+        // A repeated size replays its graph; the paper preset's 1024 (≈ 245K lookups) is over
+        // HostParallel's threshold, so the batch is checked and packed on all cores.
+        for size in preset == .paper ? [64, 1, 300, 1024, 64] : [64, 1, 300, 64] {
+            var batch = generator.nextBatch(size: size)
+            if size == 1 { batch.sparse[0] = SparseFeature(bags: [[]], type: batch.sparse[0].indices.type) }
+            let got = try engine.predict(batch)
+            let want = try cpu.predict(batch)
+            for s in 0..<size {
+                let error = abs(Double(got[s]) - Double(want[s]))
+                guard error <= 1e-5 * max(1, Double(want[s])) else {
+                    throw ParityFailure("batch \(size), sample \(s): gpu \(got[s]), cpu \(want[s])")
+                }
+                worst = max(worst, error)
+            }
+            samples += size
+        }
+        return "\(samples) samples, max |Δp| \(String(format: "%.1e", worst)); "
+            + engine.plan.configs.map(\.spec).joined(separator: ", ")
+    }
+}
+
+struct ParityFailure: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
