@@ -51,7 +51,7 @@ stage_compare-embedding() {
     local variants=${VARIANTS:-baseline,rpf,combined,vectorized,bagel}
     rm -rf $WORK/inputs-compare
     for round in 1 2; do
-        for bin in old new; do
+        for bin in ${ORDER:-old new}; do
             local exe=$BAGEL dump=""
             [ $bin = old ] && exe=$OLD
             [ $bin = new ] && [ $round = 1 ] && dump="--dump $WORK/inputs-compare"
@@ -62,7 +62,7 @@ stage_compare-embedding() {
     python3 Benchmarks/torch_embedding_bag.py --inputs $WORK/inputs-compare --json "$OUT/torch-compare.json" \
         --runs "${RUNS:-21}"
     python3 Benchmarks/compare_binaries.py --old "$OUT"/compare-old-*.json --new "$OUT"/compare-new-*.json \
-        --torch "$OUT/torch-compare.json" | tee "$OUT/compare-embedding.md"
+        --torch "$OUT/torch-compare.json" ${FBGEMM_JSON:+--fbgemm $FBGEMM_JSON} | tee "$OUT/compare-embedding.md"
 }
 
 # The forward end to end (terabyte and paper presets), this binary and the previous one alternating.
