@@ -2,10 +2,12 @@
 """An independent DLRM forward in NumPy (float64), to check Bagel's probabilities.
 
 Reads a Bagel model directory (model.json + weights.safetensors, parsed here without the
-safetensors package) and a Criteo TSV file, computes the forward of docs/METHOD.md §1, and compares with
-a file of probabilities written by `bagel predict --out`.
+safetensors package; facebookresearch/dlrm or TorchRec tensor names) and a Criteo TSV or JSON-lines file
+(multi-hot bags), computes the forward of docs/METHOD.md §1 (dot with either pair order, cat, or TorchRec's
+DCNv2 cross network), and compares with a file of probabilities written by `bagel predict --out`.
 
-    python3 Benchmarks/reference_forward.py --model DIR --data FILE.tsv --predictions P.txt [--tolerance 1e-5]
+    python3 Benchmarks/reference_forward.py --model DIR --data FILE --predictions P.txt [--format criteo|jsonl]
+        [--tolerance 1e-5]
 
 Exit status 0 when every |bagel - reference| <= tolerance, 1 otherwise.
 """
@@ -66,26 +68,89 @@ def read_criteo(path, dense_count, rows):
     return np.array(dense, dtype=np.float64), np.array(sparse, dtype=np.int64), labels
 
 
-def forward(config, w, dense, sparse):
+def read_jsonl(path):
+    dense, bags = [], []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                sample = json.loads(line)
+                dense.append(np.float32(sample["dense"]))
+                bags.append(sample["sparse"])
+    return np.array(dense, dtype=np.float64), bags
+
+
+class Names:
+    """Tensor names of the two namings Bagel reads (written here from the PyTorch modules' structure)."""
+
+    def __init__(self, config, tensors):
+        naming = config.get("weight_names")
+        if naming is None:
+            naming = "torchrec" if any(k.startswith("sparse_arch.") for k in tensors) else "dlrm"
+        self.torchrec = naming == "torchrec"
+        self.tables = [t.get("name", f"t_cat_{i}") for i, t in enumerate(config["tables"])]
+        self.top_layers = len(config["top_mlp"])
+
+    def embedding(self, t):
+        if self.torchrec:
+            return f"sparse_arch.embedding_bag_collection.embedding_bags.{self.tables[t]}.weight"
+        return f"emb_l.{t}.weight"
+
+    def bottom(self, k):
+        p = f"dense_arch.model._mlp.{k}._linear" if self.torchrec else f"bot_l.{2 * k}"
+        return p + ".weight", p + ".bias"
+
+    def top(self, k):
+        if not self.torchrec:
+            p = f"top_l.{2 * k}"
+        elif k == self.top_layers - 1:
+            p = "over_arch.model.1"
+        else:
+            p = f"over_arch.model.0._mlp.{k}._linear"
+        return p + ".weight", p + ".bias"
+
+
+def forward(config, w, dense, bags):
+    """bags[s][t] is sample s's list of rows of table t (pooled by sum, or mean)."""
+    names = Names(config, w)
     x = dense
     for k in range(len(config["bottom_mlp"])):
-        x = np.maximum(x @ w[f"bot_l.{2 * k}.weight"].T + w[f"bot_l.{2 * k}.bias"], 0.0)
+        weight, bias = names.bottom(k)
+        x = np.maximum(x @ w[weight].T + w[bias], 0.0)
     embeddings = []
     for t, table in enumerate(config["tables"]):
-        # One-hot Criteo input: the bag is the single row (sum and mean agree).
-        embeddings.append(w[f"emb_l.{t}.weight"][sparse[:, t]])
-    if config.get("interaction", "dot") == "dot":
+        e = w[names.embedding(t)]
+        pooled = np.zeros((len(bags), e.shape[1]))
+        for s, sample in enumerate(bags):
+            rows = sample[t]
+            if rows:
+                pooled[s] = e[rows].sum(axis=0)
+                if table.get("pooling", "sum") == "mean":
+                    pooled[s] /= len(rows)
+        embeddings.append(pooled)
+    interaction = config.get("interaction", "dot")
+    if interaction == "dot":
         T = np.stack([x] + embeddings, axis=1)  # [B, n+1, d]
         Z = T @ T.transpose(0, 2, 1)
         n1 = T.shape[1]
-        li = [i for i in range(n1) for j in range(i)]
-        lj = [j for i in range(n1) for j in range(i)]
-        r = np.concatenate([x, Z[:, li, lj]], axis=1)
+        if config.get("dot_pairs", "lower") == "upper":
+            pairs = [(i, j) for i in range(n1) for j in range(i + 1, n1)]
+        else:
+            pairs = [(i, j) for i in range(n1) for j in range(i)]
+        r = np.concatenate([x, Z[:, [p[0] for p in pairs], [p[1] for p in pairs]]], axis=1)
+    elif interaction == "dcn":
+        x0 = np.concatenate([x] + embeddings, axis=1)
+        r = x0
+        for l in range(config["dcn"]["layers"]):
+            v = w[f"inter_arch.crossnet.V_kernels.{l}"]
+            wk = w[f"inter_arch.crossnet.W_kernels.{l}"]
+            b = w[f"inter_arch.crossnet.bias.{l}"]
+            r = x0 * ((r @ v.T) @ wk.T + b) + r
     else:
         r = np.concatenate([x] + embeddings, axis=1)
     layers = len(config["top_mlp"])
     for k in range(layers):
-        r = r @ w[f"top_l.{2 * k}.weight"].T + w[f"top_l.{2 * k}.bias"]
+        weight, bias = names.top(k)
+        r = r @ w[weight].T + w[bias]
         if k < layers - 1:
             r = np.maximum(r, 0.0)
     return 1.0 / (1.0 + np.exp(-r[:, 0]))
@@ -96,6 +161,7 @@ def main():
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--predictions", required=True)
+    parser.add_argument("--format", choices=["criteo", "jsonl"], default="criteo")
     parser.add_argument("--tolerance", type=float, default=1e-5)
     args = parser.parse_args()
 
@@ -103,8 +169,12 @@ def main():
         config = json.load(f)
     weights = read_safetensors(f"{args.model}/weights.safetensors")
     rows = [t["rows"] for t in config["tables"]]
-    dense, sparse, _ = read_criteo(args.data, config["dense_features"], rows)
-    reference = forward(config, weights, dense, sparse)
+    if args.format == "jsonl":
+        dense, bags = read_jsonl(args.data)
+    else:
+        dense, sparse, _ = read_criteo(args.data, config["dense_features"], rows)
+        bags = [[[int(i)] for i in sample] for sample in sparse]  # one-hot Criteo input
+    reference = forward(config, weights, dense, bags)
     with open(args.predictions) as f:
         bagel = np.array([float(line) for line in f if line.strip()])
     if bagel.shape != reference.shape:

@@ -90,9 +90,10 @@ struct EndToEndBench: ParsableCommand {
                     + Console.bytes(config.tables.reduce(0) { $0 + $1.byteCount }))
             loaded = try Model.random(config: config, seed: seed)
         }
+        let bagLength = BagLength.of(loaded.config, lookups: lookups)
         let bag = lookups ?? max(loaded.config.lookupsPerTable, 1)
         let pattern = try dataset.pattern(rows: loaded.config.tables.map(\.rows).max()!, traceDirectory: traces)
-        var generator = SyntheticGenerator(config: loaded.config, pattern: pattern, bagLength: .fixed(bag), seed: seed)
+        var generator = SyntheticGenerator(config: loaded.config, pattern: pattern, bagLength: bagLength, seed: seed)
         // A few distinct batches, cycled, so data generation stays out of the timing.
         let batches = (0..<4).map { _ in generator.nextBatch(size: batchSize) }
         // Hot rows for the L2 variants: a profile of this traffic (as `bagel profile` would write).
@@ -104,7 +105,10 @@ struct EndToEndBench: ParsableCommand {
             model: loaded, device: device, threads: threads, variant: variant, math: math, graphs: graphs,
             hotRows: loaded.config.embedding?.hotRows == nil ? hot : nil)
         print("engine: \(engine.description)")
-        print("model: \(loaded.config.name), batch \(batchSize), \(bag) lookup\(bag == 1 ? "" : "s") per table, dataset \(dataset.rawValue)")
+        let lookupText = bagLength == .model
+            ? "\(batches[0].indexCount / max(batchSize, 1)) lookups per sample (each table's multi-hot size)"
+            : "\(bag) lookup\(bag == 1 ? "" : "s") per table"
+        print("model: \(loaded.config.name), batch \(batchSize), \(lookupText), dataset \(dataset.rawValue)")
 
         let result = try EndToEndBenchmark.run(engine: engine, batches: batches, seconds: seconds,
                                                dataset: dataset.rawValue, lookups: bag)
@@ -125,9 +129,15 @@ struct EndToEndBench: ParsableCommand {
             }
         }
         if let json { try Console.writeJSON(result, to: json) }
+        if loaded.config.interaction == .dcn {
+            // MLPerf DLRM-v2 counts a query of 100–700 (user, item) pairs as one sample; ours is one pair.
+            print("MLPerf DLRM-v2 counts a query of 100–700 (user, item) pairs as one sample; one sample here is one "
+                  + "pair, so this is " + String(format: "%.0f–%.0f", result.samplesPerSecond / 700, result.samplesPerSecond / 100)
+                  + " MLPerf samples/s")
+        }
         print(
             "\(result.batches) batches: " + String(format: "%.0f", result.samplesPerSecond)
-                + " samples/s; per batch p50 \(Console.seconds(result.p50Milliseconds / 1e3)), "
+                + " samples (pairs)/s; per batch p50 \(Console.seconds(result.p50Milliseconds / 1e3)), "
                 + "p90 \(Console.seconds(result.p90Milliseconds / 1e3)), p99 \(Console.seconds(result.p99Milliseconds / 1e3))")
     }
 

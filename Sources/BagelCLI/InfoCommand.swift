@@ -44,12 +44,27 @@ struct InfoCommand: ParsableCommand {
         switch c.interaction {
         case .dot:
             let n = c.tables.count
-            lines.append("interaction      dot: \(n + 1) vectors of \(c.bottomOutputWidth), \(n * (n + 1) / 2) pairs")
+            lines.append("interaction      dot: \(n + 1) vectors of \(c.bottomOutputWidth), \(n * (n + 1) / 2) pairs, "
+                         + (c.pairOrder == .lower ? "lower triangle (facebookresearch/dlrm)" : "upper triangle (TorchRec)"))
         case .cat:
             lines.append("interaction      cat: x and \(c.tables.count) embeddings concatenated")
+        case .dcn:
+            let cross = c.crossNetwork!
+            lines.append("interaction      dcn: x₀ = x and \(c.tables.count) embeddings (\(c.crossWidth) wide), "
+                         + "\(cross.layers) low-rank cross layers of rank \(cross.lowRank)")
         }
         lines.append("top MLP          " + ([c.topInputWidth] + c.topMLP).map(String.init).joined(separator: " → ") + "  (ReLU, sigmoid last)")
-        lines.append("lookups/table    \(c.lookupsPerTable) (typical, for benchmarks)")
+        if c.tables.contains(where: { $0.multiHot != nil }) {
+            let sizes = c.tables.map { $0.multiHot ?? c.lookupsPerTable }
+            lines.append("lookups/table    multi-hot " + sizes.map(String.init).joined(separator: ",")
+                         + " (\(sizes.reduce(0, +)) per sample)")
+        } else {
+            lines.append("lookups/table    \(c.lookupsPerTable) (typical, for benchmarks)")
+        }
+        if let naming = model.weightNaming {
+            lines.append("weights          " + (naming == .torchrec ? "TorchRec tensor names" : "facebookresearch/dlrm tensor names")
+                         + (c.weightNames == nil ? " (found from the file)" : ""))
+        }
         if let variant = c.embedding?.variant { lines.append("embedding kernel \(variant)") }
         let totalRows = c.tables.reduce(0) { $0 + $1.rows }
         let tableBytes = c.tables.reduce(0) { $0 + $1.byteCount }
@@ -64,7 +79,8 @@ struct InfoCommand: ParsableCommand {
                     + pad(Console.bytes(table.byteCount), 12))
         }
         lines.append("")
-        let mlpBytes = (model.bottom + model.top).reduce(0) { $0 + ($1.weight.count + $1.bias.count) * 4 }
+        let mlpBytes = (model.bottom + model.top + model.cross.flatMap { [$0.v, $0.w] })
+            .reduce(0) { $0 + ($1.weight.count + $1.bias.count) * 4 }
         lines.append("parameters       \(c.parameterCount) (\(Console.count(c.parameterCount)))")
         lines.append("memory           \(Console.bytes(tableBytes)) embeddings + \(Console.bytes(mlpBytes)) MLPs = \(Console.bytes(tableBytes + mlpBytes))")
         return lines.joined(separator: "\n")

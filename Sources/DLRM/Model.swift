@@ -79,6 +79,19 @@ public struct DenseLayer: Sendable {
     }
 }
 
+/// One layer of the low-rank cross network: x_{l+1} = x₀ ⊙ (W (V x_l) + b) + x_l. `v` has no bias
+/// (zeros), `w` carries b.
+public struct CrossLayer: Sendable {
+    public let v: DenseLayer
+    public let w: DenseLayer
+
+    public init(v: DenseLayer, w: DenseLayer) {
+        precondition(v.output == w.input && v.input == w.output, "cross layer shape mismatch")
+        self.v = v
+        self.w = w
+    }
+}
+
 /// A DLRM: its architecture and its weights, immutable once loaded.
 public final class Model: Sendable {
     public static let configFileName = "model.json"
@@ -88,20 +101,26 @@ public final class Model: Sendable {
     public let tables: [EmbeddingTable]
     public let bottom: [DenseLayer]
     public let top: [DenseLayer]
+    /// The cross network's layers (`dcn`; empty otherwise).
+    public let cross: [CrossLayer]
     /// The directory the model was loaded from, if any (hot-row files are relative to it).
     public let directory: String?
+    /// The tensor names its weights file used (nil for a model built in memory).
+    public let weightNaming: WeightNaming?
 
     public init(config: ModelConfig, tables: [EmbeddingTable], bottom: [DenseLayer], top: [DenseLayer],
-                directory: String? = nil) throws {
+                cross: [CrossLayer] = [], directory: String? = nil, weightNaming: WeightNaming? = nil) throws {
         try config.validate()
         guard tables.count == config.tables.count, bottom.count == config.bottomMLP.count,
-            top.count == config.topMLP.count
+            top.count == config.topMLP.count, cross.count == (config.interaction == .dcn ? config.crossNetwork!.layers : 0)
         else { throw BagelError(.invalidModel, "weights do not match the architecture") }
         self.config = config
         self.tables = tables
         self.bottom = bottom
         self.top = top
+        self.cross = cross
         self.directory = directory
+        self.weightNaming = weightNaming
     }
 
     /// Loads `DIR/model.json` and `DIR/weights.safetensors`, checking every tensor against the config.
@@ -117,6 +136,13 @@ public final class Model: Sendable {
             throw BagelError(.io, "\(weightsPath): missing weights file (model.json is there, the weights are not)")
         }
         let file = try SafeTensorsFile(path: weightsPath)
+        guard let naming = config.weightNames ?? WeightNames.detect(file.tensors.keys) else {
+            throw BagelError(
+                .invalidWeights,
+                "\(weightsPath): cannot tell which tensor names the file uses (neither facebookresearch/dlrm's emb_l/bot_l/"
+                    + "top_l nor TorchRec's sparse_arch/dense_arch/over_arch); set \"weight_names\" in model.json")
+        }
+        let names = WeightNames(naming, config: config)
 
         func tensor(_ name: String, shape: [Int], what: String) throws -> SafeTensorsFile.TensorInfo {
             guard let info = file.tensors[name] else {
@@ -132,9 +158,9 @@ public final class Model: Sendable {
 
         var tables: [EmbeddingTable] = []
         for (t, table) in config.tables.enumerated() {
-            let name = WeightNames.embedding(t)
+            let name = names.embedding(t)
             if table.dtype == .int8 {
-                tables.append(try loadInt8(file: file, table: table, index: t, path: weightsPath, tensor: tensor))
+                tables.append(try loadInt8(file: file, table: table, name: name, index: t, path: weightsPath, tensor: tensor))
                 continue
             }
             let info = try tensor(
@@ -154,25 +180,40 @@ public final class Model: Sendable {
                                storage: storage))
         }
 
-        func layers(prefix: String, input: Int, widths: [Int], field: String) throws -> [DenseLayer] {
+        func layers(input: Int, widths: [Int], field: String, name: (Int) -> (weight: String, bias: String)) throws
+            -> [DenseLayer]
+        {
             try ModelConfig.layerShapes(input: input, widths: widths).enumerated().map { k, shape in
                 let what = "\(field)[\(k)], a Linear \(shape.input)→\(shape.output)"
-                let w = try tensor(WeightNames.weight(prefix, k), shape: [shape.output, shape.input], what: what)
-                let b = try tensor(WeightNames.bias(prefix, k), shape: [shape.output], what: what)
+                let w = try tensor(name(k).weight, shape: [shape.output, shape.input], what: what)
+                let b = try tensor(name(k).bias, shape: [shape.output], what: what)
                 return DenseLayer(input: shape.input, output: shape.output, weight: try file.floats(w),
                                   bias: try file.floats(b))
             }
         }
-        let bottom = try layers(prefix: "bot_l", input: config.denseFeatures, widths: config.bottomMLP, field: "bottom_mlp")
-        let top = try layers(prefix: "top_l", input: config.topInputWidth, widths: config.topMLP, field: "top_mlp")
-        return try Model(config: config, tables: tables, bottom: bottom, top: top, directory: directory)
+        let bottom = try layers(input: config.denseFeatures, widths: config.bottomMLP, field: "bottom_mlp", name: names.bottom)
+        let top = try layers(input: config.topInputWidth, widths: config.topMLP, field: "top_mlp", name: names.top)
+        var cross: [CrossLayer] = []
+        if config.interaction == .dcn, let shape = config.crossNetwork {
+            let (width, rank) = (config.crossWidth, shape.lowRank)
+            for l in 0..<shape.layers {
+                let what = "dcn layer \(l) (width \(width), low_rank \(rank))"
+                let v = try tensor(names.cross(l).v, shape: [rank, width], what: what)
+                let w = try tensor(names.cross(l).w, shape: [width, rank], what: what)
+                let b = try tensor(names.cross(l).bias, shape: [width], what: what)
+                cross.append(CrossLayer(
+                    v: DenseLayer(input: width, output: rank, weight: try file.floats(v), bias: [Float](repeating: 0, count: rank)),
+                    w: DenseLayer(input: rank, output: width, weight: try file.floats(w), bias: try file.floats(b))))
+            }
+        }
+        return try Model(config: config, tables: tables, bottom: bottom, top: top, cross: cross, directory: directory,
+                         weightNaming: naming)
     }
 
     /// An int8 table: FBGEMM's fused rows (U8, [rows, dim + 8]) used in place, or float rows
     /// ([rows, dim]) quantised on load.
-    static func loadInt8(file: SafeTensorsFile, table: TableConfig, index t: Int, path: String,
+    static func loadInt8(file: SafeTensorsFile, table: TableConfig, name: String, index t: Int, path: String,
                          tensor: (String, [Int], String) throws -> SafeTensorsFile.TensorInfo) throws -> EmbeddingTable {
-        let name = WeightNames.embedding(t)
         let storage: TensorStorage
         if file.tensors[name]?.dtype == .U8 {
             let info = try tensor(name, [table.rows, table.dim + RowwiseInt8.extraBytes],
@@ -204,7 +245,9 @@ public final class Model: Sendable {
         var tables: [EmbeddingTable] = []
         var bottom: [DenseLayer] = []
         var top: [DenseLayer] = []
+        var cross: [CrossLayer] = []
         var pendingWeight: [Float] = []
+        var pendingV: [Float] = []
         for (index, entry) in entries.enumerated() {
             switch entry.role {
             case .embedding(let t):
@@ -221,22 +264,89 @@ public final class Model: Sendable {
                 let layer = DenseLayer(input: input, output: output, weight: pendingWeight,
                                        bias: WeightInitializer.floats(entry, index: index, seed: seed))
                 if isTop { top.append(layer) } else { bottom.append(layer) }
+            case .cross(_, let part, let width, let rank):
+                switch part {
+                case .v: pendingV = WeightInitializer.floats(entry, index: index, seed: seed)
+                case .w: pendingWeight = WeightInitializer.floats(entry, index: index, seed: seed)
+                case .bias:
+                    cross.append(CrossLayer(
+                        v: DenseLayer(input: width, output: rank, weight: pendingV, bias: [Float](repeating: 0, count: rank)),
+                        w: DenseLayer(input: rank, output: width, weight: pendingWeight,
+                                      bias: WeightInitializer.floats(entry, index: index, seed: seed))))
+                }
             }
         }
-        return try Model(config: config, tables: tables, bottom: bottom, top: top)
+        return try Model(config: config, tables: tables, bottom: bottom, top: top, cross: cross)
     }
 
     /// Total bytes of the embedding tables and the MLP weights as held in memory.
     public var byteCount: Int {
         tables.reduce(0) { $0 + $1.storage.bytes.count }
-            + (bottom + top).reduce(0) { $0 + ($1.weight.count + $1.bias.count) * 4 }
+            + (bottom + top + cross.flatMap { [$0.v, $0.w] }).reduce(0) { $0 + ($1.weight.count + $1.bias.count) * 4 }
     }
 }
 
-/// Tensor names of the reference PyTorch DLRM (`DLRM_Net.state_dict()`): Linear layers sit at the
-/// even indices of `bot_l`/`top_l` (the odd ones are the activations).
-public enum WeightNames {
+/// The tensor names of a weights file, for one model under one naming (`WeightNaming`).
+///
+/// facebookresearch/dlrm (`DLRM_Net.state_dict()`): Linear layers sit at the even indices of
+/// `bot_l`/`top_l` (the odd ones are the activations). TorchRec (`DLRM`, `DLRM_DCN`): the dense arch is
+/// an MLP of Perceptrons, the over arch an MLP then a plain Linear, tables are named (`t_cat_<t>` unless
+/// model.json names them), the cross network keeps its kernels in parameter lists.
+public struct WeightNames: Sendable, Equatable {
+    public let naming: WeightNaming
+    public let tableNames: [String]
+    public let topLayers: Int
+
+    public init(_ naming: WeightNaming, config: ModelConfig) {
+        self.naming = naming
+        tableNames = config.tables.enumerated().map { t, table in table.name ?? "t_cat_\(t)" }
+        topLayers = config.topMLP.count
+    }
+
+    public func embedding(_ t: Int) -> String {
+        switch naming {
+        case .dlrm: return Self.embedding(t)
+        case .torchrec: return "sparse_arch.embedding_bag_collection.embedding_bags.\(tableNames[t]).weight"
+        }
+    }
+
+    /// Weight and bias of bottom (dense arch) layer k.
+    public func bottom(_ k: Int) -> (weight: String, bias: String) {
+        switch naming {
+        case .dlrm: return ("bot_l.\(2 * k).weight", "bot_l.\(2 * k).bias")
+        case .torchrec: return ("dense_arch.model._mlp.\(k)._linear.weight", "dense_arch.model._mlp.\(k)._linear.bias")
+        }
+    }
+
+    /// Weight and bias of top (over arch) layer k.
+    public func top(_ k: Int) -> (weight: String, bias: String) {
+        switch naming {
+        case .dlrm: return ("top_l.\(2 * k).weight", "top_l.\(2 * k).bias")
+        case .torchrec:
+            if k == topLayers - 1 { return ("over_arch.model.1.weight", "over_arch.model.1.bias") }
+            return ("over_arch.model.0._mlp.\(k)._linear.weight", "over_arch.model.0._mlp.\(k)._linear.bias")
+        }
+    }
+
+    /// Cross layer l's V [rank × width], W [width × rank] and bias [width] (TorchRec names under either naming:
+    /// facebookresearch/dlrm has no cross network).
+    public func cross(_ l: Int) -> (v: String, w: String, bias: String) {
+        ("inter_arch.crossnet.V_kernels.\(l)", "inter_arch.crossnet.W_kernels.\(l)", "inter_arch.crossnet.bias.\(l)")
+    }
+
+    /// facebookresearch/dlrm's name of table t.
     public static func embedding(_ table: Int) -> String { "emb_l.\(table).weight" }
-    public static func weight(_ prefix: String, _ layer: Int) -> String { "\(prefix).\(2 * layer).weight" }
-    public static func bias(_ prefix: String, _ layer: Int) -> String { "\(prefix).\(2 * layer).bias" }
+
+    /// The naming a file's tensors follow, or nil when neither fits.
+    public static func detect(_ names: some Sequence<String>) -> WeightNaming? {
+        var dlrm = false
+        var torchrec = false
+        for name in names {
+            if name.hasPrefix("emb_l.") || name.hasPrefix("bot_l.") || name.hasPrefix("top_l.") { dlrm = true }
+            if name.hasPrefix("sparse_arch.") || name.hasPrefix("dense_arch.") || name.hasPrefix("over_arch.") {
+                torchrec = true
+            }
+        }
+        return dlrm == torchrec ? nil : (dlrm ? .dlrm : .torchrec)
+    }
 }

@@ -12,10 +12,56 @@ public enum PoolingMode: String, Codable, Sendable, CaseIterable {
 
 /// How the bottom-MLP output and the pooled embeddings are combined before the top MLP.
 public enum InteractionOp: String, Codable, Sendable, CaseIterable {
-    /// DLRM's pairwise dot products: the strict lower triangle of T·Tᵀ, row-major, after x.
+    /// DLRM's pairwise dot products of T = [x, e₁ … eₙ], after x (pair order: `DotPairOrder`).
     case dot
     /// Plain concatenation [x, e₁ … eₙ].
     case cat
+    /// DCNv2's low-rank cross network over x₀ = [x, e₁ … eₙ] (TorchRec `DLRM_DCN`, MLPerf DLRM-v2):
+    /// x_{l+1} = x₀ ⊙ (W_l (V_l x_l) + b_l) + x_l, shapes in `CrossNetworkConfig`.
+    case dcn
+}
+
+/// The order of the dot interaction's pairs ⟨Tᵢ, Tⱼ⟩ in the top MLP's input. Part of the model: the
+/// same weights with the other order give plausible but wrong probabilities.
+public enum DotPairOrder: String, Codable, Sendable, CaseIterable {
+    /// facebookresearch/dlrm: the strict lower triangle, row-major: (1,0), (2,0), (2,1), (3,0), …
+    case lower
+    /// TorchRec `DLRM`: the strict upper triangle, row-major (`triu_indices(offset=1)`): (0,1), (0,2), …, (1,2), …
+    case upper
+}
+
+/// The low-rank cross network of `interaction: "dcn"`: `layers` layers over x₀ of width (n+1)·dim, each
+/// with V_l [lowRank × width], W_l [width × lowRank] and b_l [width].
+public struct CrossNetworkConfig: Codable, Sendable, Equatable {
+    public var layers: Int
+    public var lowRank: Int
+
+    public init(layers: Int, lowRank: Int) {
+        self.layers = layers
+        self.lowRank = lowRank
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case layers
+        case lowRank = "low_rank"
+    }
+
+    public init(from decoder: Decoder) throws {
+        try StrictKeys.check(decoder, allowed: CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        layers = try c.decode(Int.self, forKey: .layers)
+        lowRank = try c.decode(Int.self, forKey: .lowRank)
+    }
+}
+
+/// Which tensor names the weights file uses (see `WeightNames`).
+public enum WeightNaming: String, Codable, Sendable, CaseIterable {
+    /// facebookresearch/dlrm's `DLRM_Net.state_dict()`: `emb_l.{t}.weight`, `bot_l.{2k}.*`, `top_l.{2k}.*`.
+    case dlrm
+    /// TorchRec 1.6's `DLRM` / `DLRM_DCN` `state_dict()`: `sparse_arch.embedding_bag_collection.embedding_bags.
+    /// <table>.weight`, `dense_arch.model._mlp.{k}._linear.*`, `inter_arch.crossnet.{V,W}_kernels.{l}`,
+    /// `inter_arch.crossnet.bias.{l}`, `over_arch.model.0._mlp.{k}._linear.*`, `over_arch.model.1.*`.
+    case torchrec
 }
 
 /// One embedding table: `rows` × `dim`.
@@ -24,17 +70,29 @@ public struct TableConfig: Codable, Sendable, Equatable {
     public var dim: Int
     public var pooling: PoolingMode
     public var dtype: StorageType
+    /// The table's name in a TorchRec checkpoint (`embedding_bags.<name>.weight`); default `t_cat_<t>`
+    /// (MLPerf DLRM-v2's names).
+    public var name: String?
+    /// Lookups per bag when every bag of this table has the same number (MLPerf DLRM-v2's multi-hot
+    /// sizes); synthetic data and benchmarks use it. Requests may still send bags of any length.
+    public var multiHot: Int?
 
-    public init(rows: Int, dim: Int, pooling: PoolingMode = .sum, dtype: StorageType = .fp32) {
+    public init(rows: Int, dim: Int, pooling: PoolingMode = .sum, dtype: StorageType = .fp32, name: String? = nil,
+                multiHot: Int? = nil) {
         self.rows = rows
         self.dim = dim
         self.pooling = pooling
         self.dtype = dtype
+        self.name = name
+        self.multiHot = multiHot
     }
 
     public var byteCount: Int { rows * dtype.rowBytes(dim: dim) }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case rows, dim, pooling, dtype }
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case rows, dim, pooling, dtype, name
+        case multiHot = "multi_hot"
+    }
 
     public init(from decoder: Decoder) throws {
         try StrictKeys.check(decoder, allowed: CodingKeys.allCases.map(\.rawValue))
@@ -43,6 +101,8 @@ public struct TableConfig: Codable, Sendable, Equatable {
         dim = try c.decode(Int.self, forKey: .dim)
         pooling = try c.decodeIfPresent(PoolingMode.self, forKey: .pooling) ?? .sum
         dtype = try c.decodeIfPresent(StorageType.self, forKey: .dtype) ?? .fp32
+        name = try c.decodeIfPresent(String.self, forKey: .name)
+        multiHot = try c.decodeIfPresent(Int.self, forKey: .multiHot)
     }
 }
 
@@ -67,11 +127,18 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var lookupsPerTable: Int
     /// Embedding-stage options (kernel variant, hot rows); nil means defaults.
     public var embedding: EmbeddingOptions?
+    /// The dot interaction's pair order; nil means `lower` (facebookresearch/dlrm).
+    public var dotPairs: DotPairOrder?
+    /// The cross network of `interaction: "dcn"` (required there, absent otherwise).
+    public var crossNetwork: CrossNetworkConfig?
+    /// The weights file's tensor names; nil means: found from the file (`WeightNaming.detect`).
+    public var weightNames: WeightNaming?
 
     public init(
         name: String, denseFeatures: Int, bottomMLP: [Int], tables: [TableConfig],
         interaction: InteractionOp = .dot, topMLP: [Int], lookupsPerTable: Int = 1,
-        embedding: EmbeddingOptions? = nil
+        embedding: EmbeddingOptions? = nil, dotPairs: DotPairOrder? = nil, crossNetwork: CrossNetworkConfig? = nil,
+        weightNames: WeightNaming? = nil
     ) {
         self.format = Self.formatName
         self.version = Self.currentVersion
@@ -83,7 +150,13 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         self.topMLP = topMLP
         self.lookupsPerTable = lookupsPerTable
         self.embedding = embedding
+        self.dotPairs = dotPairs
+        self.crossNetwork = crossNetwork
+        self.weightNames = weightNames
     }
+
+    /// The dot interaction's pair order (`lower` unless the model says otherwise).
+    public var pairOrder: DotPairOrder { dotPairs ?? .lower }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case format, version, name
@@ -93,6 +166,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case topMLP = "top_mlp"
         case lookupsPerTable = "lookups_per_table"
         case embedding
+        case dotPairs = "dot_pairs"
+        case crossNetwork = "dcn"
+        case weightNames = "weight_names"
     }
 
     public init(from decoder: Decoder) throws {
@@ -108,6 +184,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         topMLP = try c.decode([Int].self, forKey: .topMLP)
         lookupsPerTable = try c.decodeIfPresent(Int.self, forKey: .lookupsPerTable) ?? 1
         embedding = try c.decodeIfPresent(EmbeddingOptions.self, forKey: .embedding)
+        dotPairs = try c.decodeIfPresent(DotPairOrder.self, forKey: .dotPairs)
+        crossNetwork = try c.decodeIfPresent(CrossNetworkConfig.self, forKey: .crossNetwork)
+        weightNames = try c.decodeIfPresent(WeightNaming.self, forKey: .weightNames)
     }
 
     /// Width of the bottom MLP's output (x).
@@ -119,14 +198,20 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case .dot:
             let n = tables.count
             return bottomOutputWidth + (n + 1) * n / 2
-        case .cat:
+        case .cat, .dcn:
             return bottomOutputWidth + tables.reduce(0) { $0 + $1.dim }
         }
     }
 
-    /// Number of parameters: embedding rows plus Linear weights and biases.
+    /// Width of x₀ = [x, e₁ … eₙ], the cross network's input and output (`dcn`).
+    public var crossWidth: Int { bottomOutputWidth + tables.reduce(0) { $0 + $1.dim } }
+
+    /// Number of parameters: embedding rows, Linear weights and biases, cross-network kernels.
     public var parameterCount: Int {
         var count = tables.reduce(0) { $0 + $1.rows * $1.dim }
+        if interaction == .dcn, let cross = crossNetwork {
+            count += cross.layers * (2 * cross.lowRank * crossWidth + crossWidth)
+        }
         for (input, output) in Self.layerShapes(input: denseFeatures, widths: bottomMLP) {
             count += input * output + output
         }
@@ -176,12 +261,35 @@ public struct ModelConfig: Codable, Sendable, Equatable {
                 throw fail("tables[\(t)].dim", "int8 rows need a dim that is a multiple of 4 (the row's scale and bias "
                                                 + "follow its codes, 4-byte aligned), found \(table.dim)")
             }
-            if interaction == .dot && table.dim != bottomOutputWidth {
+            if interaction != .cat && table.dim != bottomOutputWidth {
                 throw fail(
                     "tables[\(t)].dim",
-                    "the dot interaction needs every table's dim equal to the bottom MLP output "
+                    "the \(interaction.rawValue) interaction needs every table's dim equal to the bottom MLP output "
                         + "(\(bottomOutputWidth)), found \(table.dim)")
             }
+            if let hot = table.multiHot, hot < 1 {
+                throw fail("tables[\(t)].multi_hot", "must be at least 1, found \(hot)")
+            }
+            if let name = table.name, name.isEmpty || name.contains(where: { $0 == "." || $0.isWhitespace }) {
+                throw fail("tables[\(t)].name", "\"\(name)\" cannot name a tensor (no dots, no spaces, not empty)")
+            }
+        }
+        switch (interaction, crossNetwork) {
+        case (.dcn, nil):
+            throw fail("dcn", "interaction \"dcn\" needs {\"layers\": L, \"low_rank\": R}")
+        case (.dcn, let cross?):
+            guard cross.layers >= 1 else { throw fail("dcn.layers", "must be at least 1, found \(cross.layers)") }
+            guard cross.lowRank >= 1 else { throw fail("dcn.low_rank", "must be at least 1, found \(cross.lowRank)") }
+        case (_, .some):
+            throw fail("dcn", "only the \"dcn\" interaction has a cross network (this model's is \"\(interaction.rawValue)\")")
+        default:
+            break
+        }
+        if dotPairs != nil && interaction != .dot {
+            throw fail("dot_pairs", "only the \"dot\" interaction has pairs (this model's is \"\(interaction.rawValue)\")")
+        }
+        if weightNames == .torchrec && topMLP.count < 2 {
+            throw fail("top_mlp", "TorchRec's over arch has at least two layers (an MLP and the final Linear), found 1")
         }
         guard !topMLP.isEmpty else { throw fail("top_mlp", "needs at least one layer") }
         for (i, width) in topMLP.enumerated() where width < 1 {

@@ -9,6 +9,9 @@ public enum ModelPreset: String, CaseIterable, Sendable {
     case terabyte
     /// MLPerf DLRM v1: 26 tables, dim 128.
     case mlperfV1 = "mlperf-v1"
+    /// MLPerf Inference DLRM-v2 (TorchRec `DLRM_DCN`): 26 tables of 204M rows in all, dim 128, multi-hot,
+    /// a 3-layer rank-512 cross network; TorchRec tensor names.
+    case mlperfV2 = "mlperf-v2"
 
     /// Criteo Kaggle cardinalities after the usual preprocessing (docs/METHOD.md §2).
     public static let kaggleRows = [
@@ -28,11 +31,20 @@ public enum ModelPreset: String, CaseIterable, Sendable {
         155, 4, 976, 14, 39_979_771, 25_641_295, 39_664_984, 585_935, 12972, 108, 36,
     ]
 
+    /// MLPerf DLRM-v2's cardinalities (the 40M-row tables are capped as in its reference).
+    public static let mlperfV2Rows = [
+        40_000_000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40_000_000, 3_067_956, 405_282, 10, 2209, 11938, 155,
+        4, 976, 14, 40_000_000, 40_000_000, 40_000_000, 590_152, 12973, 108, 36,
+    ]
+
+    /// MLPerf DLRM-v2's lookups per table (214 per sample).
+    public static let mlperfV2MultiHot = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
+
     /// Row cap applied when the user names none: the full terabyte and MLPerf tables are tens of
     /// gigabytes of random numbers, which nobody wants by accident. `--max-rows 0` lifts the cap.
     public var defaultMaxRows: Int? {
         switch self {
-        case .paper, .kaggle: return nil
+        case .paper, .kaggle, .mlperfV2: return nil
         case .terabyte, .mlperfV1: return 1_000_000
         }
     }
@@ -63,6 +75,13 @@ public enum ModelPreset: String, CaseIterable, Sendable {
                 name: rawValue, denseFeatures: 13, bottomMLP: [512, 256, 128],
                 tables: tables(Self.mlperfRows, dim: 128),
                 interaction: .dot, topMLP: [1024, 1024, 512, 256, 1], lookupsPerTable: lookups ?? 1)
+        case .mlperfV2:
+            var list = tables(Self.mlperfV2Rows, dim: 128)
+            for t in list.indices { list[t].multiHot = lookups ?? Self.mlperfV2MultiHot[t] }
+            return ModelConfig(
+                name: rawValue, denseFeatures: 13, bottomMLP: [512, 256, 128], tables: list, interaction: .dcn,
+                topMLP: [1024, 1024, 512, 256, 1], lookupsPerTable: lookups ?? 8,
+                crossNetwork: CrossNetworkConfig(layers: 3, lowRank: 512), weightNames: .torchrec)
         }
     }
 }

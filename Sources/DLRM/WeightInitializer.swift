@@ -13,7 +13,13 @@ public enum WeightInitializer {
         case embedding(table: Int)
         case weight(top: Bool, layer: Int, input: Int, output: Int)
         case bias(top: Bool, layer: Int, input: Int, output: Int)
+        /// Cross-network layer `layer`: V [rank × width], W [width × rank] (normal, Linear weights'
+        /// std), bias [width] (normal, std sqrt(1/width); TorchRec starts it at zero, which would
+        /// leave it untested).
+        case cross(layer: Int, part: CrossPart, width: Int, rank: Int)
     }
+
+    public enum CrossPart: Sendable, Equatable { case v, w, bias }
 
     public struct Entry: Sendable {
         public let name: String
@@ -24,24 +30,37 @@ public enum WeightInitializer {
 
     static let chunkElements = 1 << 16
 
-    /// Every tensor of the model, in file order: tables, then bottom layers, then top layers.
+    /// Every tensor of the model, in file order: tables, bottom layers, cross layers, top layers. Names
+    /// follow the model's naming (facebookresearch/dlrm's unless model.json says torchrec).
     public static func entries(for config: ModelConfig) -> [Entry] {
+        let names = WeightNames(config.weightNames ?? .dlrm, config: config)
         var entries: [Entry] = []
         for (t, table) in config.tables.enumerated() {
-            entries.append(Entry(name: WeightNames.embedding(t), shape: [table.rows, table.dim], role: .embedding(table: t)))
+            entries.append(Entry(name: names.embedding(t), shape: [table.rows, table.dim], role: .embedding(table: t)))
         }
-        for (isTop, prefix, input, widths) in [
-            (false, "bot_l", config.denseFeatures, config.bottomMLP), (true, "top_l", config.topInputWidth, config.topMLP),
-        ] {
+        func mlp(top: Bool, input: Int, widths: [Int]) {
             for (k, shape) in ModelConfig.layerShapes(input: input, widths: widths).enumerated() {
+                let name = top ? names.top(k) : names.bottom(k)
                 entries.append(
-                    Entry(name: WeightNames.weight(prefix, k), shape: [shape.output, shape.input],
-                          role: .weight(top: isTop, layer: k, input: shape.input, output: shape.output)))
+                    Entry(name: name.weight, shape: [shape.output, shape.input],
+                          role: .weight(top: top, layer: k, input: shape.input, output: shape.output)))
                 entries.append(
-                    Entry(name: WeightNames.bias(prefix, k), shape: [shape.output],
-                          role: .bias(top: isTop, layer: k, input: shape.input, output: shape.output)))
+                    Entry(name: name.bias, shape: [shape.output],
+                          role: .bias(top: top, layer: k, input: shape.input, output: shape.output)))
             }
         }
+        mlp(top: false, input: config.denseFeatures, widths: config.bottomMLP)
+        if config.interaction == .dcn, let shape = config.crossNetwork {
+            let (width, rank) = (config.crossWidth, shape.lowRank)
+            for l in 0..<shape.layers {
+                let name = names.cross(l)
+                entries.append(Entry(name: name.v, shape: [rank, width], role: .cross(layer: l, part: .v, width: width, rank: rank)))
+                entries.append(Entry(name: name.w, shape: [width, rank], role: .cross(layer: l, part: .w, width: width, rank: rank)))
+                entries.append(Entry(name: name.bias, shape: [width],
+                                     role: .cross(layer: l, part: .bias, width: width, rank: rank)))
+            }
+        }
+        mlp(top: true, input: config.topInputWidth, widths: config.topMLP)
         return entries
     }
 
@@ -55,8 +74,11 @@ public enum WeightInitializer {
         case .weight(_, _, let input, let output):
             let std = (2.0 / Double(input + output)).squareRoot()
             for i in 0..<out.count { out[i] = Float(rng.nextGaussian() * std) }
-        case .bias(_, _, _, let output):
+        case .bias(_, _, _, let output), .cross(_, .bias, let output, _):
             let std = (1.0 / Double(output)).squareRoot()
+            for i in 0..<out.count { out[i] = Float(rng.nextGaussian() * std) }
+        case .cross(_, _, let width, let rank):
+            let std = (2.0 / Double(width + rank)).squareRoot()
             for i in 0..<out.count { out[i] = Float(rng.nextGaussian() * std) }
         }
     }

@@ -117,7 +117,8 @@ final class BatchBuffers {
     let activations: (DeviceBuffer<Float>, DeviceBuffer<Float>)
     /// T (dot: x and the pooled vectors) or r (cat: the top MLP's input).
     let interactionInput: DeviceBuffer<Float>
-    /// r for the dot interaction.
+    /// The top MLP's input when the interaction computes it: r for dot, x_L for dcn (nil for cat,
+    /// whose r is `interactionInput`).
     let topInput: DeviceBuffer<Float>?
     let logits: DeviceBuffer<Float>
     let probabilities: DeviceBuffer<Float>
@@ -131,11 +132,12 @@ final class BatchBuffers {
         let arenaBytes = grow(layout.totalBytes, previous?.arena.count)
         arena = try DeviceBuffer<UInt8>(context: context, count: arenaBytes)
         staging = try PinnedBuffer(context: context, byteCount: grow(layout.uploadBytes, previous?.staging.byteCount))
-        let widest = ([config.denseFeatures, config.topInputWidth] + config.bottomMLP + config.topMLP).max()!
+        let widest = ([config.denseFeatures, config.topInputWidth, config.crossNetwork?.lowRank ?? 0] + config.bottomMLP
+            + config.topMLP).max()!
         activations = (try DeviceBuffer<Float>(context: context, count: capacity * widest),
                        try DeviceBuffer<Float>(context: context, count: capacity * widest))
         interactionInput = try DeviceBuffer<Float>(context: context, count: capacity * GPUEngine.outputStride(config))
-        topInput = config.interaction == .dot
+        topInput = config.interaction != .cat
             ? try DeviceBuffer<Float>(context: context, count: capacity * GPUEngine.topStride(config)) : nil
         logits = try DeviceBuffer<Float>(context: context, count: capacity)
         probabilities = try DeviceBuffer<Float>(context: context, count: capacity)

@@ -59,6 +59,10 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     private(set) var slots: [Int] = []
     let bottomWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
     let topWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
+    /// The cross network (dcn): per layer V (no bias: `crossZeroBias`), W and b; its element-wise kernel.
+    let crossWeights: [(v: DeviceBuffer<Float>, w: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
+    let crossZeroBias: DeviceBuffer<Float>?
+    let crossKernel: CrossNetworkKernel?
     private let savedPersistingL2: Int?
     private let outputAligned: Bool
     private let tuneKey: String
@@ -127,6 +131,15 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         }
         bottomWeights = try upload(model.bottom)
         topWeights = try upload(model.top)
+        crossWeights = try model.cross.map {
+            (try DeviceBuffer<Float>(context: context, copying: $0.v.weight),
+             try DeviceBuffer<Float>(context: context, copying: $0.w.weight),
+             try DeviceBuffer<Float>(context: context, copying: $0.w.bias))
+        }
+        crossZeroBias = try model.cross.first.map {
+            try DeviceBuffer<Float>(context: context, copying: [Float](repeating: 0, count: $0.v.output))
+        }
+        crossKernel = model.cross.isEmpty ? nil : try CrossNetworkKernel(library: self.library)
 
         if plan.usesAccessPolicyWindow {
             savedPersistingL2 = try context.persistingL2Limit()
@@ -371,6 +384,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         let buffers: BatchBuffers
         let bottom: [LinearLayerOp]
         let top: [LinearLayerOp]
+        /// Per cross layer: V x_l (width → rank, into activations.0) and W(·) + b (rank → width, into
+        /// activations.1).
+        let cross: [(v: LinearLayerOp, w: LinearLayerOp)]
         var graph: Graph?
 
         init(engine: GPUEngine, batch: Int, buffers: BatchBuffers) throws {
@@ -387,6 +403,17 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                     bias: engine.bottomWeights[k].bias.address, input: shape.input, output: shape.output, batch: batch,
                     ldx: k == 0 ? config.denseFeatures : shape.input,
                     ldy: last ? GPUEngine.outputStride(config) : shape.output, relu: true, mode: math)
+            }
+            let (width, stride) = (config.crossWidth, GPUEngine.topStride(config))
+            cross = try engine.crossWeights.map { layer in
+                let rank = config.crossNetwork!.lowRank
+                return (
+                    try LinearLayerOp(matmul: engine.matmul, weight: layer.v.address, bias: engine.crossZeroBias!.address,
+                                      input: width, output: rank, batch: batch, ldx: stride, ldy: rank, relu: false,
+                                      mode: math),
+                    try LinearLayerOp(matmul: engine.matmul, weight: layer.w.address, bias: layer.bias.address,
+                                      input: rank, output: width, batch: batch, ldx: rank, ldy: width, relu: false,
+                                      mode: math))
             }
             let topShapes = ModelConfig.layerShapes(input: config.topInputWidth, widths: config.topMLP)
             top = try topShapes.enumerated().map { k, shape in
@@ -408,7 +435,11 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 try op.tune(x: x, y: y, stream: stream)
                 x = y
             }
-            var r = engine.interaction == nil ? buffers.interactionInput.address : buffers.topInput!.address
+            for layer in cross {
+                try layer.v.tune(x: buffers.interactionInput.address, y: act[0], stream: stream)
+                try layer.w.tune(x: act[0], y: act[1], stream: stream)
+            }
+            var r = buffers.topInput?.address ?? buffers.interactionInput.address
             for (k, op) in top.enumerated() {
                 let y = k == top.count - 1 ? buffers.logits.address : act[k % 2]
                 try op.tune(x: r, y: y, stream: stream)
@@ -463,11 +494,30 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                     try interaction.encode(
                         t: self.buffers.interactionInput.address, tStride: GPUEngine.outputStride(config),
                         out: self.buffers.topInput!.address, outStride: GPUEngine.topStride(config), batch: self.batch,
-                        rows: config.tables.count + 1, dim: config.bottomOutputWidth, stream: stream)
+                        rows: config.tables.count + 1, dim: config.bottomOutputWidth, upper: config.pairOrder == .upper,
+                        stream: stream)
+                }))
+            }
+            if let crossKernel = engine.crossKernel {
+                // x_{l+1} = x₀ ⊙ (W_l (V_l x_l) + b_l) + x_l; x₀ is the concatenation the bags wrote, x_l
+                // lives in topInput from the first layer on.
+                result.append(("cross network", { stream in
+                    let stride = GPUEngine.topStride(config)
+                    let x0 = self.buffers.interactionInput.address
+                    let state = self.buffers.topInput!.address
+                    var xl = x0
+                    for layer in self.cross {
+                        try layer.v.encode(x: xl, y: act[0], stream: stream)
+                        try layer.w.encode(x: act[0], y: act[1], stream: stream)
+                        try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth, xl: xl,
+                                               xlStride: stride, out: state, outStride: stride, width: config.crossWidth,
+                                               batch: self.batch, stream: stream)
+                        xl = state
+                    }
                 }))
             }
             result.append(("top MLP + sigmoid", { stream in
-                var r = self.engine.interaction == nil ? self.buffers.interactionInput.address : self.buffers.topInput!.address
+                var r = self.buffers.topInput?.address ?? self.buffers.interactionInput.address
                 for (k, op) in self.top.enumerated() {
                     let y = k == self.top.count - 1 ? self.buffers.logits.address : act[k % 2]
                     try op.encode(x: r, y: y, stream: stream)

@@ -19,6 +19,14 @@ public enum BagLength: Sendable, Equatable {
     case fixed(Int)
     /// Uniform in the closed range.
     case uniform(ClosedRange<Int>)
+    /// Each table's `multi_hot` size (MLPerf DLRM-v2's per-table lookups), else the model's lookups per table.
+    case model
+
+    /// The bag length of `config`'s traffic: `.model` when a table names its own size, else `fixed(lookups)`.
+    public static func of(_ config: ModelConfig, lookups: Int? = nil) -> BagLength {
+        if let lookups { return .fixed(lookups) }
+        return config.tables.contains { $0.multiHot != nil } ? .model : .fixed(max(config.lookupsPerTable, 1))
+    }
 }
 
 /// The named datasets of docs/METHOD.md §2.
@@ -131,6 +139,7 @@ public struct SyntheticGenerator: Sendable {
                 switch bagLength {
                 case .fixed(let l): length = l
                 case .uniform(let range): length = range.lowerBound + rng.nextIndex(below: range.count)
+                case .model: length = config.tables[t].multiHot ?? config.lookupsPerTable
                 }
                 for _ in 0..<length { indices.append(streams[t].next()) }
                 offsets.append(indices.count)

@@ -7,6 +7,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
     case embeddingBagVectorized = "embedding_bag_vectorized.cu"
     case embeddingTable = "embedding_table.cu"
     case interaction = "interaction.cu"
+    case crossNetwork = "cross_network.cu"
     case elementwise = "elementwise.cu"
 
     public var source: String {
@@ -15,6 +16,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
         case .embeddingBagVectorized: return Self.text(PackageResources.embedding_bag_vectorized_cu)
         case .embeddingTable: return Self.text(PackageResources.embedding_table_cu)
         case .interaction: return Self.text(PackageResources.interaction_cu)
+        case .crossNetwork: return Self.text(PackageResources.cross_network_cu)
         case .elementwise: return Self.text(PackageResources.elementwise_cu)
         }
     }
@@ -28,7 +30,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
                 NVRTC.Header(name: "kernel_abi.h", source: Self.text(PackageResources.kernel_abi_h)),
                 NVRTC.Header(name: "embedding_bag_common.cuh", source: Self.text(PackageResources.embedding_bag_common_cuh)),
             ]
-        case .interaction, .elementwise:
+        case .interaction, .crossNetwork, .elementwise:
             return []
         }
     }

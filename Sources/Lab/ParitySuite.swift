@@ -73,6 +73,14 @@ public final class ParitySuite {
         for (rows, dim) in [(2, 4), (9, 16), (27, 16), (27, 64), (27, 128), (13, 13)] {
             record("interaction dot \(rows) rows × dim \(dim)") { try checkInteraction(rows: rows, dim: dim) }
         }
+        for (rows, dim) in [(2, 4), (27, 128), (13, 13)] {
+            record("interaction dot \(rows) rows × dim \(dim), upper-triangle pairs (TorchRec)") {
+                try checkInteraction(rows: rows, dim: dim, order: .upper)
+            }
+        }
+        for (width, batch) in [(3456, 33), (17, 2048)] {
+            record("cross_combine width \(width) batch \(batch)") { try checkCrossCombine(width: width, batch: batch) }
+        }
         for (input, output, relu) in [(13, 512, true), (512, 256, true), (415, 512, true), (479, 1024, true),
                                       (256, 1, false), (7, 3, false)] {
             for batch in quick ? [33] : [1, 33, 2048] {
@@ -88,6 +96,14 @@ public final class ParitySuite {
         }
         record("sigmoid") { try checkSigmoid() }
         record("gather_rows + remap_indices") { try checkGatherAndRemap() }
+        record("forward terabyte vectorized, upper-triangle pairs (TorchRec DLRM)") {
+            try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, pairs: .upper)
+        }
+        for math in [MathMode.tf32, .bf16] {
+            record("forward mlperf-v2 vectorized, \(math.rawValue) math (|Δp| reported, bound 2e-2)") {
+                try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: true, math: math)
+            }
+        }
         record("forward terabyte tune (autotuner on the first batch, then its choice)") {
             try checkForward(preset: .terabyte, variant: nil, graphs: true)
         }
@@ -295,7 +311,7 @@ public final class ParitySuite {
 
     // MARK: Interaction, MLP, sigmoid, gather/remap
 
-    func checkInteraction(rows: Int, dim: Int) throws -> String {
+    func checkInteraction(rows: Int, dim: Int, order: DotPairOrder = .lower) throws -> String {
         var rng = SeededGenerator(seed: seed, stream: UInt64(rows * 1000 + dim))
         let batch = 37
         let tStride = rows * dim + 5
@@ -307,7 +323,7 @@ public final class ParitySuite {
         let out = try DeviceBuffer<Float>(context: context, count: batch * outStride)
         try out.fill(pattern: Self.poison)
         try kernel.encode(t: tBuffer.address, tStride: tStride, out: out.address, outStride: outStride, batch: batch,
-                          rows: rows, dim: dim, stream: stream)
+                          rows: rows, dim: dim, upper: order == .upper, stream: stream)
         try stream.synchronize()
         let got = try out.download()
         var expected = [Float](repeating: 0, count: dim + pairs)
@@ -315,7 +331,8 @@ public final class ParitySuite {
         for s in 0..<batch {
             t.withUnsafeBufferPointer { tb in
                 expected.withUnsafeMutableBufferPointer {
-                    InteractionCPU.dot(tb.baseAddress! + s * tStride, rows: rows, dim: dim, into: $0.baseAddress!)
+                    InteractionCPU.dot(tb.baseAddress! + s * tStride, rows: rows, dim: dim, order: order,
+                                       into: $0.baseAddress!)
                 }
             }
             for k in 0..<outStride {
@@ -434,6 +451,58 @@ public final class ParitySuite {
         return "permuted table and remap agree"
     }
 
+    /// out = x₀ ⊙ y + x_l against the CPU twin, bit for bit (the kernel rounds as the CPU does), out of place
+    /// and in place, padding columns left poisoned.
+    func checkCrossCombine(width: Int, batch: Int) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: UInt64(width * 7 + batch))
+        let stride = width + 3
+        let x0 = (0..<(batch * stride)).map { _ in Float(rng.nextGaussian()) }
+        let y = (0..<(batch * width)).map { _ in Float(rng.nextGaussian()) }
+        let xl = (0..<(batch * stride)).map { _ in Float(rng.nextGaussian()) }
+        var expected = [Float](repeating: 0, count: batch * width)
+        for s in 0..<batch {
+            x0.withUnsafeBufferPointer { a in
+                y.withUnsafeBufferPointer { b in
+                    xl.withUnsafeBufferPointer { c in
+                        expected.withUnsafeMutableBufferPointer { out in
+                            InteractionCPU.crossCombine(x0: a.baseAddress! + s * stride, y: b.baseAddress! + s * width,
+                                                        xl: c.baseAddress! + s * stride, count: width,
+                                                        into: out.baseAddress! + s * width)
+                        }
+                    }
+                }
+            }
+        }
+        let kernel = try CrossNetworkKernel(library: library)
+        let x0d = try DeviceBuffer<Float>(context: context, copying: x0)
+        let yd = try DeviceBuffer<Float>(context: context, copying: y)
+        let xld = try DeviceBuffer<Float>(context: context, copying: xl)
+        let out = try DeviceBuffer<Float>(context: context, count: batch * stride)
+        for inPlace in [false, true] {
+            let target = inPlace ? xld : out
+            if !inPlace { try out.fill(pattern: Self.poison) }
+            try kernel.encode(x0: x0d.address, x0Stride: stride, y: yd.address, yStride: width, xl: xld.address,
+                              xlStride: stride, out: target.address, outStride: stride, width: width, batch: batch,
+                              stream: stream)
+            try stream.synchronize()
+            let got = try target.download()
+            for s in 0..<batch {
+                for i in 0..<stride {
+                    let g = got[s * stride + i]
+                    if i >= width {
+                        let untouched = inPlace ? g.bitPattern == xl[s * stride + i].bitPattern : g.isNaN
+                        guard untouched else { throw ParityFailure("sample \(s) column \(i) (padding) was written") }
+                        continue
+                    }
+                    guard g.bitPattern == expected[s * width + i].bitPattern else {
+                        throw ParityFailure("\(inPlace ? "in place, " : "")sample \(s) column \(i): gpu \(g), cpu \(expected[s * width + i])")
+                    }
+                }
+            }
+        }
+        return "\(batch * width) elements bit-identical, out of place and in place"
+    }
+
     // MARK: Whole forward
 
     func forwardVariants(quick: Bool) -> [EmbeddingBagVariant] {
@@ -442,11 +511,14 @@ public final class ParitySuite {
 
     /// `variant` nil: the engine tunes itself on the first batch.
     func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant?, graphs: Bool,
-                      dtype: StorageType = .fp32) throws -> String {
-        let config = preset.config(maxRows: 2000, dtype: dtype, lookups: preset == .paper ? 20 : 1)
+                      dtype: StorageType = .fp32, pairs: DotPairOrder = .lower, math: MathMode = .fp32) throws -> String {
+        var config = preset.config(maxRows: 2000, dtype: dtype, lookups: preset == .paper ? 20 : preset == .mlperfV2 ? nil : 1)
+        if pairs == .upper { config.dotPairs = .upper }
         let model = try Model.random(config: config, seed: seed &+ UInt64(preset.rawValue.count))
         var generator = SyntheticGenerator(
-            config: config, pattern: .zipf(exponent: 1.05), bagLength: .uniform(0...(2 * config.lookupsPerTable)),
+            config: config, pattern: .zipf(exponent: 1.05),
+            // Multi-hot models (mlperf-v2: bags of 1 to 100) keep their sizes; the others draw lengths.
+            bagLength: preset == .mlperfV2 ? .model : .uniform(0...(2 * config.lookupsPerTable)),
             seed: seed)
         // Hot rows from a profile of the generated traffic, as `bagel profile` would write them.
         let warm = generator.nextBatch(size: 512)
@@ -456,8 +528,8 @@ public final class ParitySuite {
         // Checks must not depend on (or leave) a cached autotune choice.
         let engine = try GPUEngine(
             model: model,
-            options: GPUEngineOptions(embedding: variant.map { .fixed(EmbeddingBagConfig($0)) } ?? .tune, useGraphs: graphs,
-                                      hotRows: hot, autotuneCache: false),
+            options: GPUEngineOptions(embedding: variant.map { .fixed(EmbeddingBagConfig($0)) } ?? .tune, math: math,
+                                      useGraphs: graphs, hotRows: hot, autotuneCache: false),
             context: context, library: library)
         let cpu = CPUEngine(model: model)
         var worst = 0.0
@@ -471,7 +543,9 @@ public final class ParitySuite {
             let want = try cpu.predict(batch)
             for s in 0..<size {
                 let error = abs(Double(got[s]) - Double(want[s]))
-                guard error <= 1e-5 * max(1, Double(want[s])) else {
+                // fp32 math: 1e-5 (the issue's bound against TorchRec); tensor-core math: reported, loosely bounded.
+                let bound = math == .fp32 ? 1e-5 : 2e-2
+                guard error <= bound * max(1, Double(want[s])) else {
                     throw ParityFailure("batch \(size), sample \(s): gpu \(got[s]), cpu \(want[s])")
                 }
                 worst = max(worst, error)

@@ -23,16 +23,25 @@ public enum ReferenceForward {
         switch config.interaction {
         case .dot:
             let rows = [x] + pooled
+            // The pairs (i, j) in the model's order: lower triangle (j < i) or upper (j > i), row-major.
+            let pairs = (0..<rows.count).flatMap { i in
+                (0..<rows.count).filter { config.pairOrder == .lower ? $0 < i : $0 > i }.map { (i, $0) }
+            }
             r = x
-            for i in 0..<rows.count {
-                for j in 0..<i {
-                    var dot = 0.0
-                    for c in 0..<rows[i].count { dot += rows[i][c] * rows[j][c] }
-                    r.append(dot)
-                }
+            for (i, j) in pairs {
+                var dot = 0.0
+                for c in 0..<rows[i].count { dot += rows[i][c] * rows[j][c] }
+                r.append(dot)
             }
         case .cat:
             r = x + pooled.flatMap { $0 }
+        case .dcn:
+            let x0 = x + pooled.flatMap { $0 }
+            r = x0
+            for layer in model.cross {
+                let y = linear(layer.w, linear(layer.v, r))
+                r = (0..<x0.count).map { x0[$0] * y[$0] + r[$0] }
+            }
         }
         for (k, layer) in model.top.enumerated() {
             r = linear(layer, r)

@@ -12,12 +12,14 @@ public final class CPUEngine: InferenceEngine {
     public let threads: Int
     private let bottom: [PackedLinear]
     private let top: [PackedLinear]
+    private let cross: [(v: PackedLinear, w: PackedLinear)]
 
     public init(model: Model, threads: Int? = nil) {
         self.model = model
         self.threads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
         self.bottom = model.bottom.map(PackedLinear.init)
         self.top = model.top.map(PackedLinear.init)
+        self.cross = model.cross.map { (PackedLinear($0.v), PackedLinear($0.w)) }
     }
 
     public var description: String { "cpu: \(threads) thread\(threads == 1 ? "" : "s")" }
@@ -47,17 +49,21 @@ public final class CPUEngine: InferenceEngine {
         let rows = samples.count
         let d = config.bottomOutputWidth
         let tableCount = config.tables.count
-        let widest = max(([config.denseFeatures, config.topInputWidth] + config.bottomMLP + config.topMLP).max()!, 1)
+        let rank = config.crossNetwork?.lowRank ?? 0
+        let widest = max(([config.denseFeatures, config.topInputWidth, rank] + config.bottomMLP + config.topMLP).max()!, 1)
         var ping = [Float](repeating: 0, count: rows * widest)
         var pong = [Float](repeating: 0, count: rows * widest)
-        // Dot: T holds (n+1) rows of d per sample, then r = [x, z]. Cat: x and e_t go straight into r.
+        // Dot: T holds (n+1) rows of d per sample, then r = [x, z]. Cat and dcn: x and e_t go straight
+        // into r (dcn: x₀).
         let tWidth = config.interaction == .dot ? (tableCount + 1) * d : config.topInputWidth
         var interactionInput = [Float](repeating: 0, count: rows * tWidth)
+        var crossState = [Float](repeating: 0, count: config.interaction == .dcn ? rows * tWidth : 0)
 
         batch.dense.withUnsafeBufferPointer { dense in
             ping.withUnsafeMutableBufferPointer { ping in
                 pong.withUnsafeMutableBufferPointer { pong in
                     interactionInput.withUnsafeMutableBufferPointer { tBuffer in
+                      crossState.withUnsafeMutableBufferPointer { crossBuffer in
                         let t = tBuffer.baseAddress!
                         // Bottom MLP, ReLU after every layer; the last layer writes x into slot 0 of T (or r).
                         var input = UnsafePointer(dense.baseAddress! + samples.lowerBound * config.denseFeatures)
@@ -83,16 +89,31 @@ public final class CPUEngine: InferenceEngine {
                         // Interaction.
                         var topInput = UnsafePointer(t)
                         var topStride = tWidth
-                        if config.interaction == .dot {
+                        switch config.interaction {
+                        case .dot:
                             let r = ping.baseAddress!
                             for s in 0..<rows {
-                                InteractionCPU.dot(t + s * tWidth, rows: tableCount + 1, dim: d,
+                                InteractionCPU.dot(t + s * tWidth, rows: tableCount + 1, dim: d, order: config.pairOrder,
                                                    into: r + s * config.topInputWidth)
                             }
                             topInput = UnsafePointer(r)
                             topStride = config.topInputWidth
                             buffers = (pong.baseAddress!, ping.baseAddress!)
-                        } else {
+                        case .cat:
+                            buffers = (ping.baseAddress!, pong.baseAddress!)
+                        case .dcn:
+                            // x_{l+1} = x₀ ⊙ (W (V x_l) + b) + x_l; V x_l in ping, W(·) + b in pong.
+                            let x = crossBuffer.baseAddress!
+                            var xl = UnsafePointer(t)
+                            for layer in cross {
+                                layer.v.apply(xl, lda: tWidth, rows: rows, into: ping.baseAddress!, ldc: layer.v.output,
+                                              relu: false)
+                                layer.w.apply(ping.baseAddress!, lda: layer.v.output, rows: rows, into: pong.baseAddress!,
+                                              ldc: tWidth, relu: false)
+                                InteractionCPU.crossCombine(x0: t, y: pong.baseAddress!, xl: xl, count: rows * tWidth, into: x)
+                                xl = UnsafePointer(x)
+                            }
+                            topInput = xl
                             buffers = (ping.baseAddress!, pong.baseAddress!)
                         }
                         // Top MLP: ReLU after every layer but the last, then the sigmoid.
@@ -107,6 +128,7 @@ public final class CPUEngine: InferenceEngine {
                         for s in 0..<rows {
                             out[s] = sigmoid(topInput[s * topStride])
                         }
+                      }
                     }
                 }
             }

@@ -1,8 +1,10 @@
 // interaction.cu — DLRM's dot interaction, fused with the concatenation the top MLP reads.
 //
 //   interaction_dot   per sample: T = [x, e_1 … e_n] (rows of `dim` floats, `rows` = n + 1 of them, at
-//                     t + sample * t_stride); writes r = [x, ⟨T_i, T_j⟩ for i in 1..n, j in 0..<i] at
-//                     out + sample * out_stride (the row-major strict lower triangle of T·Tᵀ).
+//                     t + sample * t_stride); writes r = [x, ⟨T_i, T_j⟩ …] at out + sample * out_stride, the
+//                     pairs in the row-major strict lower triangle of T·Tᵀ (i in 1..n, j in 0..<i;
+//                     facebookresearch/dlrm) or, with upper = 1, the strict upper triangle (i in 0..<n,
+//                     j in i+1..n; TorchRec's triu_indices(offset=1)).
 //                     One block per sample: T goes to shared memory with rows padded to dim + 1 floats
 //                     (so threads reading the same column of different rows hit different banks), then
 //                     each thread computes pairs. Dot products sum in column order, as the CPU does.
@@ -11,7 +13,7 @@
 // their slices of r.
 
 extern "C" __global__ void interaction_dot(const float *__restrict__ t, float *__restrict__ out, int rows, int dim,
-                                           long long t_stride, long long out_stride) {
+                                           long long t_stride, long long out_stride, int upper) {
     extern __shared__ float tile[];
     const int padded = dim + 1;
     const float *src = t + (long long)blockIdx.x * t_stride;
@@ -26,11 +28,23 @@ extern "C" __global__ void interaction_dot(const float *__restrict__ t, float *_
     __syncthreads();
     const int pairs = rows * (rows - 1) / 2;
     for (int k = threadIdx.x; k < pairs; k += blockDim.x) {
-        // Pair k of the strict lower triangle, row-major: i(i-1)/2 <= k < i(i+1)/2, j = k - i(i-1)/2.
-        int i = (int)((1.f + sqrtf(1.f + 8.f * (float)k)) * 0.5f);
-        while (i * (i - 1) / 2 > k) i--;
-        while ((i + 1) * i / 2 <= k) i++;
-        const int j = k - i * (i - 1) / 2;
+        int i, j;
+        if (upper) {
+            // Pair k of the strict upper triangle, row-major: row i holds rows - 1 - i pairs.
+            i = 0;
+            int first = 0;
+            while (first + (rows - 1 - i) <= k) {
+                first += rows - 1 - i;
+                i++;
+            }
+            j = i + 1 + (k - first);
+        } else {
+            // Pair k of the strict lower triangle, row-major: i(i-1)/2 <= k < i(i+1)/2, j = k - i(i-1)/2.
+            i = (int)((1.f + sqrtf(1.f + 8.f * (float)k)) * 0.5f);
+            while (i * (i - 1) / 2 > k) i--;
+            while ((i + 1) * i / 2 <= k) i++;
+            j = k - i * (i - 1) / 2;
+        }
         const float *a = tile + i * padded;
         const float *b = tile + j * padded;
         // Eight partial sums, as the CPU engine's SIMD8 dot product, reduced the same way.
