@@ -68,6 +68,19 @@ def read_criteo(path, dense_count, rows):
     return np.array(dense, dtype=np.float64), np.array(sparse, dtype=np.int64), labels
 
 
+def read_mlperf(directory):
+    """MLPerf DLRM-v2's multi-hot layout: day_D_dense.npy, day_D_sparse_multi_hot.npz (t.npy per table)."""
+    import glob
+    import os
+    dense_path = sorted(glob.glob(os.path.join(directory, "day_*_dense.npy")))[0]
+    prefix = dense_path[: -len("dense.npy")]
+    dense = np.load(dense_path).astype(np.float64)
+    archive = np.load(prefix + "sparse_multi_hot.npz")
+    tables = [archive[str(t)] for t in range(len(archive.files))]
+    bags = [[[int(i) for i in table[s]] for table in tables] for s in range(dense.shape[0])]
+    return dense, bags
+
+
 def read_jsonl(path):
     dense, bags = [], []
     with open(path) as f:
@@ -161,7 +174,7 @@ def main():
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--predictions", required=True)
-    parser.add_argument("--format", choices=["criteo", "jsonl"], default="criteo")
+    parser.add_argument("--format", choices=["criteo", "jsonl", "mlperf"], default="criteo")
     parser.add_argument("--tolerance", type=float, default=1e-5)
     args = parser.parse_args()
 
@@ -171,6 +184,8 @@ def main():
     rows = [t["rows"] for t in config["tables"]]
     if args.format == "jsonl":
         dense, bags = read_jsonl(args.data)
+    elif args.format == "mlperf":
+        dense, bags = read_mlperf(args.data)
     else:
         dense, sparse, _ = read_criteo(args.data, config["dense_features"], rows)
         bags = [[[int(i)] for i in sample] for sample in sparse]  # one-hot Criteo input

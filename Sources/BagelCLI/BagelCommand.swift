@@ -10,7 +10,7 @@ public struct BagelCommand: AsyncParsableCommand {
         abstract: "DLRM inference: a CPU reference engine, GPU kernels, benchmarks and a server.",
         subcommands: [
             InitCommand.self, InfoCommand.self, PredictCommand.self, BenchCommand.self, DoctorCommand.self,
-            ProfileCommand.self, ServeCommand.self, LoadgenCommand.self,
+            ProfileCommand.self, ServeCommand.self, LoadgenCommand.self, GenerateCommand.self,
         ]
     )
 

@@ -19,10 +19,10 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "Model directory (model.json + weights.safetensors).")
     var model: String
 
-    @Option(help: "Input file.")
+    @Option(help: "Input file, or an MLPerf DLRM-v2 multi-hot directory.")
     var data: String
 
-    @Option(help: "Input format: criteo (TSV: label, dense integers, hex categoricals) or jsonl.")
+    @Option(help: "Input format: criteo (TSV: label, dense integers, hex categoricals), jsonl, or mlperf (a directory of MLPerf DLRM-v2's multi-hot npy/npz files; a directory is read as mlperf).")
     var format: DataFormat = .criteo
 
     @Option(help: "Samples per batch.")
@@ -55,7 +55,7 @@ struct PredictCommand: ParsableCommand {
         let loaded = try Model.load(directory: model)
         let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math)
         Console.status("engine: \(engine.description)")
-        let reader = try format.reader(path: data, config: loaded.config)
+        let reader = try DataFormat.detect(path: data, asked: format).reader(path: data, config: loaded.config)
         let progress = ProgressReporter("predict")
 
         var probabilities: [Float] = []

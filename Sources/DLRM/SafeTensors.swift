@@ -52,46 +52,24 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public let path: String
     public let tensors: [String: TensorInfo]
     public let metadata: [String: String]
-    /// The mapping; immutable after init, unmapped in deinit.
-    private let mapping: UnsafeRawBufferPointer
+    /// The mapped file; the tensors borrow its bytes.
+    private let file: MappedFile
+    private var mapping: UnsafeRawBufferPointer { file.bytes }
     private let dataOffset: Int
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw BagelError(.io, "\(path): cannot open the weights file (\(String(cString: strerror(errno))))")
-        }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            throw BagelError(.io, "\(path): cannot stat the weights file (\(String(cString: strerror(errno))))")
-        }
-        let fileSize = Int(info.st_size)
-        guard fileSize >= 8 else {
+        file = try MappedFile(path: path, what: "the weights file")
+        guard file.bytes.count >= 8 else {
             throw BagelError(
                 .invalidWeights,
-                "\(path): truncated safetensors file: \(fileSize) bytes, but the format starts with an "
+                "\(path): truncated safetensors file: \(file.bytes.count) bytes, but the format starts with an "
                     + "8-byte header length")
         }
-        guard let base = mmap(nil, fileSize, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
-            throw BagelError(.io, "\(path): cannot map the weights file (\(String(cString: strerror(errno))))")
-        }
-        let mapping = UnsafeRawBufferPointer(start: base, count: fileSize)
-        do {
-            let parsed = try Self.parseHeader(mapping, path: path)
-            self.tensors = parsed.tensors
-            self.metadata = parsed.metadata
-            self.dataOffset = parsed.dataOffset
-            self.mapping = mapping
-        } catch {
-            munmap(base, fileSize)
-            throw error
-        }
-    }
-
-    deinit {
-        munmap(UnsafeMutableRawPointer(mutating: mapping.baseAddress!), mapping.count)
+        let parsed = try Self.parseHeader(file.bytes, path: path)
+        tensors = parsed.tensors
+        metadata = parsed.metadata
+        dataOffset = parsed.dataOffset
     }
 
     /// The raw little-endian bytes of a tensor, valid while this file object lives.

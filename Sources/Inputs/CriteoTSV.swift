@@ -161,11 +161,51 @@ extension JSONLinesReader: SampleReader {}
 /// The input formats `bagel predict` reads.
 public enum DataFormat: String, Sendable, CaseIterable {
     case criteo, jsonl
+    /// MLPerf DLRM-v2's multi-hot directory (`MLPerfMultiHotReader`).
+    case mlperf
+
+    /// The format of `path`: a directory in MLPerf's layout reads as `mlperf` whatever was asked.
+    public static func detect(path: String, asked: DataFormat) -> DataFormat {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            return .mlperf
+        }
+        return asked
+    }
 
     public func reader(path: String, config: ModelConfig) throws -> SampleReader {
         switch self {
         case .criteo: return try CriteoTSVReader(path: path, config: config)
         case .jsonl: return try JSONLinesReader(path: path, config: config)
+        case .mlperf: return try MLPerfMultiHotReader(directory: path, config: config)
+        }
+    }
+}
+
+extension CriteoTSVReader {
+    /// Writes `rows` lines of synthetic Criteo TSV (label, 13 integer features, 26 hexadecimal
+    /// categoricals, some fields empty as in the real logs) to `path`; the same seed gives the same
+    /// file. Written to a temporary name and moved into place when complete.
+    public static func writeSynthetic(rows: Int, dense: Int = 13, categorical: Int = 26, seed: UInt64,
+                                      path: String) throws {
+        var rng = SeededGenerator(seed: seed, stream: 0xC417E0)
+        var text = ""
+        text.reserveCapacity(rows * 220)
+        for _ in 0..<rows {
+            var fields = [rng.nextUnitFloat() < 0.25 ? "1" : "0"]
+            for _ in 0..<dense {
+                // Counts with a heavy tail; an eighth of them missing, a few negative (clamped on read).
+                fields.append(rng.nextUnitFloat() < 0.125 ? "" : "\(Int(-log(1 - Double(rng.nextUnitFloat())) * 40) - 2)")
+            }
+            for _ in 0..<categorical {
+                fields.append(rng.nextUnitFloat() < 0.05 ? "" : String(UInt32(truncatingIfNeeded: rng.next()), radix: 16))
+            }
+            text += fields.joined(separator: "\t") + "\n"
+        }
+        do {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            throw BagelError(.io, "\(path): cannot write (\(error.localizedDescription))")
         }
     }
 }
