@@ -4,7 +4,7 @@
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
 #   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve predict
-#                                   doctor-old compare-embedding compare-e2e fbgemm
+#                                   doctor-old compare-embedding compare-e2e fbgemm torchrec
 #
 # The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
 # change) next to this one in the same call; fbgemm times FBGEMM's TBE on the same workload (after
@@ -82,6 +82,13 @@ stage_compare-e2e() {
 
 stage_fbgemm() {
     python3 .gpu/fbgemm/fbgemm_anchor.py --traces $TRACES --out "$OUT/fbgemm.json"
+}
+
+# TorchRec DLRM / DLRM_DCN checkpoints through Bagel (GPU and CPU) and TorchRec's eager throughput at
+# MLPerf DLRM-v2 shapes next to `bagel bench` on the same model (needs TorchRec: see fbgemm).
+stage_torchrec() {
+    python3 Benchmarks/torchrec_parity.py --bagel $BAGEL --work $WORK/torchrec --out "$OUT/torchrec.json" \
+        --bench-rows "${BENCH_ROWS:-1000000}" --batches "${BATCHES:-2048,8192}"
 }
 
 stage_doctor-quick() { $BAGEL doctor --quick --json "$OUT/doctor.json"; }

@@ -111,6 +111,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             cached: try cached?.configs())
         self.plan = plan
         if plan.source == .autotuneCache { tuneReport = cached }
+        try Self.checkFits(model: model, plan: plan, context: context)
         remap = plan.tables.contains(where: \.permuted)
             ? try IndexRemapKernel(library: self.library, indexType: plan.indexType) : nil
 
@@ -149,6 +150,24 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             savedPersistingL2 = nil
         }
         try regroup()
+    }
+
+    /// Refuses, before allocating anything, a model whose tables and layers do not fit the GPU's free
+    /// memory, with the numbers (a table copy permuted on the device needs its size twice, briefly).
+    static func checkFits(model: Model, plan: EmbeddingPlan, context: CUDAContext) throws {
+        let tables = plan.tables.reduce(0) { $0 + $1.bytes }
+        let staging = plan.tables.filter(\.permuted).map(\.bytes).max() ?? 0
+        let layers = model.byteCount - model.tables.reduce(0) { $0 + $1.storage.bytes.count }
+        let (free, total) = try context.memoryInfo()
+        let reserve = 1 << 30  // workspaces, batch buffers, CUDA graphs
+        guard tables + staging + layers + reserve > free else { return }
+        throw BagelError(
+            .unsupported,
+            "the model does not fit \(context.device.name): its tables take \(formatBytes(tables)) and its dense "
+                + "layers \(formatBytes(layers)) (plus about \(formatBytes(reserve + staging)) of working memory), the GPU has "
+                + "\(formatBytes(free)) free of \(formatBytes(total)). Smaller tables fit: int8 rows (\"dtype\": \"int8\" in "
+                + "model.json) take \(formatBytes(plan.tables.reduce(0) { $0 + $1.rows * StorageType.int8.rowBytes(dim: $1.dim) })); "
+                + "tables in host memory are not built yet.")
     }
 
     /// The knobs of the first launch (all of them, unless tuned per table).
