@@ -211,7 +211,7 @@ stage_serve() {
         local server=$!
         for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
         for concurrency in 1 16 128; do
-            $BAGEL loadgen --url http://127.0.0.1:18000 --model terabyte --protocol ${LOAD_PROTOCOL:-binary} \
+            $BAGEL loadgen --url http://127.0.0.1:18000 --name terabyte --protocol ${LOAD_PROTOCOL:-binary} \
                 --concurrency $concurrency --duration ${LOAD_SECONDS:-8} --batch ${LOAD_BATCH:-64} \
                 --json "$OUT/loadgen-$mode-$concurrency.json"
         done

@@ -8,9 +8,10 @@ public struct BagelCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "bagel",
         abstract: "DLRM inference: a CPU reference engine, GPU kernels, benchmarks and a server.",
+        version: "bagel \(BagelVersion.description)",
         subcommands: [
             InitCommand.self, InfoCommand.self, PredictCommand.self, BenchCommand.self, DoctorCommand.self,
-            ProfileCommand.self, ServeCommand.self, LoadgenCommand.self, GenerateCommand.self,
+            ProfileCommand.self, ServeCommand.self, LoadgenCommand.self, InferCommand.self, GenerateCommand.self,
         ]
     )
 

@@ -13,6 +13,13 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure inference throughput.",
+        discussion: """
+            `bagel bench` runs `bagel bench e2e`: a model (--model DIR, or --preset paper|kaggle|terabyte|mlperf-v1|\
+            mlperf-v2 built in memory with random weights, --max-rows to cap its tables), synthetic batches of \
+            --batch-size samples (--dataset, --lookups), on --device auto|gpu|cpu for --seconds; it prints samples/s \
+            and latency percentiles, and on a GPU the forward alone and its stages. `bagel bench e2e --help` lists \
+            every option; `bagel bench embedding --help` the embedding-kernel benchmark.
+            """,
         subcommands: [EndToEndBench.self, EmbeddingBench.self],
         defaultSubcommand: EndToEndBench.self)
 }
@@ -85,9 +92,12 @@ struct EndToEndBench: ParsableCommand {
         } else {
             let cap = maxRows ?? Self.rowCap(for: preset, budget: Self.memoryBudget(device: device))
             let config = preset.config(maxRows: cap, lookups: lookups)
+            let full = preset.config(lookups: lookups)
+            let capped = zip(config.tables, full.tables).filter { $0.rows < $1.rows }.count
             Console.status(
-                "building \(preset.rawValue) in memory: \(config.tables.count) tables capped at \(Console.count(cap)) rows, "
-                    + Console.bytes(config.tables.reduce(0) { $0 + $1.byteCount }))
+                "building \(preset.rawValue) in memory with random weights (seed \(seed)): \(config.tables.count) tables, "
+                    + Console.bytes(config.tables.reduce(0) { $0 + $1.byteCount })
+                    + (capped == 0 ? "" : "; \(capped) of them capped at \(Console.count(cap)) rows to fit this machine"))
             loaded = try Model.random(config: config, seed: seed)
         }
         let bagLength = BagLength.of(loaded.config, lookups: lookups)

@@ -92,7 +92,13 @@ struct EmbeddingBench: ParsableCommand {
             return [config]
         }.map { ($0.spec, $0.knobs) }
 
-        let context = try CUDAContext(ordinal: device)
+        let context: CUDAContext
+        switch CUDAContext.probe(ordinal: device) {
+        case .success(let usable): context = usable
+        case .failure(let error):
+            throw BagelError(.unsupported, "bench embedding times GPU kernels and needs an NVIDIA GPU: \(error.summary) "
+                             + "(`bagel doctor` has the details; `bagel bench --device cpu` measures the CPU engine)")
+        }
         let bench = try EmbeddingBenchmark(context: context, workload: w)
         let copy = try bench.measureCopyBandwidth()
         print("GPU: \(context.device.name); copy bandwidth \(String(format: "%.2f", copy / 1e12)) TB/s (read + write)")

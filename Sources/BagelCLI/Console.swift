@@ -37,6 +37,20 @@ enum Console {
         try encoder.encode(value).write(to: URL(fileURLWithPath: path))
     }
 
+    /// A network failure said plainly: what was tried (with host:port), the system's reason, a hint.
+    /// (NIO's own descriptions carry the syscall and its arguments, e.g. "bind(descriptor:ptr:bytes:)".)
+    static func networkError(_ error: Error, doing what: String, hint: String) -> BagelError {
+        let text = "\(error)"
+        var reason = text
+        if let range = text.range(of: #"errno: (\d+)"#, options: .regularExpression),
+            let code = Int32(text[range].dropFirst("errno: ".count)) {
+            reason = String(cString: strerror(code))
+        } else if text.localizedCaseInsensitiveContains("connection refused") {
+            reason = "connection refused"
+        }
+        return BagelError(.io, "cannot \(what): \(reason); \(hint)")
+    }
+
     static func seconds(_ value: Double) -> String {
         if value >= 1 { return String(format: "%.2f s", value) }
         if value >= 1e-3 { return String(format: "%.2f ms", value * 1e3) }

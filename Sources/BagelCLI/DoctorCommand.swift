@@ -66,7 +66,8 @@ struct DoctorCommand: ParsableCommand {
             print(String(format: "datasheet memory bandwidth %.2f TB/s", d.peakMemoryBandwidth / 1e12))
         case .failure(let error):
             context = nil
-            print("\n== no usable GPU: \(error)")
+            // The driver line above already printed a loader failure in full.
+            print("\n== no usable GPU: " + (driver == nil ? error.summary : "\(error)"))
         }
 
         if let nvrtc {

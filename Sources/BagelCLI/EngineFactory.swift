@@ -25,7 +25,8 @@ enum EngineFactory {
             case .success(let context):
                 return try GPUEngine(model: model, options: options, context: context)
             case .failure(let error):
-                Console.status("no usable GPU (\(error.message.isEmpty ? error.name : error.message)); running on the CPU")
+                // One line; `bagel doctor` says what was tried and where.
+                Console.status("running on the CPU: \(error.summary) (`bagel doctor` has the details)")
                 return CPUEngine(model: model, threads: threads)
             }
         }

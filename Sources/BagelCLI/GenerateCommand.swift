@@ -28,7 +28,7 @@ struct GenerateCriteo: ParsableCommand {
     }
 
     func run() throws {
-        try CriteoTSVReader.writeSynthetic(rows: rows, seed: seed, path: out)
+        try CriteoTSVWriter.writeSynthetic(rows: rows, seed: seed, path: out)
         Console.status("wrote \(rows) lines of synthetic Criteo TSV to \(out)")
     }
 }

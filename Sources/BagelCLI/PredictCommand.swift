@@ -53,9 +53,10 @@ struct PredictCommand: ParsableCommand {
 
     func run() throws {
         let loaded = try Model.load(directory: model)
+        // The input first: a missing file is the error to show, before any word about the engine.
+        let reader = try DataFormat.detect(path: data, asked: format).reader(path: data, config: loaded.config)
         let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math)
         Console.status("engine: \(engine.description)")
-        let reader = try DataFormat.detect(path: data, asked: format).reader(path: data, config: loaded.config)
         let progress = ProgressReporter("predict")
 
         var probabilities: [Float] = []

@@ -1,8 +1,10 @@
 import ArgumentParser
 import CUDA
+import Core
 import DLRM
 import Engine
 import Foundation
+import Inputs
 import Logging
 import Serving
 
@@ -44,7 +46,7 @@ struct ServeCommand: AsyncParsableCommand {
     var host: String = "127.0.0.1"
     @Option(help: "HTTP port (0: any free port).")
     var port: Int = 8000
-    @Option(help: "gRPC port (0: any free port; -1: no gRPC).")
+    @Option(parsing: .unconditional, help: "gRPC port (0: any free port; -1: no gRPC).")
     var grpcPort: Int = 8001
     @Option(help: "Where to run: auto, gpu, cpu.")
     var device: DeviceChoice = .auto
@@ -86,10 +88,16 @@ struct ServeCommand: AsyncParsableCommand {
         let server = InferenceServer(engine: engine, configuration: configuration, logger: logger)
         logger.info("engine: \(engine.description)")
         let batchingNote = noBatching ? "no batching" : "batches of up to \(maxBatch), \(maxDelayUs) µs"
-        try await server.run { ports in
-            let grpcNote = ports.grpc.map { " and grpc \(configuration.host):\($0)" } ?? ""
-            logger.info(
-                "serving \(configuration.modelName) on http://\(configuration.host):\(ports.http)\(grpcNote) (\(batchingNote))")
+        do {
+            try await server.run { ports in
+                let grpcNote = ports.grpc.map { " and grpc \(configuration.host):\($0)" } ?? ""
+                logger.info(
+                    "serving \(configuration.modelName) on http://\(configuration.host):\(ports.http)\(grpcNote) (\(batchingNote))")
+            }
+        } catch let error where !(error is BagelError) {
+            let grpcTarget = grpcPort < 0 ? "" : " or \(host):\(grpcPort) (gRPC)"
+            throw Console.networkError(error, doing: "listen on \(host):\(port) (HTTP)\(grpcTarget)",
+                                       hint: "another process may hold the port: choose others with --port/--grpc-port")
         }
         logger.info("stopped: in-flight requests finished")
     }
@@ -105,8 +113,8 @@ struct LoadgenCommand: AsyncParsableCommand {
     var url: String = "http://127.0.0.1:8000"
     @Option(help: "gRPC target HOST:PORT (for --protocol grpc).")
     var grpc: String?
-    @Option(help: "Model name.")
-    var model: String
+    @Option(help: "Name of the served model (as `bagel serve --name` or its model.json name).")
+    var name: String
     @Option(name: .customLong("protocol"), help: "http (JSON), binary (HTTP with binary tensors) or grpc.")
     var transport: LoadGenerator.Transport = .http
     @Option(help: "Concurrent clients.")
@@ -125,7 +133,7 @@ struct LoadgenCommand: AsyncParsableCommand {
     var json: String?
 
     func run() async throws {
-        var options = LoadGenerator.Options(url: url, model: model)
+        var options = LoadGenerator.Options(url: url, model: name)
         options.grpcTarget = grpc
         options.transport = transport
         options.concurrency = concurrency
@@ -134,7 +142,13 @@ struct LoadgenCommand: AsyncParsableCommand {
         options.batch = batch
         options.lookups = lookups
         options.allowRemote = allowRemote
-        let report = try await LoadGenerator(options: options).run()
+        let report: LoadGenerator.Report
+        do {
+            report = try await LoadGenerator(options: options).run()
+        } catch let error where !(error is BagelError) && !(error is ValidationError) {
+            throw Console.networkError(error, doing: "reach \(transport == .grpc ? grpc ?? url : url)",
+                                       hint: "is `bagel serve` running there?")
+        }
         print(
             "\(report.transport), concurrency \(report.concurrency), batch \(report.batch): \(report.ok) ok of "
                 + "\(report.requests) in " + String(format: "%.2f s", report.seconds) + " → "
@@ -150,5 +164,53 @@ struct LoadgenCommand: AsyncParsableCommand {
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))
         }
         if report.ok == 0 { throw ExitCode(1) }
+    }
+}
+
+/// `bagel infer`: send a few rows of a data file to a server and print what it answers.
+struct InferCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "infer",
+        abstract: "Send rows of a data file to an Open Inference Protocol server and print the probabilities.",
+        discussion: "Reads the rows with the model's shapes (--model DIR), sends them as one JSON request.")
+
+    @Option(help: "Server URL.")
+    var url: String = "http://127.0.0.1:8000"
+    @Option(help: "Model directory (its model.json gives the shapes and, without --name, the served name).")
+    var model: String
+    @Option(help: "Served model name (default: the model.json name).")
+    var name: String?
+    @Option(help: "Input file (or MLPerf multi-hot directory).")
+    var data: String
+    @Option(help: "Input format: criteo, jsonl or mlperf.")
+    var format: DataFormat = .criteo
+    @Option(help: "Rows to send.")
+    var rows: Int = 4
+    @Option(help: "Write the request's JSON body to this file instead of sending it (for curl -d @FILE).")
+    var requestOut: String?
+
+    func validate() throws {
+        guard rows >= 1 else { throw ValidationError("--rows must be at least 1") }
+    }
+
+    func run() async throws {
+        let config = try ModelConfig.load(path: (model as NSString).appendingPathComponent(Model.configFileName))
+        let reader = try DataFormat.detect(path: data, asked: format).reader(path: data, config: config)
+        guard let batch = try reader.nextBatch(maxSize: rows)?.batch else {
+            throw BagelError(.invalidData, "\(data): no rows to send")
+        }
+        if let requestOut {
+            try Data(InferClient.requestBody(batch)).write(to: URL(fileURLWithPath: requestOut))
+            Console.status("wrote a \(batch.size)-sample request for \(name ?? config.name) to \(requestOut): "
+                           + "curl -d @\(requestOut) \(url)/v2/models/\(name ?? config.name)/infer")
+            return
+        }
+        let probabilities: [Float]
+        do {
+            probabilities = try await InferClient.infer(url: url, model: name ?? config.name, batch: batch)
+        } catch let error where !(error is BagelError) {
+            throw Console.networkError(error, doing: "reach \(url)", hint: "is `bagel serve` running there?")
+        }
+        for p in probabilities { print(p) }
     }
 }

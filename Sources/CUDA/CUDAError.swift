@@ -31,6 +31,20 @@ public struct CUDAError: Error, CustomStringConvertible, Sendable {
         self.log = log
     }
 
+    /// One line for a person who only needs to know whether a GPU can be used here (the details are in
+    /// `description` and `bagel doctor`).
+    public var summary: String {
+        switch library {
+        case .loader:
+            if call.contains("libcuda") || call.contains("CUDA driver") { return "no NVIDIA driver (libcuda) on this machine" }
+            return "\(call.replacingOccurrences(of: "loading ", with: "")) not found"
+        case .driver where name == "CUDA_ERROR_NO_DEVICE":
+            return "the NVIDIA driver sees no GPU"
+        default:
+            return name.isEmpty ? message : "\(name) in \(call)"
+        }
+    }
+
     public var description: String {
         var text = "\(library.rawValue): \(call) failed"
         if !name.isEmpty { text += ": \(name) (\(code))" }

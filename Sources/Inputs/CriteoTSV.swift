@@ -136,6 +136,27 @@ public final class CriteoTSVReader {
 
 /// Writes samples in Criteo TSV form (for tests, examples and generated data sets).
 public enum CriteoTSVWriter {
+    /// Writes `rows` lines of synthetic Criteo TSV (label, 13 integer features, 26 hexadecimal
+    /// categoricals, some fields empty as in the real logs) to `path`; the same seed gives the same file.
+    public static func writeSynthetic(rows: Int, dense: Int = 13, categorical: Int = 26, seed: UInt64,
+                                      path: String) throws {
+        var rng = SeededGenerator(seed: seed, stream: 0xC417E0)
+        var text = ""
+        for _ in 0..<rows {
+            // Counts with a heavy tail, an eighth missing, a few negative (clamped on read); 5% empty categoricals.
+            let counts: [Int?] = (0..<dense).map { _ in
+                rng.nextUnitFloat() < 0.125 ? nil : Int(-log(1 - Double(rng.nextUnitFloat())) * 40) - 2
+            }
+            let categories: [UInt64?] = (0..<categorical).map { _ in rng.nextUnitFloat() < 0.05 ? nil : rng.next() >> 32 }
+            text += line(label: rng.nextUnitFloat() < 0.25 ? 1 : 0, dense: counts, categorical: categories) + "\n"
+        }
+        do {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            throw BagelError(.io, "\(path): cannot write (\(error.localizedDescription))")
+        }
+    }
+
     /// One line: label (if any), raw dense integers, categorical values in hex.
     public static func line(label: Int?, dense: [Int?], categorical: [UInt64?]) -> String {
         var fields: [String] = []
@@ -182,30 +203,3 @@ public enum DataFormat: String, Sendable, CaseIterable {
     }
 }
 
-extension CriteoTSVReader {
-    /// Writes `rows` lines of synthetic Criteo TSV (label, 13 integer features, 26 hexadecimal
-    /// categoricals, some fields empty as in the real logs) to `path`; the same seed gives the same
-    /// file. Written to a temporary name and moved into place when complete.
-    public static func writeSynthetic(rows: Int, dense: Int = 13, categorical: Int = 26, seed: UInt64,
-                                      path: String) throws {
-        var rng = SeededGenerator(seed: seed, stream: 0xC417E0)
-        var text = ""
-        text.reserveCapacity(rows * 220)
-        for _ in 0..<rows {
-            var fields = [rng.nextUnitFloat() < 0.25 ? "1" : "0"]
-            for _ in 0..<dense {
-                // Counts with a heavy tail; an eighth of them missing, a few negative (clamped on read).
-                fields.append(rng.nextUnitFloat() < 0.125 ? "" : "\(Int(-log(1 - Double(rng.nextUnitFloat())) * 40) - 2)")
-            }
-            for _ in 0..<categorical {
-                fields.append(rng.nextUnitFloat() < 0.05 ? "" : String(UInt32(truncatingIfNeeded: rng.next()), radix: 16))
-            }
-            text += fields.joined(separator: "\t") + "\n"
-        }
-        do {
-            try text.write(toFile: path, atomically: true, encoding: .utf8)
-        } catch {
-            throw BagelError(.io, "\(path): cannot write (\(error.localizedDescription))")
-        }
-    }
-}

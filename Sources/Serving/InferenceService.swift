@@ -1,3 +1,4 @@
+import Core
 import DLRM
 import Foundation
 import Logging
@@ -14,7 +15,7 @@ public final class InferenceService: Sendable {
     private let ready = Atomic<Bool>(true)
 
     public init(engine: any InferenceEngine, modelName: String, batching: BatchingOptions, maxBodyBytes: Int,
-                logger: Logger, serverVersion: String = "0.1.0") {
+                logger: Logger, serverVersion: String = BagelVersion.number) {
         schema = InferenceSchema(modelName: modelName, config: engine.model.config)
         let metrics = ServerMetrics(maxBatch: batching.maxBatch)
         self.metrics = metrics

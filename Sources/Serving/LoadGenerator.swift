@@ -200,30 +200,16 @@ public struct LoadGenerator: Sendable {
     ) {
         let b = options.batch
         let dense = (0..<(b * shape.denseFeatures)).map { _ in rng.nextUnitFloat() }
-        var tensors: [(name: String, datatype: String, shape: [Int], bytes: [UInt8], json: [Any])] = [
-            ("dense", "FP32", [b, shape.denseFeatures], dense.withUnsafeBytes { Array($0) }, dense.map { Double($0) })
-        ]
+        var tensors = [RequestTensor("dense", "FP32", shape: [b, shape.denseFeatures], values: dense,
+                                     json: dense.map { Double($0) })]
         for (t, rows) in shape.tableRows.enumerated() {
             let indices = (0..<(b * shape.lookups)).map { _ in Int64(rng.nextIndex(below: rows)) }
             let offsets = (0...b).map { Int64($0 * shape.lookups) }
-            tensors.append(("indices_\(t)", "INT64", [indices.count], indices.withUnsafeBytes { Array($0) }, indices))
-            tensors.append(("offsets_\(t)", "INT64", [offsets.count], offsets.withUnsafeBytes { Array($0) }, offsets))
+            tensors.append(RequestTensor("indices_\(t)", "INT64", shape: [indices.count], values: indices, json: indices))
+            tensors.append(RequestTensor("offsets_\(t)", "INT64", shape: [offsets.count], values: offsets, json: offsets))
         }
         let binary = options.transport == .binary
-        var raw: [UInt8] = []
-        let inputs: [[String: Any]] = tensors.map { tensor in
-            var entry: [String: Any] = ["name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape]
-            if binary {
-                entry["parameters"] = ["binary_data_size": tensor.bytes.count]
-                raw += tensor.bytes
-            } else {
-                entry["data"] = tensor.json
-            }
-            return entry
-        }
-        var root: [String: Any] = ["inputs": inputs]
-        if binary { root["outputs"] = [["name": InferenceSchema.outputName, "parameters": ["binary_data": true]]] }
-        let json = [UInt8](HTTPCodec.json(root))
+        let http = RequestTensor.httpBody(tensors, binary: binary)
         let grpc = Inference_ModelInferRequest.with {
             $0.modelName = options.model
             $0.inputs = tensors.map { tensor in
@@ -235,7 +221,7 @@ public struct LoadGenerator: Sendable {
             }
             $0.rawInputContents = tensors.map { Data($0.bytes) }
         }
-        return (binary ? json + raw : json, binary ? json.count : nil, grpc)
+        return (http.body, http.jsonLength, grpc)
     }
 }
 

@@ -20,14 +20,14 @@ public final class ServerMetrics: Sendable {
         var requests: [String: Counter] = [:]
         for p in Self.protocols {
             requests[p] = registry.makeCounter(
-                name: "bagel_requests_total", labels: [("protocol", p)], help: "Inference requests received")
+                descriptor: Self.name("requests", "total", "Inference requests received"), labels: [("protocol", p)])
         }
         self.requests = requests
         var failures: [String: Counter] = [:]
         for reason in Self.reasons {
             failures[reason.rawValue] = registry.makeCounter(
-                name: "bagel_request_failures_total", labels: [("reason", reason.rawValue)],
-                help: "Inference requests that failed, by reason")
+                descriptor: Self.name("request_failures", "total", "Inference requests that failed, by reason"),
+                labels: [("reason", reason.rawValue)])
         }
         self.failures = failures
         var sizes: [Double] = []
@@ -37,21 +37,26 @@ public final class ServerMetrics: Sendable {
             b <<= 1
         }
         batchSize = registry.makeValueHistogram(
-            name: "bagel_batch_size", buckets: sizes, help: "Samples per engine call (after merging requests)")
+            descriptor: Self.name("batch", "size", "Samples per engine call (after merging requests)"), buckets: sizes)
         let buckets: [Duration] = [
             .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
             .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
             .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
         ]
         queueTime = registry.makeDurationHistogram(
-            name: "bagel_queue_seconds", buckets: buckets, help: "Time a request waited to be batched")
+            descriptor: Self.name("queue", "seconds", "Time a request waited to be batched"), buckets: buckets)
         computeTime = registry.makeDurationHistogram(
-            name: "bagel_compute_seconds", buckets: buckets, help: "Engine time of the batch carrying a request")
+            descriptor: Self.name("compute", "seconds", "Engine time of the batch carrying a request"), buckets: buckets)
         latency = registry.makeDurationHistogram(
-            name: "bagel_request_seconds", buckets: buckets, help: "End-to-end time of a request in the server")
-        queueDepth = registry.makeGauge(name: "bagel_queue_samples", help: "Samples waiting to be batched")
+            descriptor: Self.name("request", "seconds", "End-to-end time of a request in the server"), buckets: buckets)
+        queueDepth = registry.makeGauge(descriptor: Self.name("queue", "samples", "Samples waiting to be batched"))
         deviceMemory = registry.makeGauge(
-            name: "bagel_device_memory_used_bytes", help: "GPU memory in use (0 on the CPU engine)")
+            descriptor: Self.name("device_memory_used", "bytes", "GPU memory in use (0 on the CPU engine)"))
+    }
+
+    /// bagel_<metric>_<unit>.
+    static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "bagel", metricName: metric, unitName: unit, helpText: help)
     }
 
     public func received(protocol name: String) { requests[name]?.increment() }
