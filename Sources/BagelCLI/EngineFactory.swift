@@ -19,7 +19,13 @@ enum EngineFactory {
         case .cpu:
             return CPUEngine(model: model, threads: threads)
         case .gpu:
-            return try GPUEngine(model: model, options: options)
+            switch CUDAContext.probe() {
+            case .success(let context):
+                return try GPUEngine(model: model, options: options, context: context)
+            case .failure(let error):
+                throw BagelError(.device, "--device gpu needs an NVIDIA GPU: \(error.summary) (`bagel doctor` has the "
+                                 + "details; --device cpu or auto run on the CPU)")
+            }
         case .auto:
             switch CUDAContext.probe() {
             case .success(let context):

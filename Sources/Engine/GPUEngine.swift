@@ -152,7 +152,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         try regroup()
     }
 
-    /// Refuses, before allocating anything, a model whose tables and layers do not fit the GPU's free
+    /// Refuses, before its tables are allocated, a model whose tables and layers do not fit the GPU's free
     /// memory, with the numbers (a table copy permuted on the device needs its size twice, briefly).
     static func checkFits(model: Model, plan: EmbeddingPlan, context: CUDAContext) throws {
         let tables = plan.tables.reduce(0) { $0 + $1.bytes }
