@@ -1,5 +1,6 @@
 import ArgumentParser
 import CUDA
+import Core
 import DLRM
 import Engine
 import Kernels

@@ -68,9 +68,12 @@ public enum MathMode: String, Sendable, CaseIterable {
     case fp32
     /// fp32 inputs rounded to TF32 on the tensor cores (≈1e-3 relative error).
     case tf32
-    /// fp32 inputs rounded to bf16 on the tensor cores, fp32 accumulation (≈1e-2 relative error).
+    /// bf16 operands on the tensor cores, fp32 accumulation (≈1e-2 relative error): the engine keeps bf16
+    /// copies of the large layers' weights and feeds them bf16 activations (`MatrixElement.bf16`); layers
+    /// given fp32 operands round them to bf16 inside cuBLASLt.
     case bf16
 
+    /// The cuBLASLt compute type for fp32 operands (bf16 operands always compute in 32F).
     var computeType: Int32 {
         switch self {
         case .fp32: return 68  // CUBLAS_COMPUTE_32F
@@ -78,6 +81,14 @@ public enum MathMode: String, Sendable, CaseIterable {
         case .bf16: return 75  // CUBLAS_COMPUTE_32F_FAST_16BF
         }
     }
+}
+
+/// The element type of a matrix (and of the bias, which follows the result) in a cuBLASLt product.
+public enum MatrixElement: Int32, Sendable {
+    case fp32 = 0  // CUDA_R_32F
+    case bf16 = 14  // CUDA_R_16BF
+
+    public var byteWidth: Int { self == .fp32 ? 4 : 2 }
 }
 
 /// A cuBLASLt handle and its workspace, for one context.
@@ -142,10 +153,13 @@ public final class MatmulPlan: @unchecked Sendable {
     public let batch: Int
 
     /// - Parameters:
-    ///   - weight: device [output × input] fp32; bias: device [output] fp32.
-    ///   - ldx, ldy: row strides (in floats) of X and Y, at least input and output.
+    ///   - weight: device [output × input] of `operands`; bias: device [output] of `result`.
+    ///   - ldx, ldy: row strides (in elements) of X and Y, at least input and output.
+    ///   - operands: the element type of W and X; bf16 operands compute in fp32 whatever `mode` says.
+    ///   - result: the element type of Y (and of the bias).
     public init(matmul: MatmulContext, weight: DevicePointer, bias: DevicePointer, input: Int, output: Int, batch: Int,
-                ldx: Int, ldy: Int, relu: Bool, mode: MathMode) throws {
+                ldx: Int, ldy: Int, relu: Bool, mode: MathMode, operands: MatrixElement = .fp32,
+                result: MatrixElement = .fp32) throws {
         precondition(ldx >= input && ldy >= output && batch > 0)
         self.matmul = matmul
         self.weight = weight
@@ -155,7 +169,8 @@ public final class MatmulPlan: @unchecked Sendable {
         let lt = matmul.library
         try matmul.context.makeCurrent()
         var desc: cublasLtMatmulDesc_t?
-        try lt.check(lt.cublasLtMatmulDescCreate(&desc, mode.computeType, 0), "cublasLtMatmulDescCreate")
+        let computeType = operands == .bf16 ? MathMode.fp32.computeType : mode.computeType
+        try lt.check(lt.cublasLtMatmulDescCreate(&desc, computeType, MatrixElement.fp32.rawValue), "cublasLtMatmulDescCreate")
         self.desc = desc!
         func set<T: BitwiseCopyable>(_ attribute: Int32, _ value: T, _ what: String) throws {
             try withUnsafeBytes(of: value) { bytes in
@@ -169,16 +184,16 @@ public final class MatmulPlan: @unchecked Sendable {
         try set(MatmulAttribute.epilogue, relu ? MatmulAttribute.epilogueReluBias : MatmulAttribute.epilogueBias,
                 relu ? "EPILOGUE=RELU_BIAS" : "EPILOGUE=BIAS")
         try set(MatmulAttribute.biasPointer, bias, "BIAS_POINTER")
-        func layout(_ rows: Int, _ cols: Int, _ ld: Int) throws -> cublasLtMatrixLayout_t {
+        func layout(_ rows: Int, _ cols: Int, _ ld: Int, _ type: MatrixElement) throws -> cublasLtMatrixLayout_t {
             var layout: cublasLtMatrixLayout_t?
             try lt.check(
-                lt.cublasLtMatrixLayoutCreate(&layout, 0, UInt64(rows), UInt64(cols), Int64(ld)),
+                lt.cublasLtMatrixLayoutCreate(&layout, type.rawValue, UInt64(rows), UInt64(cols), Int64(ld)),
                 "cublasLtMatrixLayoutCreate(\(rows)×\(cols), ld \(ld))")
             return layout!
         }
-        layoutW = try layout(input, output, input)
-        layoutX = try layout(input, batch, ldx)
-        layoutY = try layout(output, batch, ldy)
+        layoutW = try layout(input, output, input, operands)
+        layoutX = try layout(input, batch, ldx, operands)
+        layoutY = try layout(output, batch, ldy, result)
 
         var preference: cublasLtMatmulPreference_t?
         try lt.check(lt.cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
@@ -196,7 +211,8 @@ public final class MatmulPlan: @unchecked Sendable {
         guard let best = results.prefix(Int(returned)).first(where: { $0.state == MatmulAttribute.success }) else {
             throw CUDAError(
                 library: .cublasLt, code: 15, name: "CUBLAS_STATUS_NOT_SUPPORTED",
-                message: "no algorithm for a \(input)→\(output) layer at batch \(batch) in \(mode.rawValue)",
+                message: "no algorithm for a \(input)→\(output) layer at batch \(batch) in \(mode.rawValue) "
+                    + "(operands \(operands), result \(result))",
                 call: "cublasLtMatmulAlgoGetHeuristic")
         }
         algo = best.algo

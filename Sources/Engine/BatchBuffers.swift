@@ -126,7 +126,11 @@ final class BatchBuffers {
     private(set) var currentLayout: ArenaLayout
     var uploadBytes: Int { currentLayout.uploadBytes }
 
-    init(context: CUDAContext, config: ModelConfig, layout: ArenaLayout, batch: Int, previous: BatchBuffers?) throws {
+    /// The top MLP's input as bf16 (`--math bf16`): the operand of its first product.
+    let topInputBF16: DeviceBuffer<UInt16>?
+
+    init(context: CUDAContext, config: ModelConfig, layout: ArenaLayout, batch: Int, previous: BatchBuffers?,
+         bf16Operands: Bool = false) throws {
         func grow(_ needed: Int, _ old: Int?) -> Int { max(needed, old.map { $0 + $0 / 2 } ?? 0) }
         capacity = max(batch, previous.map { $0.capacity >= batch ? $0.capacity : $0.capacity * 2 } ?? batch)
         let arenaBytes = grow(layout.totalBytes, previous?.arena.count)
@@ -139,6 +143,8 @@ final class BatchBuffers {
         interactionInput = try DeviceBuffer<Float>(context: context, count: capacity * GPUEngine.outputStride(config))
         topInput = config.interaction != .cat
             ? try DeviceBuffer<Float>(context: context, count: capacity * GPUEngine.topStride(config)) : nil
+        topInputBF16 = bf16Operands
+            ? try DeviceBuffer<UInt16>(context: context, count: capacity * GPUEngine.bf16Stride(config)) : nil
         logits = try DeviceBuffer<Float>(context: context, count: capacity)
         probabilities = try DeviceBuffer<Float>(context: context, count: capacity)
         output = try PinnedBuffer(context: context, byteCount: capacity * 4)

@@ -62,7 +62,27 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// The cross network (dcn): per layer V (no bias: `crossZeroBias`), W and b; its element-wise kernel.
     let crossWeights: [(v: DeviceBuffer<Float>, w: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
     let crossZeroBias: DeviceBuffer<Float>?
+    /// The cross network's element-wise step and the fp32 → bf16 conversion (dcn models, `--math bf16`).
     let crossKernel: CrossNetworkKernel?
+    /// bf16 copies of the large products' weights for `--math bf16` (nil otherwise).
+    let bf16: BF16Weights?
+
+    /// The cross network's and the top MLP's weights as bf16 operands; biases of the layers whose output
+    /// stays bf16 are bf16 too (cuBLASLt's bias follows the output type), the others stay fp32.
+    struct BF16Weights {
+        let cross: [(v: DeviceBuffer<UInt16>, w: DeviceBuffer<UInt16>)]
+        let crossZeroBias: DeviceBuffer<UInt16>?
+        let top: [(weight: DeviceBuffer<UInt16>, bias: DeviceBuffer<UInt16>)]
+
+        init(model: Model, context: CUDAContext) throws {
+            func bf16(_ values: [Float]) throws -> DeviceBuffer<UInt16> {
+                try DeviceBuffer<UInt16>(context: context, copying: values.map(NumericConversion.bf16FromFloat))
+            }
+            cross = try model.cross.map { (try bf16($0.v.weight), try bf16($0.w.weight)) }
+            crossZeroBias = try model.cross.first.map { try bf16([Float](repeating: 0, count: $0.v.output)) }
+            top = try model.top.map { (try bf16($0.weight), try bf16($0.bias)) }
+        }
+    }
     private let savedPersistingL2: Int?
     private let outputAligned: Bool
     private let tuneKey: String
@@ -140,7 +160,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         crossZeroBias = try model.cross.first.map {
             try DeviceBuffer<Float>(context: context, copying: [Float](repeating: 0, count: $0.v.output))
         }
-        crossKernel = model.cross.isEmpty ? nil : try CrossNetworkKernel(library: self.library)
+        let bf16Operands = options.math == .bf16
+        crossKernel = model.cross.isEmpty && !bf16Operands ? nil : try CrossNetworkKernel(library: self.library)
+        bf16 = bf16Operands ? try BF16Weights(model: model, context: context) : nil
 
         if plan.usesAccessPolicyWindow {
             savedPersistingL2 = try context.persistingL2Limit()
@@ -271,6 +293,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// Row stride of the top MLP's input r, padded to 4 floats (16-byte rows).
     static func topStride(_ config: ModelConfig) -> Int { (config.topInputWidth + 3) & ~3 }
 
+    /// Row stride of the top MLP's bf16 input, padded to 8 elements (16-byte rows).
+    static func bf16Stride(_ config: ModelConfig) -> Int { (config.topInputWidth + 7) & ~7 }
+
     // MARK: Predict
 
     public func predict(_ batch: Batch) throws -> [Float] {
@@ -356,7 +381,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                                  baselineScratch: plan.needsBaselineScratch)
         if buffers == nil || !buffers!.fits(layout: layout, batch: batch.size) {
             let grown = try BatchBuffers(
-                context: context, config: model.config, layout: layout, batch: batch.size, previous: buffers)
+                context: context, config: model.config, layout: layout, batch: batch.size, previous: buffers, bf16Operands: options.math == .bf16)
             buffers = grown
             forwards.removeAll()  // graphs hold the old addresses
         }
@@ -424,23 +449,35 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                     ldy: last ? GPUEngine.outputStride(config) : shape.output, relu: true, mode: math)
             }
             let (width, stride) = (config.crossWidth, GPUEngine.topStride(config))
-            cross = try engine.crossWeights.map { layer in
+            // bf16 math: V x_l takes x_l's bf16 copy and writes bf16, W(·) reads it and writes fp32 y.
+            let bf16 = engine.bf16
+            cross = try engine.crossWeights.enumerated().map { l, layer in
                 let rank = config.crossNetwork!.lowRank
                 return (
-                    try LinearLayerOp(matmul: engine.matmul, weight: layer.v.address, bias: engine.crossZeroBias!.address,
-                                      input: width, output: rank, batch: batch, ldx: stride, ldy: rank, relu: false,
-                                      mode: math),
-                    try LinearLayerOp(matmul: engine.matmul, weight: layer.w.address, bias: layer.bias.address,
-                                      input: rank, output: width, batch: batch, ldx: rank, ldy: width, relu: false,
-                                      mode: math))
+                    try LinearLayerOp(matmul: engine.matmul, weight: bf16?.cross[l].v.address ?? layer.v.address,
+                                      bias: bf16?.crossZeroBias!.address ?? engine.crossZeroBias!.address,
+                                      input: width, output: rank, batch: batch,
+                                      ldx: bf16 == nil ? stride : GPUEngine.bf16Stride(config), ldy: rank, relu: false,
+                                      mode: math, operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16),
+                    try LinearLayerOp(matmul: engine.matmul, weight: bf16?.cross[l].w.address ?? layer.w.address,
+                                      bias: layer.bias.address, input: rank, output: width, batch: batch, ldx: rank,
+                                      ldy: width, relu: false, mode: math, operands: bf16 == nil ? .fp32 : .bf16))
             }
             let topShapes = ModelConfig.layerShapes(input: config.topInputWidth, widths: config.topMLP)
             top = try topShapes.enumerated().map { k, shape in
-                try LinearLayerOp(
-                    matmul: engine.matmul, weight: engine.topWeights[k].weight.address,
-                    bias: engine.topWeights[k].bias.address, input: shape.input, output: shape.output, batch: batch,
-                    ldx: k == 0 ? GPUEngine.topStride(config) : shape.input, ldy: shape.output,
-                    relu: k < topShapes.count - 1, mode: math)
+                let last = k == topShapes.count - 1
+                guard let bf16 else {
+                    return try LinearLayerOp(
+                        matmul: engine.matmul, weight: engine.topWeights[k].weight.address,
+                        bias: engine.topWeights[k].bias.address, input: shape.input, output: shape.output, batch: batch,
+                        ldx: k == 0 ? GPUEngine.topStride(config) : shape.input, ldy: shape.output, relu: !last, mode: math)
+                }
+                // bf16 operands throughout; the logit comes out fp32 (with the fp32 bias) for the sigmoid.
+                return try LinearLayerOp(
+                    matmul: engine.matmul, weight: bf16.top[k].weight.address,
+                    bias: last ? engine.topWeights[k].bias.address : bf16.top[k].bias.address, input: shape.input,
+                    output: shape.output, batch: batch, ldx: k == 0 ? GPUEngine.bf16Stride(config) : shape.input,
+                    ldy: shape.output, relu: !last, mode: math, operands: .bf16, result: last ? .fp32 : .bf16)
             }
         }
 
@@ -454,11 +491,12 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 try op.tune(x: x, y: y, stream: stream)
                 x = y
             }
+            let bf16Input = buffers.topInputBF16?.address
             for layer in cross {
-                try layer.v.tune(x: buffers.interactionInput.address, y: act[0], stream: stream)
+                try layer.v.tune(x: bf16Input ?? buffers.interactionInput.address, y: act[0], stream: stream)
                 try layer.w.tune(x: act[0], y: act[1], stream: stream)
             }
-            var r = buffers.topInput?.address ?? buffers.interactionInput.address
+            var r = bf16Input ?? buffers.topInput?.address ?? buffers.interactionInput.address
             for (k, op) in top.enumerated() {
                 let y = k == top.count - 1 ? buffers.logits.address : act[k % 2]
                 try op.tune(x: r, y: y, stream: stream)
@@ -524,12 +562,20 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                     let stride = GPUEngine.topStride(config)
                     let x0 = self.buffers.interactionInput.address
                     let state = self.buffers.topInput!.address
+                    // bf16 math: the products read x_l's bf16 copy, which each combine rewrites.
+                    let half = self.buffers.topInputBF16?.address
+                    if let half {
+                        try crossKernel.encodeToBF16(source: x0, sourceStride: stride, destination: half,
+                                                     destinationStride: GPUEngine.bf16Stride(config),
+                                                     width: config.crossWidth, batch: self.batch, stream: stream)
+                    }
                     var xl = x0
                     for layer in self.cross {
-                        try layer.v.encode(x: xl, y: act[0], stream: stream)
+                        try layer.v.encode(x: half ?? xl, y: act[0], stream: stream)
                         try layer.w.encode(x: act[0], y: act[1], stream: stream)
                         try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth, xl: xl,
-                                               xlStride: stride, out: state, outStride: stride, width: config.crossWidth,
+                                               xlStride: stride, out: state, outStride: stride, outBF16: half ?? 0,
+                                               outBF16Stride: GPUEngine.bf16Stride(config), width: config.crossWidth,
                                                batch: self.batch, stream: stream)
                         xl = state
                     }
@@ -537,6 +583,16 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             }
             result.append(("top MLP + sigmoid", { stream in
                 var r = self.buffers.topInput?.address ?? self.buffers.interactionInput.address
+                if let half = self.buffers.topInputBF16?.address {
+                    // dot and cat: r as bf16 (dcn's cross network has written its bf16 copy already).
+                    if config.interaction != .dcn {
+                        try self.engine.crossKernel!.encodeToBF16(
+                            source: r, sourceStride: GPUEngine.topStride(config), destination: half,
+                            destinationStride: GPUEngine.bf16Stride(config), width: config.topInputWidth,
+                            batch: self.batch, stream: stream)
+                    }
+                    r = half
+                }
                 for (k, op) in self.top.enumerated() {
                     let y = k == self.top.count - 1 ? self.buffers.logits.address : act[k % 2]
                     try op.encode(x: r, y: y, stream: stream)

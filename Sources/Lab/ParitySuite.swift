@@ -104,6 +104,10 @@ public final class ParitySuite {
                 try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: true, math: math)
             }
         }
+        // bf16 operands behind the dot interaction (r converted to bf16) and the cat path.
+        record("forward terabyte vectorized, bf16 math (|Δp| reported, bound 2e-2)") {
+            try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, math: .bf16)
+        }
         record("forward terabyte tune (autotuner on the first batch, then its choice)") {
             try checkForward(preset: .terabyte, variant: nil, graphs: true)
         }

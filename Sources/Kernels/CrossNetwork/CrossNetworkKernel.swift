@@ -1,18 +1,23 @@
 import CUDA
 
 /// The element-wise step of a low-rank cross layer (cross_network.cu): x_{l+1} = x₀ ⊙ y + x_l, with
-/// y = W_l (V_l x_l) + b_l from two `LinearLayerOp`s. The CPU twin is `InteractionCPU.crossCombine`.
+/// y = W_l (V_l x_l) + b_l from two `LinearLayerOp`s; and the fp32 → bf16 conversion of activations that
+/// feed bf16 products. The CPU twin is `InteractionCPU.crossCombine`.
 public final class CrossNetworkKernel: @unchecked Sendable {
     public static let spec = KernelSpec(file: .crossNetwork)
     let function: Function
+    let convert: Function
 
     public init(library: KernelLibrary) throws {
         function = try library.function("cross_combine", of: Self.spec)
+        convert = try library.function("convert_f32_bf16", of: Self.spec)
     }
 
-    /// - Parameters: row strides in floats; `out` may equal `xl` (in place).
+    /// - Parameters: row strides in elements; `out` may equal `xl` (in place); with `outBF16` (not 0) the
+    ///   result is also written as bf16 there.
     public func encode(x0: DevicePointer, x0Stride: Int, y: DevicePointer, yStride: Int, xl: DevicePointer, xlStride: Int,
-                       out: DevicePointer, outStride: Int, width: Int, batch: Int, stream: CUDAStream) throws {
+                       out: DevicePointer, outStride: Int, outBF16: DevicePointer = 0, outBF16Stride: Int = 0,
+                       width: Int, batch: Int, stream: CUDAStream) throws {
         guard batch > 0, width > 0 else { return }
         var arguments = KernelArguments()
         arguments.add(x0)
@@ -25,8 +30,26 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         arguments.add(Int64(yStride))
         arguments.add(Int64(xlStride))
         arguments.add(Int64(outStride))
+        arguments.add(outBF16)
+        arguments.add(Int64(outBF16Stride))
         let elements = width * batch
         try function.launch(grid: (min(65535, (elements + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
                             arguments: arguments)
+    }
+
+    /// dst[s, i] = bf16(src[s, i]) for i < width (round to nearest even); strides in elements.
+    public func encodeToBF16(source: DevicePointer, sourceStride: Int, destination: DevicePointer, destinationStride: Int,
+                             width: Int, batch: Int, stream: CUDAStream) throws {
+        guard batch > 0, width > 0 else { return }
+        var arguments = KernelArguments()
+        arguments.add(source)
+        arguments.add(Int64(sourceStride))
+        arguments.add(destination)
+        arguments.add(Int64(destinationStride))
+        arguments.add(Int32(width))
+        arguments.add(Int32(batch))
+        let elements = width * batch
+        try convert.launch(grid: (min(65535, (elements + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
+                           arguments: arguments)
     }
 }
