@@ -4,7 +4,7 @@
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
 #   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve predict
-#                                   doctor-old compare-embedding compare-e2e fbgemm torchrec
+#                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #
 # The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
 # change) next to this one in the same call; fbgemm times FBGEMM's TBE on the same workload (after
@@ -25,6 +25,7 @@ unpack() {  # $1 = .xz file, $2 = binary: unpacked once per machine
 }
 BAGEL=/tmp/bagel
 OLD=/tmp/bagel-old
+BATCHES=${BATCHES:-2048,8192}
 unpack dist/bagel.xz $BAGEL
 unpack .gpu/bagel-old.xz $OLD
 export BAGEL_KERNEL_CACHE=${BAGEL_KERNEL_CACHE:-$PWD/.gpu/kcache}
@@ -82,6 +83,16 @@ stage_compare-e2e() {
 
 stage_fbgemm() {
     python3 .gpu/fbgemm/fbgemm_anchor.py --traces $TRACES --out "$OUT/fbgemm.json"
+}
+
+# MLPerf DLRM-v2 shapes (tables capped, random weights) in every math mode and two batch sizes.
+stage_mlperf() {
+    for batch in ${BATCHES//,/ }; do
+        for math in fp32 tf32 bf16; do
+            $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size $batch --device gpu \
+                --math $math --seconds 3 --json "$OUT/mlperf-$math-$batch.json"
+        done
+    done
 }
 
 # TorchRec DLRM / DLRM_DCN checkpoints through Bagel (GPU and CPU) and TorchRec's eager throughput at
