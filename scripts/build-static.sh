@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # Stamp the git revision into the binary (BagelVersion.revision) for this build only.
 version_file=Sources/Core/Version.swift
 revision=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- Sources 2>/dev/null || echo "+changes")
-cp "$version_file" /tmp/bagel-version.swift
-trap 'cp /tmp/bagel-version.swift "$version_file"' EXIT
+backup=$(mktemp)
+cp "$version_file" "$backup"
+trap 'cp "$backup" "$version_file"; rm -f "$backup"' EXIT
 sed -i "s/public static let revision = \"unknown\"/public static let revision = \"$revision\"/" "$version_file"
 swift build -c release --static-swift-stdlib --product bagel
 mkdir -p dist

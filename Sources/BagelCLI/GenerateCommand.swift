@@ -60,6 +60,7 @@ struct GenerateMLPerf: ParsableCommand {
     func validate() throws {
         guard rows >= 1 else { throw ValidationError("--rows must be at least 1") }
         guard ["uniform", "zipf"].contains(skew) else { throw ValidationError("--skew is uniform or zipf") }
+        if let maxRows, maxRows < 1 { throw ValidationError("--max-rows must be at least 1") }
     }
 
     func run() throws {

@@ -31,7 +31,7 @@ struct InfoCommand: ParsableCommand {
                 key: EmbeddingAutotuner.engineKey(gpu: device.name, config: loaded.config, hotRows: hot))
             print("")
             print(try EmbeddingPlanner.plan(config: loaded.config, choice: choice, hotRows: hot, device: device,
-                                            cached: try cached?.configs()))
+                                            cached: cached.flatMap { try? $0.configs() }))
         }
     }
 

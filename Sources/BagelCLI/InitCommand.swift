@@ -11,7 +11,7 @@ struct InitCommand: ParsableCommand {
     @Option(help: "Architecture: \(ModelPreset.allCases.map(\.rawValue).joined(separator: ", ")).")
     var preset: ModelPreset
 
-    @Option(help: "Cap every table at this many rows (0: no cap). Default: none for paper and kaggle, 1000000 for terabyte and mlperf-v1.")
+    @Option(help: "Cap every table at this many rows (0: no cap). Default: none for paper, kaggle and mlperf-v2 (104.5 GB), 1000000 for terabyte and mlperf-v1.")
     var maxRows: Int?
 
     @Option(help: "Random seed; the same seed gives the same weights.")

@@ -40,8 +40,10 @@ public enum ModelPreset: String, CaseIterable, Sendable {
     /// MLPerf DLRM-v2's lookups per table (214 per sample).
     public static let mlperfV2MultiHot = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
 
-    /// Row cap applied when the user names none: the full terabyte and MLPerf tables are tens of
+    /// Row cap applied when the user names none: the full terabyte and MLPerf v1 tables are tens of
     /// gigabytes of random numbers, which nobody wants by accident. `--max-rows 0` lifts the cap.
+    /// mlperf-v2 is full size by default (104.5 GB in fp32): it is the benchmark's model, and its
+    /// full-size runs are the point; `--max-rows` caps it.
     public var defaultMaxRows: Int? {
         switch self {
         case .paper, .kaggle, .mlperfV2: return nil

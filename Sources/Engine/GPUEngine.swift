@@ -125,10 +125,11 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         // Hot rows: given, or the model's profile files.
         let hot = try options.hotRows ?? Self.loadHotRows(model: model)
         tuneKey = EmbeddingAutotuner.engineKey(gpu: context.device.name, config: config, hotRows: hot)
-        let cached = options.autotuneCache ? EmbeddingAutotuner.load(key: tuneKey) : nil
+        // A cached choice matters to `auto` only; one that no longer parses is a miss, not an error.
+        let cached = options.autotuneCache && options.embedding == .auto ? EmbeddingAutotuner.load(key: tuneKey) : nil
         let plan = try EmbeddingPlanner.plan(
             config: config, choice: options.embedding, hotRows: hot, device: context.device.limits,
-            cached: try cached?.configs())
+            cached: cached.flatMap { try? $0.configs() })
         self.plan = plan
         if plan.source == .autotuneCache { tuneReport = cached }
         try Self.checkFits(model: model, plan: plan, context: context)

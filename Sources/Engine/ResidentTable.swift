@@ -100,8 +100,10 @@ public final class ResidentTable: @unchecked Sendable {
         self.storage = storage
         self.mean = mean
         let rowBytes = storage.rowBytes(dim: dim)
-        precondition(source.count >= rows * rowBytes && rowBytes % 4 == 0)
+        precondition(source.count >= rows * rowBytes)
         let layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: rows) : .identity
+        // gather_rows moves 4-byte words; odd rows of 2-byte elements are only ever used in place here.
+        precondition(layout.order == nil || rowBytes % 4 == 0, "a device-side permutation needs rows of whole words")
         if layout.order != nil {
             buffer = try DeviceBuffer<UInt8>(context: context, count: rows * rowBytes)
             try Self.gather(source, into: buffer, layout: layout, rowBytes: rowBytes, context: context, stream: stream,

@@ -78,24 +78,38 @@ public final class MLPerfMultiHotReader: SampleReader {
         let range = next..<min(rows, next + maxSize)
         next = range.upperBound
         let f = config.denseFeatures
-        let dense = Array(dense.data.bindMemory(to: Float.self)[(range.lowerBound * f)..<(range.upperBound * f)])
+        let dense: [Float] = Self.copy(dense.data, elements: (range.lowerBound * f)..<(range.upperBound * f))
         let features = sparse.map { array -> SparseFeature in
             let hot = array.shape[1]
             let values = (range.lowerBound * hot)..<(range.upperBound * hot)
             let offsets = (0...range.count).map { $0 * hot }
             if array.type == .int32 {
-                return SparseFeature(indices: .int32(Array(array.data.bindMemory(to: Int32.self)[values])),
+                return SparseFeature(indices: .int32(Self.copy(array.data, elements: values)),
                                      offsets: .int32(offsets.map(Int32.init)))
             }
-            return SparseFeature(indices: .int64(Array(array.data.bindMemory(to: Int64.self)[values])),
+            return SparseFeature(indices: .int64(Self.copy(array.data, elements: values)),
                                  offsets: .int64(offsets.map(Int64.init)))
         }
         let batchLabels = labels.map { array in
-            range.map { array.type == .int32 ? Float(array.data.load(fromByteOffset: $0 * 4, as: Int32.self))
-                : array.data.load(fromByteOffset: $0 * 4, as: Float.self) }
+            range.map { array.type == .int32 ? Float(array.data.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self))
+                : array.data.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
         }
         return LabeledBatch(batch: Batch(size: range.count, denseFeatures: f, dense: dense, sparse: features),
                             labels: batchLabels, lineNumbers: range.map { $0 + 1 })
+    }
+
+    /// Elements `elements` of a little-endian array, copied out byte-wise: npz members sit at any offset
+    /// in the archive, so the data may not be aligned for `T`.
+    static func copy<T: FixedWidthInteger & BitwiseCopyable>(_ data: UnsafeRawBufferPointer, elements: Range<Int>) -> [T] {
+        [T](unsafeUninitializedCapacity: elements.count) { buffer, count in
+            UnsafeMutableRawBufferPointer(buffer).copyMemory(
+                from: UnsafeRawBufferPointer(rebasing: data[(elements.lowerBound * MemoryLayout<T>.size)..<(elements.upperBound * MemoryLayout<T>.size)]))
+            count = elements.count
+        }
+    }
+
+    static func copy(_ data: UnsafeRawBufferPointer, elements: Range<Int>) -> [Float] {
+        (copy(data, elements: elements) as [UInt32]).map { Float(bitPattern: $0) }
     }
 
     /// Writes `rows` samples of synthetic traffic for `config` in this layout (day 0): dense uniform in

@@ -63,7 +63,13 @@ public struct NumPyArray: @unchecked Sendable {
             return n
         }
         let start = headerStart + headerLength
-        let needed = shape.reduce(1, *) * type.byteWidth
+        // A corrupt header must not overflow the size arithmetic.
+        var needed = type.byteWidth
+        for n in shape {
+            let (product, overflow) = needed.multipliedReportingOverflow(by: n)
+            guard !overflow, product <= bytes.count else { throw fail("shape \(shape) is larger than the file") }
+            needed = product
+        }
         guard bytes.count - start >= needed else {
             throw fail("truncated: shape \(shape) of \(type.rawValue) needs \(needed) bytes of data, the file has \(bytes.count - start)")
         }
@@ -124,12 +130,16 @@ enum ZipDirectory {
         }
         func u64(_ at: Int) throws -> Int {
             let (low, high) = (try u32(at), try u32(at + 4))
+            // No real archive field reaches 2^62; a larger one is corruption, not an offset.
+            guard high < 1 << 30 else { throw fail("corrupt zip64 field at byte \(at)") }
             return low | high << 32
         }
-        // End of central directory: the last 22+ bytes (a comment may follow it).
+        // End of central directory: the last 22 bytes, or up to 64 KiB before them (a comment may follow
+        // it); never a scan of the whole (possibly huge) file.
         var end = bytes.count - 22
-        while end >= 0 && (try? u32(end)) != 0x0605_4B50 { end -= 1 }
-        guard end >= 0 else { throw fail("not a zip archive (.npz): no end-of-central-directory record") }
+        let stop = max(-1, end - 65535 - 1)
+        while end > stop && (try? u32(end)) != 0x0605_4B50 { end -= 1 }
+        guard end > stop, end >= 0 else { throw fail("not a zip archive (.npz): no end-of-central-directory record") }
         var count = try u16(end + 10)
         var directory = try u32(end + 16)
         // Zip64: a locator just before the record points at the zip64 end of central directory.
@@ -176,7 +186,9 @@ enum ZipDirectory {
             guard try u32(local) == 0x0403_4B50 else { throw fail("broken local header of member \(name)") }
             let (localName, localExtra) = (try u16(local + 26), try u16(local + 28))
             let start = local + 30 + localName + localExtra
-            guard start + size <= bytes.count else { throw fail("member \(name) runs past the end of the archive") }
+            guard start <= bytes.count, size <= bytes.count - start else {
+                throw fail("member \(name) runs past the end of the archive")
+            }
             members[name] = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + size)])
             at += 46 + nameLength + extraLength + commentLength
         }
@@ -189,7 +201,8 @@ enum ZipDirectory {
         var central: [UInt8] = []
         func le(_ value: Int, _ width: Int) -> [UInt8] { (0..<width).map { UInt8((value >> (8 * $0)) & 0xFF) } }
         for member in members {
-            guard member.bytes.count < 0xFFFF_FFFF, out.count < 0xFFFF_FFFF else {
+            // Without zip64 every offset and size must stay under 4 GiB, the directory's included.
+            guard out.count + 30 + member.name.utf8.count + member.bytes.count + 46 * members.count < 0xFFFF_FFFF else {
                 throw BagelError(.unsupported, "\(path): member \(member.name) would need zip64; generate fewer rows")
             }
             let crc = CRC32.checksum(member.bytes)

@@ -78,9 +78,9 @@ public enum InferClient {
         let response = try await client.execute(request, timeout: .seconds(60))
         let body = try await response.body.collect(upTo: 256 << 20)
         let bytes = Array(body.readableBytesView)
-        let json = try bytes.withUnsafeBytes { try JSONValue.parse($0) }
-        guard response.status.code == 200 else {
-            let reason = json.object?["error"]?.string ?? String(decoding: bytes.prefix(300), as: UTF8.self)
+        let json = try? bytes.withUnsafeBytes { try JSONValue.parse($0) }
+        guard response.status.code == 200, let json else {
+            let reason = json?.object?["error"]?.string ?? String(decoding: bytes.prefix(300), as: UTF8.self)
             throw BagelError(.invalidData, "\(base): HTTP \(response.status.code): \(reason)")
         }
         guard let outputs = json.object?["outputs"]?.array,

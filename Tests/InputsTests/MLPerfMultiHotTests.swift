@@ -81,8 +81,10 @@ import Testing
         let members: [(name: String, bytes: [UInt8])] = [("0.npy", Array(repeating: 7, count: 100)), ("b", [1, 2, 3])]
         try ZipDirectory.write(members, to: dir.file("a.zip"))
         let archive = try MappedFile(path: dir.file("a.zip"), what: "test")
-        let read = try ZipDirectory.storedMembers(archive.bytes, path: "a.zip")
-        #expect(read.count == 2 && Array(read["b"]!) == [1, 2, 3] && Array(read["0.npy"]!) == members[0].bytes)
+        try withExtendedLifetime(archive) {  // the members point into the mapping
+            let read = try ZipDirectory.storedMembers(archive.bytes, path: "a.zip")
+            #expect(read.count == 2 && Array(read["b"]!) == [1, 2, 3] && Array(read["0.npy"]!) == members[0].bytes)
+        }
         #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)  // the standard check value
         // The same archive with member b marked deflated (method 8) in its central record.
         var bytes = Array(archive.bytes)
@@ -96,6 +98,24 @@ import Testing
                 #expect(error.message.contains("compressed") && error.message.contains("np.savez"))
             } catch {
                 Issue.record("\(error)")
+            }
+        }
+    }
+
+    @Test func truncatedOrCorruptArchivesAreErrorsNotCrashes() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        try ZipDirectory.write([("0.npy", Array(repeating: 1, count: 4000)), ("1.npy", [1, 2, 3])], to: dir.file("a.zip"))
+        let mapped = try MappedFile(path: dir.file("a.zip"), what: "test")
+        let whole = withExtendedLifetime(mapped) { Array(mapped.bytes) }
+        var corrupt = whole
+        let end = whole.count - 22
+        corrupt[end + 16] = 0xFF  // the directory's offset now points past the end
+        corrupt[end + 19] = 0x7F
+        for (name, bytes) in [("cut", Array(whole.prefix(whole.count / 2))), ("offset", corrupt), ("empty", [])] {
+            bytes.withUnsafeBytes { raw in
+                #expect(throws: BagelError.self, "\(name)") { _ = try ZipDirectory.storedMembers(raw, path: name) }
+                return ()
             }
         }
     }
