@@ -44,6 +44,9 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Cap on rows per table for the in-memory model (default: sized to the machine).")
     var maxRows: Int?
 
+    @Option(help: "Storage of the in-memory model's tables: fp32, fp16, bf16, int8 (row-wise).")
+    var dtype: StorageType = .fp32
+
     @Option(help: "Samples per batch.")
     var batchSize: Int = 2048
 
@@ -83,6 +86,9 @@ struct EndToEndBench: ParsableCommand {
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
+        if model != nil && dtype != .fp32 {
+            throw ValidationError("--dtype sets the tables of a preset built in memory; a model's dtype is in its model.json")
+        }
     }
 
     func run() throws {
@@ -90,8 +96,8 @@ struct EndToEndBench: ParsableCommand {
         if let model {
             loaded = try Model.load(directory: model)
         } else {
-            let cap = maxRows ?? Self.rowCap(for: preset, budget: Self.memoryBudget(device: device))
-            let config = preset.config(maxRows: cap, lookups: lookups)
+            let cap = maxRows ?? Self.rowCap(for: preset, dtype: dtype, budget: Self.memoryBudget(device: device))
+            let config = preset.config(maxRows: cap, dtype: dtype, lookups: lookups)
             let full = preset.config(lookups: lookups)
             let capped = zip(config.tables, full.tables).filter { $0.rows < $1.rows }.count
             Console.status(
@@ -162,11 +168,11 @@ struct EndToEndBench: ParsableCommand {
     }
 
     /// The largest per-table row cap whose tables fit the budget.
-    static func rowCap(for preset: ModelPreset, budget: Int) -> Int {
+    static func rowCap(for preset: ModelPreset, dtype: StorageType = .fp32, budget: Int) -> Int {
         var low = 1, high = 100_000_000
         while low < high {
             let mid = (low + high + 1) / 2
-            let bytes = preset.config(maxRows: mid).tables.reduce(0) { $0 + $1.byteCount }
+            let bytes = preset.config(maxRows: mid, dtype: dtype).tables.reduce(0) { $0 + $1.byteCount }
             if bytes <= budget { low = mid } else { high = mid - 1 }
         }
         return low
