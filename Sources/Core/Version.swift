@@ -3,7 +3,7 @@ public enum BagelVersion {
     public static let number = "0.4.0"
     /// The git revision the binary was built from. scripts/build-static.sh writes it here for the build and
     /// puts the line back afterwards; a plain `swift build` leaves "unknown".
-    public static let revision = "af00ebc001dc+changes"
+    public static let revision = "unknown"
 
     public static var description: String {
         "\(number) (" + (revision == "unknown" ? "development build" : "revision \(revision)") + ")"
