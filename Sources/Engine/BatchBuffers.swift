@@ -126,11 +126,8 @@ final class BatchBuffers {
     private(set) var currentLayout: ArenaLayout
     var uploadBytes: Int { currentLayout.uploadBytes }
 
-    /// The top MLP's input as bf16 (`--math bf16`): the operand of its first product, and for dcn the cross
-    /// network's state x_l.
+    /// The top MLP's input as bf16 (`--math bf16`): the operand of its first product.
     let topInputBF16: DeviceBuffer<UInt16>?
-    /// x₀ as bf16 (`--math bf16`, dcn): the cross network's combines read it.
-    let crossX0BF16: DeviceBuffer<UInt16>?
 
     init(context: CUDAContext, config: ModelConfig, layout: ArenaLayout, batch: Int, previous: BatchBuffers?,
          bf16Operands: Bool = false) throws {
@@ -147,8 +144,6 @@ final class BatchBuffers {
         topInput = config.interaction != .cat
             ? try DeviceBuffer<Float>(context: context, count: capacity * GPUEngine.topStride(config)) : nil
         topInputBF16 = bf16Operands
-            ? try DeviceBuffer<UInt16>(context: context, count: capacity * GPUEngine.bf16Stride(config)) : nil
-        crossX0BF16 = bf16Operands && config.interaction == .dcn
             ? try DeviceBuffer<UInt16>(context: context, count: capacity * GPUEngine.bf16Stride(config)) : nil
         logits = try DeviceBuffer<Float>(context: context, count: capacity)
         probabilities = try DeviceBuffer<Float>(context: context, count: capacity)

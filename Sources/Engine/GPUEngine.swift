@@ -70,7 +70,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// The cross network's and the top MLP's weights as bf16 operands; biases of the layers whose output
     /// stays bf16 are bf16 too (cuBLASLt's bias follows the output type), the others stay fp32.
     struct BF16Weights {
-        let cross: [(v: DeviceBuffer<UInt16>, w: DeviceBuffer<UInt16>, bias: DeviceBuffer<UInt16>)]
+        let cross: [(v: DeviceBuffer<UInt16>, w: DeviceBuffer<UInt16>)]
         let crossZeroBias: DeviceBuffer<UInt16>?
         let top: [(weight: DeviceBuffer<UInt16>, bias: DeviceBuffer<UInt16>)]
 
@@ -78,7 +78,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             func bf16(_ values: [Float]) throws -> DeviceBuffer<UInt16> {
                 try DeviceBuffer<UInt16>(context: context, copying: values.map(NumericConversion.bf16FromFloat))
             }
-            cross = try model.cross.map { (try bf16($0.v.weight), try bf16($0.w.weight), try bf16($0.w.bias)) }
+            cross = try model.cross.map { (try bf16($0.v.weight), try bf16($0.w.weight)) }
             crossZeroBias = try model.cross.first.map { try bf16([Float](repeating: 0, count: $0.v.output)) }
             top = try model.top.map { (try bf16($0.weight), try bf16($0.bias)) }
         }
@@ -460,11 +460,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                                       input: width, output: rank, batch: batch,
                                       ldx: bf16 == nil ? stride : GPUEngine.bf16Stride(config), ldy: rank, relu: false,
                                       mode: math, operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16),
-                    // bf16 math keeps the whole state in bf16 (as TorchRec's bf16 autocast does): y too.
                     try LinearLayerOp(matmul: engine.matmul, weight: bf16?.cross[l].w.address ?? layer.w.address,
-                                      bias: bf16?.cross[l].bias.address ?? layer.bias.address, input: rank, output: width,
-                                      batch: batch, ldx: rank, ldy: width, relu: false, mode: math,
-                                      operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16))
+                                      bias: layer.bias.address, input: rank, output: width, batch: batch, ldx: rank,
+                                      ldy: width, relu: false, mode: math, operands: bf16 == nil ? .fp32 : .bf16))
             }
             let topShapes = ModelConfig.layerShapes(input: config.topInputWidth, widths: config.topMLP)
             top = try topShapes.enumerated().map { k, shape in
@@ -565,29 +563,20 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                     let stride = GPUEngine.topStride(config)
                     let x0 = self.buffers.interactionInput.address
                     let state = self.buffers.topInput!.address
-                    if let half = self.buffers.topInputBF16?.address, let x0Half = self.buffers.crossX0BF16?.address {
-                        // bf16 math: x₀ and the state x_l in bf16 (x_l starts as x₀), y in bf16, one rounding a layer.
-                        let halfStride = GPUEngine.bf16Stride(config)
-                        for destination in [x0Half, half] {
-                            try crossKernel.encodeToBF16(source: x0, sourceStride: stride, destination: destination,
-                                                         destinationStride: halfStride, width: config.crossWidth,
-                                                         batch: self.batch, stream: stream)
-                        }
-                        for layer in self.cross {
-                            try layer.v.encode(x: half, y: act[0], stream: stream)
-                            try layer.w.encode(x: act[0], y: act[1], stream: stream)
-                            try crossKernel.encodeBF16(x0: x0Half, x0Stride: halfStride, y: act[1], yStride: config.crossWidth,
-                                                       xl: half, xlStride: halfStride, out: half, outStride: halfStride,
-                                                       width: config.crossWidth, batch: self.batch, stream: stream)
-                        }
-                        return
+                    // bf16 math: the products read x_l's bf16 copy, which each combine rewrites.
+                    let half = self.buffers.topInputBF16?.address
+                    if let half {
+                        try crossKernel.encodeToBF16(source: x0, sourceStride: stride, destination: half,
+                                                     destinationStride: GPUEngine.bf16Stride(config),
+                                                     width: config.crossWidth, batch: self.batch, stream: stream)
                     }
                     var xl = x0
                     for layer in self.cross {
-                        try layer.v.encode(x: xl, y: act[0], stream: stream)
+                        try layer.v.encode(x: half ?? xl, y: act[0], stream: stream)
                         try layer.w.encode(x: act[0], y: act[1], stream: stream)
                         try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth, xl: xl,
-                                               xlStride: stride, out: state, outStride: stride, width: config.crossWidth,
+                                               xlStride: stride, out: state, outStride: stride, outBF16: half ?? 0,
+                                               outBF16Stride: GPUEngine.bf16Stride(config), width: config.crossWidth,
                                                batch: self.batch, stream: stream)
                         xl = state
                     }

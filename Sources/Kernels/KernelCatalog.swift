@@ -20,7 +20,7 @@ public enum KernelCatalog {
     public static func entries(architecture: String, nvrtc: NVRTC, cache: KernelCache) -> [Entry] {
         var entries: [Entry] = [
             Entry(name: "interaction", spec: InteractionKernel.spec, functions: ["interaction_dot"]),
-            Entry(name: "cross network", spec: CrossNetworkKernel.spec, functions: ["cross_combine", "cross_combine_bf16", "convert_f32_bf16"]),
+            Entry(name: "cross network", spec: CrossNetworkKernel.spec, functions: ["cross_combine", "convert_f32_bf16"]),
             Entry(
                 name: "elementwise", spec: ElementwiseKernels.spec,
                 functions: ["sigmoid_column", "fill_uniform_f32", "fill_uniform_f16", "fill_uniform_bf16", "fill_rows_i8",

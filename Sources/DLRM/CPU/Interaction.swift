@@ -28,17 +28,6 @@ public enum InteractionCPU {
 
     /// One cross layer's combination for `count` elements: x_{l+1} = x₀ ⊙ y + x_l, y = W (V x_l) + b
     /// (the low-rank cross network of DCNv2; `out` may be `xl`).
-    /// The same with bf16 operands and result (`--math bf16` on the GPU): fp32 arithmetic, one rounding (to
-    /// nearest, ties to even).
-    public static func crossCombineBF16(x0: UnsafePointer<UInt16>, y: UnsafePointer<UInt16>, xl: UnsafePointer<UInt16>,
-                                        count: Int, into out: UnsafeMutablePointer<UInt16>) {
-        for i in 0..<count {
-            let value = NumericConversion.floatFromBF16(x0[i]) * NumericConversion.floatFromBF16(y[i])
-                + NumericConversion.floatFromBF16(xl[i])
-            out[i] = NumericConversion.bf16FromFloat(value)
-        }
-    }
-
     @inline(__always)
     public static func crossCombine(x0: UnsafePointer<Float>, y: UnsafePointer<Float>, xl: UnsafePointer<Float>,
                                     count: Int, into out: UnsafeMutablePointer<Float>) {

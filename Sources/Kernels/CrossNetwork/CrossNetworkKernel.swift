@@ -6,35 +6,11 @@ import CUDA
 public final class CrossNetworkKernel: @unchecked Sendable {
     public static let spec = KernelSpec(file: .crossNetwork)
     let function: Function
-    let functionBF16: Function
     let convert: Function
 
     public init(library: KernelLibrary) throws {
         function = try library.function("cross_combine", of: Self.spec)
-        functionBF16 = try library.function("cross_combine_bf16", of: Self.spec)
         convert = try library.function("convert_f32_bf16", of: Self.spec)
-    }
-
-    /// The combine with x₀, y, x_l and the result in bf16 (fp32 arithmetic, one rounding); `out` may be `xl`.
-    /// The CPU twin is `InteractionCPU.crossCombineBF16`.
-    public func encodeBF16(x0: DevicePointer, x0Stride: Int, y: DevicePointer, yStride: Int, xl: DevicePointer,
-                           xlStride: Int, out: DevicePointer, outStride: Int, width: Int, batch: Int,
-                           stream: CUDAStream) throws {
-        guard batch > 0, width > 0 else { return }
-        var arguments = KernelArguments()
-        arguments.add(x0)
-        arguments.add(y)
-        arguments.add(xl)
-        arguments.add(out)
-        arguments.add(Int32(width))
-        arguments.add(Int32(batch))
-        arguments.add(Int64(x0Stride))
-        arguments.add(Int64(yStride))
-        arguments.add(Int64(xlStride))
-        arguments.add(Int64(outStride))
-        let elements = width * batch
-        try functionBF16.launch(grid: (min(65535, (elements + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
-                                arguments: arguments)
     }
 
     /// - Parameters: row strides in elements; `out` may equal `xl` (in place); with `outBF16` (not 0) the

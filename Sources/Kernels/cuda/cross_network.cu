@@ -28,25 +28,6 @@ extern "C" __global__ void cross_combine(const float *__restrict__ x0, const flo
     }
 }
 
-__device__ __forceinline__ float float_from_bf16(unsigned short h) { return __uint_as_float(((unsigned)h) << 16); }
-
-// The same step with the state in bf16 (`--math bf16`): x0, y and xl are bf16, the sum is formed in fp32 as above
-// and rounded once to bf16 into out (which may be xl).
-extern "C" __global__ void cross_combine_bf16(const unsigned short *__restrict__ x0, const unsigned short *__restrict__ y,
-                                              const unsigned short *xl, unsigned short *out, int width, int batch,
-                                              long long x0_stride, long long y_stride, long long xl_stride,
-                                              long long out_stride) {
-    const long long total = (long long)width * batch;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total;
-         k += (long long)gridDim.x * blockDim.x) {
-        const long long s = k / width;
-        const int i = (int)(k - s * width);
-        const float v = __fadd_rn(__fmul_rn(float_from_bf16(x0[s * x0_stride + i]), float_from_bf16(y[s * y_stride + i])),
-                                  float_from_bf16(xl[s * xl_stride + i]));
-        out[s * out_stride + i] = bf16_from_float(v);
-    }
-}
-
 // dst[s, i] = bf16(src[s, i]) for i < width: an fp32 activation as the bf16 operand of the next product.
 extern "C" __global__ void convert_f32_bf16(const float *__restrict__ src, long long src_stride,
                                             unsigned short *__restrict__ dst, long long dst_stride, int width,
