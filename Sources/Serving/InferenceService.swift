@@ -13,6 +13,7 @@ public final class InferenceService: Sendable {
     public let serverVersion: String
     let logger: Logger
     private let ready = Atomic<Bool>(true)
+    private let inFlightCount = Atomic<Int>(0)
 
     public init(engine: any InferenceEngine, modelName: String, batching: BatchingOptions, maxBodyBytes: Int,
                 logger: Logger, serverVersion: String = BagelVersion.number) {
@@ -27,6 +28,9 @@ public final class InferenceService: Sendable {
     }
 
     public var isReady: Bool { ready.load(ordering: .relaxed) }
+
+    /// Inference requests between validation and their answer (what a graceful shutdown waits for).
+    public var inFlight: Int { inFlightCount.load(ordering: .relaxed) }
 
     /// Stops advertising readiness (shutdown has begun).
     public func markNotReady() { ready.store(false, ordering: .relaxed) }
@@ -44,6 +48,8 @@ public final class InferenceService: Sendable {
     public func infer(_ request: InferRequest, model: String, version: String?, transport: String) async throws -> [Float] {
         let start = ContinuousClock.now
         metrics.received(protocol: transport)
+        metrics.setInFlight(inFlightCount.add(1, ordering: .relaxed).newValue)
+        defer { metrics.setInFlight(inFlightCount.subtract(1, ordering: .relaxed).newValue) }
         do {
             try checkModel(model, version: version)
             let batch = try schema.batch(from: request.inputs, maxBatch: batcher.options.maxBatch)

@@ -12,6 +12,7 @@ public final class ServerMetrics: Sendable {
     private let latency: DurationHistogram
     private let queueDepth: Gauge
     private let deviceMemory: Gauge
+    private let inFlight: Gauge
 
     static let protocols = ["http", "grpc"]
     static let reasons: [RequestError.Kind] = [.badRequest, .unknownModel, .tooLarge, .unavailable, .internalError]
@@ -50,6 +51,7 @@ public final class ServerMetrics: Sendable {
         latency = registry.makeDurationHistogram(
             descriptor: Self.name("request", "seconds", "End-to-end time of a request in the server"), buckets: buckets)
         queueDepth = registry.makeGauge(descriptor: Self.name("queue", "samples", "Samples waiting to be batched"))
+        inFlight = registry.makeGauge(descriptor: Self.name("requests_in_flight", "", "Inference requests being answered"))
         deviceMemory = registry.makeGauge(
             descriptor: Self.name("device_memory_used", "bytes", "GPU memory in use (0 on the CPU engine)"))
     }
@@ -68,6 +70,7 @@ public final class ServerMetrics: Sendable {
         latency.record(total)
     }
     public func setQueueDepth(_ samples: Int) { queueDepth.set(Double(samples)) }
+    public func setInFlight(_ requests: Int) { inFlight.set(Double(requests)) }
     public func setDeviceMemory(_ bytes: Int) { deviceMemory.set(Double(bytes)) }
 
     public func text() -> [UInt8] { registry.emitToBuffer() }

@@ -284,7 +284,11 @@ func probabilities(_ result: HTTPResult) -> [Float] {
                 return try await group.reduce(into: [Int]()) { $0.append($1) }
             }
         }
-        try await Task.sleep(for: .milliseconds(100))
+        // Stop only once all four are inside the server: a request still on its way in when the listener
+        // closes is refused, which is right, but not what this test is about.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while server.service.inFlight < 4, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(server.service.inFlight == 4)
         try await running.stop()  // returns only once the in-flight requests are answered
         let statuses = try await requests.value
         #expect(statuses == [200, 200, 200, 200])
