@@ -3,7 +3,8 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve predict
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve
+#                                   serving-tools predict
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #
 # The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
@@ -231,6 +232,54 @@ stage_serve() {
         wait $server
         echo "server exit status: $?"
     done
+}
+
+# The serving stack as operators and Triton's tools meet it (terabyte preset on the GPU): NVIDIA's
+# perf_analyzer (from the tritonclient 2.60 wheel, .gpu/perf_analyzer.xz) over HTTP and gRPC next to
+# bagel loadgen at the same concurrency and request size; a model update under load; SIGTERM with
+# an idle gRPC connection open.
+stage_serving-tools() {
+    local PA=/tmp/perf_analyzer port=18100 grpc=18101 model=$WORK/served-tools
+    unpack .gpu/perf_analyzer.xz $PA
+    $BAGEL init --preset terabyte --max-rows 1000000 --out $model --force > /dev/null
+    python3 Benchmarks/perf_analyzer_input.py $model --batch ${LOAD_BATCH:-64} --out $WORK/pa-input.json
+    $BAGEL serve --model $model --device gpu --port $port --grpc-port $grpc > "$OUT/serve-tools.log" 2>&1 &
+    local server=$!
+    for _ in $(seq 300); do curl -sf http://127.0.0.1:$port/v2/health/ready > /dev/null && break; sleep 0.2; done
+    curl -s http://127.0.0.1:$port/v2/models/terabyte/config > "$OUT/config.json"
+    for round in 1 2; do
+        for proto in http grpc; do
+            local target=127.0.0.1:$port lg="--protocol binary"
+            [ $proto = grpc ] && target=127.0.0.1:$grpc lg="--protocol grpc --grpc 127.0.0.1:$grpc"
+            $BAGEL loadgen --url http://127.0.0.1:$port --name terabyte $lg --concurrency 16 --duration 8 \
+                --batch ${LOAD_BATCH:-64} --json "$OUT/tools-loadgen-$proto-$round.json"
+            timeout 150 $PA -m terabyte -i $proto -u $target --input-data $WORK/pa-input.json --concurrency-range 16 \
+                --measurement-interval 4000 --max-trials 8 -f "$OUT/perf-analyzer-$proto-$round.csv" 2>&1 | tail -25
+            echo "perf_analyzer $proto exit status: ${PIPESTATUS[0]}"
+        done
+    done
+    # A model update while 16 clients send: the load must see no failed request.
+    $BAGEL loadgen --url http://127.0.0.1:$port --name terabyte --protocol binary --concurrency 16 --duration 10 \
+        --batch ${LOAD_BATCH:-64} --json "$OUT/update-under-load.json" &
+    local load=$!
+    sleep 3
+    local t0=$(date +%s.%N)
+    curl -s -X POST http://127.0.0.1:$port/v2/repository/models/terabyte/load
+    echo " (load took $(python3 -c "print(round($(date +%s.%N) - $t0, 2))") s)"
+    wait $load
+    curl -s http://127.0.0.1:$port/v2/models/stats > "$OUT/stats.json"
+    # SIGTERM with an idle gRPC connection and an idle HTTP keep-alive connection open.
+    python3 -c "
+import socket, time
+a = socket.create_connection(('127.0.0.1', $grpc)); b = socket.create_connection(('127.0.0.1', $port))
+time.sleep(60)" &
+    local idle=$!
+    sleep 1
+    t0=$(date +%s.%N)
+    kill -TERM $server
+    wait $server
+    echo "server exit status $? after $(python3 -c "print(round($(date +%s.%N) - $t0, 2))") s with idle connections open"
+    kill $idle 2>/dev/null
 }
 
 stage_predict() {  # --device gpu and --device cpu give the same probabilities on every preset

@@ -58,6 +58,14 @@ struct ServeCommand: AsyncParsableCommand {
     var maxQueue: Int = 16384
     @Option(help: "Largest request body in bytes.")
     var maxBodyBytes: Int = 64 << 20
+    @Option(help: "Seconds a connection may send nothing (before its headers, between requests, mid-body) before it is closed.")
+    var idleTimeout: Double = 30
+    @Option(help: "Seconds the server waits for requests in flight after SIGTERM before it drops them and exits non-zero.")
+    var exitTimeout: Double = 30
+    @Option(help: "Most open HTTP connections (kept under the file-descriptor limit); at the cap the longest-idle one is closed.")
+    var maxConnections: Int = 4096
+    @Option(help: "Request bytes all connections together may hold while bodies arrive; beyond it requests get 503.")
+    var maxBufferedBytes: Int = 1 << 30
     @Flag(help: "Run every request alone (no dynamic batching).")
     var noBatching = false
     @Option(help: "Embedding kernel variant on the GPU.")
@@ -70,6 +78,9 @@ struct ServeCommand: AsyncParsableCommand {
     func validate() throws {
         guard maxBatch >= 1, maxQueue >= maxBatch else { throw ValidationError("need 1 ≤ --max-batch ≤ --max-queue") }
         guard maxDelayUs >= 0, maxBodyBytes >= 1024 else { throw ValidationError("bad --max-delay-us or --max-body-bytes") }
+        guard idleTimeout > 0, exitTimeout >= 0, maxConnections >= 1, maxBufferedBytes >= maxBodyBytes else {
+            throw ValidationError("need --idle-timeout > 0, --exit-timeout ≥ 0, --max-connections ≥ 1 and --max-buffered-bytes ≥ --max-body-bytes")
+        }
         guard (0...65535).contains(port), grpcPort == -1 || (0...65535).contains(grpcPort) else {
             throw ValidationError("ports are 0...65535 (gRPC -1 to disable)")
         }
@@ -84,12 +95,21 @@ struct ServeCommand: AsyncParsableCommand {
             bucketed: engine is GPUEngine)
         let configuration = ServerConfiguration(
             host: host, httpPort: port, grpcPort: grpcPort < 0 ? nil : grpcPort, modelName: name ?? loaded.config.name,
-            maxBodyBytes: maxBodyBytes, batching: batching)
-        let server = InferenceServer(engine: engine, configuration: configuration, logger: logger)
+            maxBodyBytes: maxBodyBytes, batching: batching, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
+            exitTimeout: .milliseconds(Int64(exitTimeout * 1000)), maxConnections: maxConnections,
+            maxBufferedBytes: maxBufferedBytes)
+        // A repository "load" builds the next version from the model directory as it is then (write
+        // the new files beside the old and swap a symlink, then load): same device and options.
+        let (directory, device, threads, variant, math) = (model, device, threads, variant, math)
+        let server = InferenceServer(engine: engine, configuration: configuration, logger: logger) {
+            try EngineFactory.make(model: try Model.load(directory: directory), device: device, threads: threads,
+                                   variant: variant, math: math)
+        }
         logger.info("engine: \(engine.description)")
         let batchingNote = noBatching ? "no batching" : "batches of up to \(maxBatch), \(maxDelayUs) µs"
+        let report: ShutdownReport
         do {
-            try await server.run { ports in
+            report = try await server.run { ports in
                 let grpcNote = ports.grpc.map { " and grpc \(configuration.host):\($0)" } ?? ""
                 logger.info(
                     "serving \(configuration.modelName) on http://\(configuration.host):\(ports.http)\(grpcNote) (\(batchingNote))")
@@ -98,6 +118,11 @@ struct ServeCommand: AsyncParsableCommand {
             let grpcTarget = grpcPort < 0 ? "" : " or \(host):\(grpcPort) (gRPC)"
             throw Console.networkError(error, doing: "listen on \(host):\(port) (HTTP)\(grpcTarget)",
                                        hint: "another process may hold the port: choose others with --port/--grpc-port")
+        }
+        if report.dropped > 0 {
+            // Exit non-zero so an orchestrator sees that work was lost.
+            Console.error("stopped after the exit timeout (\(exitTimeout) s): \(report.dropped) requests were still in flight and were dropped")
+            throw ExitCode(3)
         }
         logger.info("stopped: in-flight requests finished")
     }

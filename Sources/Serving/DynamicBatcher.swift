@@ -1,5 +1,6 @@
 import DLRM
 import Foundation
+import Synchronization
 
 /// How requests are merged before they reach the engine.
 public struct BatchingOptions: Sendable {
@@ -46,11 +47,28 @@ public final class DynamicBatcher: @unchecked Sendable {
     private struct Job {
         let batch: Batch
         let enqueued: ContinuousClock.Instant
-        let continuation: CheckedContinuation<([Float], BatchTiming), Error>
+        let reply: Reply
+    }
+
+    /// A request's continuation, resumed exactly once: by the engine's result, or earlier when the
+    /// exit timeout abandons the request (the engine's late result is then dropped).
+    private final class Reply: Sendable {
+        private let continuation: Mutex<CheckedContinuation<([Float], BatchTiming), Error>?>
+        init(_ continuation: CheckedContinuation<([Float], BatchTiming), Error>) {
+            self.continuation = Mutex(continuation)
+        }
+        func resume(with result: Result<([Float], BatchTiming), Error>) {
+            continuation.withLock { c in
+                c?.resume(with: result)
+                c = nil
+            }
+        }
     }
 
     private let condition = NSCondition()
     private var queue: [Job] = []
+    /// The jobs of the engine call under way.
+    private var running: [Job] = []
     private var queuedSamples = 0
     private var stopping = false
     private var finished = false
@@ -91,10 +109,28 @@ public final class DynamicBatcher: @unchecked Sendable {
                     .unavailable, "the queue is full (\(queuedSamples) samples waiting, limit \(options.maxQueue)); retry later"))
                 return
             }
-            queue.append(Job(batch: batch, enqueued: .now, continuation: continuation))
+            queue.append(Job(batch: batch, enqueued: .now, reply: Reply(continuation)))
             queuedSamples += batch.size
             condition.signal()
         }
+    }
+
+    /// Refuses new work and fails every request it holds, queued or in the engine call under way,
+    /// without waiting (the exit timeout ran out; that engine call cannot be interrupted: it ends
+    /// with the process, its result unused). Returns the requests failed.
+    @discardableResult
+    public func abandon() -> Int {
+        condition.lock()
+        stopping = true
+        let dropped = queue + running
+        queue = []
+        queuedSamples = 0
+        condition.broadcast()
+        condition.unlock()
+        for job in dropped {
+            job.reply.resume(with: .failure(RequestError(.unavailable, "dropped: the server's exit timeout ran out")))
+        }
+        return dropped.count
     }
 
     /// Refuses new work, finishes what is queued, then stops the worker thread.
@@ -135,8 +171,12 @@ public final class DynamicBatcher: @unchecked Sendable {
                 samples += next.batch.size
             }
             queuedSamples -= samples
+            running = jobs
             condition.unlock()
             run(jobs, samples: samples)
+            condition.lock()
+            running = []
+            condition.unlock()
         }
     }
 
@@ -152,12 +192,12 @@ public final class DynamicBatcher: @unchecked Sendable {
             for job in jobs {
                 let slice = Array(probabilities[start..<(start + job.batch.size)])
                 start += job.batch.size
-                job.continuation.resume(returning: (slice, BatchTiming(
-                    queued: started - job.enqueued, compute: compute, batchSize: merged.size)))
+                job.reply.resume(with: .success((slice, BatchTiming(
+                    queued: started - job.enqueued, compute: compute, batchSize: merged.size))))
             }
         } catch {
             for job in jobs {
-                job.continuation.resume(throwing: RequestError(.internalError, "the engine failed: \(error)"))
+                job.reply.resume(with: .failure(RequestError(.internalError, "the engine failed: \(error)")))
             }
         }
     }

@@ -50,11 +50,60 @@ struct GRPCInference: Inference_GRPCInferenceService.SimpleServiceProtocol {
         }
         return .with {
             $0.name = schema.modelName
-            $0.versions = [InferenceSchema.version]
+            $0.versions = service.loadedVersions.map(\.version)
             $0.platform = "bagel-dlrm"
             $0.inputs = schema.inputs.map(tensor)
             $0.outputs = schema.outputs.map(tensor)
         }
+    }
+
+    func modelConfig(request: Inference_ModelConfigRequest, context: ServerContext) async throws
+        -> Inference_ModelConfigResponse
+    {
+        let version = try mapErrors { try service.resolve(request.name, version: request.version, acquire: false) }
+        return .with { $0.config = version.schema.tritonConfig(batching: service.batching) }
+    }
+
+    func modelStatistics(request: Inference_ModelStatisticsRequest, context: ServerContext) async throws
+        -> Inference_ModelStatisticsResponse
+    {
+        let versions = try mapErrors { try service.statisticsVersions(model: request.name, version: request.version) }
+        return .with { $0.modelStats = versions.map { $0.tritonStatistics(modelName: service.modelName) } }
+    }
+
+    func repositoryIndex(request: Inference_RepositoryIndexRequest, context: ServerContext) async throws
+        -> Inference_RepositoryIndexResponse
+    {
+        .with {
+            $0.models = service.repositoryIndex.map { entry in
+                .with {
+                    $0.name = entry.name
+                    $0.version = entry.version
+                    $0.state = entry.state
+                    $0.reason = entry.reason
+                }
+            }
+        }
+    }
+
+    func repositoryModelLoad(request: Inference_RepositoryModelLoadRequest, context: ServerContext) async throws
+        -> Inference_RepositoryModelLoadResponse
+    {
+        try await mapErrorsAsync {
+            try service.checkModelName(request.modelName)
+            _ = try await service.loadInBackground()
+        }
+        return Inference_RepositoryModelLoadResponse()
+    }
+
+    func repositoryModelUnload(request: Inference_RepositoryModelUnloadRequest, context: ServerContext) async throws
+        -> Inference_RepositoryModelUnloadResponse
+    {
+        try mapErrors {
+            try service.checkModelName(request.modelName)
+            service.unload()
+        }
+        return Inference_RepositoryModelUnloadResponse()
     }
 
     func modelInfer(request: Inference_ModelInferRequest, context: ServerContext) async throws
@@ -68,13 +117,14 @@ struct GRPCInference: Inference_GRPCInferenceService.SimpleServiceProtocol {
             service.metrics.failed(error.kind)
             throw Self.rpcError(error)
         }
-        let probabilities = try await mapErrorsAsync {
+        let answer = try await mapErrorsAsync {
             try await service.infer(decoded, model: request.modelName, version: request.modelVersion, transport: "grpc")
         }
+        let probabilities = answer.probabilities
         let raw = !request.rawInputContents.isEmpty
         return .with {
-            $0.modelName = service.schema.modelName
-            $0.modelVersion = InferenceSchema.version
+            $0.modelName = service.modelName
+            $0.modelVersion = answer.version
             $0.id = request.id
             $0.outputs = [.with {
                 $0.name = InferenceSchema.outputName

@@ -163,7 +163,8 @@ public enum HTTPCodec {
 
     /// The response body, and the JSON header's length when it carries binary data (keys sorted,
     /// as before the writer replaced JSONSerialization here).
-    public static func encodeResponse(modelName: String, id: String?, probabilities: [Float], binary: Bool) -> (
+    public static func encodeResponse(modelName: String, version: String = "1", id: String?, probabilities: [Float],
+                                      binary: Bool) -> (
         body: [UInt8], jsonLength: Int?
     ) {
         var w = JSONWriter(capacity: 160 + (binary ? 0 : probabilities.count * 20))
@@ -176,7 +177,7 @@ public enum HTTPCodec {
         w.raw("\"model_name\":")
         w.string(modelName)
         w.raw(",\"model_version\":")
-        w.string(InferenceSchema.version)
+        w.string(version)
         w.raw(",\"outputs\":[{")
         if !binary {
             w.raw("\"data\":[")
@@ -211,7 +212,7 @@ public enum HTTPCodec {
     }
 
     /// JSON for an object of plain values.
-    public static func json(_ object: [String: Any]) -> [UInt8] {
+    public static func json(_ object: Any) -> [UInt8] {
         (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { [UInt8]($0) } ?? []
     }
 }

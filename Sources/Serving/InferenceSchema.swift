@@ -30,7 +30,8 @@ public struct RequestError: Error, Sendable, Equatable, CustomStringConvertible 
 
     public var httpStatus: Int {
         switch kind {
-        case .badRequest, .unknownModel: return 400
+        case .badRequest: return 400
+        case .unknownModel: return 404  // as Triton answers
         case .tooLarge: return 413
         case .unavailable: return 503
         case .internalError: return 500

@@ -145,7 +145,7 @@ func probabilities(_ result: HTTPResult) -> [Float] {
             #expect(try await call(ports.http, "/v2/models/tiny/ready").status == 200)
             #expect(try await call(ports.http, "/v2/models/tiny/versions/1/ready").status == 200)
             let unknown = try await call(ports.http, "/v2/models/other/ready")
-            #expect(unknown.status == 400)
+            #expect(unknown.status == 404)
             #expect((unknown.json["error"] as? String)?.contains("unknown model") == true)
             let metrics = try await call(ports.http, "/metrics")
             #expect(metrics.status == 200)
@@ -217,7 +217,7 @@ func probabilities(_ result: HTTPResult) -> [Float] {
                 #expect(message.contains(fragment), "\(label): «\(message)» lacks «\(fragment)»")
             }
             let unknownModel = try await call(ports.http, "/v2/models/other/infer", post: true, body: good)
-            #expect(unknownModel.status == 400)
+            #expect(unknownModel.status == 404)
             let badBinary = try await call(ports.http, "/v2/models/tiny/infer", post: true, body: good,
                                            headers: ["Inference-Header-Content-Length": "999999"])
             #expect(badBinary.status == 400)
