@@ -47,7 +47,37 @@ public final class DynamicBatcher: @unchecked Sendable {
     private struct Job {
         let batch: Batch
         let enqueued: ContinuousClock.Instant
-        let reply: Reply
+        /// Which engine-sized piece of its request this is (0 for requests that fit one call):
+        /// the worker serves lower rounds first, so a small request overtakes the remaining pieces
+        /// of a large one instead of waiting for all of them.
+        let round: Int
+        let sequence: Int
+        let deliver: @Sendable (Result<([Float], BatchTiming), Error>) -> Void
+    }
+
+    /// Puts the pieces of a split request back together and answers it once.
+    private final class Gather: Sendable {
+        private let reply: Reply
+        private let state: Mutex<(parts: [[Float]?], left: Int, timing: BatchTiming)>
+        init(_ reply: Reply, pieces: Int) {
+            self.reply = reply
+            state = Mutex((Array(repeating: nil, count: pieces), pieces, BatchTiming(queued: .zero, compute: .zero, batchSize: 0)))
+        }
+        func deliver(_ piece: Int, _ result: Result<([Float], BatchTiming), Error>) {
+            switch result {
+            case .failure: reply.resume(with: result)
+            case .success(let (probabilities, timing)):
+                let done = state.withLock { s -> ([Float], BatchTiming)? in
+                    s.parts[piece] = probabilities
+                    s.left -= 1
+                    // The request waited as long as its last piece; it used every piece's engine time.
+                    s.timing = BatchTiming(queued: max(s.timing.queued, timing.queued), compute: s.timing.compute + timing.compute,
+                                           batchSize: max(s.timing.batchSize, timing.batchSize))
+                    return s.left == 0 ? (s.parts.flatMap { $0! }, s.timing) : nil
+                }
+                if let done { reply.resume(with: .success(done)) }
+            }
+        }
     }
 
     /// A request's continuation, resumed exactly once: by the engine's result, or earlier when the
@@ -67,6 +97,7 @@ public final class DynamicBatcher: @unchecked Sendable {
 
     private let condition = NSCondition()
     private var queue: [Job] = []
+    private var nextSequence = 0
     /// The jobs of the engine call under way.
     private var running: [Job] = []
     private var queuedSamples = 0
@@ -94,7 +125,8 @@ public final class DynamicBatcher: @unchecked Sendable {
         return queuedSamples
     }
 
-    /// Runs `batch` (already validated), merged with whatever else is waiting.
+    /// Runs `batch` (already validated), merged with whatever else is waiting. A batch larger than
+    /// one engine call is split into engine-sized pieces that interleave with other requests.
     public func submit(_ batch: Batch) async throws -> ([Float], BatchTiming) {
         if batch.size == 0 { return ([], BatchTiming(queued: .zero, compute: .zero, batchSize: 0)) }
         return try await withCheckedThrowingContinuation { continuation in
@@ -109,7 +141,19 @@ public final class DynamicBatcher: @unchecked Sendable {
                     .unavailable, "the queue is full (\(queuedSamples) samples waiting, limit \(options.maxQueue)); retry later"))
                 return
             }
-            queue.append(Job(batch: batch, enqueued: .now, reply: Reply(continuation)))
+            let reply = Reply(continuation)
+            let now = ContinuousClock.now
+            if batch.size <= options.maxBatch {
+                queue.append(Job(batch: batch, enqueued: now, round: 0, sequence: nextSequence) { reply.resume(with: $0) })
+            } else {
+                let starts = Array(stride(from: 0, to: batch.size, by: options.maxBatch))
+                let gather = Gather(reply, pieces: starts.count)
+                for (piece, start) in starts.enumerated() {
+                    let slice = batch.slice(start..<min(start + options.maxBatch, batch.size))
+                    queue.append(Job(batch: slice, enqueued: now, round: piece, sequence: nextSequence) { gather.deliver(piece, $0) })
+                }
+            }
+            nextSequence += 1
             queuedSamples += batch.size
             condition.signal()
         }
@@ -128,7 +172,7 @@ public final class DynamicBatcher: @unchecked Sendable {
         condition.broadcast()
         condition.unlock()
         for job in dropped {
-            job.reply.resume(with: .failure(RequestError(.unavailable, "dropped: the server's exit timeout ran out")))
+            job.deliver(.failure(RequestError(.unavailable, "dropped: the server's exit timeout ran out")))
         }
         return dropped.count
     }
@@ -162,14 +206,19 @@ public final class DynamicBatcher: @unchecked Sendable {
                     }
                 }
             }
-            var jobs: [Job] = []
+            // Lower rounds first (see Job.round), then arrival order.
+            let order = queue.indices.sorted { (queue[$0].round, queue[$0].sequence) < (queue[$1].round, queue[$1].sequence) }
+            var taken: [Int] = []
             var samples = 0
-            while let next = queue.first,
-                jobs.isEmpty || (options.enabled && samples + next.batch.size <= options.maxBatch)
-            {
-                jobs.append(queue.removeFirst())
-                samples += next.batch.size
+            for i in order {
+                let size = queue[i].batch.size
+                guard taken.isEmpty || (options.enabled && samples + size <= options.maxBatch) else { break }
+                taken.append(i)
+                samples += size
             }
+            let jobs = taken.map { queue[$0] }
+            let takenSet = Set(taken)
+            queue = queue.indices.filter { !takenSet.contains($0) }.map { queue[$0] }
             queuedSamples -= samples
             running = jobs
             condition.unlock()
@@ -192,12 +241,11 @@ public final class DynamicBatcher: @unchecked Sendable {
             for job in jobs {
                 let slice = Array(probabilities[start..<(start + job.batch.size)])
                 start += job.batch.size
-                job.reply.resume(with: .success((slice, BatchTiming(
-                    queued: started - job.enqueued, compute: compute, batchSize: merged.size))))
+                job.deliver(.success((slice, BatchTiming(queued: started - job.enqueued, compute: compute, batchSize: merged.size))))
             }
         } catch {
             for job in jobs {
-                job.reply.resume(with: .failure(RequestError(.internalError, "the engine failed: \(error)")))
+                job.deliver(.failure(RequestError(.internalError, "the engine failed: \(error)")))
             }
         }
     }

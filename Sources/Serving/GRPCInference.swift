@@ -111,6 +111,10 @@ struct GRPCInference: Inference_GRPCInferenceService.SimpleServiceProtocol {
     {
         let decoded: InferRequest
         do {
+            let size = Self.payloadBytes(request)
+            guard size <= service.maxBodyBytes else {
+                throw RequestError(.tooLarge, "message of about \(size) bytes is over this server's limit of \(service.maxBodyBytes) bytes")
+            }
             decoded = try Self.decode(request)
         } catch let error as RequestError {
             service.metrics.received(protocol: "grpc")
@@ -135,6 +139,14 @@ struct GRPCInference: Inference_GRPCInferenceService.SimpleServiceProtocol {
             // Clients that send raw inputs (tritonclient does) read raw outputs, as Triton returns them.
             if raw { $0.rawOutputContents = [probabilities.withUnsafeBytes { Data($0) }] }
         }
+    }
+
+    /// The tensor bytes a request carries (its serialized size less a few bytes of framing per tensor).
+    static func payloadBytes(_ request: Inference_ModelInferRequest) -> Int {
+        request.rawInputContents.reduce(0) { $0 + $1.count }
+            + request.inputs.reduce(0) {
+                $0 + 4 * ($1.contents.fp32Contents.count + $1.contents.intContents.count) + 8 * $1.contents.int64Contents.count
+            }
     }
 
     /// Tensors from typed contents or, when present, `raw_input_contents` (one entry per input, in order).

@@ -183,7 +183,10 @@ public final class InferenceServer: Sendable {
         var grpcTransport: HTTP2ServerTransport.Posix?
         if let grpcPort = configuration.grpcPort {
             var config = HTTP2ServerTransport.Posix.Config.defaults
-            config.rpc.maxRequestPayloadSize = configuration.maxBodyBytes
+            // The transport resets a stream over its limit with no message; give messages up to twice
+            // the limit to GRPCInference, which refuses those over it with RESOURCE_EXHAUSTED and the limit.
+            config.rpc.maxRequestPayloadSize = configuration.maxBodyBytes.multipliedReportingOverflow(by: 2).overflow
+                ? Int.max : configuration.maxBodyBytes * 2
             config.connection.maxIdleTime = configuration.idleTimeout
             config.connection.maxGraceTime = configuration.exitTimeout
             let transport = HTTP2ServerTransport.Posix(

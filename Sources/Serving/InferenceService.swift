@@ -139,7 +139,8 @@ public final class InferenceService: Sendable {
             served = target
             defer { target.release() }
             let batcher = target.batcher
-            let batch = try target.schema.batch(from: request.inputs, maxBatch: batcher.options.maxBatch)
+            // Larger than one engine call is fine: the batcher splits it (up to what the queue holds).
+            let batch = try target.schema.batch(from: request.inputs, maxBatch: batcher.options.maxQueue)
             metrics.setQueueDepth(batcher.queueDepth + batch.size)
             let (probabilities, timing) = try await batcher.submit(batch)
             let total = ContinuousClock.now - start

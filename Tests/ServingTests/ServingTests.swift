@@ -269,6 +269,30 @@ func probabilities(_ result: HTTPResult) -> [Float] {
         }
     }
 
+    /// A request larger than one engine call is split; a small request sent while it runs is answered
+    /// between its pieces, not after all of them, and the large one still gets exactly its answer.
+    @Test func largeRequestsInterleaveWithSmallOnes() async throws {
+        let engine = CPUEngine(model: try tinyModel())
+        let slow = SlowEngine(engine, delay: 0.04)
+        let big = RandomModels.batch(config: servingConfig, size: 160, seed: 31, maxBag: 3)  // 20 calls of 8: ≥ 0.8 s
+        let small = RandomModels.batch(config: servingConfig, size: 1, seed: 32)
+        try await withServer(engine: slow, batching: BatchingOptions(maxBatch: 8, maxDelay: .milliseconds(1), maxQueue: 1024)) {
+            ports, _ in
+            let started = ContinuousClock.now
+            let large = Task { try await infer(ports.http, big) }
+            try await Task.sleep(for: .milliseconds(150))
+            let answer = try await infer(ports.http, small)
+            let smallDone = ContinuousClock.now - started
+            let largeAnswer = try await large.value
+            let largeDone = ContinuousClock.now - started
+            #expect(answer.status == 200 && largeAnswer.status == 200)
+            #expect(probabilities(largeAnswer) == (try engine.predict(big)))
+            #expect(probabilities(answer) == (try engine.predict(small)))
+            #expect(smallDone < .milliseconds(450), "the small request waited \(smallDone)")
+            #expect(largeDone > smallDone + .milliseconds(200), "large \(largeDone), small \(smallDone)")
+        }
+    }
+
     @Test func gracefulShutdownFinishesInFlightRequests() async throws {
         let slow = SlowEngine(CPUEngine(model: try tinyModel()), delay: 0.3)
         var logger = Logger(label: "test")

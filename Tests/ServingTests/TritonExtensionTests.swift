@@ -165,3 +165,34 @@ final class Tally: Sendable {
     let stop = Atomic<Bool>(false)
     let outcomes = Mutex<(old: Int, new: Int, failed: [String])>((0, 0, []))
 }
+
+@Suite struct GRPCLimitTests {
+    /// A gRPC message over the server's limit gets RESOURCE_EXHAUSTED saying the limit, as HTTP's 413 does
+    /// (up to twice the limit; beyond that the transport resets the stream before Bagel sees it).
+    @Test func oversizeMessageSaysTheLimit() async throws {
+        try await withServer(engine: CPUEngine(model: try tinyModel()), maxBodyBytes: 4096) { ports, _ in
+            try await withGRPCClient(transport: .http2NIOPosix(
+                target: .ipv4(address: "127.0.0.1", port: ports.grpc!), transportSecurity: .plaintext)
+            ) { client in
+                let stub = Inference_GRPCInferenceService.Client(wrapping: client)
+                let request = Inference_ModelInferRequest.with {
+                    $0.modelName = "tiny"
+                    $0.inputs = [.with {
+                        $0.name = "dense"
+                        $0.datatype = "FP32"
+                        $0.shape = [500, 3]
+                        $0.contents.fp32Contents = [Float](repeating: 1, count: 1500)
+                    }]
+                }
+                do {
+                    _ = try await stub.modelInfer(request)
+                    Issue.record("a 6 KB message must be refused by a 4 KB limit")
+                } catch let error as RPCError {
+                    print("oversize gRPC message: \(error.code): \(error.message)")
+                    #expect(error.code == .resourceExhausted, "\(error)")
+                    #expect(error.message.contains("4096"), "\(error.message)")
+                }
+            }
+        }
+    }
+}
