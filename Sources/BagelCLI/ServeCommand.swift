@@ -66,6 +66,12 @@ struct ServeCommand: AsyncParsableCommand {
     var maxConnections: Int = 4096
     @Option(help: "Request bytes all connections together may hold while bodies arrive; beyond it requests get 503.")
     var maxBufferedBytes: Int = 1 << 30
+    @Option(help: "PEM certificate chain: serve HTTPS and gRPC over TLS (with --tls-key).")
+    var tlsCert: String?
+    @Option(help: "PEM private key of --tls-cert.")
+    var tlsKey: String?
+    @Option(help: "File holding a bearer token every request but health checks must carry (or set BAGEL_AUTH_TOKEN).")
+    var authTokenFile: String?
     @Flag(help: "Run every request alone (no dynamic batching).")
     var noBatching = false
     @Option(help: "Embedding kernel variant on the GPU.")
@@ -81,9 +87,24 @@ struct ServeCommand: AsyncParsableCommand {
         guard idleTimeout > 0, exitTimeout >= 0, maxConnections >= 1, maxBufferedBytes >= maxBodyBytes else {
             throw ValidationError("need --idle-timeout > 0, --exit-timeout ≥ 0, --max-connections ≥ 1 and --max-buffered-bytes ≥ --max-body-bytes")
         }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard (0...65535).contains(port), grpcPort == -1 || (0...65535).contains(grpcPort) else {
             throw ValidationError("ports are 0...65535 (gRPC -1 to disable)")
         }
+    }
+
+    /// The token from --auth-token-file (trimmed) or BAGEL_AUTH_TOKEN; never from the command line,
+    /// where other users of the machine could read it in the process list.
+    func bearerToken() throws -> String? {
+        var token = ProcessInfo.processInfo.environment["BAGEL_AUTH_TOKEN"]
+        if let authTokenFile {
+            guard let text = try? String(contentsOfFile: authTokenFile, encoding: .utf8) else {
+                throw BagelError(.io, "\(authTokenFile): cannot read the bearer token file")
+            }
+            token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if let token, token.isEmpty { throw BagelError(.io, "the bearer token is empty (--auth-token-file or BAGEL_AUTH_TOKEN)") }
+        return token
     }
 
     func run() async throws {
@@ -97,7 +118,8 @@ struct ServeCommand: AsyncParsableCommand {
             host: host, httpPort: port, grpcPort: grpcPort < 0 ? nil : grpcPort, modelName: name ?? loaded.config.name,
             maxBodyBytes: maxBodyBytes, batching: batching, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
             exitTimeout: .milliseconds(Int64(exitTimeout * 1000)), maxConnections: maxConnections,
-            maxBufferedBytes: maxBufferedBytes)
+            maxBufferedBytes: maxBufferedBytes,
+            tls: tlsCert.map { TLSFiles(certificateChain: $0, privateKey: tlsKey!) }, bearerToken: try bearerToken())
         // A repository "load" builds the next version from the model directory as it is then (write
         // the new files beside the old and swap a symlink, then load): same device and options.
         let (directory, device, threads, variant, math) = (model, device, threads, variant, math)
@@ -112,7 +134,7 @@ struct ServeCommand: AsyncParsableCommand {
             report = try await server.run { ports in
                 let grpcNote = ports.grpc.map { " and grpc \(configuration.host):\($0)" } ?? ""
                 logger.info(
-                    "serving \(configuration.modelName) on http://\(configuration.host):\(ports.http)\(grpcNote) (\(batchingNote))")
+                    "serving \(configuration.modelName) on \(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(ports.http)\(grpcNote) (\(batchingNote))")
             }
         } catch let error where !(error is BagelError) {
             let grpcTarget = grpcPort < 0 ? "" : " or \(host):\(grpcPort) (gRPC)"

@@ -8,9 +8,10 @@ import NIOCore
 enum HTTPRoutes {
     static let headerLength = HTTPField.Name(HTTPCodec.headerLengthField)!
 
-    static func router(service: InferenceService) -> Router<BasicRequestContext> {
+    static func router(service: InferenceService, token: BearerToken? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: JSONErrors())
+        if let token { router.add(middleware: BearerTokenMiddleware(token: token)) }
         router.get("v2") { _, _ in
             json(200, [
                 "name": "bagel", "version": service.serverVersion, "extensions": ["binary_tensor_data"],

@@ -4,6 +4,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Hummingbird
 import HummingbirdCore
+import HummingbirdTLS
 import NIOCore
 import Logging
 import ServiceLifecycle
@@ -32,11 +33,16 @@ public struct ServerConfiguration: Sendable {
     public var maxConnections: Int
     /// Request bytes all HTTP connections together may hold while bodies arrive; beyond it, 503.
     public var maxBufferedBytes: Int
+    /// TLS on both endpoints (nil: plaintext).
+    public var tls: TLSFiles?
+    /// A bearer token every request but health checks must carry (nil: none).
+    public var bearerToken: String?
 
     public init(host: String = "127.0.0.1", httpPort: Int = 8000, grpcPort: Int? = 8001, modelName: String,
                 maxBodyBytes: Int = 64 << 20, batching: BatchingOptions = BatchingOptions(),
                 idleTimeout: Duration = .seconds(30), exitTimeout: Duration = .seconds(30),
-                maxConnections: Int = 4096, maxBufferedBytes: Int = 1 << 30) {
+                maxConnections: Int = 4096, maxBufferedBytes: Int = 1 << 30, tls: TLSFiles? = nil,
+                bearerToken: String? = nil) {
         self.host = host
         self.httpPort = httpPort
         self.grpcPort = grpcPort
@@ -47,6 +53,8 @@ public struct ServerConfiguration: Sendable {
         self.exitTimeout = exitTimeout
         self.maxConnections = maxConnections
         self.maxBufferedBytes = maxBufferedBytes
+        self.tls = tls
+        self.bearerToken = bearerToken
     }
 }
 
@@ -172,9 +180,11 @@ public final class InferenceServer: Sendable {
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [ConnectionGuardHandler(registry: registry, isShuttingDown: { !service.isReady })],
             idleTimeout: TimeAmount(configuration.idleTimeout))
+        let token = configuration.bearerToken.map(BearerToken.init)
         let app = Application(
-            router: HTTPRoutes.router(service: service),
-            server: .http1(configuration: http1),
+            router: HTTPRoutes.router(service: service, token: token),
+            server: try configuration.tls.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0.serverConfiguration()) }
+                ?? .http1(configuration: http1),
             configuration: .init(address: .hostname(configuration.host, port: configuration.httpPort), serverName: "bagel",
                                  backlog: 1024),
             onServerRunning: { channel in httpPort.set(channel.localAddress?.port ?? -1) },
@@ -189,10 +199,15 @@ public final class InferenceServer: Sendable {
                 ? Int.max : configuration.maxBodyBytes * 2
             config.connection.maxIdleTime = configuration.idleTimeout
             config.connection.maxGraceTime = configuration.exitTimeout
+            let security: HTTP2ServerTransport.Posix.TransportSecurity = configuration.tls.map {
+                .tls(certificateChain: [.file(path: $0.certificateChain, format: .pem)],
+                     privateKey: .file(path: $0.privateKey, format: .pem))
+            } ?? .plaintext
             let transport = HTTP2ServerTransport.Posix(
-                address: .ipv4(host: configuration.host, port: grpcPort), transportSecurity: .plaintext, config: config)
+                address: .ipv4(host: configuration.host, port: grpcPort), transportSecurity: security, config: config)
             grpcTransport = transport
-            grpc = GRPCServer(transport: transport, services: [GRPCInference(service: service)])
+            grpc = GRPCServer(transport: transport, services: [GRPCInference(service: service)],
+                              interceptors: token.map { [BearerTokenInterceptor(token: $0)] } ?? [])
         }
         let endpoints = ServingEndpoints(
             app: app, grpc: grpc, service: service, exitTimeout: configuration.exitTimeout, logger: logger)
