@@ -57,7 +57,7 @@ let package = Package(
             ]
         ),
         // The GPU engine and its embedding plan (planner, autotuner, resident tables).
-        .target(name: "Engine", dependencies: ["Core", "CUDA", "Kernels", "DLRM"]),
+        .target(name: "Engine", dependencies: ["Core", "CUDA", "Kernels", "DLRM", "Inputs"]),
         // What measures and checks the engine from outside: parity suite (bagel doctor), benchmarks.
         .target(name: "Lab", dependencies: ["Core", "CUDA", "Kernels", "DLRM", "Inputs", "Engine"]),
         // `bagel serve` and `bagel loadgen`: the Open Inference Protocol over HTTP (Hummingbird) and
@@ -97,7 +97,7 @@ let package = Package(
         .target(name: "BagelTestSupport", dependencies: ["Core", "DLRM"], path: "Tests/Support"),
         .testTarget(name: "CoreTests", dependencies: ["Core"]),
         .testTarget(name: "KernelsTests", dependencies: ["Core", "CCUDA", "Kernels", "CUDA"]),
-        .testTarget(name: "EngineTests", dependencies: ["Core", "DLRM", "Kernels", "Engine", "BagelTestSupport"]),
+        .testTarget(name: "EngineTests", dependencies: ["Core", "DLRM", "Inputs", "Kernels", "Engine", "BagelTestSupport"]),
         .testTarget(
             name: "ServingTests",
             dependencies: [

@@ -11,7 +11,8 @@ public struct BagelCommand: AsyncParsableCommand {
         version: "bagel \(BagelVersion.description)",
         subcommands: [
             InitCommand.self, InfoCommand.self, PredictCommand.self, BenchCommand.self, DoctorCommand.self,
-            ProfileCommand.self, ServeCommand.self, LoadgenCommand.self, InferCommand.self, GenerateCommand.self,
+            ProfileCommand.self, PlanCommand.self, ServeCommand.self, LoadgenCommand.self, InferCommand.self,
+            GenerateCommand.self,
         ]
     )
 

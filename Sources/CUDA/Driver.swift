@@ -25,6 +25,7 @@ public final class Driver: @unchecked Sendable {
     let cuMemFree: PFN_cuMemFree
     let cuMemHostAlloc: PFN_cuMemHostAlloc
     let cuMemFreeHost: PFN_cuMemFreeHost
+    let cuMemHostGetDevicePointer: PFN_cuMemHostGetDevicePointer
     let cuMemcpyHtoDAsync: PFN_cuMemcpyHtoDAsync
     let cuMemcpyDtoHAsync: PFN_cuMemcpyDtoHAsync
     let cuMemcpyDtoDAsync: PFN_cuMemcpyDtoDAsync
@@ -79,6 +80,7 @@ public final class Driver: @unchecked Sendable {
         cuMemFree = try load("cuMemFree_v2", PFN_cuMemFree.self)
         cuMemHostAlloc = try load("cuMemHostAlloc", PFN_cuMemHostAlloc.self)
         cuMemFreeHost = try load("cuMemFreeHost", PFN_cuMemFreeHost.self)
+        cuMemHostGetDevicePointer = try load("cuMemHostGetDevicePointer_v2", PFN_cuMemHostGetDevicePointer.self)
         cuMemcpyHtoDAsync = try load("cuMemcpyHtoDAsync_v2", PFN_cuMemcpyHtoDAsync.self)
         cuMemcpyDtoHAsync = try load("cuMemcpyDtoHAsync_v2", PFN_cuMemcpyDtoHAsync.self)
         cuMemcpyDtoDAsync = try load("cuMemcpyDtoDAsync_v2", PFN_cuMemcpyDtoDAsync.self)

@@ -82,20 +82,34 @@ public final class DeviceBuffer<T>: @unchecked Sendable {
     }
 }
 
-/// Page-locked host memory, so copies to the device run asynchronously at full speed.
+/// Page-locked host memory, so copies to the device run asynchronously at full speed; `mapped`
+/// memory is also readable by kernels in place, over the link (PCIe or C2C), at `deviceAddress`.
 public final class PinnedBuffer: @unchecked Sendable {
     public let context: CUDAContext
     public let byteCount: Int
     public let pointer: UnsafeMutableRawPointer
+    /// Where kernels read the buffer (mapped buffers only; 0 otherwise).
+    public let deviceAddress: DevicePointer
 
-    public init(context: CUDAContext, byteCount: Int) throws {
+    // CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP
+    static let mappedFlags: UInt32 = 0x01 | 0x02
+
+    public init(context: CUDAContext, byteCount: Int, mapped: Bool = false) throws {
         self.context = context
         self.byteCount = byteCount
         try context.makeCurrent()
         var pointer: UnsafeMutableRawPointer?
         try context.driver.check(
-            context.driver.cuMemHostAlloc(&pointer, max(byteCount, 1), 0), "cuMemHostAlloc(\(formatBytes(byteCount)))")
+            context.driver.cuMemHostAlloc(&pointer, max(byteCount, 1), mapped ? Self.mappedFlags : 0),
+            "cuMemHostAlloc(\(formatBytes(byteCount))\(mapped ? ", mapped" : ""))")
         self.pointer = pointer!
+        var device: DevicePointer = 0
+        if mapped {
+            let result = context.driver.cuMemHostGetDevicePointer(&device, pointer, 0)
+            if result != 0 { _ = context.driver.cuMemFreeHost(pointer) }
+            try context.driver.check(result, "cuMemHostGetDevicePointer")
+        }
+        deviceAddress = device
     }
 
     deinit {

@@ -55,7 +55,7 @@ public enum KernelCatalog {
             }
         }
         // The knobs the autotuner turns (see Engine/Autotuner.swift) and the permuted-table hints.
-        for extra in ["hints=permuted", "split=2", "unroll=16", "unroll=16,split=2"] {
+        for extra in ["hints=permuted", "split=2", "unroll=16", "unroll=16,split=2", "tier=host", "hints=permuted,tier=host"] {
             for width in IndexType.allCases {
                 for (storage, dim) in [(StorageType.fp32, 64), (.fp32, 128), (.bf16, 128), (.int8, 128)] {
                     guard let knobs = try? EmbeddingBagConfig.parse("bagel:\(extra)").knobs else { continue }

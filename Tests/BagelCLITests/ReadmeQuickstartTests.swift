@@ -24,7 +24,9 @@ import Testing
         }.filter { !$0.isEmpty && !$0.hasPrefix("```") }
     }
 
-    @Test func theQuickstartRunsAsPasted() throws {
+    /// Async, and every wait a `Task.sleep`: the test spends minutes waiting on processes, and must not
+    /// hold one of Swift's cooperative threads (two on CI) that other suites' in-process servers need.
+    @Test func theQuickstartRunsAsPasted() async throws {
         let commands = try Self.quickstart()
         #expect(commands.first?.hasPrefix("swift build") == true && commands.contains("B=.build/release/bagel"))
         let binary = Self.root.appendingPathComponent(".build/debug/bagel").path
@@ -46,7 +48,7 @@ import Testing
                 #expect(arguments.first == "serve")
                 server = try start(binary, arguments + ["--port", "\(port)", "--grpc-port=-1"], in: work)
                 do {
-                    try waitForListener(port: port, seconds: 60)
+                    try await waitForListener(port: port, seconds: 60)
                 } catch {
                     let exited = server!.isRunning ? "still running" : "exited with \(server!.terminationStatus)"
                     throw QuickstartError("\(error) (the server \(exited))")
@@ -54,7 +56,7 @@ import Testing
                 continue
             }
             if arguments.first == "infer" { arguments += ["--url", "http://127.0.0.1:\(port)"] }
-            let (status, output) = try run(binary, arguments, in: work, seconds: 300)
+            let (status, output) = try await run(binary, arguments, in: work, seconds: 300)
             #expect(status == 0, "`\(command)` exited with \(status): \(output)")
             if arguments.first == "infer" { served = output.split(separator: "\n").compactMap { Double($0) } }
         }
@@ -62,7 +64,7 @@ import Testing
         // kill %1: SIGTERM, and the server exits 0 after finishing what is in flight.
         let process = try #require(server)
         kill(process.processIdentifier, SIGTERM)
-        let stopped = waitForExit(process, seconds: 30)
+        let stopped = await waitForExit(process, seconds: 30)
         #expect(stopped, "the server did not stop within 30 s of SIGTERM")
         if stopped { #expect(process.terminationStatus == 0) }
         // What the server answered is what predict wrote for the same rows.
@@ -90,17 +92,21 @@ import Testing
         return process
     }
 
-    /// SIGTERM, a bounded wait, then SIGKILL: a test never leaves a server holding its port.
+    /// SIGTERM, a bounded wait, then SIGKILL: a test never leaves a server holding its port. (Blocking:
+    /// it runs from `defer`, on the way out.)
     func stop(_ process: Process) {
         guard process.isRunning else { return }
         process.terminate()
-        if !waitForExit(process, seconds: 10) {
+        var deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
-            _ = waitForExit(process, seconds: 5)
+            deadline = Date().addingTimeInterval(5)
+            while process.isRunning && Date() < deadline { usleep(50_000) }
         }
     }
 
-    func run(_ binary: String, _ arguments: [String], in directory: URL, seconds: Double) throws -> (Int32, String) {
+    func run(_ binary: String, _ arguments: [String], in directory: URL, seconds: Double) async throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
@@ -112,16 +118,16 @@ import Testing
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
-        if !waitForExit(process, seconds: seconds) {
+        if !(await waitForExit(process, seconds: seconds)) {
             stop(process)
             throw QuickstartError("`bagel \(arguments.joined(separator: " "))` ran past \(Int(seconds)) s")
         }
         return (process.terminationStatus, (try? String(contentsOf: output, encoding: .utf8)) ?? "")
     }
 
-    func waitForExit(_ process: Process, seconds: Double) -> Bool {
+    func waitForExit(_ process: Process, seconds: Double) async -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning && Date() < deadline { usleep(50_000) }
+        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         return !process.isRunning
     }
 
@@ -145,7 +151,7 @@ import Testing
     }
 
     /// Polls until something accepts connections on 127.0.0.1:port.
-    func waitForListener(port: Int, seconds: Double) throws {
+    func waitForListener(port: Int, seconds: Double) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -160,7 +166,7 @@ import Testing
             }
             close(fd)
             if connected == 0 { return }
-            usleep(100_000)
+            try await Task.sleep(for: .milliseconds(100))
         }
         throw QuickstartError("nothing listened on 127.0.0.1:\(port) within \(Int(seconds)) s")
     }

@@ -46,37 +46,60 @@ final class RawSocket {
     @discardableResult
     func send(_ text: String) -> Bool { send(Array(text.utf8)) }
 
-    /// What arrives until the peer closes or `timeout` seconds pass; `closed` tells which.
-    func readAll(timeout: Double) -> (bytes: [UInt8], closed: Bool) {
-        var result: [UInt8] = []
+    /// What arrives until the peer closes or `timeout` seconds pass; `closed` tells which. Waits with
+    /// `Task.sleep`, never blocking a cooperative thread (the server under test needs them).
+    func readAll(timeout: Double) async -> (bytes: [UInt8], closed: Bool) {
         let deadline = Date().addingTimeInterval(timeout)
-        var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let left = deadline.timeIntervalSinceNow
-            if left <= 0 { return (result, false) }
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&poller, 1, Int32(max(1, left * 1000)))
-            if ready <= 0 { continue }
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { return (result, true) }
-            result += buffer[0..<n]
+            switch receive() {
+            case .closed: return (received, true)
+            case .data: continue
+            case .nothing:
+                if Date() >= deadline { return (received, false) }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
         }
     }
 
-    /// One HTTP response (head and a Content-Length body) or nil after `timeout`.
-    func readResponse(timeout: Double) -> (status: Int, headers: [String: String], body: String)? {
-        var data: [UInt8] = []
+    /// One HTTP response (head and a Content-Length body), or nil after `timeout`.
+    func readResponse(timeout: Double) async -> (status: Int, headers: [String: String], body: String)? {
         let deadline = Date().addingTimeInterval(timeout)
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while deadline.timeIntervalSinceNow > 0 {
-            if let parsed = Self.parse(data) { return parsed }
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            if poll(&poller, 1, Int32(max(1, deadline.timeIntervalSinceNow * 1000))) <= 0 { continue }
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { return Self.parse(data) }
-            data += buffer[0..<n]
+        while true {
+            if let parsed = Self.parse(received) { return parsed }
+            switch receive() {
+            case .closed: return Self.parse(received)
+            case .data: continue
+            case .nothing:
+                if Date() >= deadline { return nil }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
         }
-        return nil
+    }
+
+    /// A response if one has fully arrived by now (does not wait).
+    func responseIfArrived() -> (status: Int, headers: [String: String], body: String)? {
+        while case .data = receive() {}
+        return Self.parse(received)
+    }
+
+    private var received: [UInt8] = []
+    private var peerClosed = false
+    private enum Received { case data, nothing, closed }
+
+    /// Reads what is there without waiting.
+    private func receive() -> Received {
+        if peerClosed { return .closed }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+        if n > 0 {
+            received += buffer[0..<n]
+            return .data
+        }
+        if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) {
+            peerClosed = true
+            return .closed
+        }
+        return .nothing
     }
 
     private static func parse(_ data: [UInt8]) -> (status: Int, headers: [String: String], body: String)? {

@@ -34,24 +34,27 @@ import Testing
         requestBody(RandomModels.batch(config: servingConfig, size: 2, seed: seed), binary: false, binaryOutput: false).body
     }
 
+    /// The exit timeout is long (20 s) and the bound on the shutdown well under it: an idle connection
+    /// that held the exit would show as a shutdown that lasts the whole timeout (a loaded CI machine
+    /// can be slow, but not that slow).
     @Test func idleConnectionsDoNotHoldShutdown() async throws {
-        let (server, running) = try await startServer(engine: CPUEngine(model: try tinyModel()), exitTimeout: .seconds(3))
+        let (server, running) = try await startServer(engine: CPUEngine(model: try tinyModel()), exitTimeout: .seconds(20))
         // An idle TCP connection on each port (the gRPC one never even sends the HTTP/2 preface)
         // and an HTTP keep-alive connection that has finished a request.
         let idleGRPC = try #require(RawSocket(port: running.ports.grpc!))
         let idleHTTP = try #require(RawSocket(port: running.ports.http))
         let keepAlive = try #require(RawSocket(port: running.ports.http))
         keepAlive.send("GET /v2/health/ready HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        #expect(keepAlive.readResponse(timeout: 5)?.status == 200)
+        #expect(await keepAlive.readResponse(timeout: 30)?.status == 200)
         let started = Date()
         let report = try await running.stop()
         let took = Date().timeIntervalSince(started)
-        #expect(took < 2.5, "shutdown took \(took) s with idle connections open")
+        #expect(took < 10, "shutdown took \(took) s with idle connections open")
         #expect(report.dropped == 0 && !report.timedOut)
         #expect(!server.service.isReady)
         // The idle HTTP connections were closed by the server, and nothing listens any more.
-        #expect(idleHTTP.readAll(timeout: 2).closed)
-        #expect(keepAlive.readAll(timeout: 2).closed)
+        #expect(await idleHTTP.readAll(timeout: 2).closed)
+        #expect(await keepAlive.readAll(timeout: 2).closed)
         #expect(RawSocket(port: running.ports.http, timeout: 1) == nil)
         _ = idleGRPC
     }
@@ -74,10 +77,10 @@ import Testing
         #expect(!server.service.isReady, "readiness must turn off at once")
         arriving.send(Array(body[10...]))
         for socket in [inside, arriving] {
-            let response = socket.readResponse(timeout: 10)
+            let response = await socket.readResponse(timeout: 10)
             #expect(response?.status == 200)
             #expect(response?.headers["connection"] == "close", "\(response?.headers ?? [:])")
-            #expect(socket.readAll(timeout: 3).closed)
+            #expect(await socket.readAll(timeout: 3).closed)
         }
         let report = try await stopping.value
         #expect(report.dropped == 0 && !report.timedOut)
@@ -96,7 +99,7 @@ import Testing
         let report = try await running.stop()
         #expect(Date().timeIntervalSince(started) < 2, "the exit timeout bounds the shutdown")
         #expect(report.timedOut && report.dropped == 1, "\(report)")
-        #expect(client.readAll(timeout: 2).closed)
+        #expect(await client.readAll(timeout: 2).closed)
     }
 
     @Test func halfSentHeadersAreClosedAfterTheIdleTimeout() async throws {
@@ -107,8 +110,8 @@ import Testing
         let stalledBody = try #require(RawSocket(port: running.ports.http))
         stalledBody.send(inferHead(length: 1000) + "{\"inputs\": [")
         let started = Date()
-        #expect(half.readAll(timeout: 5).closed)
-        #expect(stalledBody.readAll(timeout: 5).closed)
+        #expect(await half.readAll(timeout: 5).closed)
+        #expect(await stalledBody.readAll(timeout: 5).closed)
         #expect(Date().timeIntervalSince(started) < 3)
         try await running.stop()
     }
@@ -122,7 +125,8 @@ import Testing
                                                       maxConnections: cap)
         var sockets: [RawSocket] = []
         sockets.reserveCapacity(halfOpen)
-        for _ in 0..<halfOpen {
+        for i in 0..<halfOpen {
+            if i % 256 == 0 { await Task.yield() }  // let the server's tasks share this thread
             guard let socket = RawSocket(port: running.ports.http, timeout: 5) else { continue }
             socket.send("GET /v2/health/ready HTTP/1.1\r\nHo")
             sockets.append(socket)
@@ -134,7 +138,7 @@ import Testing
             let started = Date()
             let probe = try #require(RawSocket(port: running.ports.http))
             probe.send("GET /v2/health/ready HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            #expect(probe.readResponse(timeout: 5)?.status == 200)
+            #expect(await probe.readResponse(timeout: 5)?.status == 200)
             times.append(Date().timeIntervalSince(started))
         }
         times.sort()
@@ -161,17 +165,24 @@ import Testing
             socket.send(chunk)
             uploads.append(socket)
         }
-        for socket in uploads {
-            if let response = socket.readResponse(timeout: 0.3) {
+        // The refusals come at once; the held uploads never answer. Look until all expected refusals are in.
+        let expected = 24 - budget / declared
+        var answered = Set<Int>()
+        let answerDeadline = Date().addingTimeInterval(20)
+        while answered.count < expected, Date() < answerDeadline {
+            for (i, socket) in uploads.enumerated() where !answered.contains(i) {
+                guard let response = socket.responseIfArrived() else { continue }
+                answered.insert(i)
                 #expect(response.status == 503)
                 #expect(response.body.contains("budget"), "\(response.body)")
-                refused += 1
             }
+            try await Task.sleep(for: .milliseconds(10))
         }
+        refused = answered.count
         let grown = residentBytes() - before
         print("24 stalled 59 MiB uploads: \(24 - refused) held, \(refused) refused with 503; "
               + "budget in use \(server.service.bufferedBytes.inUse >> 20) MiB, RSS grew \(grown >> 20) MiB")
-        #expect(refused == 24 - budget / declared)
+        #expect(refused == expected)
         #expect(server.service.bufferedBytes.inUse <= budget)
         #expect(grown < budget, "RSS grew \(grown >> 20) MiB")
         uploads.removeAll()
@@ -188,23 +199,23 @@ import Testing
         let huge = try #require(RawSocket(port: running.ports.http))
         let started = Date()
         huge.send(inferHead(length: 2_000_000_000))
-        let response = try #require(huge.readResponse(timeout: 3))
+        let response = try #require(await huge.readResponse(timeout: 3))
         #expect(Date().timeIntervalSince(started) < 1)
         #expect(response.status == 413)
         #expect(response.body.contains("limit of \(1 << 20) bytes"))
         #expect(response.headers["connection"] == "close")
-        #expect(huge.readAll(timeout: 3).closed)
+        #expect(await huge.readAll(timeout: 3).closed)
 
         for bad in ["Content-Length: abc\r\n", "Content-Length: 5\r\nContent-Length: 6\r\n"] {
             let socket = try #require(RawSocket(port: running.ports.http))
             socket.send("POST /v2/models/tiny/infer HTTP/1.1\r\nHost: localhost\r\n\(bad)\r\n{}")
-            let answer = try #require(socket.readResponse(timeout: 3), "no answer to \(bad)")
+            let answer = try #require(await socket.readResponse(timeout: 3), "no answer to \(bad)")
             #expect(answer.status == 400)
             #expect(answer.body.contains("\"error\""), "\(bad): «\(answer.body)»")
         }
         let unknown = try #require(RawSocket(port: running.ports.http))
         unknown.send("GET /v2/nothing/here HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        let notFound = try #require(unknown.readResponse(timeout: 3))
+        let notFound = try #require(await unknown.readResponse(timeout: 3))
         #expect(notFound.status == 404 && notFound.body.contains("no endpoint"), "\(notFound)")
         try await running.stop()
     }

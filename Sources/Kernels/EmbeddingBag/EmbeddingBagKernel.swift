@@ -26,6 +26,9 @@ public struct EmbeddingTableBinding: Sendable {
     public var hotBitmap: DevicePointer
     /// original row → stored row, for tables stored permuted (the remap kernel applies it).
     public var remap: DevicePointer
+    /// Host tier: stored rows [deviceRows, rows) in mapped host memory (0: every row in `weights`).
+    public var hostWeights: DevicePointer = 0
+    public var deviceRows: Int = 0
 
     public init(weights: DevicePointer, rows: Int, indices: DevicePointer, offsets: DevicePointer,
                 sampleWeights: DevicePointer = 0, output: DevicePointer, outputStride: Int, mean: Bool = false,
@@ -116,6 +119,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
             defines["VEC_BYTES"] = "\(plan.vectorBytes)"
             defines["UNROLL"] = "\(knobs.unroll)"
             defines["EVICT_HINTS"] = "\(knobs.hints.code)"
+            if knobs.hostTier { defines["HOST_TIER"] = "1" }
             if knobs.split > 1 { defines["SPLIT"] = "\(knobs.split)" }
             defines["OUT_VEC4"] = outputAligned ? "1" : "0"
         }

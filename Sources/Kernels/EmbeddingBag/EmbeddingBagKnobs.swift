@@ -72,6 +72,9 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
     /// Per-load L2 policies by hotness (vectorized).
     public var hints: HintSource = .none
     public var l2: L2Mode = .none
+    /// Rows past a table's first `deviceRows` are read from mapped host memory (vectorized; set by
+    /// the engine when its placement puts rows in the host tier).
+    public var hostTier: Bool = false
 
     public init(family: Family, maxRegisters: Int? = nil, autoRegisterCap: Bool = false, minBlocks: Int? = nil,
                 prefetch: PrefetchMode = .none, prefetchDistance: Int = 4, unroll: Int = 8, split: Int = 1,
@@ -103,6 +106,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if split > 1 { parts.append("split=\(split)") }
         if hints != .none { parts.append("hints=\(hints.rawValue)") }
         if l2 != .none { parts.append("l2=\(l2.rawValue)") }
+        if hostTier { parts.append("tier=host") }
         return parts.joined(separator: " ")
     }
 
@@ -120,6 +124,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if ![1, 2, 4, 8, 16, 32].contains(unroll) { throw fail("unroll must be 1, 2, 4, 8, 16 or 32") }
         if ![1, 2, 4].contains(split) { throw fail("split must be 1, 2 or 4") }
         if family == .baseline && split > 1 { throw fail("split applies to the vectorized kernel") }
+        if family == .baseline && hostTier { throw fail("the host tier runs on the vectorized kernel") }
         if let maxRegisters, !(16...255).contains(maxRegisters) { throw fail("register cap must be 16...255") }
         if let minBlocks, !(1...32).contains(minBlocks) { throw fail("minimum blocks must be 1...32") }
     }

@@ -117,8 +117,11 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
                         throw fail("l2 is none|pin|window")
                     }
                     knobs.l2 = mode
+                case "tier":
+                    guard value == "host" || value == "hbm" else { throw fail("tier is hbm|host") }
+                    knobs.hostTier = value == "host"
                 default:
-                    throw fail("unknown knob \(key) (regs, minblocks, dist, unroll, split, hints, prefetch, l2)")
+                    throw fail("unknown knob \(key) (regs, minblocks, dist, unroll, split, hints, prefetch, l2, tier)")
                 }
             }
         }

@@ -12,7 +12,8 @@ public enum TableArgs {
             weights: table.weights, indices: table.indices, offsets: table.offsets, sample_weights: table.sampleWeights,
             output: table.output, rows: Int64(table.rows), out_stride: Int64(table.outputStride),
             hot_rows: Int64(table.hotRows), mean: table.mean ? 1 : 0, offset2bag: table.offset2bag,
-            bag_size: table.bagSize, hot_bitmap: table.hotBitmap, remap: table.remap)
+            bag_size: table.bagSize, hot_bitmap: table.hotBitmap, remap: table.remap, host_weights: table.hostWeights,
+            device_rows: Int64(table.hostWeights == 0 ? table.rows : table.deviceRows))
     }
 
     /// Writes the records of `tables`, one after another, at `destination` (host memory, e.g. the

@@ -134,6 +134,13 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
         for (int k = 0; k < ELEMS; k++) acc[c][k] = 0.f;
 
 #define COLUMN(c) (((c) * LANES + lane) * ELEMS)
+    // Where stored row r lives: HBM, or (host tier) mapped host memory past the first device_rows.
+#if HOST_TIER
+#define ROW_POINTER(r) \
+    ((r) < table.device_rows ? table.weights + (r) * ROW_ELEMS : table.host_weights + ((r) - table.device_rows) * ROW_ELEMS)
+#else
+#define ROW_POINTER(r) (table.weights + (r) * ROW_ELEMS)
+#endif
     // The policy for a row: hot rows evict_last, the rest evict_first.
 #if EVICT_HINTS == 1
 #define POLICY(r) ((r) < table.hot_rows ? evictLast : evictFirst)
@@ -166,7 +173,7 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
             for (int u = 0; u < STEP; u++) {
                 const bool ok = (unsigned long long)idx[u] < (unsigned long long)table.rows;
                 const long long r = ok ? (long long)idx[u] : 0;
-                const storage_t *rowp = table.weights + r * ROW_ELEMS;
+                const storage_t *rowp = ROW_POINTER(r);
                 const unsigned long long policy = POLICY(r);
 #pragma unroll
                 for (int c = 0; c < CHUNKS; c++)
@@ -185,7 +192,7 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
             const index_t idx = __shfl_sync(groupMask, chunk, j, LANES);
             const float w = weighted ? __shfl_sync(groupMask, chunkWeight, j, LANES) : 1.f;
             if ((unsigned long long)idx >= (unsigned long long)table.rows) continue;
-            const storage_t *rowp = table.weights + (long long)idx * ROW_ELEMS;
+            const storage_t *rowp = ROW_POINTER((long long)idx);
             const unsigned long long policy = POLICY((long long)idx);
             const RowScale rs = row_scale(rowp);
 #pragma unroll
@@ -200,6 +207,7 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
         chunkWeight = nextWeight;
     }
 #undef POLICY
+#undef ROW_POINTER
 #if SPLIT > 1
     // Parts 1.. hand their sums to part 0 through shared memory; part 0 adds them in part order.
     __shared__ float partial[GROUPS_PER_BLOCK][CHUNKS * LANES * ELEMS];

@@ -31,6 +31,9 @@ typedef struct BagelTableArgs {
     BAGEL_DEVICE_POINTER(index_t) bag_size;             /* baseline only: PyTorch's per-bag count */
     BAGEL_DEVICE_POINTER(const unsigned) hot_bitmap;    /* EVICT_HINTS=2: bit r set when row r is hot */
     BAGEL_DEVICE_POINTER(const int) remap;              /* permuted tables: original row → stored row */
+    BAGEL_DEVICE_POINTER(const storage_t) host_weights; /* HOST_TIER=1: stored rows [device_rows, rows), */
+    long long device_rows;                              /* mapped host memory read over the link; the */
+                                                        /* first device_rows rows are `weights` in HBM */
 } BagelTableArgs;
 
 #endif
