@@ -4,7 +4,7 @@
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
 #   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve
-#                                   serving-tools predict
+#                                   serving-tools tiers predict
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #
 # The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
@@ -101,6 +101,22 @@ stage_mlperf() {
 stage_torchrec() {
     python3 Benchmarks/torchrec_parity.py --bagel $BAGEL --work $WORK/torchrec --out "$OUT/torchrec.json" \
         --bench-rows "${BENCH_ROWS:-1000000}" --batches "${BATCHES:-2048,8192}"
+}
+
+# The host tier (issue 11): the paper workload with a share of each table's bytes in HBM (the dataset's
+# hottest rows) and the rest in pinned host memory, against all in HBM and all on the host, with the
+# link bandwidth measured in the same run; then the engine end to end at mlperf-v2 shapes (1M-row caps)
+# with budgets, rows picked from the benchmark's own traffic.
+stage_tiers() {
+    $BAGEL bench embedding --traces $TRACES --datasets ${DATASETS:-random,medium,low} \
+        --variants vectorized,vectorized:tier=host --hbm-budget ${SHARES:-25%,10%,0%} --runs "${RUNS:-21}" \
+        --json "$OUT/tiers-embedding.json"
+    for budget in all 50% 25%; do
+        local flag=""
+        [ $budget != all ] && flag="--hbm-budget $budget"
+        $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
+            --variant vectorized --seconds 3 $flag --json "$OUT/tiers-mlperf-${budget%\%}.json" | grep -v "^ *[0-9]* *[0-9]* *[0-9]"
+    done
 }
 
 stage_doctor-quick() { $BAGEL doctor --quick --json "$OUT/doctor.json"; }

@@ -67,6 +67,7 @@ struct EndToEndBench: ParsableCommand {
 
     @Option(help: "CPU threads (default: all cores); 1 also prepares GPU batches on one thread.")
     var threads: Int?
+    @OptionGroup var tiers: TierOptions
 
     @Option(help: "Embedding kernel variant on the GPU.")
     var variant: String?
@@ -117,9 +118,11 @@ struct EndToEndBench: ParsableCommand {
             AccessProfile(accesses: batches.flatMap { $0.sparse[t].indices.asInts }, rows: loaded.config.tables[t].rows)
                 .hottest(DatasetName.highTopRows)
         }
+        // The host tier keeps in HBM the rows this traffic reads most, unless --access-trace says otherwise.
+        let traffic = tiers.hbmBudget == nil ? nil : loaded.config.tables.indices.map { t in batches.flatMap { $0.sparse[t].indices.asInts } }
         let engine = try EngineFactory.make(
             model: loaded, device: device, threads: threads, variant: variant, math: math, graphs: graphs,
-            hotRows: loaded.config.embedding?.hotRows == nil ? hot : nil)
+            hotRows: loaded.config.embedding?.hotRows == nil ? hot : nil, tiers: tiers, traffic: traffic)
         print("engine: \(engine.description)")
         let lookupText = bagLength == .model
             ? "\(batches[0].indexCount / max(batchSize, 1)) lookups per sample (each table's multi-hot size)"

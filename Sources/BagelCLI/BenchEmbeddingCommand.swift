@@ -59,6 +59,8 @@ struct EmbeddingBench: ParsableCommand {
     var autotune = false
     @Option(help: "GPU ordinal.")
     var device: Int = 0
+    @Option(help: "Host tier: shares of the table bytes kept in HBM, comma separated (e.g. 25%,0%); each tier=host variant runs once per share, the hottest rows of the dataset in HBM, the rest read from pinned host memory.")
+    var hbmBudget: String?
 
     func run() throws {
         var w = EmbeddingWorkload()
@@ -104,6 +106,20 @@ struct EmbeddingBench: ParsableCommand {
         print("GPU: \(context.device.name); copy bandwidth \(String(format: "%.2f", copy / 1e12)) TB/s (read + write)")
         print("workload: \(w.tables) tables × \(w.rows) rows × \(w.dim) \(w.storage.rawValue), \(w.bags) bags × "
               + "\(w.lookups) lookups, \(w.indexWidth.rawValue) indices; hot rows kept: \(bench.hotRowBudget())")
+        let shares = try hbmBudget.map { list in
+            try list.split(separator: ",").map { item -> Double in
+                let bytes = try ByteSize.parse(String(item), percentOf: 1_000_000, what: "--hbm-budget")
+                guard item.hasSuffix("%"), bytes <= 1_000_000 else { throw ValidationError("--hbm-budget takes shares like 25%,0%") }
+                return Double(bytes) / 1_000_000
+            }
+        } ?? []
+        if !shares.isEmpty {
+            guard specs.contains(where: { $0.knobs.hostTier }) else {
+                throw ValidationError("--hbm-budget times host-tier variants: add one, e.g. --variants vectorized,vectorized:tier=host")
+            }
+            let link = try bench.measureLinkBandwidth()
+            print("link: host → device copies from pinned memory at \(String(format: "%.1f", link / 1e9)) GB/s")
+        }
         var results: [EmbeddingBenchResult] = []
         for name in names {
             let dataset = try bench.makeDataset(name, traceDirectory: traces)
@@ -122,14 +138,19 @@ struct EmbeddingBench: ParsableCommand {
                 var modes = [false]
                 if tableBatched && knobs.family == .vectorized { modes.append(true) }
                 for batched in modes {
-                    var result = try bench.run(dataset, label: label, knobs: knobs, runs: runs, tableBatched: batched)
-                    if let base = datasetResults.first(where: { $0.variant == "baseline" }) {
-                        result.speedupOverBaseline = base.microseconds / result.microseconds
+                    for share in knobs.hostTier ? shares.map(Optional.some) : [nil] {
+                        let tag = share.map { String(format: " @%.0f%% HBM", $0 * 100) } ?? ""
+                        var result = try bench.run(dataset, label: label + tag, knobs: knobs, runs: runs, tableBatched: batched,
+                                                   hbmShare: share)
+                        if let base = datasetResults.first(where: { $0.variant == "baseline" }) {
+                            result.speedupOverBaseline = base.microseconds / result.microseconds
+                        }
+                        datasetResults.append(result)
+                        print(Self.row(result) + (result.hbmHitRate.map { String(format: "  HBM hits %.1f%%", $0 * 100) } ?? ""))
                     }
-                    datasetResults.append(result)
-                    print(Self.row(result))
                 }
             }
+            Self.printTierModel(datasetResults)
             if autotune {
                 var (report, result) = try bench.autotune(dataset, runs: runs)
                 if let base = datasetResults.first(where: { $0.variant == "baseline" }) {
@@ -171,6 +192,23 @@ struct EmbeddingBench: ParsableCommand {
             }
         }
         return specs
+    }
+
+    /// The host tier against a two-point model: a lookup served from HBM costs what it costs when every
+    /// row is in HBM, one served from the host what it costs when every row is on the host, so
+    /// t(h) = h·t(all HBM) + (1 − h)·t(all host), h the HBM hit rate.
+    static func printTierModel(_ results: [EmbeddingBenchResult]) {
+        let batched = results.filter { $0.variant.contains("tables batched") == false }
+        guard let allHost = batched.first(where: { $0.hbmShare == 0 }),
+              let allHBM = batched.first(where: { $0.hbmShare == nil && $0.knobs.hasPrefix("vectorized") && !$0.knobs.contains("tier=host") })
+        else { return }
+        for r in batched where (r.hbmShare ?? 0) > 0 {
+            let h = r.hbmHitRate ?? 0
+            let predicted = h * allHBM.microseconds + (1 - h) * allHost.microseconds
+            print(String(format: "  tier model at %.0f%% HBM (hits %.1f%%): predicted %.1f µs, measured %.1f µs (%+.1f%%); "
+                         + "%.0f%% of the all-in-HBM throughput", r.hbmShare! * 100, h * 100, predicted, r.microseconds,
+                         100 * (r.microseconds / predicted - 1), 100 * allHBM.microseconds / r.microseconds))
+        }
     }
 
     static func row(_ r: EmbeddingBenchResult) -> String {

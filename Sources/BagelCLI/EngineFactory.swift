@@ -10,12 +10,19 @@ extension MathMode: ExpressibleByArgument {}
 /// Picks the engine for `--device`: `auto` takes the GPU when one is usable and says why when not.
 enum EngineFactory {
     /// - Parameter variant: `--variant` as typed ("auto", "tune" or a variant spec); parsed here, once.
+    /// - Parameter tiers: `--hbm-budget` / `--access-trace`: rows beyond the budget go to the host tier (GPU only).
     static func make(model: Model, device: DeviceChoice, threads: Int? = nil, variant: String? = nil,
-                     math: MathMode = .fp32, graphs: Bool = true, hotRows: [[Int]]? = nil) throws -> any InferenceEngine {
+                     math: MathMode = .fp32, graphs: Bool = true, hotRows: [[Int]]? = nil,
+                     tiers: TierOptions? = nil, traffic: [[Int]]? = nil) throws -> any InferenceEngine {
         let embedding = try variant.map(EmbeddingChoice.parse) ?? .auto
         // --threads 1 also keeps the GPU engine's batch preparation on one thread.
+        let placement = try tiers?.placement(for: model.config, traffic: traffic)
+        if let placement {
+            print(placement.describe(modelName: model.config.name))
+            if device == .cpu { Console.status("--hbm-budget places rows for the GPU; the CPU engine keeps every row in memory") }
+        }
         let options = GPUEngineOptions(embedding: embedding, math: math, useGraphs: graphs, hotRows: hotRows,
-                                       parallelHostWork: threads != 1)
+                                       parallelHostWork: threads != 1, placement: placement)
         switch device {
         case .cpu:
             return CPUEngine(model: model, threads: threads)

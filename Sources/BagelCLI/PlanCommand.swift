@@ -64,7 +64,7 @@ struct PlanCommand: ParsableCommand {
         }
         let tableBytes = config.tables.reduce(0) { $0 + $1.byteCount }
         let hbm = try ByteSize.parse(budget, percentOf: tableBytes, what: "--budget")
-        let traces = try loadTraces(config)
+        let traces = try Self.loadTraces(trace, config: config)
         let split = traces.map { trace in holdout.map { Self.split(trace, $0) } ?? (plan: trace, check: []) }
         let reading = estimate.flatMap(MeasuredAccess.Reading.init) ?? (holdout == nil ? .sample : .goodTuring)
         let estimates: [AccessEstimate] = config.tables.indices.map { t in
@@ -109,7 +109,7 @@ struct PlanCommand: ParsableCommand {
     }
 
     /// The traces, one per table (one file shared by every table when a single one is given).
-    func loadTraces(_ config: ModelConfig) throws -> [[Int]] {
+    static func loadTraces(_ trace: [String], config: ModelConfig) throws -> [[Int]] {
         guard !trace.isEmpty else { return [] }
         guard trace.count == 1 || trace.count == config.tables.count else {
             throw BagelError(.invalidData, "give one trace for every table or \(config.tables.count) (one per table), not \(trace.count)")
@@ -123,6 +123,32 @@ struct PlanCommand: ParsableCommand {
             }
             return source.rows
         }
+    }
+}
+
+/// `--hbm-budget` and `--access-trace` of the commands that build an engine (predict, bench, serve):
+/// the same placement `bagel plan` prints.
+struct TierOptions: ParsableArguments {
+    @Option(help: "HBM for embedding rows (e.g. 60GB, 25%); the rest of the rows stay in pinned host memory, read over the link.")
+    var hbmBudget: String?
+    @Option(help: "Access trace(s) that pick the rows kept in HBM: one for every table or one per table (see `bagel plan`).")
+    var accessTrace: [String] = []
+
+    /// nil without --hbm-budget. `traffic`: accesses per table to pick hot rows from when no trace is
+    /// given (a benchmark's own batches).
+    func placement(for config: ModelConfig, traffic: [[Int]]? = nil) throws -> PlacementPlan? {
+        guard let hbmBudget else {
+            if !accessTrace.isEmpty { throw BagelError(.invalidData, "--access-trace needs --hbm-budget") }
+            return nil
+        }
+        let tableBytes = config.tables.reduce(0) { $0 + $1.byteCount }
+        let budget = try ByteSize.parse(hbmBudget, percentOf: tableBytes, what: "--hbm-budget")
+        var traces = try PlanCommand.loadTraces(accessTrace, config: config)
+        if traces.isEmpty, let traffic { traces = traffic }
+        let estimates: [AccessEstimate] = config.tables.indices.map { t in
+            traces.isEmpty ? .uniform : .measured(MeasuredAccess(AccessProfile(accesses: traces[t], rows: config.tables[t].rows)))
+        }
+        return try PlacementPlanner.plan(config: config, hbmBudget: budget, estimates: estimates)
     }
 }
 

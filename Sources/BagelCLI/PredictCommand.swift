@@ -39,6 +39,7 @@ struct PredictCommand: ParsableCommand {
 
     @Option(help: "CPU threads (default: all cores); 1 also prepares GPU batches on one thread.")
     var threads: Int?
+    @OptionGroup var tiers: TierOptions
 
     @Option(help: "Embedding kernel variant on the GPU (default: the model's choice, else auto).")
     var variant: String?
@@ -55,7 +56,8 @@ struct PredictCommand: ParsableCommand {
         let loaded = try Model.load(directory: model)
         // The input first: a missing file is the error to show, before any word about the engine.
         let reader = try DataFormat.detect(path: data, asked: format).reader(path: data, config: loaded.config)
-        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math)
+        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math,
+                                            tiers: tiers)
         Console.status("engine: \(engine.description)")
         let progress = ProgressReporter("predict")
 

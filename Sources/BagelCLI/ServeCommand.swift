@@ -80,6 +80,7 @@ struct ServeCommand: AsyncParsableCommand {
     var math: MathMode = .fp32
     @Option(help: "CPU threads (default: all cores).")
     var threads: Int?
+    @OptionGroup var tiers: TierOptions
 
     func validate() throws {
         guard maxBatch >= 1, maxQueue >= maxBatch else { throw ValidationError("need 1 ≤ --max-batch ≤ --max-queue") }
@@ -110,7 +111,8 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = Logs.logger("bagel.serve")
         let loaded = try Model.load(directory: model)
-        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math)
+        let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math,
+                                            tiers: tiers)
         let batching = BatchingOptions(
             maxBatch: maxBatch, maxDelay: .microseconds(maxDelayUs), maxQueue: maxQueue, enabled: !noBatching,
             bucketed: engine is GPUEngine)
@@ -122,10 +124,10 @@ struct ServeCommand: AsyncParsableCommand {
             tls: tlsCert.map { TLSFiles(certificateChain: $0, privateKey: tlsKey!) }, bearerToken: try bearerToken())
         // A repository "load" builds the next version from the model directory as it is then (write
         // the new files beside the old and swap a symlink, then load): same device and options.
-        let (directory, device, threads, variant, math) = (model, device, threads, variant, math)
+        let (directory, device, threads, variant, math, tiers) = (model, device, threads, variant, math, tiers)
         let server = InferenceServer(engine: engine, configuration: configuration, logger: logger) {
             try EngineFactory.make(model: try Model.load(directory: directory), device: device, threads: threads,
-                                   variant: variant, math: math)
+                                   variant: variant, math: math, tiers: tiers)
         }
         logger.info("engine: \(engine.description)")
         let batchingNote = noBatching ? "no batching" : "batches of up to \(maxBatch), \(maxDelayUs) µs"

@@ -72,6 +72,17 @@ public final class DeviceBuffer<T>: @unchecked Sendable {
         return result
     }
 
+    /// Copies `bytes` bytes from `offsetBytes` into host memory at `destination` (synchronously).
+    public func download(into destination: UnsafeMutableRawPointer, offsetBytes: Int, bytes: Int) throws {
+        precondition(offsetBytes + bytes <= byteCount, "download past the end of the buffer")
+        if bytes == 0 { return }
+        try context.makeCurrent()
+        try context.driver.check(
+            context.driver.cuMemcpyDtoHAsync(destination, address + DevicePointer(offsetBytes), bytes, nil),
+            "cuMemcpyDtoHAsync(\(formatBytes(bytes)))")
+        try context.synchronize()
+    }
+
     /// Fills the buffer with a 32-bit pattern (e.g. a NaN, to poison outputs before a check).
     public func fill(pattern: UInt32, stream: CUDAStream? = nil) throws {
         precondition(byteCount % 4 == 0)

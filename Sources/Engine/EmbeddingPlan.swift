@@ -29,10 +29,11 @@ public struct DeviceLimits: Sendable, Equatable {
 /// which precision, where its rows live and how many hot rows it keeps in L2. Made once by
 /// `EmbeddingPlanner`; `GPUEngine` follows it. It prints, and it needs no GPU to make or test.
 public struct EmbeddingPlan: Sendable, Equatable, CustomStringConvertible {
-    /// Where a table's rows live. Only device memory today; the memory-tier and sharding work adds
-    /// host memory and other GPUs here.
+    /// Where a table's rows live: all in HBM, or the hottest in HBM and the rest in pinned host
+    /// memory read over the link (a `PlacementPlan` decides; the sharding work adds other GPUs here).
     public enum Placement: String, Sendable, Equatable {
         case deviceMemory = "HBM"
+        case hostTier = "HBM+host"
     }
 
     public struct Table: Sendable, Equatable {
@@ -50,9 +51,13 @@ public struct EmbeddingPlan: Sendable, Equatable, CustomStringConvertible {
         public var pinnedRows: Int
         /// A bit per row marks the hot rows (eviction hints without permuting).
         public var hotBitmap: Bool
+        /// Stored rows kept in HBM (= rows unless the table is split with the host tier).
+        public var deviceRows: Int
 
         public var rowBytes: Int { storage.rowBytes(dim: dim) }
         public var bytes: Int { rows * rowBytes }
+        /// HBM the table's rows take.
+        public var deviceBytes: Int { deviceRows * rowBytes }
     }
 
     /// Where the configuration came from.
@@ -95,7 +100,7 @@ public struct EmbeddingPlan: Sendable, Equatable, CustomStringConvertible {
             if table.hotBitmap { kept.append("bitmap") }
             lines.append(
                 pad("\(t)", 5) + pad("\(table.rows)", 11) + pad("\(table.dim)", 6) + pad(table.storage.rawValue, 7)
-                    + pad(table.placement.rawValue, 11) + pad(formatBytes(table.bytes), 10) + pad("\(table.hotRows)", 10)
+                    + pad(table.placement.rawValue, 11) + pad(formatBytes(table.deviceBytes), 10) + pad("\(table.hotRows)", 10)
                     + "  " + (kept.isEmpty ? "-" : kept.joined(separator: ", ")).padding(toLength: 16, withPad: " ", startingAt: 0)
                     + "  " + table.config.spec)
         }
@@ -116,9 +121,13 @@ public enum EmbeddingPlanner {
     ///     (an autotune result for this GPU, model and hot rows), else the default.
     ///   - hotRows: per table, its rows hottest first (a profile), or nil when there is none.
     ///   - cached: a cached autotune choice per table, used by `.auto` only.
+    ///   - placement: rows per table in HBM and the host tier (nil: every row in HBM).
     public static func plan(config: ModelConfig, choice: EmbeddingChoice, hotRows: [[Int]]?, device: DeviceLimits,
-                            cached: [EmbeddingBagConfig]? = nil) throws -> EmbeddingPlan {
+                            cached: [EmbeddingBagConfig]? = nil, placement: PlacementPlan? = nil) throws -> EmbeddingPlan {
         let count = config.tables.count
+        if let placement, placement.tables.count != count {
+            throw BagelError(.invalidModel, "a placement of \(placement.tables.count) tables for \(count)")
+        }
         if let hotRows, hotRows.count != count {
             throw BagelError(.invalidModel, "\(hotRows.count) hot-row lists for \(count) tables")
         }
@@ -134,7 +143,7 @@ public enum EmbeddingPlanner {
             source = .model
         }
         let fallback = EmbeddingBagConfig(hotRows == nil ? .vectorized : .bagel)
-        let configs: [EmbeddingBagConfig]
+        var configs: [EmbeddingBagConfig]
         var tune = false
         switch choice {
         case .auto:
@@ -156,6 +165,16 @@ public enum EmbeddingPlanner {
             }
             configs = list
         }
+        for t in config.tables.indices where placement?.tables[t].isSplit == true {
+            if tune {
+                throw BagelError(.unsupported, "tuning does not cover tables split with the host tier yet: pick a variant")
+            }
+            guard configs[t].knobs.family == .vectorized else {
+                throw BagelError(.unsupported, "table \(t) is split with the host tier, which runs on the vectorized kernels; "
+                                 + "\(configs[t].spec) is a baseline-family variant", at: ErrorLocation(table: t))
+            }
+            configs[t] = configs[t].onHostTier
+        }
         for (t, table) in config.tables.enumerated() {
             let knobs = configs[t].knobs
             do {
@@ -164,7 +183,7 @@ public enum EmbeddingPlanner {
                 throw BagelError(.unsupported, "table \(t) (\(table.dtype.rawValue), dim \(table.dim)): \(error.message)",
                                  at: ErrorLocation(table: t))
             }
-            if knobs.needsHotRows && hotRows == nil {
+            if knobs.needsHotRows && hotRows == nil && placement?.tables[t].isSplit != true {
                 throw BagelError(
                     .unsupported,
                     "embedding variant \(configs[t].spec) keeps hot rows in L2 and needs a hot-row list per table: run "
@@ -181,12 +200,19 @@ public enum EmbeddingPlanner {
         let tables = config.tables.enumerated().map { t, table -> EmbeddingPlan.Table in
             let knobs = configs[t].knobs
             let rowBytes = table.dtype.rowBytes(dim: table.dim)
+            if let split = placement?.tables[t], split.isSplit {
+                // Stored in its tier order (hottest first when a profile chose the rows); no L2 hot rows.
+                return EmbeddingPlan.Table(
+                    rows: table.rows, dim: table.dim, storage: table.dtype, config: configs[t], placement: .hostTier,
+                    hotRows: 0, permuted: split.hotRanking != nil, pinnedRows: 0, hotBitmap: false,
+                    deviceRows: split.deviceRows)
+            }
             let keep = hotRows.map { min($0[t].count, share / max(rowBytes, 1)) } ?? 0
             return EmbeddingPlan.Table(
                 rows: table.rows, dim: table.dim, storage: table.dtype, config: configs[t], hotRows: keep,
                 permuted: knobs.needsPermutedTable && !tune && hotRows != nil,
                 pinnedRows: knobs.l2 == .pinPass || tune ? keep : 0,
-                hotBitmap: hotRows != nil && (knobs.hints == .bitmap || tune))
+                hotBitmap: hotRows != nil && (knobs.hints == .bitmap || tune), deviceRows: table.rows)
         }
         let indexType: IndexType = config.tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .int32 : .int64
         return EmbeddingPlan(tables: tables, source: tune ? .autotuneNow : source, tuneOnFirstBatch: tune,

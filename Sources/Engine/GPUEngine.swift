@@ -19,10 +19,13 @@ public struct GPUEngineOptions: Sendable {
     /// Read and write autotune results in the on-disk cache (checks turn it off, so they neither
     /// depend on nor leave a cached choice).
     public var autotuneCache: Bool
+    /// Rows per table in HBM and in the host tier (`PlacementPlanner`); nil: every row in HBM.
+    public var placement: PlacementPlan?
 
     public init(embedding: EmbeddingChoice = .auto, math: MathMode = .fp32, useGraphs: Bool = true,
                 deviceOrdinal: Int = 0, hotRows: [[Int]]? = nil, parallelHostWork: Bool = true,
-                autotuneCache: Bool = true) {
+                autotuneCache: Bool = true, placement: PlacementPlan? = nil) {
+        self.placement = placement
         self.embedding = embedding
         self.math = math
         self.useGraphs = useGraphs
@@ -126,10 +129,11 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         let hot = try options.hotRows ?? Self.loadHotRows(model: model)
         tuneKey = EmbeddingAutotuner.engineKey(gpu: context.device.name, config: config, hotRows: hot)
         // A cached choice matters to `auto` only; one that no longer parses is a miss, not an error.
-        let cached = options.autotuneCache && options.embedding == .auto ? EmbeddingAutotuner.load(key: tuneKey) : nil
+        let tiered = options.placement?.hasHostTier == true
+        let cached = options.autotuneCache && options.embedding == .auto && !tiered ? EmbeddingAutotuner.load(key: tuneKey) : nil
         let plan = try EmbeddingPlanner.plan(
             config: config, choice: options.embedding, hotRows: hot, device: context.device.limits,
-            cached: cached.flatMap { try? $0.configs() })
+            cached: cached.flatMap { try? $0.configs() }, placement: options.placement)
         self.plan = plan
         if plan.source == .autotuneCache { tuneReport = cached }
         try Self.checkFits(model: model, plan: plan, context: context)
@@ -139,10 +143,11 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         let (stream, elementwise) = (self.stream, self.elementwise)
         tables = try model.tables.enumerated().map { t, table in
             let planned = plan.tables[t]
+            let split = options.placement.map { $0.tables[t] }.flatMap { $0.isSplit ? TierSplit($0) : nil }
             return try ResidentTable(
                 table: table, context: context, stream: stream, elementwise: elementwise,
                 hot: hot.map { Array($0[t].prefix(planned.hotRows)) }, permute: planned.permuted,
-                pinCount: planned.pinnedRows, bitmap: planned.hotBitmap)
+                pinCount: planned.pinnedRows, bitmap: planned.hotBitmap, tier: split)
         }
 
         func upload(_ layers: [DenseLayer]) throws -> [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)] {
@@ -178,8 +183,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// Refuses, before its tables are allocated, a model whose tables and layers do not fit the GPU's free
     /// memory, with the numbers (a table copy permuted on the device needs its size twice, briefly).
     static func checkFits(model: Model, plan: EmbeddingPlan, context: CUDAContext) throws {
-        let tables = plan.tables.reduce(0) { $0 + $1.bytes }
-        let staging = plan.tables.filter(\.permuted).map(\.bytes).max() ?? 0
+        let tables = plan.tables.reduce(0) { $0 + $1.deviceBytes }
+        // A table permuted on the device needs its size twice, briefly (split tables gather on the host).
+        let staging = plan.tables.filter { $0.permuted && $0.placement == .deviceMemory }.map(\.bytes).max() ?? 0
         let layers = model.byteCount - model.tables.reduce(0) { $0 + $1.storage.bytes.count }
         let (free, total) = try context.memoryInfo()
         let reserve = 1 << 30  // workspaces, batch buffers, CUDA graphs
@@ -190,7 +196,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 + "layers \(formatBytes(layers)) (plus about \(formatBytes(reserve + staging)) of working memory), the GPU has "
                 + "\(formatBytes(free)) free of \(formatBytes(total)). Smaller tables fit: int8 rows (\"dtype\": \"int8\" in "
                 + "model.json) take \(formatBytes(plan.tables.reduce(0) { $0 + $1.rows * StorageType.int8.rowBytes(dim: $1.dim) })); "
-                + "tables in host memory are not built yet.")
+                + "or keep part of the rows in host memory: `--hbm-budget SIZE` (see `bagel plan`).")
     }
 
     /// The knobs of the first launch (all of them, unless tuned per table).
@@ -409,7 +415,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 pinCount: table.pinList?.count ?? 0,
                 offset2bag: region.offset2bag.map { base + DevicePointer($0) } ?? 0,
                 bagSize: region.bagSize.map { base + DevicePointer($0) } ?? 0,
-                hotBitmap: table.hotBitmap?.address ?? 0, remap: table.remap?.address ?? 0)
+                hotBitmap: table.hotBitmap?.address ?? 0, remap: table.remap?.address ?? 0,
+                hostWeights: table.host?.deviceAddress ?? 0, deviceRows: table.deviceRows)
         }
     }
 

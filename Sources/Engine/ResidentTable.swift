@@ -38,11 +38,36 @@ public struct TableLayout: Sendable {
     }
 }
 
+/// How a table is split between HBM and the host tier (from a `TablePlacement`).
+public struct TierSplit: Sendable {
+    /// Stored rows [0, deviceRows) stay in HBM; the rest live in mapped host memory.
+    public let deviceRows: Int
+    /// Rows hottest first: the table is stored in this order (then the other rows by id). nil: rows
+    /// keep their order, so the first `deviceRows` ids are in HBM.
+    public let ranking: [Int]?
+
+    public init(deviceRows: Int, ranking: [Int]?) {
+        self.deviceRows = deviceRows
+        self.ranking = ranking
+    }
+
+    public init(_ placement: TablePlacement) {
+        self.init(deviceRows: placement.deviceRows, ranking: placement.hotRanking)
+    }
+}
+
 /// An embedding table resident in device memory, possibly permuted so its hot rows come first,
 /// with the device-side helpers its kernels need (index remap, pin list, hot-row bitmap). The engine
 /// makes one per table from the model's rows; the embedding benchmark from rows it filled on the device.
+/// With a `TierSplit`, only the first `deviceRows` stored rows are in HBM; the others are in pinned
+/// host memory that the kernels read over the link (`host`).
 public final class ResidentTable: @unchecked Sendable {
+    /// The stored rows in HBM (all of them, or the first `deviceRows`).
     public let buffer: DeviceBuffer<UInt8>
+    /// The host tier: stored rows [deviceRows, rows), mapped for the device.
+    public let host: PinnedBuffer?
+    /// Stored rows in HBM (= rows without a host tier).
+    public let deviceRows: Int
     public let rows: Int
     public let dim: Int
     public let storage: StorageType
@@ -60,13 +85,47 @@ public final class ResidentTable: @unchecked Sendable {
     /// Uploads `table`. With `permute`, stores the hot rows first (gathered on the device); the
     /// first `pinCount` hot rows become the pin list; with `bitmap`, the hot rows' bits are set.
     public init(table: EmbeddingTable, context: CUDAContext, stream: CUDAStream, elementwise: ElementwiseKernels,
-                hot: [Int]?, permute: Bool, pinCount: Int, bitmap: Bool = false) throws {
+                hot: [Int]?, permute: Bool, pinCount: Int, bitmap: Bool = false, tier: TierSplit? = nil) throws {
         rows = table.rows
         dim = table.dim
         storage = table.dtype
         mean = table.pooling == .mean
         let bytes = table.storage.bytes
         let rowBytes = storage.rowBytes(dim: table.dim)
+        if let tier, tier.deviceRows < table.rows {
+            // Split: HBM gets the first deviceRows stored rows, pinned host memory the rest, both
+            // gathered on the host (the table may not fit the GPU at all).
+            let layout = tier.ranking.map { TableLayout.hotFirst(hot: $0, rows: table.rows) } ?? .identity
+            let order = layout.order
+            deviceRows = tier.deviceRows
+            let device = try DeviceBuffer<UInt8>(context: context, count: max(deviceRows * rowBytes, 1))
+            let host = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
+            let source = RawRows(base: UnsafeMutableRawPointer(mutating: bytes.baseAddress!))
+            // Host part: stored row deviceRows + i ← source row order[deviceRows + i].
+            Self.gatherOnHost(from: source, order: order, first: deviceRows, count: rows - deviceRows, rowBytes: rowBytes,
+                              into: RawRows(base: host.pointer))
+            // HBM part in 256 MB pieces through a reusable host staging area.
+            let piece = max(1, (256 << 20) / max(rowBytes, 1))
+            var staging = [UInt8](repeating: 0, count: min(deviceRows, piece) * rowBytes)
+            var start = 0
+            while start < deviceRows {
+                let count = min(piece, deviceRows - start)
+                try staging.withUnsafeMutableBytes { stage in
+                    Self.gatherOnHost(from: source, order: order, first: start, count: count, rowBytes: rowBytes,
+                                      into: RawRows(base: stage.baseAddress!))
+                    try device.upload(UnsafeRawBufferPointer(rebasing: stage[0..<(count * rowBytes)]), offsetBytes: start * rowBytes)
+                }
+                start += count
+            }
+            buffer = device
+            self.host = host
+            self.layout = layout
+            (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: nil, rows: rows, pinCount: 0, bitmap: false,
+                                                             context: context)
+            return
+        }
+        host = nil
+        deviceRows = table.rows
         let layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: table.rows) : .identity
         let buffer = try DeviceBuffer<UInt8>(context: context, count: bytes.count)
         if let order = layout.order, rowBytes % 4 != 0 {
@@ -92,15 +151,38 @@ public final class ResidentTable: @unchecked Sendable {
 
     /// A table whose rows are already on the device (the embedding benchmark fills them there). With
     /// `permute`, a permuted copy is made and `rows` is left as it was; otherwise `rows` is used in place.
+    /// With `tier`, the stored rows past `deviceRows` are copied to mapped host memory and read from
+    /// there (the HBM copy keeps them too, unread: the benchmark measures reads, not the footprint).
     public init(deviceRows source: DeviceBuffer<UInt8>, rows: Int, dim: Int, storage: StorageType, mean: Bool = false,
                 context: CUDAContext, stream: CUDAStream, elementwise: ElementwiseKernels, hot: [Int]?, permute: Bool,
-                pinCount: Int, bitmap: Bool = false) throws {
+                pinCount: Int, bitmap: Bool = false, tier: TierSplit? = nil) throws {
         self.rows = rows
         self.dim = dim
         self.storage = storage
         self.mean = mean
         let rowBytes = storage.rowBytes(dim: dim)
         precondition(source.count >= rows * rowBytes)
+        if let tier, tier.deviceRows < rows {
+            let layout = tier.ranking.map { TableLayout.hotFirst(hot: $0, rows: rows) } ?? .identity
+            precondition(layout.order == nil || rowBytes % 4 == 0, "a device-side permutation needs rows of whole words")
+            if layout.order != nil {
+                buffer = try DeviceBuffer<UInt8>(context: context, count: rows * rowBytes)
+                try Self.gather(source, into: buffer, layout: layout, rowBytes: rowBytes, context: context, stream: stream,
+                                elementwise: elementwise)
+            } else {
+                buffer = source
+            }
+            deviceRows = tier.deviceRows
+            let host = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
+            try buffer.download(into: host.pointer, offsetBytes: deviceRows * rowBytes, bytes: (rows - deviceRows) * rowBytes)
+            self.host = host
+            self.layout = layout
+            (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: nil, rows: rows, pinCount: 0, bitmap: false,
+                                                             context: context)
+            return
+        }
+        host = nil
+        deviceRows = rows
         let layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: rows) : .identity
         // gather_rows moves 4-byte words; odd rows of 2-byte elements are only ever used in place here.
         precondition(layout.order == nil || rowBytes % 4 == 0, "a device-side permutation needs rows of whole words")
@@ -114,6 +196,26 @@ public final class ResidentTable: @unchecked Sendable {
         self.layout = layout
         (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: hot, rows: rows, pinCount: pinCount,
                                                          bitmap: bitmap, context: context)
+    }
+
+    /// Stored rows [first, first + count) ← source rows order[...] (or the same rows without an order),
+    /// copied into `destination` on all cores.
+    private static func gatherOnHost(from source: RawRows, order: [Int32]?, first: Int, count: Int, rowBytes: Int,
+                                     into target: RawRows) {
+        let chunk = 65536
+        HostParallel.forEach((count + chunk - 1) / chunk, parallel: count > chunk) { c in
+            let start = c * chunk
+            let end = min(count, start + chunk)
+            if let order {
+                for i in start..<end {
+                    let row = Int(order[first + i])
+                    (target.base + i * rowBytes).copyMemory(from: source.base + row * rowBytes, byteCount: rowBytes)
+                }
+            } else {
+                (target.base + start * rowBytes).copyMemory(
+                    from: source.base + (first + start) * rowBytes, byteCount: (end - start) * rowBytes)
+            }
+        }
     }
 
     /// stored row i ← source row order[i], on the device.
@@ -154,4 +256,9 @@ public final class ResidentTable: @unchecked Sendable {
             offset = end
         }
     }
+}
+
+/// Rows in host memory handed to the gathering threads (each writes its own range).
+private struct RawRows: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
 }

@@ -48,6 +48,9 @@ public struct EmbeddingBenchResult: Sendable, Codable {
     public var hotRows: Int
     /// Median µs per table (one-table launches).
     public var perTable: [Double]?
+    /// Host tier: the share of the table bytes kept in HBM, and the share of lookups served from there.
+    public var hbmShare: Double?
+    public var hbmHitRate: Double?
 }
 
 /// Times embedding-bag variants the paper's way: table after table, one kernel per table timed
@@ -108,6 +111,42 @@ public final class EmbeddingBenchmark {
         for _ in 0..<10 { times.append(try timer.time { try stream.copy(from: a.address, to: b.address, bytes: bytes) }) }
         copyBytesPerSecond = 2 * Double(bytes) / times.median
         return copyBytesPerSecond
+    }
+
+    /// Host-to-device bandwidth over the link from pinned memory (bytes per second), median of 10
+    /// copies of 256 MB: the ceiling for rows the host tier serves.
+    public func measureLinkBandwidth() throws -> Double {
+        let bytes = 256 << 20
+        let host = try PinnedBuffer(context: context, byteCount: bytes)
+        let device = try DeviceBuffer<UInt8>(context: context, count: bytes)
+        let timer = try DeviceTimer(stream: stream)
+        let source = UnsafeRawPointer(host.pointer)
+        _ = try timer.time { try stream.copy(from: source, to: device.address, bytes: bytes) }
+        var times: [Double] = []
+        for _ in 0..<10 { times.append(try timer.time { try stream.copy(from: source, to: device.address, bytes: bytes) }) }
+        return Double(bytes) / times.median
+    }
+
+    /// The placement of the tables with `share` of their bytes in HBM, the hottest rows of the
+    /// dataset there (its lookups are the traffic: read as a sample of itself).
+    public func placement(_ dataset: Dataset, hbmShare share: Double) throws -> PlacementPlan {
+        let w = workload
+        let config = ModelConfig(name: "embedding workload", denseFeatures: 1, bottomMLP: [w.dim],
+                                 tables: (0..<w.tables).map { _ in TableConfig(rows: w.rows, dim: w.dim, dtype: w.storage) },
+                                 topMLP: [1], lookupsPerTable: w.lookups)
+        let estimates: [AccessEstimate] = dataset.indices.map { batches in
+            .measured(MeasuredAccess(AccessProfile(accesses: batches.flatMap { $0.map(Int.init) }, rows: w.rows)))
+        }
+        return try PlacementPlanner.plan(config: config, hbmBudget: Int(Double(w.tables * w.tableBytes) * share),
+                                         estimates: estimates)
+    }
+
+    /// Share of the dataset's lookups that `placement` serves from HBM.
+    public func hitRate(_ dataset: Dataset, _ placement: PlacementPlan) -> Double {
+        let rates = dataset.indices.enumerated().map { t, batches in
+            placement.measuredHitRate(table: t, trace: batches.flatMap { $0.map(Int.init) })
+        }
+        return rates.reduce(0, +) / Double(max(rates.count, 1))
     }
 
     // MARK: Datasets
@@ -191,14 +230,14 @@ public final class EmbeddingBenchmark {
         }
     }
 
-    func deviceInputs(_ dataset: Dataset, knobs: EmbeddingBagKnobs) throws -> DeviceInputs {
+    func deviceInputs(_ dataset: Dataset, knobs: EmbeddingBagKnobs, placement: PlacementPlan? = nil) throws -> DeviceInputs {
         let w = workload
         let resident = try (0..<w.tables).map { t in
             try ResidentTable(
                 deviceRows: tables[t], rows: w.rows, dim: w.dim, storage: w.storage, context: context, stream: stream,
                 elementwise: elementwise, hot: knobs.needsHotRows ? dataset.hotRows[t] : nil,
                 permute: knobs.needsPermutedTable, pinCount: knobs.l2 == .pinPass ? dataset.hotRows[t].count : 0,
-                bitmap: knobs.hints == .bitmap)
+                bitmap: knobs.hints == .bitmap, tier: placement.map { TierSplit($0.tables[t]) })
         }
         func upload(_ values: [Int64]) throws -> DeviceBuffer<UInt8> {
             let buffer = try DeviceBuffer<UInt8>(context: context, count: values.count * w.indexWidth.byteWidth)
@@ -226,7 +265,8 @@ public final class EmbeddingBenchmark {
             weights: table.buffer.address, rows: workload.rows, indices: inputs.indices[t][b].address,
             offsets: inputs.offsets.address, output: output.address, outputStride: workload.dim,
             hotRows: table.layout.hotRows, pinList: table.pinList?.address ?? 0, pinCount: table.pinList?.count ?? 0,
-            offset2bag: offset2bag.address, bagSize: bagSize.address, hotBitmap: table.hotBitmap?.address ?? 0)
+            offset2bag: offset2bag.address, bagSize: bagSize.address, hotBitmap: table.hotBitmap?.address ?? 0,
+            hostWeights: table.host?.deviceAddress ?? 0, deviceRows: table.deviceRows)
     }
 
     /// One configuration ready to run: its kernel, its device inputs and TableArgs per (table, batch).
@@ -237,11 +277,11 @@ public final class EmbeddingBenchmark {
         let bindings: [[EmbeddingTableBinding]]  // [table][batch]
         let batches: Int
 
-        init(bench: EmbeddingBenchmark, dataset: Dataset, knobs: EmbeddingBagKnobs) throws {
+        init(bench: EmbeddingBenchmark, dataset: Dataset, knobs: EmbeddingBagKnobs, placement: PlacementPlan? = nil) throws {
             let w = bench.workload
             kernel = try EmbeddingBagKernel(library: bench.library, knobs: knobs, dim: w.dim, storage: w.storage,
                                             indexWidth: w.indexWidth)
-            let inputs = try bench.deviceInputs(dataset, knobs: kernel.knobs)
+            let inputs = try bench.deviceInputs(dataset, knobs: kernel.knobs, placement: placement)
             self.inputs = inputs
             batches = w.batches
             bindings = (0..<w.tables).map { t in (0..<w.batches).map { b in bench.binding(inputs, table: t, batch: b) } }
@@ -265,20 +305,24 @@ public final class EmbeddingBenchmark {
     }
 
     /// Times one variant (`runs` passes over every table; the first is dropped).
+    /// - Parameter hbmShare: with `knobs.hostTier`, the share of the table bytes kept in HBM (the
+    ///   dataset's hottest rows); the other rows are read from pinned host memory.
     public func run(_ dataset: Dataset, label: String, knobs: EmbeddingBagKnobs, runs: Int = 21,
-                    tableBatched: Bool = false) throws -> EmbeddingBenchResult {
+                    tableBatched: Bool = false, hbmShare: Double? = nil) throws -> EmbeddingBenchResult {
         try run(dataset, label: label, perTable: Array(repeating: knobs, count: workload.tables), runs: runs,
-                tableBatched: tableBatched)
+                tableBatched: tableBatched, hbmShare: hbmShare)
     }
 
     /// Times a configuration per table (the autotuner's mix, or one variant everywhere).
     public func run(_ dataset: Dataset, label: String, perTable: [EmbeddingBagKnobs], runs: Int = 21,
-                    tableBatched: Bool = false) throws -> EmbeddingBenchResult {
+                    tableBatched: Bool = false, hbmShare: Double? = nil) throws -> EmbeddingBenchResult {
         let w = workload
         precondition(perTable.count == w.tables)
         var distinct: [EmbeddingBagKnobs] = []
         for knobs in perTable where !distinct.contains(knobs) { distinct.append(knobs) }
-        let setups = try distinct.map { try Setup(bench: self, dataset: dataset, knobs: $0) }
+        precondition(hbmShare == nil || distinct.allSatisfy(\.hostTier), "an HBM share is for host-tier kernels")
+        let placement = try hbmShare.map { try self.placement(dataset, hbmShare: $0) }
+        let setups = try distinct.map { try Setup(bench: self, dataset: dataset, knobs: $0, placement: placement) }
         let setupOf = perTable.map { distinct.firstIndex(of: $0)! }
         var savedLimit: Int?
         if distinct.contains(where: { $0.l2 == .window }) {
@@ -351,7 +395,8 @@ public final class EmbeddingBenchmark {
             percentOfCopy: copyBytesPerSecond > 0 ? 100 * bandwidth / copyBytesPerSecond : 0, speedupOverBaseline: nil,
             registers: resources.registers, occupancy: resources.occupancy,
             hotRows: setups[0].kernel.knobs.needsHotRows ? dataset.hotRows.first?.count ?? 0 : 0,
-            perTable: tableBatched ? nil : perTableTimes.map { $0.median * 1e6 })
+            perTable: tableBatched ? nil : perTableTimes.map { $0.median * 1e6 }, hbmShare: hbmShare,
+            hbmHitRate: placement.map { hitRate(dataset, $0) })
     }
 
     /// The autotuner on this dataset: each candidate timed per table (short runs), the fastest

@@ -96,6 +96,15 @@ public final class ParitySuite {
         }
         record("sigmoid") { try checkSigmoid() }
         record("gather_rows + remap_indices") { try checkGatherAndRemap() }
+        for (storage, dim, width) in [(StorageType.fp32, 128, IndexType.int32), (.int8, 128, .int64), (.bf16, 13, .int32),
+                                      (.fp16, 64, .int64)] {
+            record("host tier \(storage.rawValue) \(width.rawValue) dim \(dim): bit-identical to all-in-HBM") {
+                try checkHostTier(storage: storage, dim: dim, width: width)
+            }
+        }
+        record("forward mlperf-v2 vectorized, host tier (25% of rows in HBM, hottest by profile)") {
+            try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: true, hbmShare: 0.25)
+        }
         record("forward terabyte vectorized, upper-triangle pairs (TorchRec DLRM)") {
             try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, pairs: .upper)
         }
@@ -514,8 +523,11 @@ public final class ParitySuite {
     }
 
     /// `variant` nil: the engine tunes itself on the first batch.
+    /// - Parameter hbmShare: keep this share of the table bytes in HBM (placed from a profile of the
+    ///   generated traffic) and the rest in the host tier; nil: every row in HBM.
     func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant?, graphs: Bool,
-                      dtype: StorageType = .fp32, pairs: DotPairOrder = .lower, math: MathMode = .fp32) throws -> String {
+                      dtype: StorageType = .fp32, pairs: DotPairOrder = .lower, math: MathMode = .fp32,
+                      hbmShare: Double? = nil) throws -> String {
         var config = preset.config(maxRows: 2000, dtype: dtype, lookups: preset == .paper ? 20 : preset == .mlperfV2 ? nil : 1)
         if pairs == .upper { config.dotPairs = .upper }
         let model = try Model.random(config: config, seed: seed &+ UInt64(preset.rawValue.count))
@@ -529,12 +541,22 @@ public final class ParitySuite {
         let hot = warm.sparse.enumerated().map { t, feature in
             AccessProfile(accesses: feature.indices.asInts, rows: config.tables[t].rows).hottest(200)
         }
+        let placement = try hbmShare.map { share in
+            try PlacementPlanner.plan(
+                config: config, hbmBudget: Int(Double(config.tables.reduce(0) { $0 + $1.byteCount }) * share),
+                estimates: warm.sparse.enumerated().map { t, feature in
+                    .measured(MeasuredAccess(AccessProfile(accesses: feature.indices.asInts, rows: config.tables[t].rows)))
+                })
+        }
         // Checks must not depend on (or leave) a cached autotune choice.
         let engine = try GPUEngine(
             model: model,
             options: GPUEngineOptions(embedding: variant.map { .fixed(EmbeddingBagConfig($0)) } ?? .tune, math: math,
-                                      useGraphs: graphs, hotRows: hot, autotuneCache: false),
+                                      useGraphs: graphs, hotRows: hot, autotuneCache: false, placement: placement),
             context: context, library: library)
+        if let placement, !engine.plan.tables.contains(where: { $0.placement == .hostTier }) || !placement.hasHostTier {
+            throw ParityFailure("the placement split no table: nothing of the host tier was checked")
+        }
         let cpu = CPUEngine(model: model)
         var worst = 0.0
         var samples = 0
@@ -556,8 +578,67 @@ public final class ParitySuite {
             }
             samples += size
         }
+        let split = engine.plan.tables.filter { $0.placement == .hostTier }.count
         return "\(samples) samples, max |Δp| \(String(format: "%.1e", worst)); "
             + engine.plan.configs.map(\.spec).joined(separator: ", ")
+            + (hbmShare == nil ? "" : "; \(split) tables split with the host tier")
+    }
+
+    /// One table through the vectorized kernel all in HBM, then split with the host tier three ways
+    /// (rows kept in order, hottest-first by a ranking, every row on the host): the outputs must be the
+    /// same bits. Bags include the rows on both sides of each split and the table's ends.
+    func checkHostTier(storage: StorageType, dim: Int, width: IndexType) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: 0x71E2 &+ UInt64(dim))
+        let rows = 1000
+        let table = randomTable(rows: rows, dim: dim, storage: storage, pooling: .sum, rng: &rng)
+        let ranking = Array((0..<rows).shuffled(using: &rng).prefix(400))
+        let splits: [(name: String, tier: TierSplit?)] = [
+            ("HBM", nil), ("in order, 333 in HBM", TierSplit(deviceRows: 333, ranking: nil)),
+            ("ranked, 400 in HBM", TierSplit(deviceRows: 400, ranking: ranking)),
+            ("all on the host", TierSplit(deviceRows: 0, ranking: nil)),
+        ]
+        var bags = edgeCaseBags(rows: rows, count: 60, rng: &rng)
+        // Both sides of every split, in stored numbering and as the ranking maps them.
+        bags.append([332, 333, 334, 0, rows - 1])
+        bags.append([ranking[0], ranking[399], ranking[398]] + (0..<rows).filter { !ranking.contains($0) }.prefix(3))
+        let feature = SparseFeature(bags: bags, type: width)
+        let batch = bags.count
+        let indices = try feature.indices.withUnsafeBytes { try upload($0) }
+        let offsets = try feature.offsets.withUnsafeBytes { try upload($0) }
+        let output = try DeviceBuffer<Float>(context: context, count: batch * dim)
+        var reference: [Float]?
+        var lines: [String] = []
+        for (name, tier) in splits {
+            var knobs = EmbeddingBagVariant.vectorized.knobs
+            knobs.hostTier = tier != nil
+            let kernel = try EmbeddingBagKernel(library: library, knobs: knobs, dim: dim, storage: storage, indexWidth: width,
+                                                outputAligned: dim % 4 == 0)
+            let resident = try ResidentTable(table: table, context: context, stream: stream, elementwise: elementwise,
+                                             hot: nil, permute: false, pinCount: 0, tier: tier)
+            if tier != nil && resident.host == nil { throw ParityFailure("\(name): no host tier was made") }
+            let binding = EmbeddingTableBinding(
+                weights: resident.buffer.address, rows: rows, indices: indices.address, offsets: offsets.address,
+                output: output.address, outputStride: dim, remap: resident.remap?.address ?? 0,
+                hostWeights: resident.host?.deviceAddress ?? 0, deviceRows: resident.deviceRows)
+            let args = try TableArgs.upload([binding], context: context)
+            let remap = resident.remap == nil ? nil : try IndexRemapKernel(library: library, indexType: width)
+            try output.fill(pattern: Self.poison)
+            try feature.indices.withUnsafeBytes { try indices.upload($0) }
+            try remap?.encode(tableArgs: args.address, tables: 1, batch: batch, stream: stream)
+            try kernel.encode(tables: [binding], tableArgs: args.address, batch: batch, stream: stream)
+            try stream.synchronize()
+            let got = try output.download()
+            if let reference {
+                for i in got.indices where got[i].bitPattern != reference[i].bitPattern {
+                    throw ParityFailure("\(name): bag \(i / dim) column \(i % dim) is \(got[i]), all-in-HBM gave \(reference[i])")
+                }
+                lines.append(name)
+            } else {
+                if got.contains(where: \.isNaN) { throw ParityFailure("all-in-HBM output left a bag unwritten") }
+                reference = got
+            }
+        }
+        return "\(batch) bags; identical bits: " + lines.joined(separator: ", ")
     }
 }
 

@@ -33,7 +33,10 @@ public struct EmbeddingTableBinding: Sendable {
     public init(weights: DevicePointer, rows: Int, indices: DevicePointer, offsets: DevicePointer,
                 sampleWeights: DevicePointer = 0, output: DevicePointer, outputStride: Int, mean: Bool = false,
                 hotRows: Int = 0, pinList: DevicePointer = 0, pinCount: Int = 0, offset2bag: DevicePointer = 0,
-                bagSize: DevicePointer = 0, hotBitmap: DevicePointer = 0, remap: DevicePointer = 0) {
+                bagSize: DevicePointer = 0, hotBitmap: DevicePointer = 0, remap: DevicePointer = 0,
+                hostWeights: DevicePointer = 0, deviceRows: Int? = nil) {
+        self.hostWeights = hostWeights
+        self.deviceRows = deviceRows ?? rows
         self.weights = weights
         self.rows = rows
         self.indices = indices

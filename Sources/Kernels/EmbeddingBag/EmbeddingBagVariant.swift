@@ -67,6 +67,22 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { spec }
 
+    /// The same kernel reading rows past a table's `deviceRows` from the host tier. Hot-row hints and
+    /// L2 pinning go: a split table is stored in its tier order, which they do not know.
+    public var onHostTier: EmbeddingBagConfig {
+        var knobs = self.knobs
+        knobs.hostTier = true
+        knobs.hints = .none
+        knobs.l2 = .none
+        var settings = ["tier=host"]
+        if knobs.family == .vectorized {
+            if knobs.unroll != variant.knobs.unroll { settings.append("unroll=\(knobs.unroll)") }
+            if knobs.split > 1 { settings.append("split=\(knobs.split)") }
+        }
+        let base = variant == .bagel ? EmbeddingBagVariant.vectorized : variant
+        return EmbeddingBagConfig(variant: base, knobs: knobs, spec: base.rawValue + ":" + settings.joined(separator: ","))
+    }
+
     /// "name[:key=value,...]" → a configuration, e.g. "optmt:regs=32", "rpf:dist=8", "vectorized:unroll=16".
     public static func parse(_ text: String) throws -> EmbeddingBagConfig {
         func fail(_ why: String) -> BagelError { BagelError(.unsupported, "embedding variant \"\(text)\": \(why)") }
