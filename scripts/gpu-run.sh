@@ -115,7 +115,7 @@ stage_tiers() {
         local flag=""
         [ $budget != all ] && flag="--hbm-budget $budget"
         $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
-            --variant vectorized --seconds 3 $flag --json "$OUT/tiers-mlperf-${budget%\%}.json" | grep -v "^ *[0-9]* *[0-9]* *[0-9]"
+            --variant vectorized --dataset ${E2E_DATASET:-high} --seconds 3 $flag --json "$OUT/tiers-mlperf-${budget%\%}.json"
     done
 }
 
