@@ -80,6 +80,8 @@ struct EndToEndBench: ParsableCommand {
 
     @Option(help: "Write the results as JSON.")
     var json: String?
+    @Option(help: "Write the probabilities of the first batch here, one per line (to compare engines, placements or machines: the same seed gives the same model and inputs).")
+    var probabilitiesOut: String?
 
     @Option(help: "Seed of weights and data.")
     var seed: UInt64 = 1
@@ -124,6 +126,11 @@ struct EndToEndBench: ParsableCommand {
             model: loaded, device: device, threads: threads, variant: variant, math: math, graphs: graphs,
             hotRows: loaded.config.embedding?.hotRows == nil ? hot : nil, tiers: tiers, traffic: traffic)
         print("engine: \(engine.description)")
+        if let probabilitiesOut {
+            let probabilities = try engine.predict(batches[0])
+            try (probabilities.map { String(format: "%.9g", $0) }.joined(separator: "\n") + "\n")
+                .write(toFile: probabilitiesOut, atomically: true, encoding: .utf8)
+        }
         let lookupText = bagLength == .model
             ? "\(batches[0].indexCount / max(batchSize, 1)) lookups per sample (each table's multi-hot size)"
             : "\(bag) lookup\(bag == 1 ? "" : "s") per table"

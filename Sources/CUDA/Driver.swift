@@ -26,6 +26,8 @@ public final class Driver: @unchecked Sendable {
     let cuMemHostAlloc: PFN_cuMemHostAlloc
     let cuMemFreeHost: PFN_cuMemFreeHost
     let cuMemHostGetDevicePointer: PFN_cuMemHostGetDevicePointer
+    let cuMemHostRegister: PFN_cuMemHostRegister
+    let cuMemHostUnregister: PFN_cuMemHostUnregister
     let cuMemcpyHtoDAsync: PFN_cuMemcpyHtoDAsync
     let cuMemcpyDtoHAsync: PFN_cuMemcpyDtoHAsync
     let cuMemcpyDtoDAsync: PFN_cuMemcpyDtoDAsync
@@ -81,6 +83,8 @@ public final class Driver: @unchecked Sendable {
         cuMemHostAlloc = try load("cuMemHostAlloc", PFN_cuMemHostAlloc.self)
         cuMemFreeHost = try load("cuMemFreeHost", PFN_cuMemFreeHost.self)
         cuMemHostGetDevicePointer = try load("cuMemHostGetDevicePointer_v2", PFN_cuMemHostGetDevicePointer.self)
+        cuMemHostRegister = try load("cuMemHostRegister_v2", PFN_cuMemHostRegister.self)
+        cuMemHostUnregister = try load("cuMemHostUnregister", PFN_cuMemHostUnregister.self)
         cuMemcpyHtoDAsync = try load("cuMemcpyHtoDAsync_v2", PFN_cuMemcpyHtoDAsync.self)
         cuMemcpyDtoHAsync = try load("cuMemcpyDtoHAsync_v2", PFN_cuMemcpyDtoHAsync.self)
         cuMemcpyDtoDAsync = try load("cuMemcpyDtoDAsync_v2", PFN_cuMemcpyDtoDAsync.self)

@@ -1,3 +1,4 @@
+import Foundation
 import CCUDA
 import Core
 
@@ -129,6 +130,47 @@ public final class PinnedBuffer: @unchecked Sendable {
     }
 
     public var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: pointer, count: byteCount) }
+}
+
+/// Host memory that something else allocated (a model's table), page-locked in place and mapped
+/// for the device read-only: kernels read it over the link with no copy. The driver locks whole pages,
+/// so the pages around the range are registered and must belong to `owner` too (TensorStorage
+/// allocates whole pages; file mappings are whole pages). Unregistered on deinit; `owner` keeps the
+/// memory alive meanwhile.
+public final class RegisteredHostMemory: @unchecked Sendable {
+    public let context: CUDAContext
+    public let byteCount: Int
+    /// Where kernels read the start of the range.
+    public let deviceAddress: DevicePointer
+    private let pageStart: UnsafeMutableRawPointer
+    private let owner: AnyObject
+
+    // CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP | CU_MEMHOSTREGISTER_READ_ONLY
+    static let flags: UInt32 = 0x01 | 0x02 | 0x08
+
+    public init(context: CUDAContext, pointer: UnsafeRawPointer, byteCount: Int, owner: AnyObject) throws {
+        self.context = context
+        self.byteCount = byteCount
+        self.owner = owner
+        let page = max(Int(sysconf(Int32(_SC_PAGESIZE))), 4096)
+        let start = Int(bitPattern: pointer)
+        let first = start / page * page
+        let end = (start + max(byteCount, 1) + page - 1) / page * page
+        pageStart = UnsafeMutableRawPointer(bitPattern: first)!
+        try context.makeCurrent()
+        try context.driver.check(context.driver.cuMemHostRegister(pageStart, end - first, Self.flags),
+                                 "cuMemHostRegister(\(formatBytes(end - first)))")
+        var device: DevicePointer = 0
+        let result = context.driver.cuMemHostGetDevicePointer(&device, pageStart, 0)
+        if result != 0 { _ = context.driver.cuMemHostUnregister(pageStart) }
+        try context.driver.check(result, "cuMemHostGetDevicePointer")
+        deviceAddress = device + DevicePointer(start - first)
+    }
+
+    deinit {
+        try? context.makeCurrent()
+        _ = context.driver.cuMemHostUnregister(pageStart)
+    }
 }
 
 /// A raw device allocation of bytes (for arenas holding several arrays).

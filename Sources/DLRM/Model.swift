@@ -15,9 +15,13 @@ public final class TensorStorage: @unchecked Sendable {
         self.owned = nil
     }
 
-    /// Allocates `byteCount` bytes and lets `fill` write them once.
+    /// Allocates `byteCount` bytes and lets `fill` write them once. Large tensors get whole pages of
+    /// their own, so the GPU's host tier can lock them in place without touching a neighbour.
     public init(byteCount: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
-        let memory = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        let page = 4096
+        let memory = byteCount >= page
+            ? UnsafeMutableRawPointer.allocate(byteCount: (byteCount + page - 1) / page * page, alignment: page)
+            : UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
         do {
             try fill(UnsafeMutableRawBufferPointer(start: memory, count: byteCount))
         } catch {

@@ -416,7 +416,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 offset2bag: region.offset2bag.map { base + DevicePointer($0) } ?? 0,
                 bagSize: region.bagSize.map { base + DevicePointer($0) } ?? 0,
                 hotBitmap: table.hotBitmap?.address ?? 0, remap: table.remap?.address ?? 0,
-                hostWeights: table.host?.deviceAddress ?? 0, deviceRows: table.deviceRows)
+                hostWeights: table.hostAddress, deviceRows: table.deviceRows)
         }
     }
 

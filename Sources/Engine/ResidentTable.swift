@@ -64,8 +64,10 @@ public struct TierSplit: Sendable {
 public final class ResidentTable: @unchecked Sendable {
     /// The stored rows in HBM (all of them, or the first `deviceRows`).
     public let buffer: DeviceBuffer<UInt8>
-    /// The host tier: stored rows [deviceRows, rows), mapped for the device.
-    public let host: PinnedBuffer?
+    /// The host tier: stored rows [deviceRows, rows), mapped for the device at `hostAddress` (a
+    /// pinned copy, or the model's own memory registered in place); nil without a host tier.
+    public let host: AnyObject?
+    public let hostAddress: DevicePointer
     /// Stored rows in HBM (= rows without a host tier).
     public let deviceRows: Int
     public let rows: Int
@@ -93,17 +95,29 @@ public final class ResidentTable: @unchecked Sendable {
         let bytes = table.storage.bytes
         let rowBytes = storage.rowBytes(dim: table.dim)
         if let tier, tier.deviceRows < table.rows {
-            // Split: HBM gets the first deviceRows stored rows, pinned host memory the rest, both
-            // gathered on the host (the table may not fit the GPU at all).
+            // Split: HBM gets the first deviceRows stored rows, the host tier the rest. Rows kept in
+            // order are read where the model holds them (registered in place: no second copy of a table
+            // that may be most of the machine's memory); a ranked table is gathered into pinned memory.
             let layout = tier.ranking.map { TableLayout.hotFirst(hot: $0, rows: table.rows) } ?? .identity
             let order = layout.order
             deviceRows = tier.deviceRows
             let device = try DeviceBuffer<UInt8>(context: context, count: max(deviceRows * rowBytes, 1))
-            let host = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
             let source = RawRows(base: UnsafeMutableRawPointer(mutating: bytes.baseAddress!))
-            // Host part: stored row deviceRows + i ← source row order[deviceRows + i].
-            Self.gatherOnHost(from: source, order: order, first: deviceRows, count: rows - deviceRows, rowBytes: rowBytes,
-                              into: RawRows(base: host.pointer))
+            // (TensorStorage gives tensors of a page or more whole pages of their own.)
+            if order == nil && bytes.count >= 4096 {
+                let registered = try RegisteredHostMemory(
+                    context: context, pointer: UnsafeRawPointer(source.base + deviceRows * rowBytes),
+                    byteCount: (rows - deviceRows) * rowBytes, owner: table.storage)
+                host = registered
+                hostAddress = registered.deviceAddress
+            } else {
+                let pinned = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
+                // Host part: stored row deviceRows + i ← source row order[deviceRows + i].
+                Self.gatherOnHost(from: source, order: order, first: deviceRows, count: rows - deviceRows, rowBytes: rowBytes,
+                                  into: RawRows(base: pinned.pointer))
+                host = pinned
+                hostAddress = pinned.deviceAddress
+            }
             // HBM part in 256 MB pieces through a reusable host staging area.
             let piece = max(1, (256 << 20) / max(rowBytes, 1))
             var staging = [UInt8](repeating: 0, count: min(deviceRows, piece) * rowBytes)
@@ -118,13 +132,13 @@ public final class ResidentTable: @unchecked Sendable {
                 start += count
             }
             buffer = device
-            self.host = host
             self.layout = layout
             (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: nil, rows: rows, pinCount: 0, bitmap: false,
                                                              context: context)
             return
         }
         host = nil
+        hostAddress = 0
         deviceRows = table.rows
         let layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: table.rows) : .identity
         let buffer = try DeviceBuffer<UInt8>(context: context, count: bytes.count)
@@ -173,15 +187,17 @@ public final class ResidentTable: @unchecked Sendable {
                 buffer = source
             }
             deviceRows = tier.deviceRows
-            let host = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
-            try buffer.download(into: host.pointer, offsetBytes: deviceRows * rowBytes, bytes: (rows - deviceRows) * rowBytes)
-            self.host = host
+            let pinned = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
+            try buffer.download(into: pinned.pointer, offsetBytes: deviceRows * rowBytes, bytes: (rows - deviceRows) * rowBytes)
+            host = pinned
+            hostAddress = pinned.deviceAddress
             self.layout = layout
             (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: nil, rows: rows, pinCount: 0, bitmap: false,
                                                              context: context)
             return
         }
         host = nil
+        hostAddress = 0
         deviceRows = rows
         let layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: rows) : .identity
         // gather_rows moves 4-byte words; odd rows of 2-byte elements are only ever used in place here.

@@ -266,7 +266,7 @@ public final class EmbeddingBenchmark {
             offsets: inputs.offsets.address, output: output.address, outputStride: workload.dim,
             hotRows: table.layout.hotRows, pinList: table.pinList?.address ?? 0, pinCount: table.pinList?.count ?? 0,
             offset2bag: offset2bag.address, bagSize: bagSize.address, hotBitmap: table.hotBitmap?.address ?? 0,
-            hostWeights: table.host?.deviceAddress ?? 0, deviceRows: table.deviceRows)
+            hostWeights: table.hostAddress, deviceRows: table.deviceRows)
     }
 
     /// One configuration ready to run: its kernel, its device inputs and TableArgs per (table, batch).

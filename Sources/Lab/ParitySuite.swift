@@ -619,7 +619,7 @@ public final class ParitySuite {
             let binding = EmbeddingTableBinding(
                 weights: resident.buffer.address, rows: rows, indices: indices.address, offsets: offsets.address,
                 output: output.address, outputStride: dim, remap: resident.remap?.address ?? 0,
-                hostWeights: resident.host?.deviceAddress ?? 0, deviceRows: resident.deviceRows)
+                hostWeights: resident.hostAddress, deviceRows: resident.deviceRows)
             let args = try TableArgs.upload([binding], context: context)
             let remap = resident.remap == nil ? nil : try IndexRemapKernel(library: library, indexType: width)
             try output.fill(pattern: Self.poison)

@@ -60,6 +60,8 @@ typedef CUresult (*PFN_cuMemFree)(CUdeviceptr pointer);
 typedef CUresult (*PFN_cuMemHostAlloc)(void **pointer, size_t bytes, unsigned int flags);
 typedef CUresult (*PFN_cuMemFreeHost)(void *pointer);
 typedef CUresult (*PFN_cuMemHostGetDevicePointer)(CUdeviceptr *device, void *host, unsigned int flags);
+typedef CUresult (*PFN_cuMemHostRegister)(void *pointer, size_t bytes, unsigned int flags);
+typedef CUresult (*PFN_cuMemHostUnregister)(void *pointer);
 typedef CUresult (*PFN_cuMemcpyHtoDAsync)(CUdeviceptr destination, const void *source, size_t bytes, CUstream stream);
 typedef CUresult (*PFN_cuMemcpyDtoHAsync)(void *destination, CUdeviceptr source, size_t bytes, CUstream stream);
 typedef CUresult (*PFN_cuMemcpyDtoDAsync)(CUdeviceptr destination, CUdeviceptr source, size_t bytes, CUstream stream);
