@@ -34,11 +34,11 @@ import Testing
         requestBody(RandomModels.batch(config: servingConfig, size: 2, seed: seed), binary: false, binaryOutput: false).body
     }
 
-    /// The exit timeout is long (20 s) and the bound on the shutdown well under it: an idle connection
-    /// that held the exit would show as a shutdown that lasts the whole timeout (a loaded CI machine
-    /// can be slow, but not that slow).
+    /// An idle connection that held the exit would keep the server until the exit timeout fired; so the
+    /// test gives a long one (60 s) and checks that the shutdown ended on its own before it (no wall-clock
+    /// bound: a loaded CI machine is slow, but not that slow).
     @Test func idleConnectionsDoNotHoldShutdown() async throws {
-        let (server, running) = try await startServer(engine: CPUEngine(model: try tinyModel()), exitTimeout: .seconds(20))
+        let (server, running) = try await startServer(engine: CPUEngine(model: try tinyModel()), exitTimeout: .seconds(60))
         // An idle TCP connection on each port (the gRPC one never even sends the HTTP/2 preface)
         // and an HTTP keep-alive connection that has finished a request.
         let idleGRPC = try #require(RawSocket(port: running.ports.grpc!))
@@ -49,12 +49,12 @@ import Testing
         let started = Date()
         let report = try await running.stop()
         let took = Date().timeIntervalSince(started)
-        #expect(took < 10, "shutdown took \(took) s with idle connections open")
+        #expect(took < 55, "shutdown took \(took) s with idle connections open")
         #expect(report.dropped == 0 && !report.timedOut)
         #expect(!server.service.isReady)
         // The idle HTTP connections were closed by the server, and nothing listens any more.
-        #expect(await idleHTTP.readAll(timeout: 2).closed)
-        #expect(await keepAlive.readAll(timeout: 2).closed)
+        #expect(await idleHTTP.readAll(timeout: 20).closed)
+        #expect(await keepAlive.readAll(timeout: 20).closed)
         #expect(RawSocket(port: running.ports.http, timeout: 1) == nil)
         _ = idleGRPC
     }
@@ -80,14 +80,14 @@ import Testing
             let response = await socket.readResponse(timeout: 10)
             #expect(response?.status == 200)
             #expect(response?.headers["connection"] == "close", "\(response?.headers ?? [:])")
-            #expect(await socket.readAll(timeout: 3).closed)
+            #expect(await socket.readAll(timeout: 20).closed)
         }
         let report = try await stopping.value
         #expect(report.dropped == 0 && !report.timedOut)
     }
 
     @Test func exitTimeoutDropsWhatIsLeftAndSaysSo() async throws {
-        let stuck = SlowEngine(CPUEngine(model: try tinyModel()), delay: 4)
+        let stuck = SlowEngine(CPUEngine(model: try tinyModel()), delay: 30)
         let (server, running) = try await startServer(engine: stuck, exitTimeout: .milliseconds(300))
         let body = try inferBody(seed: 4)
         let client = try #require(RawSocket(port: running.ports.http))
@@ -97,9 +97,9 @@ import Testing
         while server.service.inFlight < 1, Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
         let started = Date()
         let report = try await running.stop()
-        #expect(Date().timeIntervalSince(started) < 2, "the exit timeout bounds the shutdown")
+        #expect(Date().timeIntervalSince(started) < 20, "the exit timeout (0.3 s) bounds the shutdown, not the 30 s engine call")
         #expect(report.timedOut && report.dropped == 1, "\(report)")
-        #expect(await client.readAll(timeout: 2).closed)
+        #expect(await client.readAll(timeout: 20).closed)
     }
 
     @Test func halfSentHeadersAreClosedAfterTheIdleTimeout() async throws {
@@ -110,9 +110,9 @@ import Testing
         let stalledBody = try #require(RawSocket(port: running.ports.http))
         stalledBody.send(inferHead(length: 1000) + "{\"inputs\": [")
         let started = Date()
-        #expect(await half.readAll(timeout: 5).closed)
-        #expect(await stalledBody.readAll(timeout: 5).closed)
-        #expect(Date().timeIntervalSince(started) < 3)
+        #expect(await half.readAll(timeout: 20).closed)
+        #expect(await stalledBody.readAll(timeout: 20).closed)
+        #expect(Date().timeIntervalSince(started) < 15, "closed by the 0.4 s idle timeout (bounds loose for loaded machines)")
         try await running.stop()
     }
 
@@ -199,23 +199,23 @@ import Testing
         let huge = try #require(RawSocket(port: running.ports.http))
         let started = Date()
         huge.send(inferHead(length: 2_000_000_000))
-        let response = try #require(await huge.readResponse(timeout: 3))
-        #expect(Date().timeIntervalSince(started) < 1)
+        let response = try #require(await huge.readResponse(timeout: 20))
+        #expect(Date().timeIntervalSince(started) < 10, "answered without waiting for a body")
         #expect(response.status == 413)
         #expect(response.body.contains("limit of \(1 << 20) bytes"))
         #expect(response.headers["connection"] == "close")
-        #expect(await huge.readAll(timeout: 3).closed)
+        #expect(await huge.readAll(timeout: 20).closed)
 
         for bad in ["Content-Length: abc\r\n", "Content-Length: 5\r\nContent-Length: 6\r\n"] {
             let socket = try #require(RawSocket(port: running.ports.http))
             socket.send("POST /v2/models/tiny/infer HTTP/1.1\r\nHost: localhost\r\n\(bad)\r\n{}")
-            let answer = try #require(await socket.readResponse(timeout: 3), "no answer to \(bad)")
+            let answer = try #require(await socket.readResponse(timeout: 20), "no answer to \(bad)")
             #expect(answer.status == 400)
             #expect(answer.body.contains("\"error\""), "\(bad): «\(answer.body)»")
         }
         let unknown = try #require(RawSocket(port: running.ports.http))
         unknown.send("GET /v2/nothing/here HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        let notFound = try #require(await unknown.readResponse(timeout: 3))
+        let notFound = try #require(await unknown.readResponse(timeout: 20))
         #expect(notFound.status == 404 && notFound.body.contains("no endpoint"), "\(notFound)")
         try await running.stop()
     }

@@ -34,7 +34,34 @@ final class SlowEngine: InferenceEngine, @unchecked Sendable {
     }
 }
 
-let httpClient = HTTPClient(eventLoopGroupProvider: .singleton)
+/// Room for every concurrent client of a test (the default pool keeps 8 connections a host and makes
+/// the rest queue, which on a loaded 2-core CI machine can outlast a request's deadline).
+/// An engine whose first call waits until `open()` (at most 60 s), recording the size of every call.
+final class GatedEngine: InferenceEngine, @unchecked Sendable {
+    let inner: CPUEngine
+    private let gate = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var sizes: [Int] = []
+    private var started = false
+    init(_ inner: CPUEngine) { self.inner = inner }
+    var model: Model { inner.model }
+    var description: String { "gated " + inner.description }
+    var entered: Bool { lock.withLock { started } }
+    var calls: [Int] { lock.withLock { sizes } }
+    func open() { gate.signal() }
+    func predict(_ batch: Batch) throws -> [Float] {
+        let first = lock.withLock { () -> Bool in
+            defer { started = true }
+            sizes.append(batch.size)
+            return !started
+        }
+        if first { _ = gate.wait(timeout: .now() + 60) }
+        return try inner.predict(batch)
+    }
+}
+
+let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(
+    connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)))
 
 /// Runs `body` against a server on free loopback ports, then stops the server gracefully.
 func withServer(engine: any InferenceEngine, batching: BatchingOptions = BatchingOptions(), maxBodyBytes: Int = 1 << 20,
@@ -70,7 +97,7 @@ func call(_ port: Int, _ path: String, post: Bool = false, body: [UInt8]? = nil,
     request.method = post ? .POST : .GET
     for (k, v) in headers { request.headers.add(name: k, value: v) }
     if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
-    let response = try await httpClient.execute(request, timeout: .seconds(30))
+    let response = try await httpClient.execute(request, timeout: .seconds(120))
     let bytes = try await response.body.collect(upTo: 16 << 20)
     var h: [String: String] = [:]
     for header in response.headers { h[header.name.lowercased()] = header.value }
@@ -269,27 +296,31 @@ func probabilities(_ result: HTTPResult) -> [Float] {
         }
     }
 
-    /// A request larger than one engine call is split; a small request sent while it runs is answered
-    /// between its pieces, not after all of them, and the large one still gets exactly its answer.
+    /// A request larger than one engine call is split; a small request that arrives while it runs is
+    /// answered between its pieces, not after all of them, and the large one still gets exactly its
+    /// answer. The engine holds its first call until the small request is queued, so the order of
+    /// engine calls is the test (no clock).
     @Test func largeRequestsInterleaveWithSmallOnes() async throws {
         let engine = CPUEngine(model: try tinyModel())
-        let slow = SlowEngine(engine, delay: 0.04)
-        let big = RandomModels.batch(config: servingConfig, size: 160, seed: 31, maxBag: 3)  // 20 calls of 8: ≥ 0.8 s
+        let gated = GatedEngine(engine)
+        let big = RandomModels.batch(config: servingConfig, size: 160, seed: 31, maxBag: 3)  // 20 calls of 8
         let small = RandomModels.batch(config: servingConfig, size: 1, seed: 32)
-        try await withServer(engine: slow, batching: BatchingOptions(maxBatch: 8, maxDelay: .milliseconds(1), maxQueue: 1024)) {
-            ports, _ in
-            let started = ContinuousClock.now
+        try await withServer(engine: gated, batching: BatchingOptions(maxBatch: 8, maxDelay: .milliseconds(1), maxQueue: 1024)) {
+            ports, server in
             let large = Task { try await infer(ports.http, big) }
-            try await Task.sleep(for: .milliseconds(150))
-            let answer = try await infer(ports.http, small)
-            let smallDone = ContinuousClock.now - started
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !gated.entered, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            let smallAnswer = Task { try await infer(ports.http, small) }
+            while server.service.inFlight < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            try await Task.sleep(for: .milliseconds(20))  // into the queue, past validation
+            gated.open()
+            let answer = try await smallAnswer.value
             let largeAnswer = try await large.value
-            let largeDone = ContinuousClock.now - started
             #expect(answer.status == 200 && largeAnswer.status == 200)
             #expect(probabilities(largeAnswer) == (try engine.predict(big)))
             #expect(probabilities(answer) == (try engine.predict(small)))
-            #expect(smallDone < .milliseconds(450), "the small request waited \(smallDone)")
-            #expect(largeDone > smallDone + .milliseconds(200), "large \(largeDone), small \(smallDone)")
+            let calls = gated.calls
+            #expect(calls.count == 21 && calls.first == 8 && calls[1] == 1, "engine calls: \(calls)")
         }
     }
 

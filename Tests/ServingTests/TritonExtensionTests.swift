@@ -140,10 +140,12 @@ import Testing
                     }
                 }
             }
-            try await Task.sleep(for: .milliseconds(300))
+            // Answers before the load and after it (counted, not timed: CI machines are slow at times).
+            let deadline = ContinuousClock.now + .seconds(60)
+            while tally.outcomes.withLock({ $0.old }) < 50, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
             let load = try await call(port, "/v2/repository/models/tiny/load", post: true)
             #expect(load.status == 200, "\(String(decoding: load.body, as: UTF8.self))")
-            try await Task.sleep(for: .milliseconds(300))
+            while tally.outcomes.withLock({ $0.new }) < 50, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
             tally.stop.store(true, ordering: .relaxed)
             try await group.waitForAll()
         }
