@@ -4,7 +4,7 @@
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
 #   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve
-#                                   serving-tools tiers predict
+#                                   serving-tools tiers tiers-fbgemm predict
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #
 # The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
@@ -117,6 +117,17 @@ stage_tiers() {
         $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
             --variant vectorized --dataset ${E2E_DATASET:-high} --seconds 3 $flag --json "$OUT/tiers-mlperf-${budget%\%}.json"
     done
+}
+
+# The host tier next to FBGEMM's UVM-backed TBE (managed memory, with and without its HBM cache) on
+# the same dumped inputs and shares, same run (needs FBGEMM: see fbgemm).
+stage_tiers-fbgemm() {
+    rm -rf $WORK/inputs-tiers
+    $BAGEL bench embedding --traces $TRACES --datasets ${DATASETS:-random,medium,low} \
+        --variants vectorized,vectorized:tier=host --hbm-budget ${SHARES:-25%,10%,0%} --runs "${RUNS:-21}" \
+        --dump $WORK/inputs-tiers --json "$OUT/tiers-embedding.json"
+    python3 Benchmarks/fbgemm_uvm_cache.py --inputs $WORK/inputs-tiers --shares ${FBGEMM_SHARES:-0.25,0.10} \
+        --runs "${RUNS:-21}" --json "$OUT/fbgemm-uvm.json" 2>&1 | grep -v -i -e compat -e '\[0m'
 }
 
 stage_doctor-quick() { $BAGEL doctor --quick --json "$OUT/doctor.json"; }

@@ -148,7 +148,19 @@ struct TierOptions: ParsableArguments {
         let estimates: [AccessEstimate] = config.tables.indices.map { t in
             traces.isEmpty ? .uniform : .measured(MeasuredAccess(AccessProfile(accesses: traces[t], rows: config.tables[t].rows)))
         }
-        return try PlacementPlanner.plan(config: config, hbmBudget: budget, estimates: estimates)
+        let plan = try PlacementPlanner.plan(config: config, hbmBudget: budget, estimates: estimates)
+        // Hottest-first tables copy their host rows into pinned memory beside the model; rows kept in
+        // id order are read where the model holds them. When the copies would not fit this machine's
+        // memory beside the model, keep id order (hit rates then follow the row ids, not the profile).
+        let copies = plan.tables.filter { $0.isSplit && $0.hotRanking != nil }.reduce(0) { $0 + $1.hostBytes }
+        let physical = Int(ProcessInfo.processInfo.physicalMemory)
+        if copies > 0, tableBytes + copies > physical * 85 / 100 {
+            Console.status("host tier: hottest-first copies of \(formatBytes(copies)) would not fit \(formatBytes(physical)) of memory "
+                           + "beside the model's \(formatBytes(tableBytes)); keeping rows in id order, read in place")
+            return try PlacementPlanner.plan(config: config, hbmBudget: budget,
+                                             estimates: Array(repeating: .uniform, count: config.tables.count))
+        }
+        return plan
     }
 }
 
