@@ -10,10 +10,27 @@ public protocol InferenceEngine: AnyObject, Sendable {
     func predict(_ batch: Batch) throws -> [Float]
     /// Bytes of device memory in use where the engine runs on a device (metrics); nil on the CPU.
     var deviceMemoryInUse: Int? { get }
+    /// Lookups served so far from HBM and in all, per table split with the host tier (metrics); nil
+    /// when no table is split.
+    var tierCounts: [TierCount]? { get }
+}
+
+/// One split table's lookups so far: those whose row was in HBM, and all of them.
+public struct TierCount: Sendable, Equatable {
+    public let table: Int
+    public let hbmLookups: Int
+    public let lookups: Int
+
+    public init(table: Int, hbmLookups: Int, lookups: Int) {
+        self.table = table
+        self.hbmLookups = hbmLookups
+        self.lookups = lookups
+    }
 }
 
 extension InferenceEngine {
     public var deviceMemoryInUse: Int? { nil }
+    public var tierCounts: [TierCount]? { nil }
 }
 
 /// Which engine to run a model on.

@@ -45,6 +45,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     public let context: CUDAContext
     public let options: GPUEngineOptions
     public var indexWidth: IndexType { plan.indexType }
+    private let tierLock = NSLock()
+    private var tierHits: [Int]
+    private var tierLookups: [Int]
 
     let library: KernelLibrary
     let matmul: MatmulContext
@@ -115,6 +118,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 library: KernelLibrary? = nil) throws {
         self.model = model
         self.options = options
+        tierHits = Array(repeating: 0, count: model.config.tables.count)
+        tierLookups = Array(repeating: 0, count: model.config.tables.count)
         let context = try context ?? CUDAContext(ordinal: options.deviceOrdinal)
         self.context = context
         self.library = try library ?? KernelLibrary(context: context)
@@ -308,6 +313,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     public func predict(_ batch: Batch) throws -> [Float] {
         try batch.validate(for: model.config, parallel: options.parallelHostWork)
         if batch.size == 0 { return [] }
+        countTierHits(batch)
         lock.lock()
         defer { lock.unlock() }
         try context.makeCurrent()
@@ -319,6 +325,42 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         try stream.synchronize()
         let p = buffers.output.pointer.assumingMemoryBound(to: Float.self)
         return Array(UnsafeBufferPointer(start: p, count: batch.size))
+    }
+
+    /// Per split table, lookups served from HBM and in all since the engine started.
+    public var tierCounts: [TierCount]? {
+        let split = tables.indices.filter { tables[$0].deviceRows < tables[$0].rows }
+        guard !split.isEmpty else { return nil }
+        return tierLock.withLock { split.map { TierCount(table: $0, hbmLookups: tierHits[$0], lookups: tierLookups[$0]) } }
+    }
+
+    /// Counts on the host which lookups of the split tables fall on rows kept in HBM (stored position
+    /// below deviceRows, through the table's remap when it is stored hottest first): one pass over
+    /// those tables' indices, for the hit rates `/metrics` reports.
+    private func countTierHits(_ batch: Batch) {
+        for (t, table) in tables.enumerated() where table.deviceRows < table.rows {
+            let remap = table.layout.remap
+            let deviceRows = table.deviceRows
+            func hits<I: BinaryInteger>(_ indices: [I]) -> Int {
+                var count = 0
+                if let remap {
+                    for index in indices where Int(remap[Int(index)]) < deviceRows { count += 1 }
+                } else {
+                    for index in indices where Int(index) < deviceRows { count += 1 }
+                }
+                return count
+            }
+            let feature = batch.sparse[t].indices
+            let (found, total): (Int, Int)
+            switch feature {
+            case .int32(let values): (found, total) = (hits(values), values.count)
+            case .int64(let values): (found, total) = (hits(values), values.count)
+            }
+            tierLock.withLock {
+                tierHits[t] += found
+                tierLookups[t] += total
+            }
+        }
     }
 
     /// Device time of the forward alone (inputs already on the GPU), per replay: the number the

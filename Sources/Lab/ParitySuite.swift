@@ -562,9 +562,11 @@ public final class ParitySuite {
         var samples = 0
         // A repeated size replays its graph; the paper preset's 1024 (≈ 245K lookups) is over
         // HostParallel's threshold, so the batch is checked and packed on all cores.
+        var sent: [[Int]] = Array(repeating: [], count: config.tables.count)
         for size in preset == .paper ? [64, 1, 300, 1024, 64] : [64, 1, 300, 64] {
             var batch = generator.nextBatch(size: size)
             if size == 1 { batch.sparse[0] = SparseFeature(bags: [[]], type: batch.sparse[0].indices.type) }
+            for t in sent.indices { sent[t] += batch.sparse[t].indices.asInts }
             let got = try engine.predict(batch)
             let want = try cpu.predict(batch)
             for s in 0..<size {
@@ -579,6 +581,19 @@ public final class ParitySuite {
             samples += size
         }
         let split = engine.plan.tables.filter { $0.placement == .hostTier }.count
+        // The engine's count of lookups served from HBM (what /metrics reports) against the placement's.
+        if let placement {
+            let counts = engine.tierCounts ?? []
+            guard counts.count == split else { throw ParityFailure("tier counts for \(counts.count) tables, \(split) are split") }
+            for count in counts {
+                let expected = placement.measuredHitRate(table: count.table, trace: sent[count.table])
+                let hits = Int((expected * Double(sent[count.table].count)).rounded())
+                guard count.lookups == sent[count.table].count, count.hbmLookups == hits else {
+                    throw ParityFailure("table \(count.table): engine counted \(count.hbmLookups) of \(count.lookups) lookups in HBM, "
+                                        + "the placement says \(hits) of \(sent[count.table].count)")
+                }
+            }
+        }
         return "\(samples) samples, max |Δp| \(String(format: "%.1e", worst)); "
             + engine.plan.configs.map(\.spec).joined(separator: ", ")
             + (hbmShare == nil ? "" : "; \(split) tables split with the host tier")

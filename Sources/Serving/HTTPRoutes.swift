@@ -79,7 +79,8 @@ enum HTTPRoutes {
             }
         }
         router.get("metrics") { _, _ in
-            Response(
+            if let counts = service.current?.batcher.engine.tierCounts { service.metrics.setTierCounts(counts) }
+            return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                 body: .init(byteBuffer: ByteBuffer(bytes: service.metrics.text())))
         }

@@ -1,3 +1,4 @@
+import DLRM
 import Foundation
 import Prometheus
 
@@ -71,6 +72,27 @@ public final class ServerMetrics: Sendable {
     }
     public func setQueueDepth(_ samples: Int) { queueDepth.set(Double(samples)) }
     public func setInFlight(_ requests: Int) { inFlight.set(Double(requests)) }
+
+    /// Per table split with the host tier: lookups served from HBM and from the host so far, and the
+    /// HBM hit ratio (set from the engine's counts when /metrics is read).
+    public func setTierCounts(_ counts: [TierCount]) {
+        for count in counts {
+            let table = String(count.table)
+            let lookups = Self.tierLookups
+            registry.makeGauge(descriptor: lookups, labels: [("table", table), ("tier", "hbm")]).set(Double(count.hbmLookups))
+            registry.makeGauge(descriptor: lookups, labels: [("table", table), ("tier", "host")])
+                .set(Double(count.lookups - count.hbmLookups))
+            registry.makeGauge(descriptor: Self.tierHitRatio, labels: [("table", table)])
+                .set(count.lookups > 0 ? Double(count.hbmLookups) / Double(count.lookups) : 0)
+        }
+    }
+
+    static var tierLookups: MetricNameDescriptor {
+        name("tier_lookups", "", "Lookups of tables split with the host tier, by the tier that served them")
+    }
+    static var tierHitRatio: MetricNameDescriptor {
+        name("tier_hbm_hit", "ratio", "Share of a split table's lookups served from HBM")
+    }
     public func setDeviceMemory(_ bytes: Int) { deviceMemory.set(Double(bytes)) }
 
     public func text() -> [UInt8] { registry.emitToBuffer() }

@@ -36,6 +36,16 @@ final class SlowEngine: InferenceEngine, @unchecked Sendable {
 
 /// Room for every concurrent client of a test (the default pool keeps 8 connections a host and makes
 /// the rest queue, which on a loaded 2-core CI machine can outlast a request's deadline).
+/// The CPU engine with made-up host-tier counts (the GPU engine's are checked by `bagel doctor`).
+final class TieredEngine: InferenceEngine, @unchecked Sendable {
+    let inner: CPUEngine
+    init(_ inner: CPUEngine) { self.inner = inner }
+    var model: Model { inner.model }
+    var description: String { "tiered " + inner.description }
+    func predict(_ batch: Batch) throws -> [Float] { try inner.predict(batch) }
+    var tierCounts: [TierCount]? { [TierCount(table: 1, hbmLookups: 30, lookups: 40)] }
+}
+
 /// An engine whose first call waits until `open()` (at most 60 s), recording the size of every call.
 final class GatedEngine: InferenceEngine, @unchecked Sendable {
     let inner: CPUEngine
@@ -321,6 +331,14 @@ func probabilities(_ result: HTTPResult) -> [Float] {
             #expect(probabilities(answer) == (try engine.predict(small)))
             let calls = gated.calls
             #expect(calls.count == 21 && calls.first == 8 && calls[1] == 1, "engine calls: \(calls)")
+        }
+    }
+
+    @Test func metricsReportTierHitRates() async throws {
+        try await withServer(engine: TieredEngine(CPUEngine(model: try tinyModel()))) { ports, _ in
+            let text = String(decoding: try await call(ports.http, "/metrics").body, as: UTF8.self)
+            #expect(text.contains("bagel_tier_hbm_hit_ratio{table=\"1\"} 0.75"), "\(text)")
+            #expect(text.contains("bagel_tier_lookups{table=\"1\",tier=\"host\"} 10"))
         }
     }
 
