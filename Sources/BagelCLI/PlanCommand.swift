@@ -35,7 +35,15 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "Embedding storage for --preset: fp32, fp16, bf16, int8.")
     var dtype: StorageType = .fp32
     @Option(help: "HBM for embedding rows, e.g. 768MB, 60GB, 25% (of the table bytes).")
-    var budget: String
+    var budget: String?
+    @Option(help: "Shard the tables over this many GPUs (with --gpu-memory); prints which GPU holds what.")
+    var gpus: Int?
+    @Option(help: "Memory of each GPU for --gpus (e.g. 80GB); 2 GB of it is kept for dense layers and work space.")
+    var gpuMemory: String = "80GB"
+    @Flag(help: "With --gpus: rows may not go to host memory; a model that does not fit the GPUs is an error.")
+    var noHostTier = false
+    @Option(help: "With --gpus: how to shard, auto or for every table table-wise, row-wise or column-wise; or per table, e.g. 20=row-wise,0=column-wise.")
+    var sharding: String = "auto"
     @Option(help: "Access trace (one row per line): give one for every table or one per table, in order.")
     var trace: [String] = []
     @Option(help: "Without traces: assume a Zipf law of this exponent (a what-if; the engine needs a trace to know the hot rows).")
@@ -47,6 +55,8 @@ struct PlanCommand: ParsableCommand {
 
     func validate() throws {
         guard (model == nil) != (preset == nil) else { throw ValidationError("give --model or --preset") }
+        guard (budget == nil) != (gpus == nil) else { throw ValidationError("give --budget (one GPU's HBM) or --gpus (sharding)") }
+        if let gpus, gpus < 1 { throw ValidationError("--gpus must be at least 1") }
         if holdout != nil && trace.isEmpty { throw ValidationError("--holdout needs --trace") }
         if let estimate, MeasuredAccess.Reading(rawValue: estimate) == nil {
             throw ValidationError("--estimate is sample or good-turing")
@@ -63,7 +73,8 @@ struct PlanCommand: ParsableCommand {
             config = preset!.config(maxRows: cap, dtype: dtype)
         }
         let tableBytes = config.tables.reduce(0) { $0 + $1.byteCount }
-        let hbm = try ByteSize.parse(budget, percentOf: tableBytes, what: "--budget")
+        if let gpus { return try shard(config, gpus: gpus) }
+        let hbm = try ByteSize.parse(budget!, percentOf: tableBytes, what: "--budget")
         let traces = try Self.loadTraces(trace, config: config)
         let split = traces.map { trace in holdout.map { Self.split(trace, $0) } ?? (plan: trace, check: []) }
         let reading = estimate.flatMap(MeasuredAccess.Reading.init) ?? (holdout == nil ? .sample : .goodTuring)
@@ -96,6 +107,38 @@ struct PlanCommand: ParsableCommand {
             print(String(format: "largest difference %.2f points", worst * 100))
         }
         if tableBytes > hbm && plan.hostBytes == 0 { print("note: the budget holds every row") }
+    }
+
+    /// The sharding over `gpus` GPUs, printed; a model that fits nowhere is an error (or, with the host
+    /// tier allowed, says how much would have to stay on the host).
+    func shard(_ config: ModelConfig, gpus: Int) throws {
+        let perGPU = try ByteSize.parse(gpuMemory, what: "--gpu-memory") - (2 << 30)
+        guard perGPU > 0 else { throw ValidationError("--gpu-memory must be over 2 GB") }
+        var overrides: [Int: ShardKind] = [:]
+        if sharding != "auto" {
+            if let every = ShardKind(rawValue: sharding) {
+                for t in config.tables.indices { overrides[t] = every }
+            } else {
+                for item in sharding.split(separator: ",") {
+                    let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+                    guard pair.count == 2, let t = Int(pair[0]), let kind = ShardKind(rawValue: pair[1]) else {
+                        throw ValidationError("--sharding is auto, table-wise, row-wise, column-wise or TABLE=KIND,... (got \(item))")
+                    }
+                    overrides[t] = kind
+                }
+            }
+        }
+        do {
+            let plan = try ShardingPlanner.plan(config: config, gpus: gpus, gpuBudget: perGPU, overrides: overrides)
+            print(plan.describe(modelName: config.name))
+        } catch let error as BagelError where !noHostTier && error.kind == .unsupported {
+            let tableBytes = config.tables.reduce(0) { $0 + $1.byteCount }
+            guard tableBytes > gpus * perGPU else { throw error }
+            print("\(error.message)")
+            print("with the host tier: \(formatBytes(tableBytes - gpus * perGPU)) of rows would stay in host memory; sharded "
+                  + "execution with a host tier is not built yet (one GPU: `bagel plan --budget`, `--hbm-budget`)")
+            throw ExitCode(2)
+        }
     }
 
     /// (planning accesses, accesses the prediction is checked on).
