@@ -13,13 +13,16 @@ public final class TensorStorage: @unchecked Sendable {
         self.bytes = bytes
         self.owner = owner
         self.owned = nil
+        ownsWholePages = false
     }
 
-    /// Allocates `byteCount` bytes and lets `fill` write them once. Large tensors get whole pages of
-    /// their own, so the GPU's host tier can lock them in place without touching a neighbour.
+    /// Allocates `byteCount` bytes and lets `fill` write them once. Tensors of a page or more get whole
+    /// pages of their own (`ownsWholePages`), so the GPU's host tier can lock them in place without
+    /// touching a neighbour.
     public init(byteCount: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
-        let page = 4096
-        let memory = byteCount >= page
+        let page = Self.pageSize
+        let whole = byteCount >= page
+        let memory = whole
             ? UnsafeMutableRawPointer.allocate(byteCount: (byteCount + page - 1) / page * page, alignment: page)
             : UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
         do {
@@ -31,7 +34,14 @@ public final class TensorStorage: @unchecked Sendable {
         self.owned = memory
         self.owner = nil
         self.bytes = UnsafeRawBufferPointer(start: memory, count: byteCount)
+        ownsWholePages = whole
     }
+
+    /// The bytes start a page and nothing else lives in their last page (allocated here, a page or more).
+    public let ownsWholePages: Bool
+
+    /// The host's page size.
+    public static let pageSize = max(Int(sysconf(Int32(_SC_PAGESIZE))), 4096)
 
     deinit { owned?.deallocate() }
 }

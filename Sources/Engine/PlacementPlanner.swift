@@ -208,14 +208,15 @@ public enum PlacementPlanner {
             var cost = (end - deviceRows[t]) * rowBytes[t]
             if deviceRows[t] == 0 { cost += remapBytes(t) }
             if spent + cost > hbmBudget {
-                // Take what still fits of this piece (whole rows), then stop: every later piece is worth less.
+                // Take what still fits of this piece (whole rows) and leave the table there; pieces of
+                // other tables are worth less but may still fit what is left.
                 let room = hbmBudget - spent - (deviceRows[t] == 0 ? remapBytes(t) : 0)
                 if room >= rowBytes[t] {
                     let extra = min(end - deviceRows[t], room / rowBytes[t])
                     spent += extra * rowBytes[t] + (deviceRows[t] == 0 ? remapBytes(t) : 0)
                     deviceRows[t] += extra
                 }
-                break
+                continue
             }
             spent += cost
             deviceRows[t] = end
@@ -224,7 +225,10 @@ public enum PlacementPlanner {
         let placements = tables.indices.map { t -> TablePlacement in
             let split = deviceRows[t] < tables[t].rows
             var ranking: [Int]?
-            if split, case .measured(let access) = estimates[t] { ranking = Array(access.ranking.prefix(deviceRows[t])) }
+            // A table with nothing in HBM keeps its order (no remap, read in place where it can be).
+            if split, deviceRows[t] > 0, case .measured(let access) = estimates[t] {
+                ranking = Array(access.ranking.prefix(deviceRows[t]))
+            }
             return TablePlacement(
                 table: t, rows: tables[t].rows, rowBytes: rowBytes[t], deviceRows: deviceRows[t], hotRanking: ranking,
                 lookupsPerSample: lookups[t], predictedHitRate: estimates[t].coverage(top: deviceRows[t], rows: tables[t].rows))

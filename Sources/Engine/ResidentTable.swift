@@ -48,7 +48,7 @@ public struct TierSplit: Sendable {
 
     public init(deviceRows: Int, ranking: [Int]?) {
         self.deviceRows = deviceRows
-        self.ranking = ranking
+        self.ranking = ranking?.isEmpty == true ? nil : ranking  // no ranked rows: keep the order
     }
 
     public init(_ placement: TablePlacement) {
@@ -103,8 +103,9 @@ public final class ResidentTable: @unchecked Sendable {
             deviceRows = tier.deviceRows
             let device = try DeviceBuffer<UInt8>(context: context, count: max(deviceRows * rowBytes, 1))
             let source = RawRows(base: UnsafeMutableRawPointer(mutating: bytes.baseAddress!))
-            // (TensorStorage gives tensors of a page or more whole pages of their own.)
-            if order == nil && bytes.count >= 4096 {
+            // In place only where the table owns whole pages (registration locks whole pages, and the
+            // kernel's vector loads need the rows aligned as in HBM); borrowed file bytes are copied.
+            if order == nil && table.storage.ownsWholePages {
                 let registered = try RegisteredHostMemory(
                     context: context, pointer: UnsafeRawPointer(source.base + deviceRows * rowBytes),
                     byteCount: (rows - deviceRows) * rowBytes, owner: table.storage)

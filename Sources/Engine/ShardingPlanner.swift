@@ -66,9 +66,9 @@ public struct ShardingPlan: Sendable, Equatable {
 }
 
 /// Chooses a sharding: tables whole where they fit (table-wise, heaviest reader first onto the GPU
-/// with the least load that has room), row-wise where a table is larger than what any GPU has left,
-/// column-wise where asked (a table that alone would make one GPU the bottleneck). `overrides` pin a
-/// table's kind.
+/// with the least load that has room), row-wise where a table is larger than what any GPU has left
+/// (into the room left, in proportion), column-wise where asked (a table that alone would make one
+/// GPU the bottleneck). `overrides` pin a table's kind.
 public enum ShardingPlanner {
     public static func plan(config: ModelConfig, gpus: Int, gpuBudget: Int,
                             overrides: [Int: ShardKind] = [:]) throws -> ShardingPlan {
@@ -99,8 +99,21 @@ public enum ShardingPlanner {
             let table = tables[t]
             var shards: [Shard] = []
             if kind == .rowWise {
+                // Rows in proportion to each GPU's room left; the few rows rounding leaves go to the roomiest.
+                let room = (0..<gpus).map { max(0, gpuBudget - bytes[$0]) }
+                let totalRoom = max(room.reduce(0, +), 1)
+                var counts = room.map { Int(Double(table.rows) * Double($0) / Double(totalRoom)) }
+                var left = table.rows - counts.reduce(0, +)
+                for gpu in (0..<gpus).sorted(by: { room[$0] - counts[$0] * rowBytes[t] > room[$1] - counts[$1] * rowBytes[t] })
+                    where left > 0 {
+                    counts[gpu] += 1
+                    left -= 1
+                }
+                counts[gpus - 1] += left
+                var start = 0
                 for gpu in 0..<gpus {
-                    let rows = table.rows * gpu / gpus..<table.rows * (gpu + 1) / gpus
+                    let rows = start..<start + counts[gpu]
+                    start += counts[gpu]
                     shards.append(Shard(gpu: gpu, rows: rows, columns: 0..<table.dim))
                     bytes[gpu] += rows.count * rowBytes[t]
                     // Lookups spread over the rows: each GPU reads its share.
@@ -118,23 +131,21 @@ public enum ShardingPlanner {
             }
             result[t] = TableSharding(table: t, kind: kind, shards: shards)
         }
-        for (t, kind) in overrides.sorted(by: { $0.key < $1.key }) where kind != .tableWise { spread(t, kind) }
-        let order = tables.indices.filter { result[$0] == nil }.sorted {
+        // Column-wise tables first (a slice on every GPU), then whole tables heaviest reader first onto the
+        // least-loaded GPU with room, then row-wise tables into the room that is left (in proportion to
+        // it, so anything that fits in total fits).
+        for (t, kind) in overrides.sorted(by: { $0.key < $1.key }) where kind == .columnWise { spread(t, kind) }
+        var rowWise = overrides.filter { $0.value == .rowWise }.map(\.key).sorted()
+        let order = tables.indices.filter { result[$0] == nil && overrides[$0] != .rowWise }.sorted {
             (readPerSample[$0], tables[$0].byteCount) > (readPerSample[$1], tables[$1].byteCount)
         }
-        // Tables too large for any single GPU's room go row-wise before placing the others.
-        var whole: [Int] = []
         for t in order {
-            if overrides[t] == nil && tables[t].byteCount > gpuBudget { spread(t, .rowWise) } else { whole.append(t) }
-        }
-        // Largest tables first among equals of load, so memory packs; least-loaded GPU with room.
-        for t in whole {
             let candidates = (0..<gpus).filter { bytes[$0] + tables[t].byteCount <= gpuBudget }
             guard let gpu = candidates.min(by: { (load[$0], bytes[$0]) < (load[$1], bytes[$1]) }) else {
                 if overrides[t] == .tableWise {
                     throw BagelError(.unsupported, "table \(t) (\(formatBytes(tables[t].byteCount))) was asked table-wise and fits no GPU's room")
                 }
-                spread(t, .rowWise)
+                rowWise.append(t)  // larger than any GPU's room: split by rows
                 continue
             }
             bytes[gpu] += tables[t].byteCount
@@ -142,9 +153,10 @@ public enum ShardingPlanner {
             result[t] = TableSharding(table: t, kind: .tableWise,
                                       shards: [Shard(gpu: gpu, rows: 0..<tables[t].rows, columns: 0..<tables[t].dim)])
         }
+        for t in rowWise { spread(t, .rowWise) }
         if let over = bytes.indices.first(where: { bytes[$0] > gpuBudget }) {
-            throw BagelError(.unsupported, "GPU \(over) would hold \(formatBytes(bytes[over])) of rows, over its \(formatBytes(gpuBudget)): "
-                             + "the overrides leave no room; let the planner choose (auto)")
+            throw BagelError(.unsupported, "GPU \(over) would hold \(formatBytes(bytes[over])) of rows, over its \(formatBytes(gpuBudget))"
+                             + (overrides.isEmpty ? ": the tables do not pack onto these GPUs" : ": the overrides leave no room; let the planner choose (auto)"))
         }
         // Every sample's pooled vectors (fp32, dim each) come from the GPUs that own them; with data-parallel
         // dense layers, a share (N-1)/N of them crosses to another GPU, once each way counted.

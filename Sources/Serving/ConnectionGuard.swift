@@ -14,14 +14,18 @@ public final class ConnectionRegistry: Sendable {
     public let limit: Int
     private struct Entry {
         let channel: any Channel
-        var serving: Bool
+        /// Requests whose head arrived and whose answer has not yet gone out (pipelining makes it > 1).
+        var requests: Int
+        /// Bumped at each idle period's start; a queued (id, idleSince) pair is stale unless it matches.
+        var idleSince: Int
     }
     private struct State {
         var entries: [UInt64: Entry] = [:]
-        /// Ids in arrival order of their idle period (oldest first); stale ids are skipped lazily.
-        var idleOrder: [UInt64] = []
+        /// (id, idleSince) in the order idle periods began (oldest first); stale pairs are skipped lazily.
+        var idleOrder: [(id: UInt64, since: Int)] = []
         var idleStart = 0
         var nextID: UInt64 = 0
+        var clock = 0
         var evicted = 0
         var refused = 0
     }
@@ -52,8 +56,9 @@ public final class ConnectionRegistry: Sendable {
             }
             let id = s.nextID
             s.nextID += 1
-            s.entries[id] = Entry(channel: channel, serving: false)
-            s.idleOrder.append(id)
+            s.clock += 1
+            s.entries[id] = Entry(channel: channel, requests: 0, idleSince: s.clock)
+            s.idleOrder.append((id, s.clock))
             return (id, victim)
         }
         victim?.close(promise: nil)
@@ -62,15 +67,21 @@ public final class ConnectionRegistry: Sendable {
 
     /// A complete request head arrived: the connection is working, not idle.
     func startedRequest(_ id: UInt64) {
-        state.withLock { $0.entries[id]?.serving = true }
+        state.withLock { $0.entries[id]?.requests += 1 }
     }
 
-    /// The response went out: the connection is idle again (a keep-alive client may reuse it).
+    /// An answer went out: once none is pending the connection is idle again (a keep-alive client
+    /// may reuse it), and its idle period starts now.
     func finishedRequest(_ id: UInt64) {
         state.withLock { s in
-            guard s.entries[id] != nil else { return }
-            s.entries[id]?.serving = false
-            s.idleOrder.append(id)
+            guard var entry = s.entries[id] else { return }
+            entry.requests = max(0, entry.requests - 1)
+            if entry.requests == 0 {
+                s.clock += 1
+                entry.idleSince = s.clock
+                s.idleOrder.append((id, s.clock))
+            }
+            s.entries[id] = entry
             Self.compact(&s)
         }
     }
@@ -84,22 +95,19 @@ public final class ConnectionRegistry: Sendable {
 
     private static func popOldestIdle(_ s: inout State) -> UInt64? {
         while s.idleStart < s.idleOrder.count {
-            let id = s.idleOrder[s.idleStart]
+            let (id, since) = s.idleOrder[s.idleStart]
             s.idleStart += 1
-            if let entry = s.entries[id], !entry.serving { return id }
+            if let entry = s.entries[id], entry.requests == 0, entry.idleSince == since { return id }
         }
         return nil
     }
 
-    /// Drops ids that no longer name an idle connection once they pile up (keeps the queue O(open)).
+    /// Drops pairs that no longer name an idle period once they pile up (keeps the queue O(open)).
     private static func compact(_ s: inout State) {
         guard s.idleOrder.count > 64, s.idleOrder.count > 4 * s.entries.count else { return }
-        var seen = Set<UInt64>()
-        var kept: [UInt64] = []
-        for id in s.idleOrder[s.idleStart...].reversed() where s.entries[id]?.serving == false && seen.insert(id).inserted {
-            kept.append(id)
+        s.idleOrder = s.idleOrder[s.idleStart...].filter { pair in
+            s.entries[pair.id].map { $0.requests == 0 && $0.idleSince == pair.since } ?? false
         }
-        s.idleOrder = kept.reversed()
         s.idleStart = 0
     }
 }

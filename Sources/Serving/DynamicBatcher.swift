@@ -14,9 +14,13 @@ public struct BatchingOptions: Sendable {
     public var enabled: Bool
     /// Pad merged batches to a power of two (the GPU engine captures one CUDA graph per batch size).
     public var bucketed: Bool
+    /// A piece of a split request moves up one round for every `pieceAging` it waits, so steady small
+    /// traffic delays a large request but never starves it.
+    public var pieceAging: Duration
 
     public init(maxBatch: Int = 2048, maxDelay: Duration = .microseconds(500), maxQueue: Int = 16384,
-                enabled: Bool = true, bucketed: Bool = false) {
+                enabled: Bool = true, bucketed: Bool = false, pieceAging: Duration = .milliseconds(50)) {
+        self.pieceAging = pieceAging
         self.maxBatch = maxBatch
         self.maxDelay = maxDelay
         self.maxQueue = maxQueue
@@ -206,8 +210,19 @@ public final class DynamicBatcher: @unchecked Sendable {
                     }
                 }
             }
-            // Lower rounds first (see Job.round), then arrival order.
-            let order = queue.indices.sorted { (queue[$0].round, queue[$0].sequence) < (queue[$1].round, queue[$1].sequence) }
+            // abandon() may have emptied the queue while the worker waited.
+            if queue.isEmpty {
+                condition.unlock()
+                continue
+            }
+            // Lower rounds first (see Job.round; a piece rises a round per `pieceAging` waited), then arrival order.
+            let now = ContinuousClock.now
+            let aging = Self.seconds(options.pieceAging)
+            let rounds = queue.map { job -> Int in
+                guard job.round > 0, aging > 0 else { return job.round }
+                return max(0, job.round - Int(Self.seconds(now - job.enqueued) / aging))
+            }
+            let order = queue.indices.sorted { (rounds[$0], queue[$0].sequence) < (rounds[$1], queue[$1].sequence) }
             var taken: [Int] = []
             var samples = 0
             for i in order {

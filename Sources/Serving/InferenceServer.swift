@@ -178,7 +178,7 @@ public final class InferenceServer: Sendable {
         let service = self.service
         let registry = connections
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ConnectionGuardHandler(registry: registry, isShuttingDown: { !service.isReady })],
+            additionalChannelHandlers: [ConnectionGuardHandler(registry: registry, isShuttingDown: { service.isShuttingDown })],
             idleTimeout: TimeAmount(configuration.idleTimeout))
         let token = configuration.bearerToken.map(BearerToken.init)
         let app = Application(

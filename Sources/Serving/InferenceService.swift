@@ -25,8 +25,10 @@ public final class InferenceService: Sendable {
     private let inFlightCount = Atomic<Int>(0)
     private struct Versions {
         var current: ModelVersion?
-        /// The version made current last (still there after an unload, for the schema).
-        var latest: ModelVersion?
+        /// The schema and number of the version made current last (kept after an unload, which frees
+        /// the version itself once it drains).
+        var latestSchema: InferenceSchema?
+        var latestVersion = "1"
         var draining: [ModelVersion] = []
         var next = 2
         var loading = false
@@ -50,7 +52,7 @@ public final class InferenceService: Sendable {
         let first = makeVersion(1, engine: engine)
         versions.withLock {
             $0.current = first
-            $0.latest = first
+            $0.latestSchema = first.schema
         }
         if let inUse = engine.deviceMemoryInUse { metrics.setDeviceMemory(inUse) }
     }
@@ -58,11 +60,11 @@ public final class InferenceService: Sendable {
     /// The version new requests go to (nil after an unload).
     public var current: ModelVersion? { versions.withLock { $0.current } }
 
-    /// The latest version: the current one, or after an unload the one served last.
-    public var latest: ModelVersion { versions.withLock { $0.latest! } }
+    /// The current version's schema, or after an unload the last one served.
+    public var schema: InferenceSchema { versions.withLock { $0.latestSchema! } }
 
-    /// The latest version's schema.
-    public var schema: InferenceSchema { latest.schema }
+    /// The current version's number, or after an unload the last one served.
+    public var latestVersion: String { versions.withLock { $0.latestVersion } }
 
     private func makeVersion(_ number: Int, engine: any InferenceEngine) -> ModelVersion {
         ModelVersion(version: String(number), modelName: modelName, engine: engine, batching: batching, metrics: metrics) {
@@ -71,6 +73,9 @@ public final class InferenceService: Sendable {
     }
 
     public var isReady: Bool { ready.load(ordering: .relaxed) && current != nil }
+
+    /// Shutdown has begun (readiness is off for good; connections close after their answer).
+    public var isShuttingDown: Bool { !ready.load(ordering: .relaxed) }
 
     /// Stops advertising readiness (shutdown has begun).
     public func markNotReady() { ready.store(false, ordering: .relaxed) }
@@ -114,9 +119,15 @@ public final class InferenceService: Sendable {
         }
         guard let chosen = wanted else { fatalError("unreachable") }
         if acquire {
-            // A version retired between the lookup and here: take the new current one instead.
             if chosen.acquire() { return chosen }
-            return try resolve(name, version: version == nil || version!.isEmpty ? nil : version, acquire: true)
+            // Retired between the lookup and here. Unnamed: the new current one takes it (a switch
+            // retires the old version only after the new one is current, so this ends). Named: that
+            // version takes no new requests any more.
+            if let version, !version.isEmpty {
+                throw RequestError(.unavailable, "model \(name) version \"\(version)\" is draining after an update; "
+                                   + "send to the current version")
+            }
+            return try resolve(name, version: nil, acquire: true)
         }
         return chosen
     }
@@ -193,7 +204,8 @@ public final class InferenceService: Sendable {
             let replaced = v.current
             if let replaced { v.draining.append(replaced) }
             v.current = fresh
-            v.latest = fresh
+            v.latestSchema = fresh.schema
+            v.latestVersion = fresh.version
             v.next = number + 1
             v.unloadReason = ""
             return replaced
@@ -232,7 +244,7 @@ public final class InferenceService: Sendable {
 
     /// Stops every version's batcher (the server's end).
     public func shutdown() {
-        for version in loadedVersions + [latest] { version.batcher.shutdown() }
+        for version in loadedVersions { version.batcher.shutdown() }
     }
 
     /// Fails every request the versions still hold (the exit timeout ran out).

@@ -144,6 +144,6 @@ extension InferenceService {
     /// Triton's repository index: the model, its current version and state.
     public var repositoryIndex: [(name: String, version: String, state: String, reason: String)] {
         if let current { return [(modelName, current.version, "READY", "")] }
-        return [(modelName, latest.version, "UNAVAILABLE", "unloaded")]
+        return [(modelName, latestVersion, "UNAVAILABLE", "unloaded")]
     }
 }

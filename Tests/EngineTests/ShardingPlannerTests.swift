@@ -60,6 +60,15 @@ import Testing
         #expect(spread.tables[1].shards.contains { $0.rows.isEmpty })
     }
 
+    /// Row-wise pieces follow the room each GPU has left: 8, 6 and 6 units on two GPUs of 10 fit.
+    @Test func rowWisePiecesFollowTheRoomLeft() throws {
+        let unit = 1000 * 64  // 1000 rows of 16 fp32
+        let c = config([(8000, 16, 3), (6000, 16, 2), (6000, 16, 2)])
+        let plan = try ShardingPlanner.plan(config: c, gpus: 2, gpuBudget: 10 * unit, overrides: [0: .tableWise, 1: .tableWise, 2: .rowWise])
+        checkCovers(plan, c)
+        #expect(plan.bytesPerGPU.reduce(0, +) == 20 * unit)
+    }
+
     @Test func columnWiseOverridesAndTheirLimits() throws {
         let c = config([(1000, 128, 100), (1000, 16, 1)])
         let plan = try ShardingPlanner.plan(config: c, gpus: 4, gpuBudget: 1 << 22, overrides: [0: .columnWise])

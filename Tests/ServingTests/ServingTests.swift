@@ -315,7 +315,9 @@ func probabilities(_ result: HTTPResult) -> [Float] {
         let gated = GatedEngine(engine)
         let big = RandomModels.batch(config: servingConfig, size: 160, seed: 31, maxBag: 3)  // 20 calls of 8
         let small = RandomModels.batch(config: servingConfig, size: 1, seed: 32)
-        try await withServer(engine: gated, batching: BatchingOptions(maxBatch: 8, maxDelay: .milliseconds(1), maxQueue: 1024)) {
+        // Aging off the test's clock: the order alone decides.
+        try await withServer(engine: gated, batching: BatchingOptions(maxBatch: 8, maxDelay: .milliseconds(1), maxQueue: 1024,
+                                                                      pieceAging: .seconds(3600))) {
             ports, server in
             let large = Task { try await infer(ports.http, big) }
             let deadline = ContinuousClock.now + .seconds(60)
