@@ -26,6 +26,15 @@ struct DoctorCommand: ParsableCommand {
     @Option(help: "Also write the results as JSON to this file.")
     var json: String?
 
+    @Flag(help: "Check NCCL between GPUs instead: every GPU of this machine in one process, or with --coordinator this process as one rank.")
+    var nccl = false
+    @Option(help: "With --nccl: rank 0's HOST:PORT for the rendezvous of several processes.")
+    var coordinator: String?
+    @Option(help: "With --coordinator: this process's rank (its GPU is rank modulo the GPUs here).")
+    var rank: Int = 0
+    @Option(help: "With --coordinator: the number of processes.")
+    var world: Int = 1
+
     func run() throws {
         var passed = 0
         var failed = 0
@@ -34,6 +43,12 @@ struct DoctorCommand: ParsableCommand {
             print("\(ok ? "PASS" : "FAIL")  \(name)\(detail.isEmpty ? "" : "  — \(detail)")")
             if ok { passed += 1 } else { failed += 1 }
             records.append(["name": name, "passed": ok, "detail": detail])
+        }
+        if nccl {
+            try checkCollectives(report)
+            print("\n\(passed) passed, \(failed) failed")
+            if failed > 0 { throw ExitCode(1) }
+            return
         }
 
         print("== libraries")
@@ -106,6 +121,27 @@ struct DoctorCommand: ParsableCommand {
         }
         if failed > 0 { throw ExitCode(1) }
         if context == nil { throw ExitCode(2) }
+    }
+
+    /// `--nccl`: the collective checks (CollectiveCheck), one process over every GPU or one rank of several.
+    func checkCollectives(_ report: (String, Bool, String) -> Void) throws {
+        let library = try NCCL.shared()
+        print("NCCL          \(library.version) (\(library.path))")
+        let count = try Driver.shared().deviceCount()
+        if let coordinator {
+            let address = try Rendezvous.Address(parsing: coordinator)
+            let context = try CUDAContext(ordinal: rank % max(count, 1))
+            for outcome in try CollectiveCheck.runAsRank(context: context, coordinator: address, rank: rank, world: world) {
+                report(outcome.name, outcome.passed, outcome.detail)
+            }
+            return
+        }
+        guard count >= 2 else {
+            report("NCCL between GPUs", false, "this machine has \(count) GPU; the check needs 2 or more")
+            return
+        }
+        let contexts = try (0..<count).map { try CUDAContext(ordinal: $0) }
+        for outcome in try CollectiveCheck.runInProcess(contexts: contexts) { report(outcome.name, outcome.passed, outcome.detail) }
     }
 }
 

@@ -10,6 +10,7 @@ public struct CUDAError: Error, CustomStringConvertible, Sendable {
         case driver = "CUDA driver"
         case nvrtc = "NVRTC"
         case cublasLt = "cuBLASLt"
+        case nccl = "NCCL"
         case bagel = "Bagel"
     }
 

@@ -157,6 +157,27 @@ typedef cublasStatus_t (*PFN_cublasLtMatmul)(cublasLtHandle_t handle, cublasLtMa
                                               const BagelMatmulAlgo *algo, void *workspace, size_t workspaceBytes,
                                               CUstream stream);
 
+// ---- NCCL (collectives across GPUs; libnccl.so.2, loaded at run time) -------------------------
+typedef int ncclResult_t;            /* ncclSuccess = 0 */
+typedef struct ncclComm *ncclComm_t;
+typedef struct { char internal[128]; } ncclUniqueId;
+typedef int ncclDataType_t;          /* ncclInt8 0, ncclUint8 1, ncclInt32 2, ncclFloat32 7 */
+typedef int ncclRedOp_t;             /* ncclSum 0 */
+typedef ncclResult_t (*PFN_ncclGetVersion)(int *version);
+typedef const char *(*PFN_ncclGetErrorString)(ncclResult_t result);
+typedef ncclResult_t (*PFN_ncclGetUniqueId)(ncclUniqueId *id);
+typedef ncclResult_t (*PFN_ncclCommInitRank)(ncclComm_t *comm, int ranks, ncclUniqueId id, int rank);
+typedef ncclResult_t (*PFN_ncclCommInitAll)(ncclComm_t *comms, int devices, const int *deviceList);
+typedef ncclResult_t (*PFN_ncclCommDestroy)(ncclComm_t comm);
+typedef ncclResult_t (*PFN_ncclGroupStart)(void);
+typedef ncclResult_t (*PFN_ncclGroupEnd)(void);
+typedef ncclResult_t (*PFN_ncclSend)(const void *buffer, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                                     CUstream stream);
+typedef ncclResult_t (*PFN_ncclRecv)(void *buffer, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                                     CUstream stream);
+typedef ncclResult_t (*PFN_ncclAllReduce)(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
+                                          ncclComm_t comm, CUstream stream);
+
 // ---- Kernel ABI --------------------------------------------------------------------------------
 // The records the kernels read (TableArgs), shared with the NVRTC sources; the file lives beside
 // them so the binary embeds the same text it is compiled from.
