@@ -49,7 +49,8 @@ public enum CollectiveCheck {
             var bytes: [UInt8] = []
             for peer in 0..<ranks { bytes += (0..<sendBytes[peer]).map { CollectiveCheck.pattern(from: rank, to: peer, $0) } }
             send = try DeviceBuffer<UInt8>(context: communicator.context, copying: bytes.isEmpty ? [0] : bytes)
-            receive = try DeviceBuffer<UInt8>(context: communicator.context, count: max(receiveBytes.reduce(0, +), 1))
+            // Whole words, so the poison fill (32-bit) covers it.
+            receive = try DeviceBuffer<UInt8>(context: communicator.context, count: (receiveBytes.reduce(0, +) + 4) / 4 * 4)
             try receive.fill(pattern: 0xA5A5_A5A5)
             floats = try DeviceBuffer<Float>(context: communicator.context, copying: (0..<1000).map { Float(rank + 1) * Float($0 % 17) })
         }
