@@ -94,19 +94,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
-    /// The token from --auth-token-file (trimmed) or BAGEL_AUTH_TOKEN; never from the command line,
-    /// where other users of the machine could read it in the process list.
-    func bearerToken() throws -> String? {
-        var token = ProcessInfo.processInfo.environment["BAGEL_AUTH_TOKEN"]
-        if let authTokenFile {
-            guard let text = try? String(contentsOfFile: authTokenFile, encoding: .utf8) else {
-                throw BagelError(.io, "\(authTokenFile): cannot read the bearer token file")
-            }
-            token = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        if let token, token.isEmpty { throw BagelError(.io, "the bearer token is empty (--auth-token-file or BAGEL_AUTH_TOKEN)") }
-        return token
-    }
+    func bearerToken() throws -> String? { try readBearerToken(file: authTokenFile) }
 
     func run() async throws {
         let logger = Logs.logger("bagel.serve")
@@ -158,6 +146,7 @@ struct LoadgenCommand: AsyncParsableCommand {
         abstract: "Load an Open Inference Protocol server: throughput, latency percentiles, errors.",
         discussion: "Loopback targets only, unless --allow-remote.")
 
+    @OptionGroup var clientSecurity: ClientSecurityOptions
     @Option(help: "Server URL (metadata and HTTP inference).")
     var url: String = "http://127.0.0.1:8000"
     @Option(help: "gRPC target HOST:PORT (for --protocol grpc).")
@@ -191,6 +180,7 @@ struct LoadgenCommand: AsyncParsableCommand {
         options.batch = batch
         options.lookups = lookups
         options.allowRemote = allowRemote
+        options.security = try clientSecurity.security()
         let report: LoadGenerator.Report
         do {
             report = try await LoadGenerator(options: options).run()
@@ -223,6 +213,7 @@ struct InferCommand: AsyncParsableCommand {
         abstract: "Send rows of a data file to an Open Inference Protocol server and print the probabilities.",
         discussion: "Reads the rows with the model's shapes (--model DIR), sends them as one JSON request.")
 
+    @OptionGroup var clientSecurity: ClientSecurityOptions
     @Option(help: "Server URL.")
     var url: String = "http://127.0.0.1:8000"
     @Option(help: "Model directory (its model.json gives the shapes and, without --name, the served name).")
@@ -256,10 +247,37 @@ struct InferCommand: AsyncParsableCommand {
         }
         let probabilities: [Float]
         do {
-            probabilities = try await InferClient.infer(url: url, model: name ?? config.name, batch: batch)
+            probabilities = try await InferClient.infer(url: url, model: name ?? config.name, batch: batch,
+                                                        security: try clientSecurity.security())
         } catch let error where !(error is BagelError) {
             throw Console.networkError(error, doing: "reach \(url)", hint: "is `bagel serve` running there?")
         }
         for p in probabilities { print(p) }
+    }
+}
+
+/// The token from `file` (trimmed) or BAGEL_AUTH_TOKEN; never from the command line, where other
+/// users of the machine could read it in the process list.
+func readBearerToken(file: String?) throws -> String? {
+    var token = ProcessInfo.processInfo.environment["BAGEL_AUTH_TOKEN"]
+    if let file {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw BagelError(.io, "\(file): cannot read the bearer token file")
+        }
+        token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+    if let token, token.isEmpty { throw BagelError(.io, "the bearer token is empty (--auth-token-file or BAGEL_AUTH_TOKEN)") }
+    return token
+}
+
+/// `--ca-cert` and `--auth-token-file` of the client commands.
+struct ClientSecurityOptions: ParsableArguments {
+    @Option(help: "PEM certificate of a private CA (or the server's self-signed one) to trust for https:// and gRPC over TLS.")
+    var caCert: String?
+    @Option(help: "File holding the server's bearer token (or set BAGEL_AUTH_TOKEN).")
+    var authTokenFile: String?
+
+    func security() throws -> ClientSecurity {
+        ClientSecurity(caCertificate: caCert, token: try readBearerToken(file: authTokenFile))
     }
 }

@@ -67,11 +67,14 @@ public enum InferClient {
     }
 
     /// POSTs `batch` as JSON to `url`/v2/models/`model`/infer and returns the `probability` output.
-    public static func infer(url: String, model: String, batch: Batch) async throws -> [Float] {
+    public static func infer(url: String, model: String, batch: Batch, security: ClientSecurity = ClientSecurity()) async throws
+        -> [Float]
+    {
         let base = url.hasSuffix("/") ? String(url.dropLast()) : url
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: try security.httpConfiguration())
         defer { _ = client.shutdown() }
         var request = HTTPClientRequest(url: "\(base)/v2/models/\(model)/infer")
+        security.authorize(&request)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(bytes: requestBody(batch)))

@@ -27,6 +27,7 @@ public struct LoadGenerator: Sendable {
         public var lookups: Int?
         public var seed: UInt64 = 1
         public var allowRemote = false
+        public var security = ClientSecurity()
 
         public init(url: String, model: String) {
             self.url = url
@@ -85,8 +86,8 @@ public struct LoadGenerator: Sendable {
     }
 
     public func run() async throws -> Report {
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(
-            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: options.concurrency)))
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: try options.security.httpConfiguration(.init(
+            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: options.concurrency))))
         do {
             let report = try await run(http: client)
             try await client.shutdown()
@@ -109,6 +110,8 @@ public struct LoadGenerator: Sendable {
         let start = Date()
         let next = state.next
         let record = state.record
+        let security = options.security
+        let metadata = security.grpcMetadata
         if options.transport == .grpc {
             guard let target = options.grpcTarget else { throw RequestError(.badRequest, "--protocol grpc needs --grpc HOST:PORT") }
             let parts = target.split(separator: ":")
@@ -116,7 +119,8 @@ public struct LoadGenerator: Sendable {
             var config = HTTP2ClientTransport.Posix.Config.defaults
             config.http2.maxFrameSize = 1 << 20
             try await withGRPCClient(transport: .http2NIOPosix(
-                target: .ipv4(address: String(parts[0]), port: port), transportSecurity: .plaintext, config: config)
+                target: .ipv4(address: String(parts[0]), port: port), transportSecurity: options.security.grpcTransportSecurity,
+                config: config)
             ) { grpc in
                 let stub = Inference_GRPCInferenceService.Client(wrapping: grpc)
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -125,7 +129,7 @@ public struct LoadGenerator: Sendable {
                             while let n = next() {
                                 let t0 = Date()
                                 do {
-                                    _ = try await stub.modelInfer(bodies[n % bodies.count].grpc)
+                                    _ = try await stub.modelInfer(bodies[n % bodies.count].grpc, metadata: metadata)
                                     record(Date().timeIntervalSince(t0), nil)
                                 } catch let error as RPCError {
                                     record(0, "grpc \(error.code)")
@@ -146,6 +150,7 @@ public struct LoadGenerator: Sendable {
                         while let n = next() {
                             let body = bodies[n % bodies.count]
                             var request = HTTPClientRequest(url: url)
+                            security.authorize(&request)
                             request.method = .POST
                             request.headers.add(name: "Content-Type", value: "application/json")
                             if let length = body.jsonLength {
@@ -180,7 +185,9 @@ public struct LoadGenerator: Sendable {
     }
 
     private func fetchShape(client: HTTPClient, base: String) async throws -> ModelShape {
-        let response = try await client.execute(HTTPClientRequest(url: "\(base)/v2/models/\(options.model)"), timeout: .seconds(10))
+        var metadataRequest = HTTPClientRequest(url: "\(base)/v2/models/\(options.model)")
+        options.security.authorize(&metadataRequest)
+        let response = try await client.execute(metadataRequest, timeout: .seconds(10))
         let body = try await response.body.collect(upTo: 1 << 20)
         guard response.status.code == 200,
             let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],

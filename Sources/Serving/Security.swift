@@ -1,5 +1,7 @@
+import AsyncHTTPClient
 import Foundation
 import GRPCCore
+import GRPCNIOTransportHTTP2
 import HTTPTypes
 import Hummingbird
 import NIOSSL
@@ -84,5 +86,45 @@ struct BearerTokenInterceptor: ServerInterceptor {
             throw RPCError(code: .unauthenticated, message: BearerToken.refusal)
         }
         return try await next(request, context)
+    }
+}
+
+/// What a client (`bagel infer`, `bagel loadgen`) needs to reach a server with TLS from a private
+/// CA and a bearer token.
+public struct ClientSecurity: Sendable {
+    /// PEM file of the CA (or self-signed certificate) to trust besides the system's roots.
+    public var caCertificate: String?
+    public var token: String?
+
+    public init(caCertificate: String? = nil, token: String? = nil) {
+        self.caCertificate = caCertificate
+        self.token = token
+    }
+
+    /// AsyncHTTPClient's configuration: the extra trust root, if any.
+    func httpConfiguration(_ base: HTTPClient.Configuration = .init()) throws -> HTTPClient.Configuration {
+        var configuration = base
+        if let caCertificate {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            do {
+                tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMFile(caCertificate))]
+            } catch {
+                throw RequestError(.badRequest, "\(caCertificate): not a readable PEM certificate (\(error))")
+            }
+            configuration.tlsConfiguration = tls
+        }
+        return configuration
+    }
+
+    func authorize(_ request: inout HTTPClientRequest) {
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+    }
+
+    var grpcMetadata: Metadata { token.map { ["authorization": "Bearer \($0)"] } ?? [:] }
+
+    /// TLS for gRPC when a CA is given (the server then speaks TLS), plaintext otherwise.
+    var grpcTransportSecurity: HTTP2ClientTransport.Posix.TransportSecurity {
+        guard let caCertificate else { return .plaintext }
+        return .tls { $0.trustRoots = .certificates([.file(path: caCertificate, format: .pem)]) }
     }
 }

@@ -104,4 +104,32 @@ import Testing
         }
         try await running.stop()
     }
+
+    /// Bagel's own clients (`bagel infer`, `bagel loadgen`) against TLS from a private CA and a token.
+    @Test func bagelsClientsBringTheCAAndTheToken() async throws {
+        let running = try await start(tls: Self.tls, token: "client-token")
+        let batch = RandomModels.batch(config: servingConfig, size: 3, seed: 23)
+        let want = try CPUEngine(model: try tinyModel()).predict(batch)
+        let url = "https://127.0.0.1:\(running.ports.http)"
+        let security = ClientSecurity(caCertificate: Self.tls.certificateChain, token: "client-token")
+        let got = try await InferClient.infer(url: url, model: "tiny", batch: batch, security: security)
+        #expect(zip(got, want).allSatisfy { abs($0 - $1) < 1e-6 })
+        await #expect {
+            _ = try await InferClient.infer(url: url, model: "tiny", batch: batch,
+                                            security: ClientSecurity(caCertificate: Self.tls.certificateChain))
+        } throws: { error in
+            "\(error)".contains("401")
+        }
+        for transport in [LoadGenerator.Transport.binary, .grpc] {
+            var options = LoadGenerator.Options(url: url, model: "tiny")
+            options.transport = transport
+            options.grpcTarget = "127.0.0.1:\(running.ports.grpc!)"
+            options.requests = 20
+            options.concurrency = 2
+            options.security = security
+            let report = try await LoadGenerator(options: options).run()
+            #expect(report.ok == 20, "\(transport): \(report.errors)")
+        }
+        try await running.stop()
+    }
 }
