@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         // Small value types every layer shares: storage and index types, errors with a location,
@@ -57,7 +58,9 @@ let package = Package(
             ]
         ),
         // The GPU engine and its embedding plan (planner, autotuner, resident tables).
-        .target(name: "Engine", dependencies: ["Core", "CUDA", "Kernels", "DLRM", "Inputs"]),
+        .target(
+            name: "Engine",
+            dependencies: ["Core", "CUDA", "Kernels", "DLRM", "Inputs", .product(name: "HeapModule", package: "swift-collections")]),
         // What measures and checks the engine from outside: parity suite (bagel doctor), benchmarks.
         .target(name: "Lab", dependencies: ["Core", "CUDA", "Kernels", "DLRM", "Inputs", "Engine"]),
         // `bagel serve` and `bagel loadgen`: the Open Inference Protocol over HTTP (Hummingbird) and

@@ -108,9 +108,8 @@ struct EmbeddingBench: ParsableCommand {
               + "\(w.lookups) lookups, \(w.indexWidth.rawValue) indices; hot rows kept: \(bench.hotRowBudget())")
         let shares = try hbmBudget.map { list in
             try list.split(separator: ",").map { item -> Double in
-                let bytes = try ByteSize.parse(String(item), percentOf: 1_000_000, what: "--hbm-budget")
-                guard item.hasSuffix("%"), bytes <= 1_000_000 else { throw ValidationError("--hbm-budget takes shares like 25%,0%") }
-                return Double(bytes) / 1_000_000
+                guard let share = ByteSize.share(String(item)), share <= 1 else { throw ValidationError("--hbm-budget takes shares like 25%,0%") }
+                return share
             }
         } ?? []
         if !shares.isEmpty {

@@ -209,11 +209,16 @@ struct TierOptions: ParsableArguments {
 
 /// Byte sizes as people write them: 768MB, 60GB, 1.5GiB, 4096 (bytes), or a share: 25%.
 enum ByteSize {
+    /// "25%" → 0.25 (nil unless a non-negative percentage).
+    static func share(_ text: String) -> Double? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard trimmed.hasSuffix("%"), let percent = Double(trimmed.dropLast()), percent >= 0 else { return nil }
+        return percent / 100
+    }
+
     static func parse(_ text: String, percentOf whole: Int? = nil, what: String) throws -> Int {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
-        if trimmed.hasSuffix("%"), let whole, let share = Double(trimmed.dropLast()), share >= 0 {
-            return Int(Double(whole) * share / 100)
-        }
+        if let whole, let share = share(trimmed) { return Int(Double(whole) * share) }
         let units: [(String, Double)] = [
             ("KiB", 1024), ("MiB", 1_048_576), ("GiB", 1_073_741_824), ("TiB", 1_099_511_627_776),
             ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("B", 1),

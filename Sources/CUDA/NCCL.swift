@@ -142,10 +142,8 @@ public final class NCCLCommunicator: @unchecked Sendable {
         precondition(sendOffsets.count == ranks && sendBytes.count == ranks && receiveOffsets.count == ranks
                      && receiveBytes.count == ranks)
         try context.makeCurrent()
-        try nccl.check(nccl.groupStart(), "ncclGroupStart")
-        var failure: Error?
-        for peer in 0..<ranks {
-            do {
+        try nccl.group {
+            for peer in 0..<ranks {
                 if sendBytes[peer] > 0 {
                     try nccl.check(nccl.send(UnsafeRawPointer(bitPattern: UInt(send) + UInt(sendOffsets[peer])), sendBytes[peer], 1,
                                              Int32(peer), handle, stream.handle), "ncclSend to rank \(peer)")
@@ -155,13 +153,8 @@ public final class NCCLCommunicator: @unchecked Sendable {
                                              receiveBytes[peer], 1, Int32(peer), handle, stream.handle),
                                    "ncclRecv from rank \(peer)")
                 }
-            } catch {
-                failure = error
-                break
             }
         }
-        try nccl.check(nccl.groupEnd(), "ncclGroupEnd")
-        if let failure { throw failure }
     }
 
     /// Sums `count` floats across the clique in place (row-wise shards' partial sums).

@@ -1,6 +1,7 @@
 import Core
 import DLRM
 import Foundation
+import HeapModule
 import Inputs
 
 /// Measured access counts of one table, turned into what the planner needs: the rows hottest first
@@ -240,41 +241,4 @@ public enum PlacementPlanner {
 extension ModelConfig {
     /// Lookups of table `t` per sample (its multi-hot size, else the model's lookups per table).
     func lookups(table t: Int) -> Int { tables[t].multiHot ?? lookupsPerTable }
-}
-
-/// A binary max-heap (the planner's priority queue).
-struct Heap<Element: Comparable> {
-    private var items: [Element] = []
-
-    init(_ elements: [Element]) {
-        for e in elements { insert(e) }
-    }
-
-    mutating func insert(_ element: Element) {
-        items.append(element)
-        var i = items.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard items[parent] < items[i] else { break }
-            items.swapAt(parent, i)
-            i = parent
-        }
-    }
-
-    mutating func popMax() -> Element? {
-        guard !items.isEmpty else { return nil }
-        items.swapAt(0, items.count - 1)
-        let top = items.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var largest = i
-            if l < items.count && items[largest] < items[l] { largest = l }
-            if r < items.count && items[largest] < items[r] { largest = r }
-            if largest == i { break }
-            items.swapAt(i, largest)
-            i = largest
-        }
-        return top
-    }
 }

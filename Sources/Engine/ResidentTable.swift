@@ -119,18 +119,23 @@ public final class ResidentTable: @unchecked Sendable {
                 host = pinned
                 hostAddress = pinned.deviceAddress
             }
-            // HBM part in 256 MB pieces through a reusable host staging area.
-            let piece = max(1, (256 << 20) / max(rowBytes, 1))
-            var staging = [UInt8](repeating: 0, count: min(deviceRows, piece) * rowBytes)
-            var start = 0
-            while start < deviceRows {
-                let count = min(piece, deviceRows - start)
-                try staging.withUnsafeMutableBytes { stage in
-                    Self.gatherOnHost(from: source, order: order, first: start, count: count, rowBytes: rowBytes,
-                                      into: RawRows(base: stage.baseAddress!))
-                    try device.upload(UnsafeRawBufferPointer(rebasing: stage[0..<(count * rowBytes)]), offsetBytes: start * rowBytes)
+            if order == nil {
+                try Self.upload(UnsafeRawBufferPointer(rebasing: bytes[0..<(deviceRows * rowBytes)]), to: device)
+            } else {
+                // HBM part gathered in 256 MB pieces through a reusable host staging area.
+                let piece = max(1, (256 << 20) / max(rowBytes, 1))
+                var staging = [UInt8](repeating: 0, count: min(deviceRows, piece) * rowBytes)
+                var start = 0
+                while start < deviceRows {
+                    let count = min(piece, deviceRows - start)
+                    try staging.withUnsafeMutableBytes { stage in
+                        Self.gatherOnHost(from: source, order: order, first: start, count: count, rowBytes: rowBytes,
+                                          into: RawRows(base: stage.baseAddress!))
+                        try device.upload(UnsafeRawBufferPointer(rebasing: stage[0..<(count * rowBytes)]),
+                                          offsetBytes: start * rowBytes)
+                    }
+                    start += count
                 }
-                start += count
             }
             buffer = device
             self.layout = layout
@@ -177,30 +182,14 @@ public final class ResidentTable: @unchecked Sendable {
         self.mean = mean
         let rowBytes = storage.rowBytes(dim: dim)
         precondition(source.count >= rows * rowBytes)
-        if let tier, tier.deviceRows < rows {
-            let layout = tier.ranking.map { TableLayout.hotFirst(hot: $0, rows: rows) } ?? .identity
-            precondition(layout.order == nil || rowBytes % 4 == 0, "a device-side permutation needs rows of whole words")
-            if layout.order != nil {
-                buffer = try DeviceBuffer<UInt8>(context: context, count: rows * rowBytes)
-                try Self.gather(source, into: buffer, layout: layout, rowBytes: rowBytes, context: context, stream: stream,
-                                elementwise: elementwise)
-            } else {
-                buffer = source
-            }
-            deviceRows = tier.deviceRows
-            let pinned = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
-            try buffer.download(into: pinned.pointer, offsetBytes: deviceRows * rowBytes, bytes: (rows - deviceRows) * rowBytes)
-            host = pinned
-            hostAddress = pinned.deviceAddress
-            self.layout = layout
-            (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: nil, rows: rows, pinCount: 0, bitmap: false,
-                                                             context: context)
-            return
+        // A split table is stored in its tier order (no L2 hot rows); otherwise hot rows first when asked.
+        let split = tier.flatMap { $0.deviceRows < rows ? $0 : nil }
+        let layout: TableLayout
+        if let split {
+            layout = split.ranking.map { TableLayout.hotFirst(hot: $0, rows: rows) } ?? .identity
+        } else {
+            layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: rows) : .identity
         }
-        host = nil
-        hostAddress = 0
-        deviceRows = rows
-        let layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: rows) : .identity
         // gather_rows moves 4-byte words; odd rows of 2-byte elements are only ever used in place here.
         precondition(layout.order == nil || rowBytes % 4 == 0, "a device-side permutation needs rows of whole words")
         if layout.order != nil {
@@ -210,9 +199,21 @@ public final class ResidentTable: @unchecked Sendable {
         } else {
             buffer = source
         }
+        if let split {
+            deviceRows = split.deviceRows
+            let pinned = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
+            try buffer.download(into: pinned.pointer, offsetBytes: deviceRows * rowBytes, bytes: (rows - deviceRows) * rowBytes)
+            host = pinned
+            hostAddress = pinned.deviceAddress
+        } else {
+            deviceRows = rows
+            host = nil
+            hostAddress = 0
+        }
         self.layout = layout
-        (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: hot, rows: rows, pinCount: pinCount,
-                                                         bitmap: bitmap, context: context)
+        (remap, pinList, hotBitmap) = try Self.helpers(
+            layout: layout, hot: split == nil ? hot : nil, rows: rows, pinCount: split == nil ? pinCount : 0,
+            bitmap: split == nil && bitmap, context: context)
     }
 
     /// Stored rows [first, first + count) ← source rows order[...] (or the same rows without an order),

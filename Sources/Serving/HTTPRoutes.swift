@@ -27,14 +27,14 @@ enum HTTPRoutes {
                 try service.resolve(context.parameters.require("model"), version: context.parameters.get("version"), acquire: false)
             }
             router.get(RouterPath(prefix)) { _, context in
-                try respond {
+                try await respond {
                     var metadata = try version(context).schema.metadataJSON
                     metadata["versions"] = service.loadedVersions.map(\.version)
                     return json(200, metadata)
                 }
             }
             router.get(RouterPath(prefix + "/ready")) { _, context in
-                try respond {
+                try await respond {
                     let name = try context.parameters.require("model")
                     guard service.isReady, try version(context).isRetired == false else {
                         return json(503, ["name": name, "ready": false])
@@ -43,10 +43,10 @@ enum HTTPRoutes {
                 }
             }
             router.get(RouterPath(prefix + "/config")) { _, context in
-                try respond { json(200, try version(context).schema.tritonConfigJSON(batching: service.batching)) }
+                try await respond { json(200, try version(context).schema.tritonConfigJSON(batching: service.batching)) }
             }
             router.get(RouterPath(prefix + "/stats")) { _, context in
-                try respond {
+                try await respond {
                     let versions = try service.statisticsVersions(
                         model: context.parameters.get("model"), version: context.parameters.get("version"))
                     return json(200, ["model_stats": versions.map { $0.tritonStatisticsJSON(modelName: service.modelName) }])
@@ -63,7 +63,7 @@ enum HTTPRoutes {
             json(200, service.repositoryIndex.map { ["name": $0.name, "version": $0.version, "state": $0.state, "reason": $0.reason] })
         }
         router.post("v2/repository/models/:model/load") { _, context in
-            try await respondAsync {
+            try await respond {
                 let name = try context.parameters.require("model")
                 try service.checkModelName(name)
                 let loaded = try await service.loadInBackground()
@@ -71,7 +71,7 @@ enum HTTPRoutes {
             }
         }
         router.post("v2/repository/models/:model/unload") { _, context in
-            try respond {
+            try await respond {
                 let name = try context.parameters.require("model")
                 try service.checkModelName(name)
                 service.unload()
@@ -167,15 +167,7 @@ enum HTTPRoutes {
     }
 
     /// Runs `body`, turning a RequestError into its JSON response.
-    static func respond(_ body: () throws -> Response) throws -> Response {
-        do {
-            return try body()
-        } catch let error as RequestError {
-            return errorResponse(error)
-        }
-    }
-
-    static func respondAsync(_ body: () async throws -> Response) async throws -> Response {
+    static func respond(_ body: () async throws -> Response) async throws -> Response {
         do {
             return try await body()
         } catch let error as RequestError {

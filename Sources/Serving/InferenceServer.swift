@@ -127,6 +127,12 @@ public final class InferenceServer: Sendable {
             reporter.cancel()
         }
         try await group.run()
+        return finish(endpoints)
+    }
+
+    /// After the endpoints stopped: the batchers stop too, unless the exit timeout already gave up on them
+    /// (an engine call that cannot be interrupted would hold the exit).
+    private func finish(_ endpoints: ServingEndpoints) -> ShutdownReport {
         let report = endpoints.report()
         if !report.timedOut { service.shutdown() }
         return report
@@ -144,9 +150,7 @@ public final class InferenceServer: Sendable {
                 service.shutdown()
                 throw error
             }
-            let report = endpoints.report()
-            if !report.timedOut { service.shutdown() }
-            return report
+            return self.finish(endpoints)
         }
         do {
             return Running(ports: try await ports(), group: group, task: task)
