@@ -55,6 +55,7 @@ let package = Package(
                 .embedInCode("cuda/interaction.cu"),
                 .embedInCode("cuda/cross_network.cu"),
                 .embedInCode("cuda/elementwise.cu"),
+                .embedInCode("cuda/sharding.cu"),
             ]
         ),
         // The GPU engine and its embedding plan (planner, autotuner, resident tables).

@@ -6,6 +6,7 @@
 #   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
+#                                   nccl shard-scaling shard-ranks shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
 #
 # The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
 # change) next to this one in the same call; fbgemm times FBGEMM's TBE on the same workload (after
@@ -327,6 +328,87 @@ import sys
 g=[float(x) for x in open('$WORK/gpu-$preset.txt')]; c=[float(x) for x in open('$WORK/cpu-$preset.txt')]
 d=max(abs(a-b) for a,b in zip(g,c)); print('$preset: %d rows, max |gpu - cpu| = %.2e' % (len(g), d)); sys.exit(0 if len(g)==len(c)==3000 and d<=1e-5 else 1)"
     done
+}
+
+# Several GPUs. NVLink multicast stays off on the lent machines.
+export NCCL_NVLS_ENABLE=0
+PORT=${PORT:-29517}
+
+# Two ranks of one command as processes that meet at 127.0.0.1:$PORT; $1 = log prefix, the rest the command.
+two_ranks() {
+    local prefix=$1; shift
+    PORT=$((PORT + 1))
+    "$@" --coordinator 127.0.0.1:$PORT --rank 1 --world 2 > "$OUT/$prefix-rank1.txt" 2>&1 &
+    local other=$!
+    "$@" --coordinator 127.0.0.1:$PORT --rank 0 --world 2 2>&1 | tee "$OUT/$prefix-rank0.txt"
+    local rc=${PIPESTATUS[0]}
+    wait $other || rc=1
+    cat "$OUT/$prefix-rank1.txt"
+    return $rc
+}
+
+# NCCL checks and sharded parity on every GPU in one process, then as two processes through the
+# rendezvous; the sharded probabilities' fingerprints must match between the two.
+stage_nccl() {
+    local rc=0
+    $BAGEL doctor --nccl --json "$OUT/nccl.json" | tee "$OUT/nccl-inprocess.txt" || rc=1
+    two_ranks nccl $BAGEL doctor --nccl || rc=1
+    python3 - "$OUT" <<'PY' || rc=1
+import re, sys
+out = sys.argv[1]
+def prints(path):
+    found = {}
+    for line in open(path):
+        m = re.search(r"(sharded .*?), (?:\d+ GPUs in one process|rank \d+ of \d+ processes).*fingerprint ([0-9a-f]+)", line)
+        if m: found[m.group(1)] = m.group(2)
+    return found
+one = prints(f"{out}/nccl-inprocess.txt")
+bad = 0
+for rank in (0, 1):
+    other = prints(f"{out}/nccl-rank{rank}.txt")
+    for case, value in one.items():
+        same = other.get(case) == value
+        bad += not same
+        print(f"rank {rank} vs one process: {case}: {'same' if same else 'DIFFERENT'} ({value} / {other.get(case)})")
+print(f"{len(one)} cases; {bad} differ")
+sys.exit(1 if bad or not one else 0)
+PY
+    return $rc
+}
+
+# A model that fits one GPU: replicated and sharded over every GPU against one GPU on its share of the
+# batch (per GPU 8192 pairs for mlperf-v2 at 1M-row caps, 2048 samples for terabyte at 10M).
+stage_shard-scaling() {
+    local gpus=$(nvidia-smi -L | wc -l)
+    for mode in replicated auto; do
+        $BAGEL bench e2e --preset mlperf-v2 --max-rows 1000000 --batch-size $((8192 * gpus)) --variant vectorized \
+            --gpus all --sharding $mode --scaling --seconds 2 --json "$OUT/scaling-mlperf-v2-$mode.json"
+        $BAGEL bench e2e --preset terabyte --max-rows 10000000 --batch-size $((2048 * gpus)) --variant vectorized \
+            --gpus all --sharding $mode --scaling --seconds 2 --json "$OUT/scaling-terabyte-$mode.json"
+    done
+}
+
+# The same sharded model as one process over GPUs 0 and 1 and as two processes (one GPU each): the
+# first batch's probabilities must be identical.
+stage_shard-ranks() {
+    local args="bench e2e --preset mlperf-v2 --max-rows 1000000 --batch-size 16384 --variant vectorized --seconds 1"
+    $BAGEL $args --gpus 0,1 --probabilities-out $OUT/p-one-process.txt || return 1
+    two_ranks shard-ranks $BAGEL $args --probabilities-out $OUT/p-rank.txt || return 1
+    cmp $OUT/p-one-process.txt $OUT/p-rank.txt && echo "two processes: probabilities identical to one process (16384 lines)"
+}
+
+# The full MLPerf DLRM-v2 model (104.5 GB fp32) sharded over two GPUs, against one GPU of this machine
+# with the rows it cannot hold read from host memory (bit-identical to one H200 in runs 30-31).
+stage_shard-full() {
+    local args="bench e2e --preset mlperf-v2 --max-rows 40000000 --variant vectorized --dataset high --batch-size 8192 --seconds 3"
+    /usr/bin/time -v $BAGEL $args --gpus 0,1 --probabilities-out $OUT/p-sharded.txt --json "$OUT/full-sharded.json" || return 1
+    /usr/bin/time -v $BAGEL $args --hbm-budget ${HBM_BUDGET:-60GB} --probabilities-out $OUT/p-single.txt --json "$OUT/full-single.json" || return 1
+    sha256sum $OUT/p-sharded.txt $OUT/p-single.txt
+    echo "runs 30-31 (one H200 all in HBM; one H100 tiered): 286408e0f0a7ebb70a193632dfb8b0f2a835d56af9acd82caf41fe0cba50227f"
+    python3 -c "
+s=[float(x) for x in open('$OUT/p-sharded.txt')]; o=[float(x) for x in open('$OUT/p-single.txt')]
+d=max(abs(a-b) for a,b in zip(s,o)); print('sharded vs one GPU: %d probabilities, max |dp| = %.3g' % (len(s), d))
+import sys; sys.exit(0 if len(s)==len(o)==8192 and d<=1e-5 else 1)"
 }
 
 status=0

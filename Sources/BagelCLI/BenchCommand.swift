@@ -68,6 +68,7 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "CPU threads (default: all cores); 1 also prepares GPU batches on one thread.")
     var threads: Int?
     @OptionGroup var tiers: TierOptions
+    @OptionGroup var multiGPU: MultiGPUOptions
 
     @Option(help: "Embedding kernel variant on the GPU.")
     var variant: String?
@@ -86,7 +87,13 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Seed of weights and data.")
     var seed: UInt64 = 1
 
+    @Flag(help: "With several --gpus: also time one GPU on its share of the batch (batch size / GPUs) and report the scaling.")
+    var scaling = false
+
     func validate() throws {
+        if scaling && (multiGPU.gpus == nil || multiGPU.coordinator != nil) {
+            throw ValidationError("--scaling compares several --gpus of this process with one of them")
+        }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
         if model != nil && dtype != .fp32 {
@@ -122,9 +129,12 @@ struct EndToEndBench: ParsableCommand {
         }
         // The host tier keeps in HBM the rows this traffic reads most, unless --access-trace says otherwise.
         let traffic = tiers.hbmBudget == nil ? nil : loaded.config.tables.indices.map { t in batches.flatMap { $0.sparse[t].indices.asInts } }
+        let hotRows = loaded.config.embedding?.hotRows == nil ? hot : nil
+        // One GPU on its share of the batch first (its engine freed before the GPUs are shared out).
+        let baseline = scaling ? try oneGPUBaseline(model: loaded, batch: batches[0], hotRows: hotRows) : nil
         let engine = try EngineFactory.make(
             model: loaded, device: device, threads: threads, variant: variant, math: math, graphs: graphs,
-            hotRows: loaded.config.embedding?.hotRows == nil ? hot : nil, tiers: tiers, traffic: traffic)
+            hotRows: hotRows, tiers: tiers, traffic: traffic, multiGPU: multiGPU)
         print("engine: \(engine.description)")
         if let probabilitiesOut {
             let probabilities = try engine.predict(batches[0])
@@ -136,8 +146,10 @@ struct EndToEndBench: ParsableCommand {
             : "\(bag) lookup\(bag == 1 ? "" : "s") per table"
         print("model: \(loaded.config.name), batch \(batchSize), \(lookupText), dataset \(dataset.rawValue)")
 
+        // Ranks of several processes run the same number of steps (each step is a collective).
         let result = try EndToEndBenchmark.run(engine: engine, batches: batches, seconds: seconds,
-                                               dataset: dataset.rawValue, lookups: bag)
+                                               dataset: dataset.rawValue, lookups: bag,
+                                               count: multiGPU.coordinator == nil ? nil : max(10, Int(seconds * 20)))
         if let choices = result.autotuned {
             print("autotuned embedding kernels: "
                   + Dictionary(grouping: choices, by: { $0 }).map { "\($0.key) ×\($0.value.count)" }.sorted()
@@ -146,6 +158,25 @@ struct EndToEndBench: ParsableCommand {
         if let forward = result.deviceForwardMilliseconds, let rate = result.deviceSamplesPerSecond {
             print("device forward (inputs resident\(graphs ? ", graph replay" : "")): median "
                   + "\(Console.seconds(forward / 1e3)) per batch = " + String(format: "%.0f", rate) + " samples/s")
+        }
+        if let gpus = result.gpus {
+            for share in gpus {
+                print("  GPU \(share.rank) (\(share.name)): " + (share.exchangeMilliseconds == nil
+                    ? "forward of its piece \(Console.seconds(share.computeMilliseconds / 1e3))"
+                    : "embeddings + bottom MLP \(Console.seconds(share.computeMilliseconds / 1e3)), all-to-all "
+                        + "\(Console.seconds(share.exchangeMilliseconds! / 1e3)), dense part \(Console.seconds(share.denseMilliseconds! / 1e3))"))
+            }
+            if let bytes = result.exchangeBytes, let forward = result.deviceForwardMilliseconds {
+                let shares = gpus.compactMap(\.exchangeMilliseconds)
+                let share = shares.isEmpty ? 0 : shares.reduce(0, +) / Double(shares.count) / forward
+                print("  all-to-all: \(Console.bytes(bytes)) cross between GPUs per step; "
+                      + String(format: "%.0f%% of the step on average (waiting for the slowest GPU included)", share * 100))
+            }
+        }
+        if let baseline, let rate = result.deviceSamplesPerSecond {
+            let gpus = result.gpus?.count ?? 1
+            print(String(format: "scaling: %.2f× one GPU's %.0f samples/s on %d GPUs (efficiency %.0f%%)", rate / baseline, baseline,
+                         gpus, rate / baseline / Double(gpus) * 100))
         }
         if let stages = result.stages {
             print("where the time goes (stages timed one by one, no graph):")
@@ -165,6 +196,19 @@ struct EndToEndBench: ParsableCommand {
             "\(result.batches) batches: " + String(format: "%.0f", result.samplesPerSecond)
                 + " samples (pairs)/s; per batch p50 \(Console.seconds(result.p50Milliseconds / 1e3)), "
                 + "p90 \(Console.seconds(result.p90Milliseconds / 1e3)), p99 \(Console.seconds(result.p99Milliseconds / 1e3))")
+    }
+
+    /// Device samples/s of the first of --gpus alone on its share of `batch` (batch size / GPUs).
+    func oneGPUBaseline(model: Model, batch: Batch, hotRows: [[Int]]?) throws -> Double {
+        let count = try multiGPU.ordinals(deviceCount: try Driver.shared().deviceCount()).count
+        let share = max(batch.size / count, 1)
+        let engine = try EngineFactory.make(model: model, device: .gpu, threads: threads, variant: variant, math: math,
+                                            graphs: graphs, hotRows: hotRows)
+        guard let gpu = engine as? GPUEngine else { throw BagelError(.device, "--scaling needs GPUs") }
+        let forward = try gpu.deviceForwardSeconds(batch.slice(0..<share), iterations: 30).dropFirst().median
+        print("one GPU (\(gpu.context.device.name)), batch \(share): device forward \(Console.seconds(forward)) = "
+              + String(format: "%.0f samples/s", Double(share) / forward))
+        return Double(share) / forward
     }
 
     /// Bytes the in-memory model's tables may take: a quarter of the memory of the device it runs on

@@ -131,7 +131,10 @@ struct DoctorCommand: ParsableCommand {
         if let coordinator {
             let address = try Rendezvous.Address(parsing: coordinator)
             let context = try CUDAContext(ordinal: rank % max(count, 1))
-            for outcome in try CollectiveCheck.runAsRank(context: context, coordinator: address, rank: rank, world: world) {
+            let id = try Rendezvous.exchange(at: address, rank: rank, world: world) { try library.uniqueId().bytes }
+            let communicator = try NCCLCommunicator.join(NCCLUniqueId(id), rank: rank, ranks: world, context: context)
+            for outcome in try CollectiveCheck.runAsRank(communicator: communicator, coordinator: address)
+                + ShardedParity.run(communicators: [communicator]) {
                 report(outcome.name, outcome.passed, outcome.detail)
             }
             return
@@ -140,8 +143,10 @@ struct DoctorCommand: ParsableCommand {
             report("NCCL between GPUs", false, "this machine has \(count) GPU; the check needs 2 or more")
             return
         }
-        let contexts = try (0..<count).map { try CUDAContext(ordinal: $0) }
-        for outcome in try CollectiveCheck.runInProcess(contexts: contexts) { report(outcome.name, outcome.passed, outcome.detail) }
+        let communicators = try NCCLCommunicator.clique(try (0..<count).map { try CUDAContext(ordinal: $0) })
+        for outcome in try CollectiveCheck.runInProcess(communicators: communicators) + ShardedParity.run(communicators: communicators) {
+            report(outcome.name, outcome.passed, outcome.detail)
+        }
     }
 }
 

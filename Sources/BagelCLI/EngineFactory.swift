@@ -13,7 +13,8 @@ enum EngineFactory {
     /// - Parameter tiers: `--hbm-budget` / `--access-trace`: rows beyond the budget go to the host tier (GPU only).
     static func make(model: Model, device: DeviceChoice, threads: Int? = nil, variant: String? = nil,
                      math: MathMode = .fp32, graphs: Bool = true, hotRows: [[Int]]? = nil,
-                     tiers: TierOptions? = nil, traffic: [[Int]]? = nil) throws -> any InferenceEngine {
+                     tiers: TierOptions? = nil, traffic: [[Int]]? = nil,
+                     multiGPU: MultiGPUOptions? = nil) throws -> any InferenceEngine {
         let embedding = try variant.map(EmbeddingChoice.parse) ?? .auto
         // --threads 1 also keeps the GPU engine's batch preparation on one thread.
         let placement = try tiers?.placement(for: model.config, traffic: traffic)
@@ -23,6 +24,10 @@ enum EngineFactory {
         }
         let options = GPUEngineOptions(embedding: embedding, math: math, useGraphs: graphs, hotRows: hotRows,
                                        parallelHostWork: threads != 1, placement: placement)
+        if let multiGPU, multiGPU.isActive {
+            guard device != .cpu else { throw BagelError(.invalidData, "--gpus and --coordinator run on GPUs; leave out --device cpu") }
+            if let engine = try multiGPU.makeEngine(model: model, options: options) { return engine }
+        }
         switch device {
         case .cpu:
             return CPUEngine(model: model, threads: threads)

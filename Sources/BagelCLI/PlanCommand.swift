@@ -114,20 +114,7 @@ struct PlanCommand: ParsableCommand {
     func shard(_ config: ModelConfig, gpus: Int) throws {
         let perGPU = try ByteSize.parse(gpuMemory, what: "--gpu-memory") - (2 << 30)
         guard perGPU > 0 else { throw ValidationError("--gpu-memory must be over 2 GB") }
-        var overrides: [Int: ShardKind] = [:]
-        if sharding != "auto" {
-            if let every = ShardKind(rawValue: sharding) {
-                for t in config.tables.indices { overrides[t] = every }
-            } else {
-                for item in sharding.split(separator: ",") {
-                    let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
-                    guard pair.count == 2, let t = Int(pair[0]), let kind = ShardKind(rawValue: pair[1]) else {
-                        throw ValidationError("--sharding is auto, table-wise, row-wise, column-wise or TABLE=KIND,... (got \(item))")
-                    }
-                    overrides[t] = kind
-                }
-            }
-        }
+        let overrides = try ShardingPlanner.overrides(parsing: sharding, tables: config.tables.count)
         do {
             let plan = try ShardingPlanner.plan(config: config, gpus: gpus, gpuBudget: perGPU, overrides: overrides)
             print(plan.describe(modelName: config.name))

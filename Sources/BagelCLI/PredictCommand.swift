@@ -40,6 +40,7 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "CPU threads (default: all cores); 1 also prepares GPU batches on one thread.")
     var threads: Int?
     @OptionGroup var tiers: TierOptions
+    @OptionGroup var multiGPU: MultiGPUOptions
 
     @Option(help: "Embedding kernel variant on the GPU (default: the model's choice, else auto).")
     var variant: String?
@@ -57,7 +58,7 @@ struct PredictCommand: ParsableCommand {
         // The input first: a missing file is the error to show, before any word about the engine.
         let reader = try DataFormat.detect(path: data, asked: format).reader(path: data, config: loaded.config)
         let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math,
-                                            tiers: tiers)
+                                            tiers: tiers, multiGPU: multiGPU)
         Console.status("engine: \(engine.description)")
         let progress = ProgressReporter("predict")
 

@@ -81,8 +81,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "CPU threads (default: all cores).")
     var threads: Int?
     @OptionGroup var tiers: TierOptions
+    @OptionGroup var multiGPU: MultiGPUOptions
 
     func validate() throws {
+        guard multiGPU.coordinator == nil else {
+            throw ValidationError("serving a model sharded over processes is not built yet (rank 0 would have to hand every batch to the others); serve --gpus 0,1,... from one process")
+        }
         guard maxBatch >= 1, maxQueue >= maxBatch else { throw ValidationError("need 1 ≤ --max-batch ≤ --max-queue") }
         guard maxDelayUs >= 0, maxBodyBytes >= 1024 else { throw ValidationError("bad --max-delay-us or --max-body-bytes") }
         guard idleTimeout > 0, exitTimeout >= 0, maxConnections >= 1, maxBufferedBytes >= maxBodyBytes else {
@@ -100,10 +104,10 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logs.logger("bagel.serve")
         let loaded = try Model.load(directory: model)
         let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math,
-                                            tiers: tiers)
+                                            tiers: tiers, multiGPU: multiGPU)
         let batching = BatchingOptions(
             maxBatch: maxBatch, maxDelay: .microseconds(maxDelayUs), maxQueue: maxQueue, enabled: !noBatching,
-            bucketed: engine is GPUEngine)
+            bucketed: engine is GPUEngine || engine is ShardedEngine || engine is ReplicatedEngine)
         let configuration = ServerConfiguration(
             host: host, httpPort: port, grpcPort: grpcPort < 0 ? nil : grpcPort, modelName: name ?? loaded.config.name,
             maxBodyBytes: maxBodyBytes, batching: batching, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
@@ -112,10 +116,10 @@ struct ServeCommand: AsyncParsableCommand {
             tls: tlsCert.map { TLSFiles(certificateChain: $0, privateKey: tlsKey!) }, bearerToken: try bearerToken())
         // A repository "load" builds the next version from the model directory as it is then (write
         // the new files beside the old and swap a symlink, then load): same device and options.
-        let (directory, device, threads, variant, math, tiers) = (model, device, threads, variant, math, tiers)
+        let (directory, device, threads, variant, math, tiers, multiGPU) = (model, device, threads, variant, math, tiers, multiGPU)
         let server = InferenceServer(engine: engine, configuration: configuration, logger: logger) {
             try EngineFactory.make(model: try Model.load(directory: directory), device: device, threads: threads,
-                                   variant: variant, math: math, tiers: tiers)
+                                   variant: variant, math: math, tiers: tiers, multiGPU: multiGPU)
         }
         logger.info("engine: \(engine.description)")
         let batchingNote = noBatching ? "no batching" : "batches of up to \(maxBatch), \(maxDelayUs) µs"

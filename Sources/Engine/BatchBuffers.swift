@@ -140,11 +140,11 @@ final class BatchBuffers {
             + config.topMLP).max()!
         activations = (try DeviceBuffer<Float>(context: context, count: capacity * widest),
                        try DeviceBuffer<Float>(context: context, count: capacity * widest))
-        interactionInput = try DeviceBuffer<Float>(context: context, count: capacity * GPUEngine.outputStride(config))
+        interactionInput = try DeviceBuffer<Float>(context: context, count: capacity * DenseNetwork.outputStride(config))
         topInput = config.interaction != .cat
-            ? try DeviceBuffer<Float>(context: context, count: capacity * GPUEngine.topStride(config)) : nil
+            ? try DeviceBuffer<Float>(context: context, count: capacity * DenseNetwork.topStride(config)) : nil
         topInputBF16 = bf16Operands
-            ? try DeviceBuffer<UInt16>(context: context, count: capacity * GPUEngine.bf16Stride(config)) : nil
+            ? try DeviceBuffer<UInt16>(context: context, count: capacity * DenseNetwork.bf16Stride(config)) : nil
         logits = try DeviceBuffer<Float>(context: context, count: capacity)
         probabilities = try DeviceBuffer<Float>(context: context, count: capacity)
         output = try PinnedBuffer(context: context, byteCount: capacity * 4)
@@ -156,4 +156,13 @@ final class BatchBuffers {
     }
 
     func use(_ layout: ArenaLayout) { currentLayout = layout }
+
+    /// What the dense network reads and writes; the dense features sit in the arena after `tables` records.
+    func denseBuffers(tables: Int) -> DenseNetwork.Buffers {
+        DenseNetwork.Buffers(
+            dense: arena.address + DevicePointer(ArenaLayout.denseOffset(tables: tables)),
+            activations: (activations.0.address, activations.1.address), interactionInput: interactionInput.address,
+            topInput: topInput?.address, topInputBF16: topInputBF16?.address, logits: logits.address,
+            probabilities: probabilities.address)
+    }
 }

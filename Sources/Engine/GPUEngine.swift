@@ -50,45 +50,18 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     private var tierLookups: [Int]
 
     let library: KernelLibrary
-    let matmul: MatmulContext
     let stream: CUDAStream
     let elementwise: ElementwiseKernels
-    let interaction: InteractionKernel?
     let remap: IndexRemapKernel?
     let tables: [ResidentTable]
     /// What runs each table (after tuning, the tuned choice).
     public private(set) var plan: EmbeddingPlan
-    /// Tables grouped by (dim, storage, knobs): one kernel and one launch per group.
+    /// Tables grouped by (dim, storage, knobs): one kernel and one launch per group (`group`).
     private(set) var groups: [(kernel: EmbeddingBagKernel, tables: [Int])] = []
-    /// Position of each table's TableArgs record: records are stored group by group, so a group's
-    /// records are contiguous and its kernel indexes them from 0.
+    /// Position of each table's TableArgs record.
     private(set) var slots: [Int] = []
-    let bottomWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
-    let topWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
-    /// The cross network (dcn): per layer V (no bias: `crossZeroBias`), W and b; its element-wise kernel.
-    let crossWeights: [(v: DeviceBuffer<Float>, w: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
-    let crossZeroBias: DeviceBuffer<Float>?
-    /// The cross network's element-wise step and the fp32 → bf16 conversion (dcn models, `--math bf16`).
-    let crossKernel: CrossNetworkKernel?
-    /// bf16 copies of the large products' weights for `--math bf16` (nil otherwise).
-    let bf16: BF16Weights?
-
-    /// The cross network's and the top MLP's weights as bf16 operands; biases of the layers whose output
-    /// stays bf16 are bf16 too (cuBLASLt's bias follows the output type), the others stay fp32.
-    struct BF16Weights {
-        let cross: [(v: DeviceBuffer<UInt16>, w: DeviceBuffer<UInt16>)]
-        let crossZeroBias: DeviceBuffer<UInt16>?
-        let top: [(weight: DeviceBuffer<UInt16>, bias: DeviceBuffer<UInt16>)]
-
-        init(model: Model, context: CUDAContext) throws {
-            func bf16(_ values: [Float]) throws -> DeviceBuffer<UInt16> {
-                try DeviceBuffer<UInt16>(context: context, copying: values.map(NumericConversion.bf16FromFloat))
-            }
-            cross = try model.cross.map { (try bf16($0.v.weight), try bf16($0.w.weight)) }
-            crossZeroBias = try model.cross.first.map { try bf16([Float](repeating: 0, count: $0.v.output)) }
-            top = try model.top.map { (try bf16($0.weight), try bf16($0.bias)) }
-        }
-    }
+    /// Bottom MLP, interaction or cross network, top MLP.
+    let dense: DenseNetwork
     private let savedPersistingL2: Int?
     private let outputAligned: Bool
     private let tuneKey: String
@@ -123,11 +96,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         let context = try context ?? CUDAContext(ordinal: options.deviceOrdinal)
         self.context = context
         self.library = try library ?? KernelLibrary(context: context)
-        matmul = try MatmulContext(context: context)
         stream = try CUDAStream(context: context)
         elementwise = try ElementwiseKernels(library: self.library)
         let config = model.config
-        interaction = config.interaction == .dot ? try InteractionKernel(library: self.library) : nil
         outputAligned = Self.outputOffsets(config).allSatisfy { $0 % 4 == 0 } && Self.outputStride(config) % 4 == 0
 
         // Hot rows: given, or the model's profile files.
@@ -155,25 +126,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 pinCount: planned.pinnedRows, bitmap: planned.hotBitmap, tier: split)
         }
 
-        func upload(_ layers: [DenseLayer]) throws -> [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)] {
-            try layers.map {
-                (try DeviceBuffer<Float>(context: context, copying: $0.weight),
-                 try DeviceBuffer<Float>(context: context, copying: $0.bias))
-            }
-        }
-        bottomWeights = try upload(model.bottom)
-        topWeights = try upload(model.top)
-        crossWeights = try model.cross.map {
-            (try DeviceBuffer<Float>(context: context, copying: $0.v.weight),
-             try DeviceBuffer<Float>(context: context, copying: $0.w.weight),
-             try DeviceBuffer<Float>(context: context, copying: $0.w.bias))
-        }
-        crossZeroBias = try model.cross.first.map {
-            try DeviceBuffer<Float>(context: context, copying: [Float](repeating: 0, count: $0.v.output))
-        }
-        let bf16Operands = options.math == .bf16
-        crossKernel = model.cross.isEmpty && !bf16Operands ? nil : try CrossNetworkKernel(library: self.library)
-        bf16 = bf16Operands ? try BF16Weights(model: model, context: context) : nil
+        dense = try DenseNetwork(model: model, context: context, library: self.library, elementwise: elementwise,
+                                 math: options.math)
 
         if plan.usesAccessPolicyWindow {
             savedPersistingL2 = try context.persistingL2Limit()
@@ -209,26 +163,32 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
 
     /// One kernel per (dim, storage, knobs) group of tables.
     private func regroup() throws {
-        let perTable = plan.tables.map(\.config.knobs)
+        (groups, slots) = try Self.group(tables: tables, knobs: plan.tables.map(\.config.knobs), library: library,
+                                         indexWidth: plan.indexType, outputAligned: outputAligned)
+        forwards.removeAll()  // graphs hold the old kernels
+    }
+
+    /// One kernel per (dim, storage, knobs) group of `tables`, and the position of each table's TableArgs
+    /// record (records are stored group by group, so a group's are contiguous and its kernel indexes them from 0).
+    static func group(tables: [ResidentTable], knobs: [EmbeddingBagKnobs], library: KernelLibrary, indexWidth: IndexType,
+                      outputAligned: Bool) throws -> (groups: [(kernel: EmbeddingBagKernel, tables: [Int])], slots: [Int]) {
         var grouped: [(kernel: EmbeddingBagKernel, tables: [Int])] = []
         var seen: [String: Int] = [:]
         for (t, table) in tables.enumerated() {
-            let key = "\(table.dim)/\(table.storage.rawValue)/\(perTable[t])"
+            let key = "\(table.dim)/\(table.storage.rawValue)/\(knobs[t])"
             if let g = seen[key] {
                 grouped[g].tables.append(t)
             } else {
                 let kernel = try EmbeddingBagKernel(
-                    library: library, knobs: perTable[t], dim: table.dim, storage: table.storage,
-                    indexWidth: plan.indexType, outputAligned: outputAligned)
+                    library: library, knobs: knobs[t], dim: table.dim, storage: table.storage,
+                    indexWidth: indexWidth, outputAligned: outputAligned)
                 seen[key] = grouped.count
                 grouped.append((kernel, [t]))
             }
         }
-        groups = grouped
         var slots = [Int](repeating: 0, count: tables.count)
         for (position, t) in grouped.flatMap(\.tables).enumerated() { slots[t] = position }
-        self.slots = slots
-        forwards.removeAll()  // graphs hold the old kernels
+        return (grouped, slots)
     }
 
     /// Times every candidate on each table with this batch's inputs (one table per launch, pin
@@ -284,29 +244,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         }
     }
 
-    // MARK: Layout of the interaction input
-
-    /// Floats per sample of the buffer the embeddings write into: T (dot) or r (cat).
-    static func outputStride(_ config: ModelConfig) -> Int {
-        config.interaction == .dot ? (config.tables.count + 1) * config.bottomOutputWidth : topStride(config)
-    }
-
-    /// Where each table's pooled vector starts within a sample's row of that buffer.
-    static func outputOffsets(_ config: ModelConfig) -> [Int] {
-        var offsets: [Int] = []
-        var column = config.bottomOutputWidth
-        for table in config.tables {
-            offsets.append(column)
-            column += table.dim
-        }
-        return offsets
-    }
-
-    /// Row stride of the top MLP's input r, padded to 4 floats (16-byte rows).
-    static func topStride(_ config: ModelConfig) -> Int { (config.topInputWidth + 3) & ~3 }
-
-    /// Row stride of the top MLP's bf16 input, padded to 8 elements (16-byte rows).
-    static func bf16Stride(_ config: ModelConfig) -> Int { (config.topInputWidth + 7) & ~7 }
+    static func outputStride(_ config: ModelConfig) -> Int { DenseNetwork.outputStride(config) }
+    static func outputOffsets(_ config: ModelConfig) -> [Int] { DenseNetwork.outputOffsets(config) }
 
     // MARK: Predict
 
@@ -445,20 +384,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     private func bindings(layout: ArenaLayout, buffers: BatchBuffers) -> [EmbeddingTableBinding] {
         let offsets = Self.outputOffsets(model.config)
         let stride = Self.outputStride(model.config)
-        let base = buffers.arena.address
         return tables.enumerated().map { t, table in
-            let region = layout.tables[t]
-            return EmbeddingTableBinding(
-                weights: table.buffer.address, rows: table.rows, indices: base + DevicePointer(region.indices),
-                offsets: base + DevicePointer(region.offsets),
-                sampleWeights: region.weights.map { base + DevicePointer($0) } ?? 0,
-                output: buffers.interactionInput.address + DevicePointer(offsets[t] * 4), outputStride: stride,
-                mean: table.mean, hotRows: table.layout.hotRows, pinList: table.pinList?.address ?? 0,
-                pinCount: table.pinList?.count ?? 0,
-                offset2bag: region.offset2bag.map { base + DevicePointer($0) } ?? 0,
-                bagSize: region.bagSize.map { base + DevicePointer($0) } ?? 0,
-                hotBitmap: table.hotBitmap?.address ?? 0, remap: table.remap?.address ?? 0,
-                hostWeights: table.hostAddress, deviceRows: table.deviceRows)
+            table.binding(region: layout.tables[t], arena: buffers.arena.address,
+                          output: buffers.interactionInput.address + DevicePointer(offsets[t] * 4), outputStride: stride)
         }
     }
 
@@ -476,83 +404,19 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         unowned let engine: GPUEngine
         let batch: Int
         let buffers: BatchBuffers
-        let bottom: [LinearLayerOp]
-        let top: [LinearLayerOp]
-        /// Per cross layer: V x_l (width → rank, into activations.0) and W(·) + b (rank → width, into
-        /// activations.1).
-        let cross: [(v: LinearLayerOp, w: LinearLayerOp)]
+        let dense: DenseNetwork.Forward
         var graph: Graph?
 
         init(engine: GPUEngine, batch: Int, buffers: BatchBuffers) throws {
             self.engine = engine
             self.batch = batch
             self.buffers = buffers
-            let config = engine.model.config
-            let math = engine.options.math
-            let shapes = ModelConfig.layerShapes(input: config.denseFeatures, widths: config.bottomMLP)
-            bottom = try shapes.enumerated().map { k, shape in
-                let last = k == shapes.count - 1
-                return try LinearLayerOp(
-                    matmul: engine.matmul, weight: engine.bottomWeights[k].weight.address,
-                    bias: engine.bottomWeights[k].bias.address, input: shape.input, output: shape.output, batch: batch,
-                    ldx: k == 0 ? config.denseFeatures : shape.input,
-                    ldy: last ? GPUEngine.outputStride(config) : shape.output, relu: true, mode: math)
-            }
-            let (width, stride) = (config.crossWidth, GPUEngine.topStride(config))
-            // bf16 math: V x_l takes x_l's bf16 copy and writes bf16, W(·) reads it and writes fp32 y.
-            let bf16 = engine.bf16
-            cross = try engine.crossWeights.enumerated().map { l, layer in
-                let rank = config.crossNetwork!.lowRank
-                return (
-                    try LinearLayerOp(matmul: engine.matmul, weight: bf16?.cross[l].v.address ?? layer.v.address,
-                                      bias: bf16?.crossZeroBias!.address ?? engine.crossZeroBias!.address,
-                                      input: width, output: rank, batch: batch,
-                                      ldx: bf16 == nil ? stride : GPUEngine.bf16Stride(config), ldy: rank, relu: false,
-                                      mode: math, operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16),
-                    try LinearLayerOp(matmul: engine.matmul, weight: bf16?.cross[l].w.address ?? layer.w.address,
-                                      bias: layer.bias.address, input: rank, output: width, batch: batch, ldx: rank,
-                                      ldy: width, relu: false, mode: math, operands: bf16 == nil ? .fp32 : .bf16))
-            }
-            let topShapes = ModelConfig.layerShapes(input: config.topInputWidth, widths: config.topMLP)
-            top = try topShapes.enumerated().map { k, shape in
-                let last = k == topShapes.count - 1
-                guard let bf16 else {
-                    return try LinearLayerOp(
-                        matmul: engine.matmul, weight: engine.topWeights[k].weight.address,
-                        bias: engine.topWeights[k].bias.address, input: shape.input, output: shape.output, batch: batch,
-                        ldx: k == 0 ? GPUEngine.topStride(config) : shape.input, ldy: shape.output, relu: !last, mode: math)
-                }
-                // bf16 operands throughout; the logit comes out fp32 (with the fp32 bias) for the sigmoid.
-                return try LinearLayerOp(
-                    matmul: engine.matmul, weight: bf16.top[k].weight.address,
-                    bias: last ? engine.topWeights[k].bias.address : bf16.top[k].bias.address, input: shape.input,
-                    output: shape.output, batch: batch, ldx: k == 0 ? GPUEngine.bf16Stride(config) : shape.input,
-                    ldy: shape.output, relu: !last, mode: math, operands: .bf16, result: last ? .fp32 : .bf16)
-            }
+            dense = try DenseNetwork.Forward(
+                network: engine.dense, batch: batch, buffers: buffers.denseBuffers(tables: engine.tables.count))
         }
 
         /// Picks each layer's fastest cuBLASLt algorithm on the real buffers (before capture).
-        func tune(on stream: CUDAStream) throws {
-            let config = engine.model.config
-            let act = [buffers.activations.0.address, buffers.activations.1.address]
-            var x = buffers.arena.address + DevicePointer(ArenaLayout.denseOffset(tables: config.tables.count))
-            for (k, op) in bottom.enumerated() {
-                let y = k == bottom.count - 1 ? buffers.interactionInput.address : act[k % 2]
-                try op.tune(x: x, y: y, stream: stream)
-                x = y
-            }
-            let bf16Input = buffers.topInputBF16?.address
-            for layer in cross {
-                try layer.v.tune(x: bf16Input ?? buffers.interactionInput.address, y: act[0], stream: stream)
-                try layer.w.tune(x: act[0], y: act[1], stream: stream)
-            }
-            var r = bf16Input ?? buffers.topInput?.address ?? buffers.interactionInput.address
-            for (k, op) in top.enumerated() {
-                let y = k == top.count - 1 ? buffers.logits.address : act[k % 2]
-                try op.tune(x: r, y: y, stream: stream)
-                r = y
-            }
-        }
+        func tune(on stream: CUDAStream) throws { try dense.tune(on: stream) }
 
         func capture(on stream: CUDAStream) throws {
             graph = try stream.capture { try encode(on: stream) }
@@ -566,21 +430,11 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             for stage in stages { try stage.body(stream) }
         }
 
-        /// The forward as named stages: bottom MLP → (index remap) → embedding bags → interaction →
-        /// top MLP and sigmoid.
-        var stages: [(name: String, body: (CUDAStream) throws -> Void)] {
-            let config = engine.model.config
+        /// The forward as named stages: bottom MLP → (index remap) → embedding bags → interaction or
+        /// cross network → top MLP and sigmoid.
+        var stages: [DenseNetwork.Forward.Stage] {
             let arena = buffers.arena.address
-            let act = [buffers.activations.0.address, buffers.activations.1.address]
-            var result: [(name: String, body: (CUDAStream) throws -> Void)] = []
-            result.append(("bottom MLP", { stream in
-                var x = arena + DevicePointer(ArenaLayout.denseOffset(tables: config.tables.count))
-                for (k, op) in self.bottom.enumerated() {
-                    let y = k == self.bottom.count - 1 ? self.buffers.interactionInput.address : act[k % 2]
-                    try op.encode(x: x, y: y, stream: stream)
-                    x = y
-                }
-            }))
+            var result = [dense.bottomStage]
             if let remap = engine.remap {
                 result.append(("index remap", { stream in
                     try remap.encode(tableArgs: arena, tables: self.engine.tables.count, batch: self.batch, stream: stream)
@@ -596,63 +450,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                         stream: stream)
                 }
             }))
-            if let interaction = engine.interaction {
-                result.append(("interaction", { stream in
-                    try interaction.encode(
-                        t: self.buffers.interactionInput.address, tStride: GPUEngine.outputStride(config),
-                        out: self.buffers.topInput!.address, outStride: GPUEngine.topStride(config), batch: self.batch,
-                        rows: config.tables.count + 1, dim: config.bottomOutputWidth, upper: config.pairOrder == .upper,
-                        stream: stream)
-                }))
-            }
-            if let crossKernel = engine.crossKernel {
-                // x_{l+1} = x₀ ⊙ (W_l (V_l x_l) + b_l) + x_l; x₀ is the concatenation the bags wrote, x_l
-                // lives in topInput from the first layer on.
-                result.append(("cross network", { stream in
-                    let stride = GPUEngine.topStride(config)
-                    let x0 = self.buffers.interactionInput.address
-                    let state = self.buffers.topInput!.address
-                    // bf16 math: the products read x_l's bf16 copy, which each combine rewrites.
-                    let half = self.buffers.topInputBF16?.address
-                    if let half {
-                        try crossKernel.encodeToBF16(source: x0, sourceStride: stride, destination: half,
-                                                     destinationStride: GPUEngine.bf16Stride(config),
-                                                     width: config.crossWidth, batch: self.batch, stream: stream)
-                    }
-                    var xl = x0
-                    for layer in self.cross {
-                        try layer.v.encode(x: half ?? xl, y: act[0], stream: stream)
-                        try layer.w.encode(x: act[0], y: act[1], stream: stream)
-                        try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth, xl: xl,
-                                               xlStride: stride, out: state, outStride: stride, outBF16: half ?? 0,
-                                               outBF16Stride: GPUEngine.bf16Stride(config), width: config.crossWidth,
-                                               batch: self.batch, stream: stream)
-                        xl = state
-                    }
-                }))
-            }
-            result.append(("top MLP + sigmoid", { stream in
-                var r = self.buffers.topInput?.address ?? self.buffers.interactionInput.address
-                if let half = self.buffers.topInputBF16?.address {
-                    // dot and cat: r as bf16 (dcn's cross network has written its bf16 copy already).
-                    if config.interaction != .dcn {
-                        try self.engine.crossKernel!.encodeToBF16(
-                            source: r, sourceStride: GPUEngine.topStride(config), destination: half,
-                            destinationStride: GPUEngine.bf16Stride(config), width: config.topInputWidth,
-                            batch: self.batch, stream: stream)
-                    }
-                    r = half
-                }
-                for (k, op) in self.top.enumerated() {
-                    let y = k == self.top.count - 1 ? self.buffers.logits.address : act[k % 2]
-                    try op.encode(x: r, y: y, stream: stream)
-                    r = y
-                }
-                try self.engine.elementwise.encodeSigmoid(
-                    y: self.buffers.logits.address, yStride: 1, p: self.buffers.probabilities.address, count: self.batch,
-                    stream: stream)
-            }))
-            return result
+            return result + dense.headStages
         }
     }
 }

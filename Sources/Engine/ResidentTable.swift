@@ -280,3 +280,21 @@ public final class ResidentTable: @unchecked Sendable {
 private struct RawRows: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
 }
+
+extension ResidentTable {
+    /// This table's kernel arguments for one batch: its inputs at `region` of the arena, its pooled vectors
+    /// at `output`, `outputStride` floats apart.
+    func binding(region: ArenaLayout.TableRegion, arena: DevicePointer, output: DevicePointer,
+                 outputStride: Int) -> EmbeddingTableBinding {
+        EmbeddingTableBinding(
+            weights: buffer.address, rows: rows, indices: arena + DevicePointer(region.indices),
+            offsets: arena + DevicePointer(region.offsets),
+            sampleWeights: region.weights.map { arena + DevicePointer($0) } ?? 0,
+            output: output, outputStride: outputStride,
+            mean: mean, hotRows: layout.hotRows, pinList: pinList?.address ?? 0, pinCount: pinList?.count ?? 0,
+            offset2bag: region.offset2bag.map { arena + DevicePointer($0) } ?? 0,
+            bagSize: region.bagSize.map { arena + DevicePointer($0) } ?? 0,
+            hotBitmap: hotBitmap?.address ?? 0, remap: remap?.address ?? 0,
+            hostWeights: hostAddress, deviceRows: deviceRows)
+    }
+}

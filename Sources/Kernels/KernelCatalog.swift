@@ -21,6 +21,7 @@ public enum KernelCatalog {
         var entries: [Entry] = [
             Entry(name: "interaction", spec: InteractionKernel.spec, functions: ["interaction_dot"]),
             Entry(name: "cross network", spec: CrossNetworkKernel.spec, functions: ["cross_combine", "convert_f32_bf16"]),
+            Entry(name: "pooled assembly", spec: PooledAssemblyKernel.spec, functions: ["assemble_pooled"]),
             Entry(
                 name: "elementwise", spec: ElementwiseKernels.spec,
                 functions: ["sigmoid_column", "fill_uniform_f32", "fill_uniform_f16", "fill_uniform_bf16", "fill_rows_i8",

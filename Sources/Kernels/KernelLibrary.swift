@@ -9,6 +9,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
     case interaction = "interaction.cu"
     case crossNetwork = "cross_network.cu"
     case elementwise = "elementwise.cu"
+    case sharding = "sharding.cu"
 
     public var source: String {
         switch self {
@@ -18,6 +19,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
         case .interaction: return Self.text(PackageResources.interaction_cu)
         case .crossNetwork: return Self.text(PackageResources.cross_network_cu)
         case .elementwise: return Self.text(PackageResources.elementwise_cu)
+        case .sharding: return Self.text(PackageResources.sharding_cu)
         }
     }
 
@@ -30,7 +32,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
                 NVRTC.Header(name: "kernel_abi.h", source: Self.text(PackageResources.kernel_abi_h)),
                 NVRTC.Header(name: "embedding_bag_common.cuh", source: Self.text(PackageResources.embedding_bag_common_cuh)),
             ]
-        case .interaction, .crossNetwork, .elementwise:
+        case .interaction, .crossNetwork, .elementwise, .sharding:
             return []
         }
     }

@@ -79,10 +79,10 @@ public enum CollectiveCheck {
         }
     }
 
-    /// Every GPU of this process in one clique.
-    public static func runInProcess(contexts: [CUDAContext]) throws -> [Outcome] {
+    /// Every GPU of this process in one clique (`communicators` from `NCCLCommunicator.clique`).
+    public static func runInProcess(communicators: [NCCLCommunicator]) throws -> [Outcome] {
         let nccl = try NCCL.shared()
-        let communicators = try NCCLCommunicator.clique(contexts)
+        let contexts = communicators.map(\.context)
         let members = try communicators.map(Member.init)
         try nccl.group { for member in members { try member.enqueue() } }
         var outcomes: [Outcome] = []
@@ -95,14 +95,13 @@ public enum CollectiveCheck {
         return outcomes
     }
 
-    /// One GPU of a clique spread over processes (`--coordinator/--rank/--world`).
-    public static func runAsRank(context: CUDAContext, coordinator: Rendezvous.Address, rank: Int, world: Int) throws -> [Outcome] {
+    /// One GPU of a clique spread over processes (`--coordinator/--rank/--world`): this process's member.
+    public static func runAsRank(communicator: NCCLCommunicator, coordinator: Rendezvous.Address) throws -> [Outcome] {
         let nccl = try NCCL.shared()
-        let id = try Rendezvous.exchange(at: coordinator, rank: rank, world: world) { try nccl.uniqueId().bytes }
-        let communicator = try NCCLCommunicator.join(NCCLUniqueId(id), rank: rank, ranks: world, context: context)
         let member = try Member(communicator)
         try member.enqueue()
         let problem = try member.problem()
+        let (rank, world) = (communicator.rank, communicator.ranks)
         return [Outcome(name: "NCCL \(nccl.version) all-to-all + sum, rank \(rank) of \(world) processes (rendezvous at \(coordinator))",
                         passed: problem == nil,
                         detail: problem ?? "\(member.receiveBytes.reduce(0, +)) bytes received, every byte as sent")]

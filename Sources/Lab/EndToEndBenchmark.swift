@@ -31,9 +31,14 @@ public enum EndToEndBenchmark {
         public var stages: [Stage]?
         /// The autotuner's choice per table, when the engine tuned itself or reused a cached choice.
         public var autotuned: [String]?
+        /// Several GPUs: each GPU's share of a step (sharded: embeddings, all-to-all, dense part).
+        public var gpus: [GPUShare]?
+        /// Sharded: bytes of pooled vectors that cross between GPUs per step.
+        public var exchangeBytes: Int?
 
         enum CodingKeys: String, CodingKey {
-            case engine, model, batch, lookups, dataset, batches, stages, autotuned
+            case engine, model, batch, lookups, dataset, batches, stages, autotuned, gpus
+            case exchangeBytes = "exchange_bytes"
             case samplesPerSecond = "samples_per_second"
             case p50Milliseconds = "p50_ms"
             case p90Milliseconds = "p90_ms"
@@ -43,10 +48,30 @@ public enum EndToEndBenchmark {
         }
     }
 
+    /// One GPU's part of a multi-GPU step (device time, medians).
+    public struct GPUShare: Codable, Sendable {
+        public let rank: Int
+        public let name: String
+        /// Sharded: embedding bags and bottom MLP; replicated: the whole forward of its piece.
+        public let computeMilliseconds: Double
+        /// Sharded: the all-to-all, including the wait for the slowest GPU.
+        public let exchangeMilliseconds: Double?
+        /// Sharded: assembly, interaction or cross network, top MLP.
+        public let denseMilliseconds: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case rank, name
+            case computeMilliseconds = "compute_ms"
+            case exchangeMilliseconds = "exchange_ms"
+            case denseMilliseconds = "dense_ms"
+        }
+    }
+
     /// Runs `engine` on `batches` (cycled) for `seconds` after up to a second of warm-up (the first
-    /// calls allocate, compile and capture).
+    /// calls allocate, compile and capture). With `count`, exactly 5 warm-up batches and `count` timed ones
+    /// instead: ranks of a model sharded over processes must run the same steps.
     public static func run(engine: any InferenceEngine, batches: [Batch], seconds: Double, dataset: String,
-                           lookups: Int) throws -> Result {
+                           lookups: Int, count: Int? = nil) throws -> Result {
         precondition(!batches.isEmpty && seconds > 0)
         let size = batches[0].size
         let warmEnd = monotonicSeconds() + min(1, seconds / 5)
@@ -54,20 +79,39 @@ public enum EndToEndBenchmark {
         repeat {
             _ = try engine.predict(batches[i % batches.count])
             i += 1
-        } while monotonicSeconds() < warmEnd && i < 50
+        } while count == nil ? monotonicSeconds() < warmEnd && i < 50 : i < 5
         var times: [Double] = []
         let end = monotonicSeconds() + seconds
         repeat {
             let t0 = monotonicSeconds()
             _ = try engine.predict(batches[times.count % batches.count])
             times.append(monotonicSeconds() - t0)
-        } while monotonicSeconds() < end
+        } while count.map { times.count < $0 } ?? (monotonicSeconds() < end)
         let latency = Percentiles(times)
         var result = Result(
             engine: engine.description, model: engine.model.config.name, batch: size, lookups: lookups, dataset: dataset,
             batches: times.count, samplesPerSecond: Double(times.count * size) / times.reduce(0, +),
             p50Milliseconds: latency.median * 1e3, p90Milliseconds: latency.at(90) * 1e3,
             p99Milliseconds: latency.at(99) * 1e3)
+        if let sharded = engine as? ShardedEngine {
+            let timing = try sharded.stepTiming(batches[0], iterations: 30)
+            result.deviceForwardMilliseconds = timing.seconds * 1e3
+            result.deviceSamplesPerSecond = Double(size) / timing.seconds
+            result.exchangeBytes = timing.exchangeBytes
+            result.gpus = timing.perGPU.map {
+                GPUShare(rank: $0.rank, name: $0.name, computeMilliseconds: $0.embedding * 1e3, exchangeMilliseconds: $0.exchange * 1e3,
+                         denseMilliseconds: $0.dense * 1e3)
+            }
+        }
+        if let replicated = engine as? ReplicatedEngine {
+            let (perGPU, wall) = try replicated.deviceForwardSeconds(batches[0], iterations: 30)
+            result.deviceForwardMilliseconds = wall * 1e3
+            result.deviceSamplesPerSecond = Double(size) / wall
+            result.gpus = zip(replicated.engines, perGPU).enumerated().map { g, pair in
+                GPUShare(rank: g, name: pair.0.context.device.name, computeMilliseconds: pair.1.dropFirst().median * 1e3,
+                         exchangeMilliseconds: nil, denseMilliseconds: nil)
+            }
+        }
         if let gpu = engine as? GPUEngine {
             result.autotuned = gpu.tuneReport?.choices
             let forward = try gpu.deviceForwardSeconds(batches[0], iterations: 30).dropFirst().median

@@ -17,12 +17,24 @@ public struct Shard: Sendable, Equatable {
     public let gpu: Int
     public let rows: Range<Int>
     public let columns: Range<Int>
+
+    public init(gpu: Int, rows: Range<Int>, columns: Range<Int>) {
+        self.gpu = gpu
+        self.rows = rows
+        self.columns = columns
+    }
 }
 
 public struct TableSharding: Sendable, Equatable {
     public let table: Int
     public let kind: ShardKind
     public let shards: [Shard]
+
+    public init(table: Int, kind: ShardKind, shards: [Shard]) {
+        self.table = table
+        self.kind = kind
+        self.shards = shards
+    }
 }
 
 /// Where every table of a model lives on N GPUs, with what each GPU holds and reads and what the
@@ -40,6 +52,33 @@ public struct ShardingPlan: Sendable, Equatable {
     public let exchangeBytesPerSample: Int
     /// Row-wise tables: bytes of partial sums reduced across GPUs per sample.
     public let reductionBytesPerSample: Int
+
+    /// A plan with these shards (the planner's, or one written by hand: checks, tests); what each GPU holds
+    /// and reads follows from them.
+    public init(config: ModelConfig, gpus: Int, tables: [TableSharding], gpuBudget: Int) {
+        var bytes = [Int](repeating: 0, count: gpus)
+        var load = [Int](repeating: 0, count: gpus)
+        for sharding in tables {
+            let table = config.tables[sharding.table]
+            for shard in sharding.shards where shard.gpu < gpus {
+                let rowBytes = table.dtype.rowBytes(dim: shard.columns.count)
+                bytes[shard.gpu] += shard.rows.count * rowBytes
+                // Lookups spread evenly over the rows: each shard reads its share.
+                load[shard.gpu] += config.lookups(table: sharding.table) * rowBytes * shard.rows.count / max(table.rows, 1)
+            }
+        }
+        self.gpus = gpus
+        self.tables = tables
+        bytesPerGPU = bytes
+        lookupBytesPerGPU = load
+        self.gpuBudget = gpuBudget
+        // Every sample's pooled vectors (fp32, dim each) come from the GPUs that own them; with data-parallel
+        // dense layers, a share (N-1)/N of them crosses to another GPU, once each way counted.
+        let pooled = config.tables.reduce(0) { $0 + $1.dim * 4 }
+        exchangeBytesPerSample = pooled * (gpus - 1) / max(gpus, 1)
+        reductionBytesPerSample = tables.filter { $0.kind == .rowWise }
+            .reduce(0) { $0 + config.tables[$1.table].dim * 4 * (gpus - 1) }
+    }
 
     public func describe(modelName: String) -> String {
         var lines = ["sharding of \(modelName) over \(gpus) GPUs (\(formatBytes(gpuBudget)) of rows each at most; dense layers replicated)"]
@@ -70,6 +109,23 @@ public struct ShardingPlan: Sendable, Equatable {
 /// (into the room left, in proportion), column-wise where asked (a table that alone would make one
 /// GPU the bottleneck). `overrides` pin a table's kind.
 public enum ShardingPlanner {
+    /// `--sharding`: "auto" (none), one kind for every table, or per table "TABLE=KIND,...".
+    public static func overrides(parsing text: String, tables: Int) throws -> [Int: ShardKind] {
+        if text == "auto" { return [:] }
+        if let every = ShardKind(rawValue: text) {
+            return Dictionary(uniqueKeysWithValues: (0..<tables).map { ($0, every) })
+        }
+        var overrides: [Int: ShardKind] = [:]
+        for item in text.split(separator: ",") {
+            let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2, let t = Int(pair[0]), let kind = ShardKind(rawValue: pair[1]) else {
+                throw BagelError(.invalidData, "--sharding is auto, table-wise, row-wise, column-wise or TABLE=KIND,... (got \(item))")
+            }
+            overrides[t] = kind
+        }
+        return overrides
+    }
+
     public static func plan(config: ModelConfig, gpus: Int, gpuBudget: Int,
                             overrides: [Int: ShardKind] = [:]) throws -> ShardingPlan {
         guard gpus >= 1 else { throw BagelError(.invalidModel, "sharding needs at least one GPU") }
@@ -158,13 +214,6 @@ public enum ShardingPlanner {
             throw BagelError(.unsupported, "GPU \(over) would hold \(formatBytes(bytes[over])) of rows, over its \(formatBytes(gpuBudget))"
                              + (overrides.isEmpty ? ": the tables do not pack onto these GPUs" : ": the overrides leave no room; let the planner choose (auto)"))
         }
-        // Every sample's pooled vectors (fp32, dim each) come from the GPUs that own them; with data-parallel
-        // dense layers, a share (N-1)/N of them crosses to another GPU, once each way counted.
-        let pooled = tables.reduce(0) { $0 + $1.dim * 4 }
-        let exchange = pooled * (gpus - 1) / max(gpus, 1)
-        let reduction = result.compactMap { $0 }.filter { $0.kind == .rowWise }
-            .reduce(0) { $0 + tables[$1.table].dim * 4 * (gpus - 1) }
-        return ShardingPlan(gpus: gpus, tables: result.map { $0! }, bytesPerGPU: bytes, lookupBytesPerGPU: load,
-                            gpuBudget: gpuBudget, exchangeBytesPerSample: exchange, reductionBytesPerSample: reduction)
+        return ShardingPlan(config: config, gpus: gpus, tables: result.map { $0! }, gpuBudget: gpuBudget)
     }
 }
