@@ -12,6 +12,8 @@ struct MultiGPUOptions: ParsableArguments {
     var gpus: String?
     @Option(help: "With several GPUs: auto (the planner: tables whole where they fit, heaviest reader first; row-wise where a table fits no GPU), replicated (the whole model on each GPU), table-wise, row-wise, column-wise, or per table, e.g. 20=row-wise,0=column-wise.")
     var sharding: String = "auto"
+    @Option(help: "With several GPUs: plan the shards as if each GPU had this much memory (e.g. 80GB; default: its own).")
+    var gpuMemory: String?
     @Option(help: "Run as one rank of --world processes (one GPU each, the model sharded over all) that meet at rank 0's HOST:PORT; every rank is given the same inputs.")
     var coordinator: String?
     @Option(help: "With --coordinator: this process's rank (its GPU: the one --gpus names, else rank modulo the GPUs here).")
@@ -83,6 +85,7 @@ struct MultiGPUOptions: ParsableArguments {
     /// must come to the same plan), less the dense layers and working space.
     func plan(_ config: ModelConfig, gpus: Int, memory: Int, model: Model) throws -> ShardLayout {
         let layers = model.byteCount - model.tables.reduce(0) { $0 + $1.storage.bytes.count }
+        let memory = try gpuMemory.map { try ByteSize.parse($0, what: "--gpu-memory") } ?? memory
         let budget = memory - layers - (3 << 30)
         let overrides = try ShardingPlanner.overrides(parsing: sharding, tables: config.tables.count)
         let plan = try ShardingPlanner.plan(config: config, gpus: gpus, gpuBudget: budget, overrides: overrides)

@@ -9,6 +9,8 @@ import Kernels
 final class DenseNetwork {
     let config: ModelConfig
     let math: MathMode
+    /// Time cuBLASLt's candidates per layer (false: the heuristic's first, reproducible across runs).
+    let timeAlgorithms: Bool
     let matmul: MatmulContext
     let elementwise: ElementwiseKernels
     let interaction: InteractionKernel?
@@ -39,9 +41,11 @@ final class DenseNetwork {
         }
     }
 
-    init(model: Model, context: CUDAContext, library: KernelLibrary, elementwise: ElementwiseKernels, math: MathMode) throws {
+    init(model: Model, context: CUDAContext, library: KernelLibrary, elementwise: ElementwiseKernels, math: MathMode,
+         timeAlgorithms: Bool = true) throws {
         config = model.config
         self.math = math
+        self.timeAlgorithms = timeAlgorithms
         self.elementwise = elementwise
         matmul = try MatmulContext(context: context)
         interaction = config.interaction == .dot ? try InteractionKernel(library: library) : nil
@@ -165,6 +169,7 @@ final class DenseNetwork {
 
         /// Picks each layer's fastest cuBLASLt algorithm on the real buffers (before capture).
         func tune(on stream: CUDAStream) throws {
+            guard network.timeAlgorithms else { return }
             let act = [buffers.activations.0, buffers.activations.1]
             var x = buffers.dense
             for (k, op) in bottom.enumerated() {

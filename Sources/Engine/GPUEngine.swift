@@ -21,11 +21,15 @@ public struct GPUEngineOptions: Sendable {
     public var autotuneCache: Bool
     /// Rows per table in HBM and in the host tier (`PlacementPlanner`); nil: every row in HBM.
     public var placement: PlacementPlan?
+    /// Time cuBLASLt's candidate algorithms for each layer and keep the fastest (false: its heuristic's
+    /// first choice, the same in every run and process, so results compare bit for bit).
+    public var timeMatmulAlgorithms: Bool
 
     public init(embedding: EmbeddingChoice = .auto, math: MathMode = .fp32, useGraphs: Bool = true,
                 deviceOrdinal: Int = 0, hotRows: [[Int]]? = nil, parallelHostWork: Bool = true,
-                autotuneCache: Bool = true, placement: PlacementPlan? = nil) {
+                autotuneCache: Bool = true, placement: PlacementPlan? = nil, timeMatmulAlgorithms: Bool = true) {
         self.placement = placement
+        self.timeMatmulAlgorithms = timeMatmulAlgorithms
         self.embedding = embedding
         self.math = math
         self.useGraphs = useGraphs
@@ -127,7 +131,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         }
 
         dense = try DenseNetwork(model: model, context: context, library: self.library, elementwise: elementwise,
-                                 math: options.math)
+                                 math: options.math, timeAlgorithms: options.timeMatmulAlgorithms)
 
         if plan.usesAccessPolicyWindow {
             savedPersistingL2 = try context.persistingL2Limit()
@@ -314,6 +318,30 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 times.append(try timer.time { try forward.run(on: stream) })
             }
             return times
+        }
+    }
+
+    /// Seconds per forward when `iterations` forwards are enqueued back to back and waited for once (inputs
+    /// resident; re-uploaded each time only where indices are remapped in place): the throughput a stream of
+    /// batches gets, host gaps included — the measure several GPUs are compared by.
+    /// `ready` runs once everything is prepared, just before the timed forwards (several GPUs start together).
+    public func pipelinedForwardSeconds(_ batch: Batch, iterations: Int, ready: () -> Void = {}) throws -> Double {
+        try measuring(batch, iterations: iterations) { buffers, forward, _ in
+            func once() throws {
+                if remap != nil {
+                    try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address,
+                                    bytes: buffers.uploadBytes)
+                }
+                try forward.run(on: stream)
+            }
+            try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address, bytes: buffers.uploadBytes)
+            for _ in 0..<3 { try once() }
+            try stream.synchronize()
+            ready()
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<iterations { try once() }
+            try stream.synchronize()
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(iterations)
         }
     }
 

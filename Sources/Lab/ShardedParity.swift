@@ -66,7 +66,9 @@ public enum ShardedParity {
         let gpus = first.ranks
         let where_ = communicators.count == gpus ? "\(gpus) GPUs in one process" : "rank \(first.rank) of \(gpus) processes"
         var outcomes: [CollectiveCheck.Outcome] = []
-        let options = GPUEngineOptions(autotuneCache: false)
+        // cuBLASLt's heuristic choice, not the fastest by timing: the same algorithms in every process, so the
+        // fingerprints of one process and of several compare.
+        let options = GPUEngineOptions(autotuneCache: false, timeMatmulAlgorithms: false)
         for (name, model, bags) in try models() {
             var generator = SyntheticGenerator(config: model.config, pattern: .zipf(exponent: 1.05), bagLength: bags, seed: 7)
             let batches = [1, gpus + 1, 300].map { generator.nextBatch(size: $0) }

@@ -37,15 +37,27 @@ public final class ReplicatedEngine: InferenceEngine, @unchecked Sendable {
         return results.flatMap { $0 }
     }
 
-    /// Every GPU runs the forward of its piece of `batch` (inputs resident) `iterations` times, all at once;
-    /// per GPU, the device time of each forward; and the wall time of the whole, per iteration.
-    public func deviceForwardSeconds(_ batch: Batch, iterations: Int) throws -> (perGPU: [[Double]], wall: Double) {
+    /// Every GPU runs the forward of its piece of `batch` (inputs resident) `iterations` times back to back,
+    /// all GPUs at once (a thread each, released together once every GPU is prepared); per GPU its seconds
+    /// per forward, and the wall time per step from the release until the last GPU finished.
+    public func pipelinedForwardSeconds(_ batch: Batch, iterations: Int) throws -> (perGPU: [Double], wall: Double) {
         let engines = engines
         let pieces = engines.indices.map { batch.slice(ShardLayout.samples(gpu: $0, of: engines.count, batch: batch.size)) }
-        for (engine, piece) in zip(engines, pieces) { _ = try engine.deviceForwardSeconds(piece, iterations: 1) }  // capture first
-        let start = monotonicNanoseconds()
-        let times = try Self.concurrently(engines.count) { g in try engines[g].deviceForwardSeconds(pieces[g], iterations: iterations) }
-        return (times, Double(monotonicNanoseconds() - start) / 1e9 / Double(iterations))
+        let barrier = Barrier(parties: engines.count)
+        let times = try Self.concurrently(engines.count) { g in
+            var arrived = false
+            do {
+                return try engines[g].pipelinedForwardSeconds(pieces[g], iterations: iterations) {
+                    arrived = true
+                    barrier.arriveAndWait()
+                }
+            } catch {
+                if !arrived { barrier.arriveAndWait() }  // the others must not wait for a GPU that failed
+                throw error
+            }
+        }
+        let end = monotonicNanoseconds()
+        return (times, Double(end - barrier.releasedAt) / 1e9 / Double(iterations))
     }
 
     /// `body(0..<count)` on a thread each (GPUs run side by side); the first error is thrown once all are done.
@@ -55,3 +67,25 @@ public final class ReplicatedEngine: InferenceEngine, @unchecked Sendable {
 }
 
 func monotonicNanoseconds() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+/// Holds each of `parties` threads until all have arrived; remembers when it let them go.
+final class Barrier: @unchecked Sendable {
+    private let condition = NSCondition()
+    private let parties: Int
+    private var arrived = 0
+    private(set) var releasedAt: UInt64 = 0
+
+    init(parties: Int) { self.parties = parties }
+
+    func arriveAndWait() {
+        condition.lock()
+        defer { condition.unlock() }
+        arrived += 1
+        if arrived == parties {
+            releasedAt = monotonicNanoseconds()
+            condition.broadcast()
+        } else {
+            while arrived < parties { condition.wait() }
+        }
+    }
+}

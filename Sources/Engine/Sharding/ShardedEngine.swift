@@ -166,14 +166,17 @@ public final class ShardedEngine: InferenceEngine, @unchecked Sendable {
             public let dense: Double
         }
 
-        /// Median wall time of a step, inputs already on the GPUs (every GPU finished).
+        /// Wall time per step with steps enqueued back to back (inputs already on the GPUs), waited for once.
         public let seconds: Double
+        /// Median wall time of one step waited for on its own (host gaps between steps included).
+        public let oneStepSeconds: Double
         public let perGPU: [PerGPU]
         /// Bytes of pooled vectors that cross between GPUs per step (all GPUs of the plan).
         public let exchangeBytes: Int
     }
 
-    /// Uploads `batch` once, then times `iterations` steps (medians).
+    /// Uploads `batch` once, then times `iterations` steps one by one (phases per GPU, medians) and
+    /// `iterations` steps back to back.
     public func stepTiming(_ batch: Batch, iterations: Int) throws -> StepTiming {
         try batch.validate(for: model.config, parallel: true)
         precondition(batch.size > 0 && iterations > 0)
@@ -193,11 +196,16 @@ public final class ShardedEngine: InferenceEngine, @unchecked Sendable {
                 for phase in 0..<3 { phases[m][phase].append(try events[m][phase + 1].seconds(since: events[m][phase])) }
             }
         }
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<iterations { try enqueue(steps, upload: false) }
+        for member in members { try member.stream.synchronize() }
+        let pipelined = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(iterations)
         let perGPU = members.enumerated().map { m, member in
             StepTiming.PerGPU(rank: member.rank, name: member.context.device.name, embedding: phases[m][0].median,
                               exchange: phases[m][1].median, dense: phases[m][2].median)
         }
-        return StepTiming(seconds: walls.median, perGPU: perGPU, exchangeBytes: exchangeBytes(batch: batch.size))
+        return StepTiming(seconds: pipelined, oneStepSeconds: walls.median, perGPU: perGPU,
+                          exchangeBytes: exchangeBytes(batch: batch.size))
     }
 
     /// Pooled-vector bytes that leave their GPU in one step of `batch` samples.
@@ -273,7 +281,8 @@ final class ShardMember {
         let aligned = width % 4 == 0 && shards.allSatisfy { $0.column % 4 == 0 }
         (groups, slots) = try GPUEngine.group(tables: self.tables, knobs: plan?.tables.map(\.config.knobs) ?? [],
                                               library: library, indexWidth: indexType, outputAligned: aligned)
-        dense = try DenseNetwork(model: model, context: context, library: library, elementwise: elementwise, math: options.math)
+        dense = try DenseNetwork(model: model, context: context, library: library, elementwise: elementwise, math: options.math,
+                                 timeAlgorithms: options.timeMatmulAlgorithms)
         assembly = try PooledAssemblyKernel(library: library)
         // The map: [prefix | width | target | start | gpu | column].
         let parts = [layout.blockPrefix, layout.pooledWidth, layout.targets, layout.sourceStart, layout.sourceGPU,
