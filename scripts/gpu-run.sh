@@ -6,7 +6,7 @@
 #   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
-#                                   nccl shard-scaling shard-ranks shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
+#                                   nccl shard-scaling shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
 #
 # The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
 # change) next to this one in the same call; fbgemm times FBGEMM's TBE on the same workload (after
@@ -351,7 +351,8 @@ two_ranks() {
 # rendezvous; the sharded probabilities' fingerprints must match between the two.
 stage_nccl() {
     local rc=0
-    $BAGEL doctor --nccl --json "$OUT/nccl.json" | tee "$OUT/nccl-inprocess.txt" || rc=1
+    # GPUs 0 and 1 only, as the two ranks: the same plans, so the same fingerprints.
+    CUDA_VISIBLE_DEVICES=0,1 $BAGEL doctor --nccl | tee "$OUT/nccl-inprocess.txt" || rc=1
     two_ranks nccl $BAGEL doctor --nccl || rc=1
     python3 - "$OUT" <<'PY' || rc=1
 import re, sys
@@ -379,13 +380,14 @@ PY
 # A model that fits one GPU: replicated and sharded over every GPU against one GPU on its share of the
 # batch (per GPU 8192 pairs for mlperf-v2 at 1M-row caps, 2048 samples for terabyte at 10M).
 stage_shard-scaling() {
-    local gpus=$(nvidia-smi -L | wc -l)
+    local gpus=$(nvidia-smi -L | wc -l) rc=0
     for mode in replicated auto; do
         $BAGEL bench e2e --preset mlperf-v2 --max-rows 1000000 --batch-size $((8192 * gpus)) --variant vectorized \
-            --gpus all --sharding $mode --scaling --seconds 2 --json "$OUT/scaling-mlperf-v2-$mode.json"
+            --gpus all --sharding $mode --scaling --seconds 2 --json "$OUT/scaling-mlperf-v2-$mode.json" || rc=1
         $BAGEL bench e2e --preset terabyte --max-rows 10000000 --batch-size $((2048 * gpus)) --variant vectorized \
-            --gpus all --sharding $mode --scaling --seconds 2 --json "$OUT/scaling-terabyte-$mode.json"
+            --gpus all --sharding $mode --scaling --seconds 2 --json "$OUT/scaling-terabyte-$mode.json" || rc=1
     done
+    return $rc
 }
 
 # The same sharded model as one process over GPUs 0 and 1 and as two processes (one GPU each): the

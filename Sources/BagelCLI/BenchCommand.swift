@@ -5,6 +5,7 @@ import DLRM
 import Engine
 import Foundation
 import Inputs
+import Kernels
 import Lab
 
 extension DatasetName: ExpressibleByArgument {}
@@ -201,14 +202,15 @@ struct EndToEndBench: ParsableCommand {
 
     /// Device samples/s of the first of --gpus alone on its share of `batch` (batch size / GPUs).
     func oneGPUBaseline(model: Model, batch: Batch, hotRows: [[Int]]?) throws -> Double {
-        let count = try multiGPU.ordinals(deviceCount: try Driver.shared().deviceCount()).count
-        let share = max(batch.size / count, 1)
-        let engine = try EngineFactory.make(model: model, device: .gpu, threads: threads, variant: variant, math: math,
-                                            graphs: graphs, hotRows: hotRows)
-        guard let gpu = engine as? GPUEngine else { throw BagelError(.device, "--scaling needs GPUs") }
+        let ordinals = try multiGPU.ordinals(deviceCount: try Driver.shared().deviceCount())
+        guard let first = ordinals.first else { throw BagelError(.device, "--scaling needs GPUs") }
+        let share = max(batch.size / ordinals.count, 1)
+        let options = GPUEngineOptions(embedding: try variant.map(EmbeddingChoice.parse) ?? .auto, math: math, useGraphs: graphs,
+                                       deviceOrdinal: first, hotRows: hotRows, parallelHostWork: threads != 1)
+        let gpu = try GPUEngine(model: model, options: options, context: CUDAContext(ordinal: first))
         // Measured as the GPUs are: forwards back to back, waited for once.
         let forward = try gpu.pipelinedForwardSeconds(batch.slice(0..<share), iterations: 50)
-        print("one GPU (\(gpu.context.device.name)), batch \(share): forwards back to back \(Console.seconds(forward)) each = "
+        print("one GPU (\(first): \(gpu.context.device.name)), batch \(share): forwards back to back \(Console.seconds(forward)) each = "
               + String(format: "%.0f samples/s", Double(share) / forward))
         return Double(share) / forward
     }

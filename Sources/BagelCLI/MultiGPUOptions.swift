@@ -24,6 +24,10 @@ struct MultiGPUOptions: ParsableArguments {
     var isActive: Bool { gpus != nil || coordinator != nil }
 
     func validate() throws {
+        if gpus == nil && coordinator == nil && (sharding != "auto" || gpuMemory != nil) {
+            throw ValidationError("--sharding and --gpu-memory go with --gpus or --coordinator")
+        }
+        if sharding == "replicated" && gpuMemory != nil { throw ValidationError("--gpu-memory plans shards; --sharding replicated has none") }
         if coordinator != nil {
             guard world >= 1, rank >= 0, rank < world else { throw ValidationError("--rank must be in 0..<--world") }
             guard sharding != "replicated" else { throw ValidationError("--coordinator shards a model; replication needs no rendezvous (run one server per GPU)") }
@@ -58,35 +62,41 @@ struct MultiGPUOptions: ParsableArguments {
         }
         let count = try Driver.shared().deviceCount()
         let ordinals = try ordinals(deviceCount: count)
+        guard count > 0, coordinator != nil || !ordinals.isEmpty else { throw BagelError(.device, "--gpus: this machine has no GPU") }
         if let coordinator {
             guard ordinals.count <= 1 else { throw BagelError(.invalidData, "with --coordinator, --gpus names this rank's one GPU") }
-            let context = try CUDAContext(ordinal: ordinals.first ?? rank % max(count, 1))
-            let layout = try plan(model.config, gpus: world, memory: context.device.totalMemory, model: model)
+            let context = try CUDAContext(ordinal: ordinals.first ?? rank % count)
+            let layout = try plan(model.config, gpus: world, memory: context.device.totalMemory)
             if rank == 0 { print(layout.plan.describe(modelName: model.config.name)) }
+            // Before the rendezvous: a rank that cannot hold its shards must not leave the others waiting in NCCL.
+            try ShardedEngine.checkFits(model: model, layout: layout, contexts: [(rank, context)])
             let nccl = try NCCL.shared()
             let address = try Rendezvous.Address(parsing: coordinator)
             Console.status("rank \(rank) of \(world): waiting for every rank at \(address)")
-            let id = try Rendezvous.exchange(at: address, rank: rank, world: world) { try nccl.uniqueId().bytes }
+            let id = try Rendezvous.exchange(at: address, rank: rank, world: world, check: layout.fingerprint) {
+                try nccl.uniqueId().bytes
+            }
             return try ShardedEngine(model: model, layout: layout, rank: rank, context: context, id: NCCLUniqueId(id), options: options)
         }
         if ordinals.count == 1 {
+            if sharding != "auto" || gpuMemory != nil { Console.status("one GPU: --sharding and --gpu-memory do not apply") }
             var single = options
             single.deviceOrdinal = ordinals[0]
             return try GPUEngine(model: model, options: single, context: CUDAContext(ordinal: ordinals[0]))
         }
         let contexts = try ordinals.map { try CUDAContext(ordinal: $0) }
         if sharding == "replicated" { return try ReplicatedEngine(model: model, contexts: contexts, options: options) }
-        let layout = try plan(model.config, gpus: contexts.count, memory: contexts.map(\.device.totalMemory).min()!, model: model)
+        let layout = try plan(model.config, gpus: contexts.count, memory: contexts.map(\.device.totalMemory).min()!)
         print(layout.plan.describe(modelName: model.config.name))
         return try ShardedEngine(model: model, layout: layout, contexts: contexts, options: options)
     }
 
     /// The sharding over `gpus` GPUs of `memory` bytes each (total, not free: every rank of several processes
-    /// must come to the same plan), less the dense layers and working space.
-    func plan(_ config: ModelConfig, gpus: Int, memory: Int, model: Model) throws -> ShardLayout {
-        let layers = model.byteCount - model.tables.reduce(0) { $0 + $1.storage.bytes.count }
+    /// must come to the same plan; `bagel plan --gpus N --gpu-memory` shows the same), less the dense layers
+    /// and working space.
+    func plan(_ config: ModelConfig, gpus: Int, memory: Int) throws -> ShardLayout {
         let memory = try gpuMemory.map { try ByteSize.parse($0, what: "--gpu-memory") } ?? memory
-        let budget = memory - layers - (3 << 30)
+        let budget = ShardingPlanner.rowBudget(gpuMemory: memory, config: config)
         let overrides = try ShardingPlanner.overrides(parsing: sharding, tables: config.tables.count)
         let plan = try ShardingPlanner.plan(config: config, gpus: gpus, gpuBudget: budget, overrides: overrides)
         return try ShardLayout(plan: plan, config: config)

@@ -38,7 +38,7 @@ struct PlanCommand: ParsableCommand {
     var budget: String?
     @Option(help: "Shard the tables over this many GPUs (with --gpu-memory); prints which GPU holds what.")
     var gpus: Int?
-    @Option(help: "Memory of each GPU for --gpus (e.g. 80GB); 2 GB of it is kept for dense layers and work space.")
+    @Option(help: "Memory of each GPU for --gpus (e.g. 80GB); the dense layers and 2 GB of working memory are kept out of it.")
     var gpuMemory: String = "80GB"
     @Flag(help: "With --gpus: rows may not go to host memory; a model that does not fit the GPUs is an error.")
     var noHostTier = false
@@ -112,8 +112,8 @@ struct PlanCommand: ParsableCommand {
     /// The sharding over `gpus` GPUs, printed; a model that fits nowhere is an error (or, with the host
     /// tier allowed, says how much would have to stay on the host).
     func shard(_ config: ModelConfig, gpus: Int) throws {
-        let perGPU = try ByteSize.parse(gpuMemory, what: "--gpu-memory") - (2 << 30)
-        guard perGPU > 0 else { throw ValidationError("--gpu-memory must be over 2 GB") }
+        let perGPU = ShardingPlanner.rowBudget(gpuMemory: try ByteSize.parse(gpuMemory, what: "--gpu-memory"), config: config)
+        guard perGPU > 0 else { throw ValidationError("--gpu-memory must hold the dense layers and 2 GB of working memory") }
         let overrides = try ShardingPlanner.overrides(parsing: sharding, tables: config.tables.count)
         do {
             let plan = try ShardingPlanner.plan(config: config, gpus: gpus, gpuBudget: perGPU, overrides: overrides)

@@ -117,9 +117,15 @@ struct ServeCommand: AsyncParsableCommand {
         // A repository "load" builds the next version from the model directory as it is then (write
         // the new files beside the old and swap a symlink, then load): same device and options.
         let (directory, device, threads, variant, math, tiers, multiGPU) = (model, device, threads, variant, math, tiers, multiGPU)
+        // A sharded model is not reloaded beside itself: two NCCL cliques on the same GPUs, driven from two
+        // threads, can deadlock (and both copies must fit).
+        let sharded = engine is ShardedEngine
         let server = InferenceServer(engine: engine, configuration: configuration, logger: logger) {
-            try EngineFactory.make(model: try Model.load(directory: directory), device: device, threads: threads,
-                                   variant: variant, math: math, tiers: tiers, multiGPU: multiGPU)
+            if sharded {
+                throw BagelError(.unsupported, "a model sharded over GPUs is not reloaded in place; restart the server to load new weights")
+            }
+            return try EngineFactory.make(model: try Model.load(directory: directory), device: device, threads: threads,
+                                          variant: variant, math: math, tiers: tiers, multiGPU: multiGPU)
         }
         logger.info("engine: \(engine.description)")
         let batchingNote = noBatching ? "no batching" : "batches of up to \(maxBatch), \(maxDelayUs) µs"

@@ -29,14 +29,14 @@ import Testing
 
     /// Runs one exchange per rank on its own thread (the exchange blocks); waits for all without
     /// holding one of Swift's cooperative threads. Results in the order of `ranks`.
-    func run(world: Int, ranks: [Int], timeout: Double = 20, port: Int) async -> [Result<[UInt8], Error>] {
+    func run(world: Int, ranks: [Int], checks: [UInt64]? = nil, timeout: Double = 20, port: Int) async -> [Result<[UInt8], Error>] {
         let address = try! Rendezvous.Address(parsing: "127.0.0.1:\(port)")
         let results = ResultBox(count: ranks.count)
         for (i, rank) in ranks.enumerated() {
             Thread.detachNewThread {
                 results.set(i, Result {
-                    try Rendezvous.exchange(at: address, rank: rank, world: world, payload: { Array(0..<128).map { UInt8($0) } },
-                                            timeout: timeout)
+                    try Rendezvous.exchange(at: address, rank: rank, world: world, check: checks?[i] ?? 7,
+                                            payload: { Array(0..<128).map { UInt8($0) } }, timeout: timeout)
                 })
             }
         }
@@ -49,6 +49,21 @@ import Testing
         for result in results {
             #expect((try? result.get()) == Array(0..<128).map { UInt8($0) })
         }
+    }
+
+    @Test func ranksThatComputedAnotherShardingStopEveryone() async {
+        // Rank 2 disagrees; rank 1 may have joined before it or not: every rank fails, none hangs.
+        let results = await run(world: 3, ranks: [0, 1, 2], checks: [11, 11, 12], timeout: 4, port: freePort())
+        for (rank, result) in results.enumerated() {
+            guard case .failure(let error) = result else {
+                Issue.record("rank \(rank) must fail when rank 2's sharding differs")
+                continue
+            }
+            #expect("\(error)".contains("computed a different sharding") || "\(error)".contains("could not reach")
+                    || "\(error)".contains("no answer"), "rank \(rank): \(error)")
+        }
+        guard case .failure(let error) = results[2] else { return }
+        #expect("\(error)".contains("rank 2 computed a different sharding"), "\(error)")
     }
 
     @Test func aMissingRankTimesOutNamingIt() async {

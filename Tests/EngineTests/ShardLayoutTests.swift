@@ -128,9 +128,21 @@ import Testing
         #expect { try ShardLayout(plan: rowWiseMean, config: meanRowWise) } throws: { ($0 as? BagelError)?.message.contains("table 1 is mean-pooled") == true }
         let gap = plan([TableSharding(table: 0, kind: .rowWise, shards: [Shard(gpu: 0, rows: 0..<10, columns: 0..<8), Shard(gpu: 1, rows: 11..<50, columns: 0..<8)]),
                         whole(1, 0), whole(2, 0), whole(3, 1), whole(4, 1)], gpus: 2)
-        #expect { try ShardLayout(plan: gap, config: config) } throws: { ($0 as? BagelError)?.message.contains("table 0: its shards' rows do not tile") == true }
+        #expect { try ShardLayout(plan: gap, config: config) } throws: { ($0 as? BagelError)?.message.contains("table 0 (50 × 8), row-wise: its shards' rows do not tile") == true }
         let missing = plan([TableSharding(table: 0, kind: .columnWise, shards: [Shard(gpu: 0, rows: 0..<50, columns: 0..<4)]),
                             whole(1, 0), whole(2, 0), whole(3, 1), whole(4, 1)], gpus: 2)
-        #expect { try ShardLayout(plan: missing, config: config) } throws: { ($0 as? BagelError)?.message.contains("column 4 is on no GPU") == true }
+        #expect { try ShardLayout(plan: missing, config: config) } throws: { ($0 as? BagelError)?.message.contains("columns do not tile 0..<8") == true }
+        // Overlapping columns, a column-wise shard of some rows, an int8 table split by columns, a table named twice.
+        let overlap = plan([TableSharding(table: 0, kind: .columnWise, shards: [Shard(gpu: 0, rows: 0..<50, columns: 0..<5), Shard(gpu: 1, rows: 0..<50, columns: 4..<8)]),
+                            whole(1, 0), whole(2, 0), whole(3, 1), whole(4, 1)], gpus: 2)
+        #expect { try ShardLayout(plan: overlap, config: config) } throws: { ($0 as? BagelError)?.message.contains("columns do not tile") == true }
+        let partRows = plan([TableSharding(table: 0, kind: .tableWise, shards: [Shard(gpu: 0, rows: 0..<20, columns: 0..<8)]),
+                             whole(1, 0), whole(2, 0), whole(3, 1), whole(4, 1)], gpus: 2)
+        #expect { try ShardLayout(plan: partRows, config: config) } throws: { ($0 as? BagelError)?.message.contains("must hold every row") == true }
+        let int8Columns = plan([whole(0, 0), whole(1, 0), TableSharding(table: 2, kind: .columnWise, shards: [Shard(gpu: 0, rows: 0..<30, columns: 0..<4), Shard(gpu: 1, rows: 0..<30, columns: 4..<8)]),
+                                whole(3, 1), whole(4, 1)], gpus: 2)
+        #expect { try ShardLayout(plan: int8Columns, config: config) } throws: { ($0 as? BagelError)?.message.contains("int8 rows") == true }
+        let twice = plan([whole(0, 0), whole(0, 1), whole(1, 0), whole(2, 0), whole(3, 1), whole(4, 1)], gpus: 2)
+        #expect { try ShardLayout(plan: twice, config: config) } throws: { ($0 as? BagelError)?.message.contains("every table of the model once") == true }
     }
 }

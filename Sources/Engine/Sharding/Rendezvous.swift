@@ -9,8 +9,11 @@ import Foundation
 /// coordinator address and hands every other rank its payload (the NCCL unique id) once all have
 /// arrived, so the exchange is also a barrier. One line each way over TCP; every wait is bounded.
 ///
-///     rank r → 0:  "BAGEL-RENDEZVOUS 1 rank=<r> world=<n>\n"
+///     rank r → 0:  "BAGEL-RENDEZVOUS 1 rank=<r> world=<n> check=<c>\n"
 ///     0 → rank r:  "OK <hex payload>\n"  or  "ERROR <why>\n"
+///
+/// `check` is what every rank must agree on (a fingerprint of the sharding each computed): a rank whose
+/// check differs from rank 0's stops the rendezvous for all, instead of a mismatched all-to-all later.
 public enum Rendezvous {
     public struct Address: Sendable, Equatable, CustomStringConvertible {
         public let host: String
@@ -31,19 +34,19 @@ public enum Rendezvous {
 
     /// Rank 0: waits for ranks 1..<world to arrive, then sends each `payload`; returns it.
     /// Other ranks: connect (retrying while rank 0 starts), send their rank, return rank 0's payload.
-    public static func exchange(at address: Address, rank: Int, world: Int, payload: () throws -> [UInt8],
+    public static func exchange(at address: Address, rank: Int, world: Int, check: UInt64 = 0, payload: () throws -> [UInt8],
                                 timeout: Double = 120) throws -> [UInt8] {
         guard world >= 1, (0..<world).contains(rank) else {
             throw BagelError(.invalidData, "rank \(rank) is outside a world of \(world)")
         }
         if world == 1 { return try payload() }
-        return rank == 0 ? try serve(address, world: world, payload: try payload(), timeout: timeout)
-            : try join(address, rank: rank, world: world, timeout: timeout)
+        return rank == 0 ? try serve(address, world: world, check: check, payload: try payload(), timeout: timeout)
+            : try join(address, rank: rank, world: world, check: check, timeout: timeout)
     }
 
     // MARK: Rank 0
 
-    static func serve(_ address: Address, world: Int, payload: [UInt8], timeout: Double) throws -> [UInt8] {
+    static func serve(_ address: Address, world: Int, check: UInt64, payload: [UInt8], timeout: Double) throws -> [UInt8] {
         let listener = try Socket.listen(address)
         defer { close(listener) }
         let deadline = Date().addingTimeInterval(timeout)
@@ -55,12 +58,12 @@ public enum Rendezvous {
                                  + "(missing: \((1..<world).filter { joined[$0] == nil }.map(String.init).joined(separator: ", ")))")
             }
             let line = Socket.readLine(fd, until: deadline) ?? ""
-            let fields = Dictionary(uniqueKeysWithValues: line.split(separator: " ").dropFirst(2).compactMap { field -> (String, Int)? in
+            let fields = Dictionary(line.split(separator: " ").dropFirst(2).compactMap { field -> (String, UInt64)? in
                 let pair = field.split(separator: "=", maxSplits: 1)
-                guard pair.count == 2, let value = Int(pair[1]) else { return nil }
+                guard pair.count == 2, let value = UInt64(pair[1]) else { return nil }
                 return (String(pair[0]), value)
-            })
-            guard line.hasPrefix("BAGEL-RENDEZVOUS 1 "), let rank = fields["rank"], let theirs = fields["world"] else {
+            }, uniquingKeysWith: { first, _ in first })
+            guard line.hasPrefix("BAGEL-RENDEZVOUS 1 "), let rank = fields["rank"].map(Int.init), let theirs = fields["world"].map(Int.init) else {
                 Socket.writeLine(fd, "ERROR not a Bagel rendezvous line: \(line.prefix(60))")
                 close(fd)
                 continue
@@ -71,6 +74,15 @@ public enum Rendezvous {
                 close(fd)
                 continue
             }
+            if (fields["check"] ?? 0) != check {
+                // Every rank stops: a rank that computed another sharding would hang or corrupt the all-to-all.
+                let why = "rank \(rank) computed a different sharding from rank 0's (check \(fields["check"] ?? 0) against \(check)): "
+                    + "give every rank the same model, --sharding and --gpu-memory, and GPUs of the same memory"
+                Socket.writeLine(fd, "ERROR " + why)
+                close(fd)
+                for other in joined.values { Socket.writeLine(other, "ERROR " + why) }
+                throw BagelError(.invalidData, "rendezvous at \(address): " + why)
+            }
             joined[rank] = fd
         }
         let hex = payload.map { String(format: "%02x", $0) }.joined()
@@ -80,7 +92,7 @@ public enum Rendezvous {
 
     // MARK: Other ranks
 
-    static func join(_ address: Address, rank: Int, world: Int, timeout: Double) throws -> [UInt8] {
+    static func join(_ address: Address, rank: Int, world: Int, check: UInt64, timeout: Double) throws -> [UInt8] {
         let deadline = Date().addingTimeInterval(timeout)
         var fd: Int32 = -1
         while fd < 0 {
@@ -93,7 +105,7 @@ public enum Rendezvous {
             }
         }
         defer { close(fd) }
-        Socket.writeLine(fd, "BAGEL-RENDEZVOUS 1 rank=\(rank) world=\(world)")
+        Socket.writeLine(fd, "BAGEL-RENDEZVOUS 1 rank=\(rank) world=\(world) check=\(check)")
         guard let reply = Socket.readLine(fd, until: deadline) else {
             throw BagelError(.io, "rendezvous at \(address): no answer for rank \(rank) within \(Int(timeout)) s")
         }

@@ -44,7 +44,11 @@ public final class ReplicatedEngine: InferenceEngine, @unchecked Sendable {
         let engines = engines
         let pieces = engines.indices.map { batch.slice(ShardLayout.samples(gpu: $0, of: engines.count, batch: batch.size)) }
         let barrier = Barrier(parties: engines.count)
-        let times = try Self.concurrently(engines.count) { g in
+        let times = try Self.concurrently(engines.count) { g -> Double in
+            guard pieces[g].size > 0 else {  // a batch smaller than the GPUs: this one has nothing to run
+                barrier.arriveAndWait()
+                return 0
+            }
             var arrived = false
             do {
                 return try engines[g].pipelinedForwardSeconds(pieces[g], iterations: iterations) {
@@ -60,9 +64,28 @@ public final class ReplicatedEngine: InferenceEngine, @unchecked Sendable {
         return (times, Double(end - barrier.releasedAt) / 1e9 / Double(iterations))
     }
 
-    /// `body(0..<count)` on a thread each (GPUs run side by side); the first error is thrown once all are done.
+    /// `body(0..<count)` on a thread each (GPUs run side by side; a thread of its own per GPU, so bodies that
+    /// wait for each other — the barrier — never wait for a pool slot); the first error is thrown once all are done.
     static func concurrently<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) throws -> T) throws -> [T] {
-        try HostParallel.map(count, parallel: true) { i in Result { try body(i) } }.map { try $0.get() }
+        let results = Results<T>(count: count)
+        let done = DispatchGroup()
+        for i in 0..<count {
+            done.enter()
+            Thread.detachNewThread {
+                results.set(i, Result { try body(i) })
+                done.leave()
+            }
+        }
+        done.wait()
+        return try results.values.map { try $0!.get() }
+    }
+
+    private final class Results<T>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var slots: [Result<T, Error>?]
+        init(count: Int) { slots = Array(repeating: nil, count: count) }
+        func set(_ i: Int, _ value: Result<T, Error>) { lock.withLock { slots[i] = value } }
+        var values: [Result<T, Error>?] { lock.withLock { slots } }
     }
 }
 

@@ -37,24 +37,15 @@ public struct ShardLayout: Sendable {
     public var gpus: Int { plan.gpus }
 
     public init(plan: ShardingPlan, config: ModelConfig) throws {
-        guard plan.tables.count == config.tables.count else {
-            throw BagelError(.invalidModel, "a sharding of \(plan.tables.count) tables for a model with \(config.tables.count)")
-        }
         var shards = [[LocalShard]](repeating: [], count: plan.gpus)
         var width = [Int](repeating: 0, count: plan.gpus)
+        guard plan.tables.map(\.table).sorted() == Array(config.tables.indices) else {
+            throw BagelError(.invalidModel, "a sharding must name every table of the model once (it names tables \(plan.tables.map(\.table)))")
+        }
         for sharding in plan.tables {
-            let table = config.tables[sharding.table]
-            if sharding.kind == .rowWise && table.pooling == .mean {
-                throw BagelError(.unsupported, "table \(sharding.table) is mean-pooled: the partial means of row-wise shards do "
-                                 + "not add up; shard it table- or column-wise")
-            }
+            try Self.check(sharding, table: config.tables[sharding.table], gpus: plan.gpus)
             // A shard with no rows or no columns pools nothing: the GPU simply does not hold it.
             for shard in sharding.shards where !shard.rows.isEmpty && !shard.columns.isEmpty {
-                guard shard.gpu >= 0 && shard.gpu < plan.gpus, shard.rows.lowerBound >= 0, shard.rows.upperBound <= table.rows,
-                      shard.columns.lowerBound >= 0, shard.columns.upperBound <= table.dim else {
-                    throw BagelError(.invalidModel, "table \(sharding.table): a shard on GPU \(shard.gpu) of rows \(shard.rows), "
-                                     + "columns \(shard.columns) lies outside the table (\(table.rows) × \(table.dim)) or the GPUs")
-                }
                 shards[shard.gpu].append(LocalShard(table: sharding.table, kind: sharding.kind, rows: shard.rows,
                                                     columns: shard.columns, column: width[shard.gpu]))
                 width[shard.gpu] += shard.columns.count
@@ -79,20 +70,6 @@ public struct ShardLayout: Sendable {
                 }
                 sourceStart.append(sourceGPU.count)
             }
-            // Rows: every row must be on exactly one GPU for each column (row-wise shards tile the table).
-            for c in [0, table.dim - 1] where table.dim > 0 {
-                let ranges = pieces.filter { $0.1.columns.contains(c) }.map(\.1.rows).sorted { $0.lowerBound < $1.lowerBound }
-                var next = 0
-                for range in ranges {
-                    guard range.lowerBound == next else {
-                        throw BagelError(.invalidModel, "table \(t): its shards' rows do not tile 0..<\(table.rows) (\(ranges))")
-                    }
-                    next = range.upperBound
-                }
-                guard next == table.rows else {
-                    throw BagelError(.invalidModel, "table \(t): its shards' rows do not tile 0..<\(table.rows) (\(ranges))")
-                }
-            }
         }
         self.plan = plan
         self.config = config
@@ -102,6 +79,62 @@ public struct ShardLayout: Sendable {
         self.sourceStart = sourceStart
         self.sourceGPU = sourceGPU
         self.sourceColumn = sourceColumn
+    }
+
+    /// A table's shards must hold every element once: row-wise shards whole rows that tile the table, table-
+    /// and column-wise shards every row and columns that tile the width (int8 rows keep their scale and bias,
+    /// so they split by rows only).
+    static func check(_ sharding: TableSharding, table: TableConfig, gpus: Int) throws {
+        let t = sharding.table
+        func fail(_ why: String) -> BagelError { BagelError(.invalidModel, "table \(t) (\(table.rows) × \(table.dim)), \(sharding.kind.rawValue): \(why)") }
+        for shard in sharding.shards {
+            guard shard.gpu >= 0 && shard.gpu < gpus else { throw fail("a shard on GPU \(shard.gpu) of \(gpus)") }
+            guard shard.rows.lowerBound >= 0, shard.rows.upperBound <= table.rows, shard.columns.lowerBound >= 0,
+                  shard.columns.upperBound <= table.dim else {
+                throw fail("a shard of rows \(shard.rows), columns \(shard.columns) lies outside the table")
+            }
+        }
+        let pieces = sharding.shards.filter { !$0.rows.isEmpty && !$0.columns.isEmpty }
+        func tiles(_ ranges: [Range<Int>], _ count: Int) -> Bool {
+            var next = 0
+            for range in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+                guard range.lowerBound == next else { return false }
+                next = range.upperBound
+            }
+            return next == count
+        }
+        switch sharding.kind {
+        case .rowWise:
+            if table.pooling == .mean {
+                throw BagelError(.unsupported, "table \(t) is mean-pooled: the partial means of row-wise shards do not add up; "
+                                 + "shard it table- or column-wise")
+            }
+            guard pieces.allSatisfy({ $0.columns == 0..<table.dim }) else { throw fail("row-wise shards hold whole rows") }
+            guard tiles(pieces.map(\.rows), table.rows) else { throw fail("its shards' rows do not tile 0..<\(table.rows) (\(pieces.map(\.rows)))") }
+        case .tableWise, .columnWise:
+            guard pieces.allSatisfy({ $0.rows == 0..<table.rows }) else { throw fail("its shards must hold every row (only row-wise shards split rows)") }
+            guard tiles(pieces.map(\.columns), table.dim) else {
+                throw fail("its shards' columns do not tile 0..<\(table.dim) (\(pieces.map(\.columns)))")
+            }
+            if table.dtype == .int8 && pieces.contains(where: { $0.columns != 0..<table.dim }) {
+                throw fail("int8 rows carry a per-row scale and bias, so they shard by rows, not columns")
+            }
+        }
+    }
+
+    /// A fingerprint of the shards (FNV-1a of every shard's table, GPU, rows and columns): ranks of several
+    /// processes compare it before they exchange anything.
+    public var fingerprint: UInt64 {
+        var state: UInt64 = 0xcbf2_9ce4_8422_2325
+        for sharding in plan.tables {
+            for shard in sharding.shards {
+                for value in [sharding.table, shard.gpu, shard.rows.lowerBound, shard.rows.upperBound, shard.columns.lowerBound,
+                              shard.columns.upperBound] {
+                    state = (state ^ UInt64(truncatingIfNeeded: value)) &* 0x100_0000_01b3
+                }
+            }
+        }
+        return state
     }
 
     /// The samples whose dense part GPU `gpu` runs: contiguous, as even as can be.
@@ -120,8 +153,8 @@ public struct ShardLayout: Sendable {
             return TableConfig(rows: shard.rows.count, dim: shard.columns.count, pooling: table.pooling, dtype: table.dtype,
                                name: table.name, multiHot: shard.kind == .rowWise ? nil : table.multiHot)
         }
-        // Hot-row files name the whole tables' rows.
-        local.embedding = config.embedding.map { EmbeddingOptions(variant: $0.variant) }
+        // Hot-row files name the whole tables' rows; tuning runs on one GPU's first batch.
+        local.embedding = config.embedding.map { EmbeddingOptions(variant: $0.variant == "tune" ? nil : $0.variant) }
         return local
     }
 
@@ -145,7 +178,8 @@ public struct ShardLayout: Sendable {
             var keptWeights: [Float]? = feature.weights == nil ? nil : []
             kept.reserveCapacity(indices.count * rows.count / max(rows.upperBound, 1) + 16)
             keptOffsets.reserveCapacity(offsets.count)
-            let (low, high) = (I(rows.lowerBound), I(rows.upperBound))
+            // Clamped: a shard of a table larger than the index type can reach holds rows no index names.
+            let (low, high) = (I(clamping: rows.lowerBound), I(clamping: rows.upperBound))
             for sample in 0..<max(offsets.count - 1, 0) {
                 for position in Int(offsets[sample])..<Int(offsets[sample + 1]) where indices[position] >= low && indices[position] < high {
                     kept.append(indices[position] - low)

@@ -28,6 +28,8 @@ public final class ShardedEngine: InferenceEngine, @unchecked Sendable {
     /// Ranks that live in other processes: the probabilities are gathered over NCCL.
     let gathersProbabilities: Bool
     private let lock = NSLock()
+    /// Set when a step failed part-way (under `lock`).
+    private var failure: String?
 
     public var description: String {
         let names = members.map { "\($0.rank): \($0.context.device.name)" }.joined(separator: ", ")
@@ -76,8 +78,9 @@ public final class ShardedEngine: InferenceEngine, @unchecked Sendable {
         members = try communicators.map { try ShardMember(model: model, layout: layout, communicator: $0, options: options) }
     }
 
-    /// Refuses, before anything is uploaded, a GPU whose shards and layers do not fit its free memory.
-    static func checkFits(model: Model, layout: ShardLayout, contexts: [(rank: Int, context: CUDAContext)]) throws {
+    /// Refuses, before anything is uploaded (and, across processes, before the rendezvous), a GPU whose
+    /// shards and layers do not fit its free memory.
+    public static func checkFits(model: Model, layout: ShardLayout, contexts: [(rank: Int, context: CUDAContext)]) throws {
         let layers = model.byteCount - model.tables.reduce(0) { $0 + $1.storage.bytes.count }
         for (rank, context) in contexts {
             let rows = layout.plan.bytesPerGPU[rank]
@@ -121,14 +124,30 @@ public final class ShardedEngine: InferenceEngine, @unchecked Sendable {
     private func prepare(_ batch: Batch) throws -> [ShardMember.Step] {
         let layout = layout
         let ranks = members.map(\.rank)
-        let locals = HostParallel.map(ranks.count, parallel: ranks.count > 1) { layout.localBatch(batch, gpu: ranks[$0]) }
+        let locals = HostParallel.map(ranks.count, parallel: ranks.count > 1 && members[0].parallelHostWork) {
+            layout.localBatch(batch, gpu: ranks[$0])
+        }
         return try zip(members, locals).map { member, local in try member.prepare(local, batchSize: batch.size) }
     }
 
-    /// Enqueues one step on every local GPU: upload (optional), embeddings and bottom MLP, the all-to-all,
-    /// assembly and the rest of the dense part, the probabilities' download. `events`, when given, are
-    /// recorded between the phases (per member: before, after embeddings, after the exchange, at the end).
+    /// Enqueues one step on every local GPU (see `enqueueOnce`). A step that fails part-way may leave
+    /// collectives half issued (peers waiting for sends that never come), so the engine refuses further work.
     private func enqueue(_ steps: [ShardMember.Step], upload: Bool, events: [[Event]]? = nil) throws {
+        if let failure {
+            throw BagelError(.device, "this sharded engine stopped after a failed step (\(failure)); start it again")
+        }
+        do {
+            try enqueueOnce(steps, upload: upload, events: events)
+        } catch {
+            failure = "\(error)"
+            throw error
+        }
+    }
+
+    /// Upload (optional), embeddings and bottom MLP, the all-to-all, assembly and the rest of the dense part,
+    /// the probabilities' download. `events`, when given, are recorded between the phases (per member:
+    /// before, after embeddings, after the exchange, at the end).
+    private func enqueueOnce(_ steps: [ShardMember.Step], upload: Bool, events: [[Event]]?) throws {
         for (m, (member, step)) in zip(members, steps).enumerated() {
             if upload { try member.upload() }
             try events?[m][0].record(on: member.stream)
@@ -242,6 +261,7 @@ final class ShardMember {
     let mapBuffer: DeviceBuffer<Int32>
     let map: PooledAssemblyKernel.Map
     let useGraphs: Bool
+    let parallelHostWork: Bool
 
     private var buffers: BatchBuffers?
     /// [batch, pooledWidth]: this GPU's pooled rows for every sample (what it sends).
@@ -259,6 +279,7 @@ final class ShardMember {
         self.communicator = communicator
         context = communicator.context
         useGraphs = options.useGraphs
+        parallelHostWork = options.parallelHostWork
         try context.makeCurrent()
         stream = try CUDAStream(context: context)
         library = try KernelLibrary(context: context)
@@ -268,8 +289,14 @@ final class ShardMember {
         let shards = layout.shards[rank]
         // Hot rows and tiers are single-GPU features; `tune` times candidates on one GPU's first batch.
         let choice: EmbeddingChoice = if case .tune = options.embedding { .auto } else { options.embedding }
-        let plan = shards.isEmpty ? nil : try EmbeddingPlanner.plan(
-            config: localConfig, choice: choice, hotRows: nil, device: context.device.limits)
+        let plan: EmbeddingPlan?
+        do {
+            plan = shards.isEmpty ? nil : try EmbeddingPlanner.plan(
+                config: localConfig, choice: choice, hotRows: nil, device: context.device.limits)
+        } catch let error as BagelError {
+            throw BagelError(error.kind, "sharded tables run without hot-row lists or tuning (choose a variant such as "
+                             + "`--variant vectorized`): \(error.message)")
+        }
         indexType = plan?.indexType ?? .int32
         baselineScratch = plan?.needsBaselineScratch ?? false
         let (stream, tables, context) = (stream, model.tables, context)
@@ -336,16 +363,18 @@ final class ShardMember {
         let totalWidth = layout.pooledWidth.reduce(0, +)
         if buffers == nil || !buffers!.fits(layout: arena, batch: max(samples.count, 1))
             || pooled!.count < max(batchSize * layout.pooledWidth[rank], 1) || gathered!.count < batchSize {
+            // Graphs hold the old addresses: drop them first, then replace every buffer or none.
+            steps.removeAll()
             let held = gathered?.count ?? 0
             let capacity = batchSize > held ? max(batchSize, held * 2) : held
             // Sized for the whole model's dense part (its interaction input) and this GPU's arena.
-            buffers = try BatchBuffers(context: context, config: layout.config, layout: arena,
-                                       batch: max(samples.count, 1), previous: buffers, bf16Operands: dense.math == .bf16)
-            pooled = try DeviceBuffer<Float>(context: context, count: max(capacity * layout.pooledWidth[rank], 1))
-            received = try DeviceBuffer<Float>(context: context, count: max((capacity + layout.gpus) / layout.gpus * totalWidth, 1))
-            gathered = try DeviceBuffer<Float>(context: context, count: capacity)
-            output = try PinnedBuffer(context: context, byteCount: capacity * 4)
-            steps.removeAll()  // graphs hold the old addresses
+            let grown = try BatchBuffers(context: context, config: layout.config, layout: arena, batch: max(samples.count, 1),
+                                         previous: buffers, bf16Operands: dense.math == .bf16)
+            let newPooled = try DeviceBuffer<Float>(context: context, count: max(capacity * layout.pooledWidth[rank], 1))
+            let newReceived = try DeviceBuffer<Float>(context: context, count: max((capacity + layout.gpus) / layout.gpus * totalWidth, 1))
+            let newGathered = try DeviceBuffer<Float>(context: context, count: capacity)
+            let newOutput = try PinnedBuffer(context: context, byteCount: capacity * 4)
+            (buffers, pooled, received, gathered, output) = (grown, newPooled, newReceived, newGathered, newOutput)
         }
         let buffers = buffers!
         buffers.use(arena)
@@ -354,7 +383,7 @@ final class ShardMember {
                           output: pooled!.address + DevicePointer(layout.shards[rank][t].column * 4),
                           outputStride: layout.pooledWidth[rank])
         }
-        arena.pack(local, bindings: bindings, slots: slots, into: buffers.staging.pointer, parallel: true)
+        arena.pack(local, bindings: bindings, slots: slots, into: buffers.staging.pointer, parallel: parallelHostWork)
         return try step(batch: batchSize, samples: samples, buffers: buffers)
     }
 

@@ -109,6 +109,16 @@ public struct ShardingPlan: Sendable, Equatable {
 /// (into the room left, in proportion), column-wise where asked (a table that alone would make one
 /// GPU the bottleneck). `overrides` pin a table's kind.
 public enum ShardingPlanner {
+    /// Kept on every GPU for CUDA's context, workspaces, batch buffers and graphs.
+    public static let workingMemory = 2 << 30
+
+    /// Bytes of rows a GPU of `gpuMemory` bytes may hold next to `config`'s dense layers (replicated on every
+    /// GPU) and the working memory.
+    public static func rowBudget(gpuMemory: Int, config: ModelConfig) -> Int {
+        let denseBytes = (config.parameterCount - config.tables.reduce(0) { $0 + $1.rows * $1.dim }) * 4
+        return gpuMemory - denseBytes - workingMemory
+    }
+
     /// `--sharding`: "auto" (none), one kind for every table, or per table "TABLE=KIND,...".
     public static func overrides(parsing text: String, tables: Int) throws -> [Int: ShardKind] {
         if text == "auto" { return [:] }
