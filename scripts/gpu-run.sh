@@ -6,7 +6,7 @@
 #   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
-#                                   nccl shard-scaling shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
+#                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
 #
 # The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
 # change) next to this one in the same call; fbgemm times FBGEMM's TBE on the same workload (after
@@ -386,6 +386,21 @@ stage_shard-scaling() {
             --gpus all --sharding $mode --scaling --seconds 2 --json "$OUT/scaling-mlperf-v2-$mode.json" || rc=1
         $BAGEL bench e2e --preset terabyte --max-rows 10000000 --batch-size $((2048 * gpus)) --variant vectorized \
             --gpus all --sharding $mode --scaling --seconds 2 --json "$OUT/scaling-terabyte-$mode.json" || rc=1
+    done
+    return $rc
+}
+
+# The bottom MLP beside the bags and the all-to-all (default) against in line before them, alternating.
+stage_shard-overlap() {
+    local gpus=$(nvidia-smi -L | wc -l) rc=0
+    for round in 1 2; do
+        for overlap in 1 0; do
+            echo "--- round $round, BAGEL_SHARDED_OVERLAP=$overlap"
+            BAGEL_SHARDED_OVERLAP=$overlap $BAGEL bench e2e --preset terabyte --max-rows 10000000 --batch-size $((2048 * gpus)) \
+                --variant vectorized --gpus all --seconds 1 --json "$OUT/overlap-terabyte-$overlap-$round.json" || rc=1
+            BAGEL_SHARDED_OVERLAP=$overlap $BAGEL bench e2e --preset mlperf-v2 --max-rows 1000000 --batch-size $((8192 * gpus)) \
+                --variant vectorized --gpus all --seconds 1 --json "$OUT/overlap-mlperf-v2-$overlap-$round.json" || rc=1
+        done
     done
     return $rc
 }

@@ -165,8 +165,9 @@ struct EndToEndBench: ParsableCommand {
             for share in gpus {
                 print("  GPU \(share.rank) (\(share.name)): " + (share.exchangeMilliseconds == nil
                     ? "forward of its piece \(Console.seconds(share.computeMilliseconds / 1e3))"
-                    : "embeddings + bottom MLP \(Console.seconds(share.computeMilliseconds / 1e3)), all-to-all "
-                        + "\(Console.seconds(share.exchangeMilliseconds! / 1e3)), dense part \(Console.seconds(share.denseMilliseconds! / 1e3))"))
+                    : "before the all-to-all (bags) \(Console.seconds(share.computeMilliseconds / 1e3)), all-to-all "
+                        + "\(Console.seconds(share.exchangeMilliseconds! / 1e3)), after it (assembly, dense head) "
+                        + "\(Console.seconds(share.denseMilliseconds! / 1e3))"))
             }
             if let bytes = result.exchangeBytes, let forward = result.deviceForwardMilliseconds {
                 let shares = gpus.compactMap(\.exchangeMilliseconds)

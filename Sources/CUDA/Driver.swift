@@ -47,6 +47,7 @@ public final class Driver: @unchecked Sendable {
     let cuEventDestroy: PFN_cuEventDestroy
     let cuEventRecord: PFN_cuEventRecord
     let cuEventSynchronize: PFN_cuEventSynchronize
+    let cuStreamWaitEvent: PFN_cuStreamWaitEvent
     let cuEventElapsedTime: PFN_cuEventElapsedTime
     let cuModuleLoadData: PFN_cuModuleLoadData
     let cuModuleUnload: PFN_cuModuleUnload
@@ -104,6 +105,7 @@ public final class Driver: @unchecked Sendable {
         cuEventDestroy = try load("cuEventDestroy_v2", PFN_cuEventDestroy.self)
         cuEventRecord = try load("cuEventRecord", PFN_cuEventRecord.self)
         cuEventSynchronize = try load("cuEventSynchronize", PFN_cuEventSynchronize.self)
+        cuStreamWaitEvent = try load("cuStreamWaitEvent", PFN_cuStreamWaitEvent.self)
         cuEventElapsedTime = try load("cuEventElapsedTime", PFN_cuEventElapsedTime.self)
         cuModuleLoadData = try load("cuModuleLoadData", PFN_cuModuleLoadData.self)
         cuModuleUnload = try load("cuModuleUnload", PFN_cuModuleUnload.self)

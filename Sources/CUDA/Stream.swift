@@ -24,6 +24,12 @@ public final class CUDAStream: @unchecked Sendable {
         try context.driver.check(context.driver.cuStreamSynchronize(handle), "cuStreamSynchronize")
     }
 
+    /// Work enqueued on this stream from now on waits until `event` (recorded on another stream) completes.
+    public func wait(for event: Event) throws {
+        try context.makeCurrent()
+        try context.driver.check(context.driver.cuStreamWaitEvent(handle, event.handle, 0), "cuStreamWaitEvent")
+    }
+
     /// Copies device memory to device memory (async).
     public func copy(from source: DevicePointer, to destination: DevicePointer, bytes: Int) throws {
         try context.makeCurrent()

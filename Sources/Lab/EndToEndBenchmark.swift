@@ -53,11 +53,12 @@ public enum EndToEndBenchmark {
     public struct GPUShare: Codable, Sendable {
         public let rank: Int
         public let name: String
-        /// Sharded: embedding bags and bottom MLP; replicated: the whole forward of its piece.
+        /// Sharded: what comes before the all-to-all on its stream (the bags; the bottom MLP runs beside them
+        /// on a second stream); replicated: the whole forward of its piece.
         public let computeMilliseconds: Double
         /// Sharded: the all-to-all, including the wait for the slowest GPU.
         public let exchangeMilliseconds: Double?
-        /// Sharded: assembly, interaction or cross network, top MLP.
+        /// Sharded: waiting for the bottom MLP, assembly, interaction or cross network, top MLP.
         public let denseMilliseconds: Double?
 
         enum CodingKeys: String, CodingKey {

@@ -151,7 +151,7 @@ public final class ShardedEngine: InferenceEngine, @unchecked Sendable {
         for (m, (member, step)) in zip(members, steps).enumerated() {
             if upload { try member.upload() }
             try events?[m][0].record(on: member.stream)
-            try step.runBefore(on: member.stream)
+            try member.runBefore(step)
             try events?[m][1].record(on: member.stream)
         }
         let nccl = try NCCL.shared()
@@ -160,7 +160,7 @@ public final class ShardedEngine: InferenceEngine, @unchecked Sendable {
         }
         for (m, (member, step)) in zip(members, steps).enumerated() {
             try events?[m][2].record(on: member.stream)
-            try step.runAfter(on: member.stream)
+            try member.runAfter(step)
             try events?[m][3].record(on: member.stream)
         }
         if gathersProbabilities {
@@ -178,8 +178,9 @@ public final class ShardedEngine: InferenceEngine, @unchecked Sendable {
         public struct PerGPU: Sendable {
             public let rank: Int
             public let name: String
-            /// Embedding bags and bottom MLP; the all-to-all (including waiting for the slowest GPU); the
-            /// assembly, interaction or cross network and top MLP.
+            /// On the main stream: the bags (and the bottom MLP when it is not beside them); the all-to-all
+            /// (including waiting for the slowest GPU); the wait for the bottom MLP, the assembly, interaction or
+            /// cross network and top MLP.
             public let embedding: Double
             public let exchange: Double
             public let dense: Double
@@ -262,6 +263,12 @@ final class ShardMember {
     let map: PooledAssemblyKernel.Map
     let useGraphs: Bool
     let parallelHostWork: Bool
+    /// The bottom MLP runs on `sideStream`, beside the bags and the all-to-all (off the critical path);
+    /// `BAGEL_SHARDED_OVERLAP=0` keeps it in line, before the bags (for comparisons).
+    let overlapBottom: Bool
+    let sideStream: CUDAStream
+    let forkEvent: Event
+    let joinEvent: Event
 
     private var buffers: BatchBuffers?
     /// [batch, pooledWidth]: this GPU's pooled rows for every sample (what it sends).
@@ -282,6 +289,10 @@ final class ShardMember {
         parallelHostWork = options.parallelHostWork
         try context.makeCurrent()
         stream = try CUDAStream(context: context)
+        sideStream = try CUDAStream(context: context)
+        forkEvent = try Event(context: context)
+        joinEvent = try Event(context: context)
+        overlapBottom = ProcessInfo.processInfo.environment["BAGEL_SHARDED_OVERLAP"] != "0"
         library = try KernelLibrary(context: context)
         let elementwise = try ElementwiseKernels(library: library)
         let localConfig = layout.localConfig(gpu: rank)
@@ -333,16 +344,20 @@ final class ShardMember {
         let dense: DenseNetwork.Forward?
         var before: Graph?
         var after: Graph?
+        var bottom: Graph?
         let encodeBefore: (CUDAStream) throws -> Void
         let encodeAfter: (CUDAStream) throws -> Void
+        /// The bottom MLP when it runs on the side stream (nil: inside `encodeBefore`, or no samples here).
+        let encodeBottom: ((CUDAStream) throws -> Void)?
 
         init(batch: Int, samples: Range<Int>, dense: DenseNetwork.Forward?, before: @escaping (CUDAStream) throws -> Void,
-             after: @escaping (CUDAStream) throws -> Void) {
+             after: @escaping (CUDAStream) throws -> Void, bottom: ((CUDAStream) throws -> Void)?) {
             self.batch = batch
             self.samples = samples
             self.dense = dense
             encodeBefore = before
             encodeAfter = after
+            encodeBottom = bottom
         }
 
         func runBefore(on stream: CUDAStream) throws {
@@ -406,8 +421,9 @@ final class ShardMember {
                           outputStride: layout.pooledWidth[rank])
         }
         let (assembly, map) = (assembly, map)
+        let aside = overlapBottom && forward != nil
         let step = Step(batch: batch, samples: samples, dense: forward, before: { stream in
-            if let forward { try forward.bottomStage.body(stream) }
+            if !aside, let forward { try forward.bottomStage.body(stream) }
             for group in groups {
                 try group.kernel.encode(tables: group.tables.map { bindings[$0] },
                                         tableArgs: TableArgs.address(arena, record: slots[group.tables.first!]), batch: batch,
@@ -418,7 +434,7 @@ final class ShardMember {
             try assembly.encode(receive: received.address, rows: samples.count, map: map, out: mine.interactionInput,
                                 outStride: DenseNetwork.outputStride(config), stream: stream)
             for stage in forward.headStages { try stage.body(stream) }
-        })
+        }, bottom: aside ? { stream in try forward!.bottomStage.body(stream) } : nil)
         if let forward {
             try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address, bytes: buffers.uploadBytes)
             try forward.tune(on: stream)
@@ -426,9 +442,30 @@ final class ShardMember {
         if useGraphs {
             step.before = try stream.capture { try step.encodeBefore(stream) }
             step.after = try stream.capture { try step.encodeAfter(stream) }
+            if let bottom = step.encodeBottom {
+                let side = sideStream
+                step.bottom = try side.capture { try bottom(side) }
+            }
         }
         steps[batch] = step
         return step
+    }
+
+    /// The bags (and the bottom MLP, in line or on the side stream once this stream got here).
+    func runBefore(_ step: Step) throws {
+        if let encodeBottom = step.encodeBottom {
+            try forkEvent.record(on: stream)
+            try sideStream.wait(for: forkEvent)
+            if let bottom = step.bottom { try bottom.launch(on: sideStream) } else { try encodeBottom(sideStream) }
+            try joinEvent.record(on: sideStream)
+        }
+        try step.runBefore(on: stream)
+    }
+
+    /// Assembly and the dense head, once the bottom MLP is done.
+    func runAfter(_ step: Step) throws {
+        if step.encodeBottom != nil { try stream.wait(for: joinEvent) }
+        try step.runAfter(on: stream)
     }
 
     func upload() throws {
