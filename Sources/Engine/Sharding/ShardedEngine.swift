@@ -6,14 +6,14 @@ import Kernels
 
 /// A model whose tables are spread over several GPUs (`ShardingPlan`), the dense layers replicated.
 /// One step of a batch of B samples:
-///  1. every GPU pools its shards' lookups for all B samples into its pooled rows ([B, pooledWidth]), and
-///     runs the bottom MLP on its own share of the samples (data parallel);
+///  1. every GPU pools its shards' lookups for all B samples into its pooled rows ([B, pooledWidth]);
+///     beside it, on a second stream, it runs the bottom MLP on its own share of the samples (data parallel);
 ///  2. one NCCL all-to-all hands each GPU the pooled rows of its samples from every GPU;
 ///  3. every GPU puts its samples' pooled vectors back together (adding row-wise partial sums) and runs
 ///     the interaction or cross network and the top MLP on them.
 ///
-/// Steps 1 and 3 are CUDA graphs per batch size; the all-to-all runs between them (eagerly: a collective
-/// in a graph would tie every GPU's graph to the same replay).
+/// The bags, the bottom MLP and step 3 are CUDA graphs per batch size; the all-to-all runs between them
+/// (eagerly: a collective in a graph would tie every GPU's graph to the same replay).
 ///
 /// One process drives every GPU of a host: everything is enqueued asynchronously from one thread (each
 /// GPU's graph in turn, then the all-to-all of all of them as one NCCL group), so GPUs run side by side
