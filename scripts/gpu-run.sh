@@ -4,7 +4,7 @@
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
 #   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve
-#                                   serving-tools tiers tiers-fbgemm predict
+#                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
 #
@@ -328,6 +328,29 @@ import sys
 g=[float(x) for x in open('$WORK/gpu-$preset.txt')]; c=[float(x) for x in open('$WORK/cpu-$preset.txt')]
 d=max(abs(a-b) for a,b in zip(g,c)); print('$preset: %d rows, max |gpu - cpu| = %.2e' % (len(g), d)); sys.exit(0 if len(g)==len(c)==3000 and d<=1e-5 else 1)"
     done
+}
+
+# predict reading ahead on its own thread (default) against reading in line (--no-prefetch), alternating:
+# mlperf-v2 at 1M-row caps from MLPerf's multi-hot files (batch 8192), terabyte from Criteo TSV (batch 2048);
+# and the engine alone on the same shapes (bench e2e: device forward and the loop of predict calls).
+stage_predict-prefetch() {
+    local rc=0
+    $BAGEL init --preset mlperf-v2 --max-rows 1000000 --out $WORK/mv2 --force > /dev/null
+    $BAGEL generate mlperf --model $WORK/mv2 --rows 163840 --skew zipf --out $WORK/mv2-data > /dev/null
+    $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/tb --force > /dev/null
+    $BAGEL generate criteo --rows 204800 --out $WORK/tb.tsv > /dev/null
+    for round in 1 2; do
+        for flag in --prefetch --no-prefetch; do
+            echo "--- round $round $flag"
+            $BAGEL predict --model $WORK/mv2 --data $WORK/mv2-data --batch-size 8192 --device gpu $flag --out $WORK/p-mv2$flag.txt || rc=1
+            $BAGEL predict --model $WORK/tb --data $WORK/tb.tsv --batch-size 2048 --device gpu $flag --out $WORK/p-tb$flag.txt || rc=1
+        done
+    done
+    cmp $WORK/p-mv2--prefetch.txt $WORK/p-mv2--no-prefetch.txt && cmp $WORK/p-tb--prefetch.txt $WORK/p-tb--no-prefetch.txt \
+        && echo "prefetch: the same probabilities" || rc=1
+    $BAGEL bench e2e --model $WORK/mv2 --batch-size 8192 --device gpu --seconds 2 || rc=1
+    $BAGEL bench e2e --model $WORK/tb --batch-size 2048 --device gpu --seconds 2 || rc=1
+    return $rc
 }
 
 # Several GPUs. NVLink multicast stays off on the lent machines.

@@ -48,6 +48,9 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "MLP arithmetic on the GPU: fp32 (exact), tf32, bf16.")
     var math: MathMode = .fp32
 
+    @Flag(inversion: .prefixedNo, help: "Read and parse the next batches on a thread of their own while the engine works on the current one.")
+    var prefetch = true
+
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
@@ -56,10 +59,13 @@ struct PredictCommand: ParsableCommand {
     func run() throws {
         let loaded = try Model.load(directory: model)
         // The input first: a missing file is the error to show, before any word about the engine.
-        let reader = try DataFormat.detect(path: data, asked: format).reader(path: data, config: loaded.config)
+        let file = try DataFormat.detect(path: data, asked: format).reader(path: data, config: loaded.config)
         let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math,
                                             tiers: tiers, multiGPU: multiGPU)
         Console.status("engine: \(engine.description)")
+        // Parsing overlaps inference: the next two batches are read while the engine runs this one.
+        let reader: SampleReader = prefetch ? PrefetchingReader(file, batchSize: batchSize) : file
+        defer { (reader as? PrefetchingReader)?.stop() }
         let progress = ProgressReporter("predict")
 
         var probabilities: [Float] = []
