@@ -330,24 +330,28 @@ d=max(abs(a-b) for a,b in zip(g,c)); print('$preset: %d rows, max |gpu - cpu| = 
     done
 }
 
-# predict reading ahead on its own thread (default) against reading in line (--no-prefetch), alternating:
+# predict reading ahead on its own thread (default) against reading in line (--no-prefetch) and against the
+# previous binary (.gpu/bagel-old.xz, if carried: TSV parsed on one thread), alternating:
 # mlperf-v2 at 1M-row caps from MLPerf's multi-hot files (batch 8192), terabyte from Criteo TSV (batch 2048);
 # and the engine alone on the same shapes (bench e2e: device forward and the loop of predict calls).
 stage_predict-prefetch() {
     local rc=0
     $BAGEL init --preset mlperf-v2 --max-rows 1000000 --out $WORK/mv2 --force > /dev/null
-    $BAGEL generate mlperf --model $WORK/mv2 --rows 163840 --skew zipf --out $WORK/mv2-data > /dev/null
+    $BAGEL generate mlperf --model $WORK/mv2 --rows 409600 --skew zipf --out $WORK/mv2-data > /dev/null
     $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/tb --force > /dev/null
-    $BAGEL generate criteo --rows 204800 --out $WORK/tb.tsv > /dev/null
+    $BAGEL generate criteo --rows 1024000 --out $WORK/tb.tsv > /dev/null
     for round in 1 2; do
-        for flag in --prefetch --no-prefetch; do
-            echo "--- round $round $flag"
-            $BAGEL predict --model $WORK/mv2 --data $WORK/mv2-data --batch-size 8192 --device gpu $flag --out $WORK/p-mv2$flag.txt || rc=1
-            $BAGEL predict --model $WORK/tb --data $WORK/tb.tsv --batch-size 2048 --device gpu $flag --out $WORK/p-tb$flag.txt || rc=1
+        for run in "$BAGEL --prefetch" "$BAGEL --no-prefetch" "$OLD"; do
+            [ -x "${run%% *}" ] || continue
+            echo "--- round $round: $run"
+            local exe=${run%% *} flag=${run#* }
+            [ "$flag" = "$run" ] && flag=""
+            $exe predict --model $WORK/mv2 --data $WORK/mv2-data --batch-size 8192 --device gpu $flag --out $WORK/p-mv2.txt || rc=1
+            $exe predict --model $WORK/tb --data $WORK/tb.tsv --batch-size 2048 --device gpu $flag --out $WORK/p-tb-$round${flag}.txt || rc=1
         done
     done
-    cmp $WORK/p-mv2--prefetch.txt $WORK/p-mv2--no-prefetch.txt && cmp $WORK/p-tb--prefetch.txt $WORK/p-tb--no-prefetch.txt \
-        && echo "prefetch: the same probabilities" || rc=1
+    cmp $WORK/p-tb-1--prefetch.txt $WORK/p-tb-1--no-prefetch.txt && cmp $WORK/p-tb-1--prefetch.txt $WORK/p-tb-1.txt \
+        && echo "prefetch, no prefetch and the previous binary: the same probabilities" || rc=1
     $BAGEL bench e2e --model $WORK/mv2 --batch-size 8192 --device gpu --seconds 2 || rc=1
     $BAGEL bench e2e --model $WORK/tb --batch-size 2048 --device gpu --seconds 2 || rc=1
     return $rc

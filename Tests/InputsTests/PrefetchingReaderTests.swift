@@ -56,6 +56,29 @@ import Testing
         #expect(try reader.nextBatch(maxSize: 16) == nil)  // nothing past the error
     }
 
+    /// Large batches parse in pieces on all cores: the same values as small batches parsed line by line,
+    /// and of two bad lines in different pieces, the first is the one named.
+    @Test func parallelParsingMatchesLineByLine() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        try lines(3000).write(toFile: dir.file("d.tsv"), atomically: true, encoding: .utf8)
+        let big = drain(try CriteoTSVReader(path: dir.file("d.tsv"), config: smallCriteo), batch: 2048).batches
+        let small = drain(try CriteoTSVReader(path: dir.file("d.tsv"), config: smallCriteo), batch: 100).batches
+        #expect(big.map(\.batch.size) == [2048, 952])
+        #expect(big.flatMap(\.batch.dense) == small.flatMap(\.batch.dense))
+        #expect(big.flatMap { $0.labels ?? [] } == small.flatMap { $0.labels ?? [] })
+        #expect(big.flatMap(\.lineNumbers) == Array(1...3000))
+        for t in 0..<2 {
+            #expect(big.flatMap { $0.batch.sparse[t].indices.asInts } == small.flatMap { $0.batch.sparse[t].indices.asInts })
+        }
+        var text = lines(3000, badAt: 1500).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        text[1799] = "1\t2\t3\tzz\ta\tb"  // line 1800: also bad, later in another piece
+        try text.joined(separator: "\n").write(toFile: dir.file("e.tsv"), atomically: true, encoding: .utf8)
+        let failed = drain(try CriteoTSVReader(path: dir.file("e.tsv"), config: smallCriteo), batch: 2048)
+        #expect(failed.batches.isEmpty)
+        #expect(failed.error?.contains("e.tsv:1500:") == true, "\(failed.error ?? "no error")")
+    }
+
     @Test func stoppingEarlyEndsTheReader() throws {
         let dir = TemporaryDirectory()
         defer { dir.cleanup() }
