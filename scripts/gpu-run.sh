@@ -337,10 +337,10 @@ d=max(abs(a-b) for a,b in zip(g,c)); print('$preset: %d rows, max |gpu - cpu| = 
 stage_predict-prefetch() {
     local rc=0
     $BAGEL init --preset mlperf-v2 --max-rows 1000000 --out $WORK/mv2 --force > /dev/null
-    $BAGEL generate mlperf --model $WORK/mv2 --rows 409600 --skew zipf --out $WORK/mv2-data > /dev/null
+    $BAGEL generate mlperf --model $WORK/mv2 --rows ${MLPERF_ROWS:-409600} --skew zipf --out $WORK/mv2-data > /dev/null
     $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/tb --force > /dev/null
     $BAGEL generate criteo --rows 1024000 --out $WORK/tb.tsv > /dev/null
-    for round in 1 2; do
+    for round in $(seq ${ROUNDS:-2}); do
         for run in "$BAGEL --prefetch" "$BAGEL --no-prefetch" "$OLD"; do
             [ -x "${run%% *}" ] || continue
             echo "--- round $round: $run"
@@ -350,8 +350,14 @@ stage_predict-prefetch() {
             $exe predict --model $WORK/tb --data $WORK/tb.tsv --batch-size 2048 --device gpu $flag --out $WORK/p-tb-$round${flag}.txt || rc=1
         done
     done
-    cmp $WORK/p-tb-1--prefetch.txt $WORK/p-tb-1--no-prefetch.txt && cmp $WORK/p-tb-1--prefetch.txt $WORK/p-tb-1.txt \
-        && echo "prefetch, no prefetch and the previous binary: the same probabilities" || rc=1
+    # Separate processes may pick different cuBLASLt algorithms (timed per run): compare within a tolerance.
+    python3 - $WORK/p-tb-1--prefetch.txt $WORK/p-tb-1--no-prefetch.txt $WORK/p-tb-1.txt <<'PY' || rc=1
+import sys
+files = [[float(x) for x in open(path)] for path in sys.argv[1:]]
+worst = max(abs(a - b) for other in files[1:] for a, b in zip(files[0], other))
+print(f"prefetch, no prefetch and the previous binary: {len(files[0])} rows each, max |dp| {worst:.2e}")
+sys.exit(0 if all(len(f) == len(files[0]) for f in files) and worst <= 1e-5 else 1)
+PY
     $BAGEL bench e2e --model $WORK/mv2 --batch-size 8192 --device gpu --seconds 2 || rc=1
     $BAGEL bench e2e --model $WORK/tb --batch-size 2048 --device gpu --seconds 2 || rc=1
     return $rc
