@@ -19,7 +19,8 @@ enum EngineFactory {
         // --threads 1 also keeps the GPU engine's batch preparation on one thread.
         let placement = try tiers?.placement(for: model.config, traffic: traffic)
         if let placement {
-            print(placement.describe(modelName: model.config.name))
+            // On stderr: `predict` without --out writes the probabilities to stdout.
+            Console.status(placement.describe(modelName: model.config.name))
             if device == .cpu { Console.status("--hbm-budget places rows for the GPU; the CPU engine keeps every row in memory") }
         }
         let options = GPUEngineOptions(embedding: embedding, math: math, useGraphs: graphs, hotRows: hotRows,

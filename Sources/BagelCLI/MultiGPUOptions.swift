@@ -67,7 +67,7 @@ struct MultiGPUOptions: ParsableArguments {
             guard ordinals.count <= 1 else { throw BagelError(.invalidData, "with --coordinator, --gpus names this rank's one GPU") }
             let context = try CUDAContext(ordinal: ordinals.first ?? rank % count)
             let layout = try plan(model.config, gpus: world, memory: context.device.totalMemory)
-            if rank == 0 { print(layout.plan.describe(modelName: model.config.name)) }
+            if rank == 0 { Console.status(layout.plan.describe(modelName: model.config.name)) }
             // Before the rendezvous: a rank that cannot hold its shards must not leave the others waiting in NCCL.
             try ShardedEngine.checkFits(model: model, layout: layout, contexts: [(rank, context)])
             let nccl = try NCCL.shared()
@@ -87,7 +87,7 @@ struct MultiGPUOptions: ParsableArguments {
         let contexts = try ordinals.map { try CUDAContext(ordinal: $0) }
         if sharding == "replicated" { return try ReplicatedEngine(model: model, contexts: contexts, options: options) }
         let layout = try plan(model.config, gpus: contexts.count, memory: contexts.map(\.device.totalMemory).min()!)
-        print(layout.plan.describe(modelName: model.config.name))
+        Console.status(layout.plan.describe(modelName: model.config.name))
         return try ShardedEngine(model: model, layout: layout, contexts: contexts, options: options)
     }
 
