@@ -8,7 +8,7 @@ import Foundation
 /// `--gpus` and its companions: run a model on several GPUs of this machine (tables sharded with NCCL,
 /// or the whole model on each), or as one rank of several processes that meet at a coordinator.
 struct MultiGPUOptions: ParsableArguments {
-    @Option(help: "GPUs to run on: e.g. 0,1,2,3 or all. Several: the tables are sharded over them (NCCL all-to-all of pooled vectors, dense layers on every GPU); one: that GPU.")
+    @Option(help: "GPUs to run on: e.g. 0,1,2,3 or all. Several: every batch is shared out over them, the tables sharded (NCCL all-to-all of pooled vectors, dense layers on every GPU); one: that GPU.")
     var gpus: String?
     @Option(help: "With several GPUs: auto (the planner: tables whole where they fit, heaviest reader first; row-wise where a table fits no GPU), replicated (the whole model on each GPU), table-wise, row-wise, column-wise, or per table, e.g. 20=row-wise,0=column-wise.")
     var sharding: String = "auto"
