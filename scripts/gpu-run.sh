@@ -346,18 +346,20 @@ stage_predict-prefetch() {
             echo "--- round $round: $run"
             local exe=${run%% *} flag=${run#* }
             [ "$flag" = "$run" ] && flag=""
-            $exe predict --model $WORK/mv2 --data $WORK/mv2-data --batch-size 8192 --device gpu $flag --out $WORK/p-mv2.txt || rc=1
+            $exe predict --model $WORK/mv2 --data $WORK/mv2-data --batch-size 8192 --device gpu $flag --out $WORK/p-mv2-$round$flag.txt || rc=1
             $exe predict --model $WORK/tb --data $WORK/tb.tsv --batch-size 2048 --device gpu $flag --out $WORK/p-tb-$round${flag}.txt || rc=1
         done
     done
     # Separate processes may pick different cuBLASLt algorithms (timed per run): compare within a tolerance.
-    python3 - $WORK/p-tb-1--prefetch.txt $WORK/p-tb-1--no-prefetch.txt $WORK/p-tb-1.txt <<'PY' || rc=1
-import sys
-files = [[float(x) for x in open(path)] for path in sys.argv[1:]]
+    for name in tb mv2; do
+        python3 - $WORK/p-$name-1--prefetch.txt $WORK/p-$name-1--no-prefetch.txt $WORK/p-$name-1.txt <<'PY' || rc=1
+import os, sys
+files = [[float(x) for x in open(path)] for path in sys.argv[1:] if os.path.exists(path)]
 worst = max(abs(a - b) for other in files[1:] for a, b in zip(files[0], other))
-print(f"prefetch, no prefetch and the previous binary: {len(files[0])} rows each, max |dp| {worst:.2e}")
+print(f"{sys.argv[1]}: prefetch, no prefetch (and the previous binary): {len(files[0])} rows each, max |dp| {worst:.2e}")
 sys.exit(0 if all(len(f) == len(files[0]) for f in files) and worst <= 1e-5 else 1)
 PY
+    done
     $BAGEL bench e2e --model $WORK/mv2 --batch-size 8192 --device gpu --seconds 2 || rc=1
     $BAGEL bench e2e --model $WORK/tb --batch-size 2048 --device gpu --seconds 2 || rc=1
     return $rc

@@ -2,6 +2,7 @@ import ArgumentParser
 import Core
 import CUDA
 import DLRM
+import Engine
 import Foundation
 import Inputs
 
@@ -48,7 +49,7 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "MLP arithmetic on the GPU: fp32 (exact), tf32, bf16.")
     var math: MathMode = .fp32
 
-    @Flag(inversion: .prefixedNo, help: "Read and parse the next batches on a thread of their own while the engine works on the current one.")
+    @Flag(inversion: .prefixedNo, help: "Read, parse and (on the GPU) check and pack the next batches on a thread of their own while the engine runs the current one.")
     var prefetch = true
 
     func validate() throws {
@@ -63,38 +64,67 @@ struct PredictCommand: ParsableCommand {
         let engine = try EngineFactory.make(model: loaded, device: device, threads: threads, variant: variant, math: math,
                                             tiers: tiers, multiGPU: multiGPU)
         Console.status("engine: \(engine.description)")
-        // Parsing overlaps inference: the next two batches are read while the engine runs this one.
-        let reader: SampleReader = prefetch ? PrefetchingReader(file, batchSize: batchSize) : file
-        defer { (reader as? PrefetchingReader)?.stop() }
         let progress = ProgressReporter("predict")
+        let (config, boundsCheck, batchSize, data) = (loaded.config, boundsCheck, batchSize, data)
+        // What comes out of the file for one batch: read, bounds handled, and (on the GPU, reading ahead)
+        // checked and packed for the engine.
+        func read() throws -> Item? {
+            guard let next = try file.nextBatch(maxSize: batchSize) else { return nil }
+            var batch = next.batch
+            var dropped = 0
+            if boundsCheck == .skip {
+                try batch.validateShapes(for: config)
+                let filtered = batch.droppingOutOfRange(for: config)
+                batch = filtered.batch
+                dropped = filtered.dropped
+            }
+            var prepared: PreparedBatch?
+            if prefetch, let gpu = engine as? GPUEngine {
+                // The engine's error about a batch gains the file and line here.
+                do { prepared = try gpu.prepare(batch) } catch let error as BagelError where error.kind == .invalidBatch {
+                    throw Self.locate(error, lines: next.lineNumbers, path: data)
+                }
+            }
+            return Item(read: next, batch: batch, prepared: prepared, dropped: dropped, bytesRead: file.bytesRead)
+        }
+        // Reading ahead: the next two batches are read (and on the GPU checked and packed) on a thread of
+        // their own while the engine runs this one.
+        let ahead = prefetch ? ReadAhead(depth: 2, produce: read) : nil
+        defer { ahead?.stop() }
 
         var probabilities: [Float] = []
         var labels: [Float] = []
         var labelled: Bool?
         var dropped = 0
         var engineSeconds = 0.0
+        var firstDone: (time: Double, rows: Int)?
         let start = now()
-        while let next = try reader.nextBatch(maxSize: batchSize) {
-            var batch = next.batch
-            if boundsCheck == .skip {
-                try batch.validateShapes(for: loaded.config)
-                let filtered = batch.droppingOutOfRange(for: loaded.config)
-                batch = filtered.batch
-                dropped += filtered.dropped
-            }
+        func nextItem() throws -> Item? {
+            if let ahead { return try ahead.next() }
+            return try read()
+        }
+        while let item = try nextItem() {
+            let next = item.read
+            dropped += item.dropped
             let t0 = now()
             do {
                 // The engine validates the batch before any work (one pass over the indices, not two);
                 // its error gains the file and line here.
-                probabilities += try engine.predict(batch)
+                if let prepared = item.prepared, let gpu = engine as? GPUEngine {
+                    probabilities += try gpu.run(prepared)
+                } else {
+                    probabilities += try engine.predict(item.batch)
+                }
             } catch let error as BagelError where error.kind == .invalidBatch {
                 throw Self.locate(error, lines: next.lineNumbers, path: data)
             }
             engineSeconds += now() - t0
+            // The first batch compiles, captures and tunes: the steady rate is counted from its end.
+            if firstDone == nil { firstDone = (now(), probabilities.count) }
             if labelled == nil { labelled = next.labels != nil }
             labels += next.labels ?? []
             progress.update(
-                done: Double(reader.bytesRead), total: reader.fileSize.map(Double.init),
+                done: Double(item.bytesRead), total: file.fileSize.map(Double.init),
                 detail: "\(Console.count(probabilities.count)) rows, "
                     + "\(Console.count(Int(Double(probabilities.count) / max(now() - start, 1e-9)))) rows/s")
         }
@@ -121,9 +151,21 @@ struct PredictCommand: ParsableCommand {
         }
         Console.status(
             "\(probabilities.count) rows in \(Console.seconds(elapsed)) "
-                + String(format: "(%.0f rows/s end to end; engine alone %.0f rows/s)",
-                         Double(probabilities.count) / max(elapsed, 1e-9),
-                         Double(probabilities.count) / max(engineSeconds, 1e-9)))
+                + String(format: "(%.0f rows/s end to end; engine alone %.0f rows/s", Double(probabilities.count) / max(elapsed, 1e-9),
+                         Double(probabilities.count) / max(engineSeconds, 1e-9))
+                + (firstDone.map { first in
+                    let rest = probabilities.count - first.rows
+                    return rest > 0 ? String(format: "; after the first batch %.0f rows/s", Double(rest) / max(start + elapsed - first.time, 1e-9)) : ""
+                } ?? "") + ")")
+    }
+
+    /// One batch as read: the file's batch, what the engine is given, the engine's packing when done ahead.
+    struct Item {
+        let read: LabeledBatch
+        let batch: Batch
+        let prepared: PreparedBatch?
+        let dropped: Int
+        let bytesRead: Int
     }
 
     /// The error located at the input line of the sample it names (or at the file).

@@ -74,6 +74,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
 
     private let lock = NSLock()
     private var buffers: BatchBuffers?
+    /// Pinned staging buffers of prepared batches, reused.
+    private let stagingPool: StagingPool
     private var forwards: [Int: Forward] = [:]
 
     public var description: String {
@@ -99,6 +101,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         tierLookups = Array(repeating: 0, count: model.config.tables.count)
         let context = try context ?? CUDAContext(ordinal: options.deviceOrdinal)
         self.context = context
+        stagingPool = StagingPool(context: context)
         self.library = try library ?? KernelLibrary(context: context)
         stream = try CUDAStream(context: context)
         elementwise = try ElementwiseKernels(library: self.library)
@@ -260,14 +263,59 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         try context.makeCurrent()
-        let buffers = try prepare(batch)
-        let forward = try forward(for: batch.size, buffers: buffers)
-        try stream.copy(from: UnsafeRawPointer(buffers.staging.pointer), to: buffers.arena.address, bytes: buffers.uploadBytes)
+        let buffers = try packAndTune(batch)
+        return try execute(size: batch.size, buffers: buffers, upload: buffers.staging.pointer, bytes: buffers.uploadBytes)
+    }
+
+    /// Under the lock: uploads the packed inputs, runs the forward, downloads the probabilities.
+    private func execute(size: Int, buffers: BatchBuffers, upload source: UnsafeMutableRawPointer, bytes: Int) throws -> [Float] {
+        let forward = try forward(for: size, buffers: buffers)
+        try stream.copy(from: UnsafeRawPointer(source), to: buffers.arena.address, bytes: bytes)
         try forward.run(on: stream)
-        try stream.copy(from: buffers.probabilities.address, to: buffers.output.pointer, bytes: batch.size * 4)
+        try stream.copy(from: buffers.probabilities.address, to: buffers.output.pointer, bytes: size * 4)
         try stream.synchronize()
         let p = buffers.output.pointer.assumingMemoryBound(to: Float.self)
-        return Array(UnsafeBufferPointer(start: p, count: batch.size))
+        return Array(UnsafeBufferPointer(start: p, count: size))
+    }
+
+    // MARK: Prepared batches: the host work of the next batch beside the GPU work of this one
+
+    /// Checks and packs `batch` on the calling thread, ahead of its turn on the GPU (`run`), so that a
+    /// reading thread can prepare the next batch while the GPU runs this one. It is packed against the
+    /// engine's device buffers as they are now; `run` packs it again if they have changed since (a larger
+    /// batch grew them) or the kernels are still to be tuned.
+    public func prepare(_ batch: Batch) throws -> PreparedBatch {
+        try batch.validate(for: model.config, parallel: options.parallelHostWork)
+        countTierHits(batch)
+        let current = lock.withLock { () -> (buffers: BatchBuffers, slots: [Int], plan: EmbeddingPlan)? in
+            guard let buffers, !plan.tuneOnFirstBatch else { return nil }
+            return (buffers, slots, plan)
+        }
+        guard batch.size > 0, let current else { return PreparedBatch(batch: batch) }
+        let layout = ArenaLayout(batch: batch, config: model.config, indexWidth: current.plan.indexType,
+                                 baselineScratch: current.plan.needsBaselineScratch)
+        guard current.buffers.fits(layout: layout, batch: batch.size) else { return PreparedBatch(batch: batch) }
+        let staging = try stagingPool.take(bytes: layout.uploadBytes)
+        layout.pack(batch, bindings: bindings(layout: layout, buffers: current.buffers), slots: current.slots,
+                    into: staging.pointer, parallel: options.parallelHostWork)
+        return PreparedBatch(batch: batch, packed: .init(layout: layout, buffers: current.buffers, slots: current.slots,
+                                                         staging: staging), pool: stagingPool)
+    }
+
+    /// The probabilities of a prepared batch (checked already: `prepare`).
+    public func run(_ prepared: PreparedBatch) throws -> [Float] {
+        let batch = prepared.batch
+        if batch.size == 0 { return [] }
+        lock.lock()
+        defer { lock.unlock() }
+        try context.makeCurrent()
+        if let packed = prepared.packed, packed.buffers === buffers, packed.slots == slots, !plan.tuneOnFirstBatch {
+            packed.buffers.use(packed.layout)
+            return try execute(size: batch.size, buffers: packed.buffers, upload: packed.staging.pointer,
+                               bytes: packed.layout.uploadBytes)
+        }
+        let buffers = try packAndTune(batch)
+        return try execute(size: batch.size, buffers: buffers, upload: buffers.staging.pointer, bytes: buffers.uploadBytes)
     }
 
     /// Per split table, lookups served from HBM and in all since the engine started.
@@ -354,7 +402,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         try context.makeCurrent()
-        let buffers = try prepare(batch)
+        let buffers = try packAndTune(batch)
         let forward = try forward(for: batch.size, buffers: buffers)
         return try body(buffers, forward, try DeviceTimer(stream: stream))
     }
@@ -382,7 +430,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
 
     /// Packs the batch into the staging buffer (growing the buffers when needed); tunes the
     /// embedding kernels on the first batch when asked to.
-    private func prepare(_ batch: Batch) throws -> BatchBuffers {
+    private func packAndTune(_ batch: Batch) throws -> BatchBuffers {
         let buffers = try pack(batch)
         if plan.tuneOnFirstBatch {
             try tune(with: buffers, batch: batch.size)
@@ -479,6 +527,54 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 }
             }))
             return result + dense.headStages
+        }
+    }
+}
+
+/// A batch checked and packed on the host ahead of its turn on the GPU (`GPUEngine.prepare`). Its pinned
+/// staging buffer goes back to the engine's pool when it is dropped.
+public final class PreparedBatch: @unchecked Sendable {
+    public let batch: Batch
+    struct Packed {
+        let layout: ArenaLayout
+        /// The device buffers its table records point into.
+        let buffers: BatchBuffers
+        let slots: [Int]
+        let staging: PinnedBuffer
+    }
+    let packed: Packed?
+    private let pool: StagingPool?
+
+    init(batch: Batch, packed: Packed? = nil, pool: StagingPool? = nil) {
+        self.batch = batch
+        self.packed = packed
+        self.pool = pool
+    }
+
+    deinit { if let staging = packed?.staging { pool?.giveBack(staging) } }
+}
+
+/// Pinned buffers handed out and taken back (pinning memory costs milliseconds; a reading thread
+/// prepares a batch or two ahead).
+final class StagingPool: @unchecked Sendable {
+    private let context: CUDAContext
+    private let lock = NSLock()
+    private var free: [PinnedBuffer] = []
+
+    init(context: CUDAContext) { self.context = context }
+
+    func take(bytes: Int) throws -> PinnedBuffer {
+        let reused = lock.withLock { () -> PinnedBuffer? in
+            guard let i = free.firstIndex(where: { $0.byteCount >= bytes }) else { return nil }
+            return free.remove(at: i)
+        }
+        return try reused ?? PinnedBuffer(context: context, byteCount: bytes + bytes / 4)
+    }
+
+    func giveBack(_ buffer: PinnedBuffer) {
+        lock.withLock {
+            free.append(buffer)
+            if free.count > 4 { free.removeFirst() }
         }
     }
 }
