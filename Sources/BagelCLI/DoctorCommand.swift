@@ -28,12 +28,7 @@ struct DoctorCommand: ParsableCommand {
 
     @Flag(help: "Check NCCL between GPUs instead: every GPU of this machine in one process, or with --coordinator this process as one rank.")
     var nccl = false
-    @Option(help: "With --nccl: rank 0's HOST:PORT for the rendezvous of several processes.")
-    var coordinator: String?
-    @Option(help: "With --coordinator: this process's rank (its GPU is rank modulo the GPUs here).")
-    var rank: Int = 0
-    @Option(help: "With --coordinator: the number of processes.")
-    var world: Int = 1
+    @OptionGroup var rendezvous: RendezvousOptions
 
     func run() throws {
         var passed = 0
@@ -128,12 +123,12 @@ struct DoctorCommand: ParsableCommand {
         let library = try NCCL.shared()
         print("NCCL          \(library.version) (\(library.path))")
         let count = try Driver.shared().deviceCount()
-        if let coordinator {
-            let address = try Rendezvous.Address(parsing: coordinator)
+        if let coordinator = rendezvous.coordinator {
+            let (rank, world) = (rendezvous.rank, rendezvous.world)
             let context = try CUDAContext(ordinal: rank % max(count, 1))
-            let id = try Rendezvous.exchange(at: address, rank: rank, world: world) { try library.uniqueId().bytes }
-            let communicator = try NCCLCommunicator.join(NCCLUniqueId(id), rank: rank, ranks: world, context: context)
-            for outcome in try CollectiveCheck.runAsRank(communicator: communicator, coordinator: address)
+            let communicator = try NCCLCommunicator.join(try rendezvous.ncclId(at: coordinator), rank: rank, ranks: world,
+                                                         context: context)
+            for outcome in try CollectiveCheck.runAsRank(communicator: communicator, coordinator: coordinator)
                 + ShardedParity.run(communicators: [communicator]) {
                 report(outcome.name, outcome.passed, outcome.detail)
             }

@@ -14,13 +14,11 @@ struct MultiGPUOptions: ParsableArguments {
     var sharding: String = "auto"
     @Option(help: "With several GPUs: plan the shards as if each GPU had this much memory (e.g. 80GB; default: its own).")
     var gpuMemory: String?
-    @Option(help: "Run as one rank of --world processes (one GPU each, the model sharded over all) that meet at rank 0's HOST:PORT; every rank is given the same inputs.")
-    var coordinator: String?
-    @Option(help: "With --coordinator: this process's rank (its GPU: the one --gpus names, else rank modulo the GPUs here).")
-    var rank: Int = 0
-    @Option(help: "With --coordinator: the number of processes.")
-    var world: Int = 1
+    @OptionGroup var rendezvous: RendezvousOptions
 
+    var coordinator: String? { rendezvous.coordinator }
+    var rank: Int { rendezvous.rank }
+    var world: Int { rendezvous.world }
     var isActive: Bool { gpus != nil || coordinator != nil }
 
     func validate() throws {
@@ -28,11 +26,8 @@ struct MultiGPUOptions: ParsableArguments {
             throw ValidationError("--sharding and --gpu-memory go with --gpus or --coordinator")
         }
         if sharding == "replicated" && gpuMemory != nil { throw ValidationError("--gpu-memory plans shards; --sharding replicated has none") }
-        if coordinator != nil {
-            guard world >= 1, rank >= 0, rank < world else { throw ValidationError("--rank must be in 0..<--world") }
-            guard sharding != "replicated" else { throw ValidationError("--coordinator shards a model; replication needs no rendezvous (run one server per GPU)") }
-        } else if rank != 0 || world != 1 {
-            throw ValidationError("--rank and --world go with --coordinator")
+        if coordinator != nil && sharding == "replicated" {
+            throw ValidationError("--coordinator shards a model; replication needs no rendezvous (run one server per GPU)")
         }
     }
 
@@ -70,13 +65,8 @@ struct MultiGPUOptions: ParsableArguments {
             if rank == 0 { Console.status(layout.plan.describe(modelName: model.config.name)) }
             // Before the rendezvous: a rank that cannot hold its shards must not leave the others waiting in NCCL.
             try ShardedEngine.checkFits(model: model, layout: layout, contexts: [(rank, context)])
-            let nccl = try NCCL.shared()
-            let address = try Rendezvous.Address(parsing: coordinator)
-            Console.status("rank \(rank) of \(world): waiting for every rank at \(address)")
-            let id = try Rendezvous.exchange(at: address, rank: rank, world: world, check: layout.fingerprint) {
-                try nccl.uniqueId().bytes
-            }
-            return try ShardedEngine(model: model, layout: layout, rank: rank, context: context, id: NCCLUniqueId(id), options: options)
+            let id = try rendezvous.ncclId(at: coordinator, check: layout.fingerprint)
+            return try ShardedEngine(model: model, layout: layout, rank: rank, context: context, id: id, options: options)
         }
         if ordinals.count == 1 {
             if sharding != "auto" || gpuMemory != nil { Console.status("one GPU: --sharding and --gpu-memory do not apply") }
@@ -100,5 +90,33 @@ struct MultiGPUOptions: ParsableArguments {
         let overrides = try ShardingPlanner.overrides(parsing: sharding, tables: config.tables.count)
         let plan = try ShardingPlanner.plan(config: config, gpus: gpus, gpuBudget: budget, overrides: overrides)
         return try ShardLayout(plan: plan, config: config)
+    }
+}
+
+/// `--coordinator --rank --world`: this process as one rank of several (one GPU each) that meet at rank 0
+/// before NCCL exists (`Rendezvous`).
+struct RendezvousOptions: ParsableArguments {
+    @Option(help: "Run as one rank of --world processes (one GPU each) that meet at rank 0's HOST:PORT: a model sharded over all of them (every rank given the same inputs), or doctor --nccl's checks.")
+    var coordinator: String?
+    @Option(help: "With --coordinator: this process's rank (its GPU: rank modulo the GPUs here, unless --gpus names one).")
+    var rank: Int = 0
+    @Option(help: "With --coordinator: the number of processes.")
+    var world: Int = 1
+
+    func validate() throws {
+        if coordinator != nil {
+            guard world >= 1, rank >= 0, rank < world else { throw ValidationError("--rank must be in 0..<--world") }
+        } else if rank != 0 || world != 1 {
+            throw ValidationError("--rank and --world go with --coordinator")
+        }
+    }
+
+    /// Meets the other ranks at `coordinator` (every rank passing the same `check`) and returns the NCCL id
+    /// rank 0 made for the clique.
+    func ncclId(at coordinator: String, check: UInt64 = 0) throws -> NCCLUniqueId {
+        let nccl = try NCCL.shared()
+        let address = try Rendezvous.Address(parsing: coordinator)
+        Console.status("rank \(rank) of \(world): waiting for every rank at \(address)")
+        return NCCLUniqueId(try Rendezvous.exchange(at: address, rank: rank, world: world, check: check) { try nccl.uniqueId().bytes })
     }
 }

@@ -106,7 +106,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         stream = try CUDAStream(context: context)
         elementwise = try ElementwiseKernels(library: self.library)
         let config = model.config
-        outputAligned = Self.outputOffsets(config).allSatisfy { $0 % 4 == 0 } && Self.outputStride(config) % 4 == 0
+        outputAligned = DenseNetwork.outputOffsets(config).allSatisfy { $0 % 4 == 0 } && DenseNetwork.outputStride(config) % 4 == 0
 
         // Hot rows: given, or the model's profile files.
         let hot = try options.hotRows ?? Self.loadHotRows(model: model)
@@ -250,9 +250,6 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             return try HotRowList.read(path: path, tableRows: model.config.tables[t].rows).rows
         }
     }
-
-    static func outputStride(_ config: ModelConfig) -> Int { DenseNetwork.outputStride(config) }
-    static func outputOffsets(_ config: ModelConfig) -> [Int] { DenseNetwork.outputOffsets(config) }
 
     // MARK: Predict
 
@@ -458,8 +455,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
 
     /// The per-table kernel arguments for this layout.
     private func bindings(layout: ArenaLayout, buffers: BatchBuffers) -> [EmbeddingTableBinding] {
-        let offsets = Self.outputOffsets(model.config)
-        let stride = Self.outputStride(model.config)
+        let offsets = DenseNetwork.outputOffsets(model.config)
+        let stride = DenseNetwork.outputStride(model.config)
         return tables.enumerated().map { t, table in
             table.binding(region: layout.tables[t], arena: buffers.arena.address,
                           output: buffers.interactionInput.address + DevicePointer(offsets[t] * 4), outputStride: stride)

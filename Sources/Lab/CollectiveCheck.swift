@@ -96,7 +96,7 @@ public enum CollectiveCheck {
     }
 
     /// One GPU of a clique spread over processes (`--coordinator/--rank/--world`): this process's member.
-    public static func runAsRank(communicator: NCCLCommunicator, coordinator: Rendezvous.Address) throws -> [Outcome] {
+    public static func runAsRank(communicator: NCCLCommunicator, coordinator: String) throws -> [Outcome] {
         let nccl = try NCCL.shared()
         let member = try Member(communicator)
         try member.enqueue()

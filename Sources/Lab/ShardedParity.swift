@@ -110,22 +110,3 @@ public enum ShardedParity {
         return outcomes
     }
 }
-
-/// FNV-1a over the bits of a run's probabilities: equal runs, equal fingerprints.
-public struct Fingerprint: Sendable {
-    private var state: UInt64 = 0xcbf2_9ce4_8422_2325
-
-    public init() {}
-
-    public mutating func add(_ values: [Float]) {
-        for value in values {
-            var bits = value.bitPattern
-            for _ in 0..<4 {
-                state = (state ^ UInt64(bits & 0xFF)) &* 0x100_0000_01b3
-                bits >>= 8
-            }
-        }
-    }
-
-    public var hex: String { String(format: "%016llx", state) }
-}

@@ -122,19 +122,19 @@ public struct ShardLayout: Sendable {
         }
     }
 
-    /// A fingerprint of the shards (FNV-1a of every shard's table, GPU, rows and columns): ranks of several
-    /// processes compare it before they exchange anything.
+    /// A fingerprint of the shards (every shard's table, GPU, rows and columns): ranks of several processes
+    /// compare it before they exchange anything.
     public var fingerprint: UInt64 {
-        var state: UInt64 = 0xcbf2_9ce4_8422_2325
+        var hash = Fingerprint()
         for sharding in plan.tables {
             for shard in sharding.shards {
                 for value in [sharding.table, shard.gpu, shard.rows.lowerBound, shard.rows.upperBound, shard.columns.lowerBound,
                               shard.columns.upperBound] {
-                    state = (state ^ UInt64(truncatingIfNeeded: value)) &* 0x100_0000_01b3
+                    hash.add(value)
                 }
             }
         }
-        return state
+        return hash.value
     }
 
     /// The samples whose dense part GPU `gpu` runs: contiguous, as even as can be.
