@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -152,6 +152,53 @@ stage_embedding() {
 stage_embedding-5m() {
     embedding_run 5m --rows 5000000 --datasets random --variants "${VARIANTS_5M:-baseline,vectorized,bagel,vectorized:split=2}" \
         --runs "${RUNS:-21}" --table-batched
+}
+
+# Every storage type (fp32, fp16, int8, int4) on Bagel's kernels with lane counts, next to FBGEMM's TBE
+# timed in the same call (fbgemm.json from the fbgemm stage, run first) and PyTorch fp32 on the same
+# inputs; Benchmarks/storage_types.py prints the table with each type's bytes floor.
+stage_storage-types() {
+    local variants=${STORAGE_VARIANTS:-vectorized,vectorized:lanes=16,vectorized:lanes=8,vectorized:lanes=8,unroll=4,vectorized:lanes=4,unroll=4}
+    for dtype in ${DTYPES:-fp32 fp16 int8 int4}; do
+        local dump=""
+        [ $dtype = fp32 ] && { rm -rf $WORK/inputs-types; dump="--dump $WORK/inputs-types"; }
+        $BAGEL bench embedding --dtype $dtype --traces $TRACES --datasets "${DATASETS:-random,one_item,low,medium}" \
+            --variants "$variants" --runs "${RUNS:-21}" --table-batched --verify --json "$OUT/types-$dtype.json" $dump
+    done
+    python3 Benchmarks/torch_embedding_bag.py --inputs $WORK/inputs-types --json "$OUT/torch-types.json" --runs "${RUNS:-21}"
+    python3 Benchmarks/storage_types.py --bagel "$OUT"/types-*.json --torch "$OUT/torch-types.json" \
+        ${FBGEMM_JSON:+--fbgemm $FBGEMM_JSON} | tee "$OUT/storage-types.md"
+}
+
+# The mlperf-v2 forward (1M-row caps, batch 8192, bf16 math) with each storage type and lane count: the
+# multi-hot bags (1 to 100 lookups) are the stage the lanes knob may move.
+stage_mlperf-lanes() {
+    for dtype in ${DTYPES_E2E:-fp32 int8 int4}; do
+        for variant in ${E2E_VARIANTS:-vectorized vectorized:lanes=16 vectorized:lanes=8,unroll=4}; do
+            $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
+                --math ${MATH:-bf16} --dtype $dtype --variant $variant --seconds 2 \
+                --json "$OUT/mlperf-$dtype-${variant//[:,=]/_}.json"
+        done
+    done
+}
+
+# The planner's shape-aware default (`auto`) against the variant as named, same call: terabyte (dim 64,
+# one-hot) in exact fp32 at 2048 and 16384, and mlperf-v2 (bags of 1-100) in bf16 with fp32/int8/int4 tables.
+stage_e2e-default() {
+    for round in 1 2; do
+        for variant in auto vectorized; do
+            for batch in 2048 16384; do
+                $BAGEL bench e2e --preset terabyte --max-rows 1000000 --batch-size $batch --device gpu --seconds 2 \
+                    --variant $variant --json "$OUT/terabyte-$variant-$batch-$round.json"
+            done
+        done
+    done
+    for dtype in fp32 int8 int4; do
+        for variant in auto vectorized:lanes=8,unroll=4; do
+            $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
+                --math bf16 --dtype $dtype --variant $variant --seconds 2 --json "$OUT/mlperf-$dtype-${variant//[:,=]/_}.json"
+        done
+    done
 }
 
 # int8 row-wise tables against fp32 on Bagel's kernels, with PyTorch fp32 on the same inputs (PyTorch

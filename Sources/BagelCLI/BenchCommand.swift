@@ -45,7 +45,7 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Cap on rows per table for the in-memory model (default: sized to the machine).")
     var maxRows: Int?
 
-    @Option(help: "Storage of the in-memory model's tables: fp32, fp16, bf16, int8 (row-wise).")
+    @Option(help: "Storage of the in-memory model's tables: fp32, fp16, bf16, int8 or int4 (row-wise).")
     var dtype: StorageType = .fp32
 
     @Option(help: "Samples per batch.")

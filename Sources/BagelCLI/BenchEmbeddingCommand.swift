@@ -33,7 +33,7 @@ struct EmbeddingBench: ParsableCommand {
     var bags: Int?
     @Option(help: "Lookups per bag.")
     var lookups: Int?
-    @Option(help: "Table storage: fp32, fp16, bf16, int8 (row-wise; vectorized-family variants only).")
+    @Option(help: "Table storage: fp32, fp16, bf16, int8 or int4 (row-wise; vectorized-family variants only).")
     var dtype: StorageType = .fp32
     @Option(help: "Index width: 32 or 64 (PyTorch's default is 64).")
     var indexBits: Int = 64

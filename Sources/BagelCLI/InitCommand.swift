@@ -17,7 +17,7 @@ struct InitCommand: ParsableCommand {
     @Option(help: "Random seed; the same seed gives the same weights.")
     var seed: UInt64 = 1
 
-    @Option(help: "Storage type of the embedding tables: fp32, fp16, bf16, int8 (row-wise, FBGEMM's fused 8-bit rows).")
+    @Option(help: "Storage type of the embedding tables: fp32, fp16, bf16, int8 or int4 (row-wise, FBGEMM's fused 8- and 4-bit rows).")
     var dtype: StorageType = .fp32
 
     @Option(help: "Lookups per bag recorded as the model's typical pooling factor (benchmarks use it).")

@@ -53,7 +53,7 @@ struct MultiGPUOptions: ParsableArguments {
         guard isActive else { return nil }
         guard options.placement == nil else {
             throw BagelError(.unsupported, "--hbm-budget keeps rows in host memory for one GPU; sharded execution with a host tier "
-                             + "is not built yet (shard over more GPUs, or store the rows in int8)")
+                             + "is not built yet (shard over more GPUs, or store the rows in int8 or int4)")
         }
         let count = try Driver.shared().deviceCount()
         let ordinals = try ordinals(deviceCount: count)

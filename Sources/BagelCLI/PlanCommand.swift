@@ -32,7 +32,7 @@ struct PlanCommand: ParsableCommand {
     var preset: ModelPreset?
     @Option(help: "Row cap for --preset (0: none; default: the preset's).")
     var maxRows: Int?
-    @Option(help: "Embedding storage for --preset: fp32, fp16, bf16, int8.")
+    @Option(help: "Embedding storage for --preset: fp32, fp16, bf16, int8, int4.")
     var dtype: StorageType = .fp32
     @Option(help: "HBM for embedding rows, e.g. 768MB, 60GB, 25% (of the table bytes).")
     var budget: String?

@@ -46,8 +46,8 @@ public final class TensorStorage: @unchecked Sendable {
     deinit { owned?.deallocate() }
 }
 
-/// One embedding table, `rows` × `dim` elements of `dtype`, row-major (int8: each row followed by its
-/// scale and bias, `RowwiseInt8`).
+/// One embedding table, `rows` × `dim` elements of `dtype`, row-major (int8, int4: each row followed by
+/// its scale and bias, `RowwiseInt8`, `RowwiseInt4`).
 public struct EmbeddingTable: Sendable {
     public let rows: Int
     public let dim: Int
@@ -66,10 +66,14 @@ public struct EmbeddingTable: Sendable {
 
     /// Element (row, column) as Float, for tests and slow paths.
     public func value(row: Int, column: Int) -> Float {
+        if dtype.isRowwiseQuantized {
+            return RowwiseQuantized.value(row: storage.bytes.baseAddress! + row * dtype.rowBytes(dim: dim), dim: dim,
+                                          column: column, type: dtype)
+        }
         let offset = row * dtype.rowBytes(dim: dim) + column * dtype.byteWidth
         switch dtype {
-        case .int8:
-            return RowwiseInt8.value(row: storage.bytes.baseAddress! + row * dtype.rowBytes(dim: dim), dim: dim, column: column)
+        case .int8, .int4:
+            preconditionFailure("handled above")
         case .fp32: return storage.bytes.loadUnaligned(fromByteOffset: offset, as: Float.self)
         case .fp16: return NumericConversion.floatFromFP16(storage.bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
         case .bf16: return NumericConversion.floatFromBF16(storage.bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
@@ -173,8 +177,8 @@ public final class Model: Sendable {
         var tables: [EmbeddingTable] = []
         for (t, table) in config.tables.enumerated() {
             let name = names.embedding(t)
-            if table.dtype == .int8 {
-                tables.append(try loadInt8(file: file, table: table, name: name, index: t, path: weightsPath, tensor: tensor))
+            if table.dtype.isRowwiseQuantized {
+                tables.append(try loadQuantized(file: file, table: table, name: name, index: t, path: weightsPath, tensor: tensor))
                 continue
             }
             let info = try tensor(
@@ -224,32 +228,33 @@ public final class Model: Sendable {
                          weightNaming: naming)
     }
 
-    /// An int8 table: FBGEMM's fused rows (U8, [rows, dim + 8]) used in place, or float rows
-    /// ([rows, dim]) quantised on load.
-    static func loadInt8(file: SafeTensorsFile, table: TableConfig, name: String, index t: Int, path: String,
-                         tensor: (String, [Int], String) throws -> SafeTensorsFile.TensorInfo) throws -> EmbeddingTable {
+    /// A row-wise quantised table (int8, int4): FBGEMM's fused rows (U8, [rows, rowBytes]) used in
+    /// place, or float rows ([rows, dim]) quantised on load.
+    static func loadQuantized(file: SafeTensorsFile, table: TableConfig, name: String, index t: Int, path: String,
+                              tensor: (String, [Int], String) throws -> SafeTensorsFile.TensorInfo) throws -> EmbeddingTable {
+        let type = table.dtype
         let storage: TensorStorage
         if file.tensors[name]?.dtype == .U8 {
-            let info = try tensor(name, [table.rows, table.dim + RowwiseInt8.extraBytes],
-                                  "tables[\(t)] with rows=\(table.rows), dim=\(table.dim), dtype int8 "
-                                      + "(each row: dim uint8 codes, fp32 scale, fp32 bias)")
+            let info = try tensor(name, [table.rows, type.rowBytes(dim: table.dim)],
+                                  "tables[\(t)] with rows=\(table.rows), dim=\(table.dim), dtype \(type) "
+                                      + "(\(RowwiseQuantized.layoutDescription(type)))")
             storage = TensorStorage(borrowing: file.bytes(of: info), owner: file)
         } else {
             let info = try tensor(name, [table.rows, table.dim],
-                                  "tables[\(t)] with rows=\(table.rows), dim=\(table.dim) (quantised to int8 on load)")
+                                  "tables[\(t)] with rows=\(table.rows), dim=\(table.dim) (quantised to \(type) on load)")
             guard info.dtype.isFloatingPoint else {
-                throw BagelError(.invalidWeights, "\(path): tensor \(name) has dtype \(info.dtype.rawValue); an int8 table "
+                throw BagelError(.invalidWeights, "\(path): tensor \(name) has dtype \(info.dtype.rawValue); an \(type) table "
                                  + "reads U8 fused rows or F32/F16/BF16/F64 rows to quantise")
             }
             storage = try TensorStorage(byteCount: table.byteCount) { out in
-                if let row = RowwiseInt8.quantizeRows(source: file.bytes(of: info), sourceType: info.dtype, rows: table.rows,
-                                                      dim: table.dim, destination: out) {
-                    throw BagelError(.invalidWeights, "\(path): tensor \(name) row \(row) holds a NaN or an infinity; "
-                                     + "int8 quantisation needs finite rows")
+                if let row = RowwiseQuantized.quantizeRows(to: type, source: file.bytes(of: info), sourceType: info.dtype,
+                                                           rows: table.rows, dim: table.dim, destination: out) {
+                    throw BagelError(.invalidWeights, "\(path): tensor \(name) row \(row) cannot be quantised: "
+                                     + RowwiseQuantized.failureReason(type))
                 }
             }
         }
-        return EmbeddingTable(rows: table.rows, dim: table.dim, dtype: .int8, pooling: table.pooling, storage: storage)
+        return EmbeddingTable(rows: table.rows, dim: table.dim, dtype: type, pooling: table.pooling, storage: storage)
     }
 
     /// A model with weights drawn as `bagel init` draws them (same seed, same numbers), in memory.

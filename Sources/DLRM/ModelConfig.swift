@@ -257,10 +257,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             guard table.dim >= 1 && table.dim <= 4096 else {
                 throw fail("tables[\(t)].dim", "must be between 1 and 4096, found \(table.dim)")
             }
-            if table.dtype == .int8 && table.dim % 4 != 0 {
-                throw fail("tables[\(t)].dim", "int8 rows need a dim that is a multiple of 4 (the row's scale and bias "
-                                                + "follow its codes, 4-byte aligned), found \(table.dim)")
-            }
+            if let why = table.dtype.unsupported(dim: table.dim) { throw fail("tables[\(t)].dim", why) }
             if interaction != .cat && table.dim != bottomOutputWidth {
                 throw fail(
                     "tables[\(t)].dim",

@@ -64,8 +64,8 @@ public enum NumericConversion {
         case .bf16:
             let out = dst.assumingMemoryBound(to: UInt16.self)
             for i in 0..<count { out[i] = bf16FromFloat(read(i)) }
-        case .int8:
-            preconditionFailure("int8 is row-wise: RowwiseInt8.quantizeRows converts whole rows")
+        case .int8, .int4:
+            preconditionFailure("\(destinationType) is row-wise: RowwiseQuantized.quantizeRows converts whole rows")
         }
     }
 }

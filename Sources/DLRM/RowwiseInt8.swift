@@ -52,33 +52,8 @@ public enum RowwiseInt8 {
     /// `destination`, on every core. Returns the first row that is not finite, if any.
     public static func quantizeRows(source: UnsafeRawBufferPointer, sourceType: SafeTensorsDType, rows: Int, dim: Int,
                                     destination: UnsafeMutableRawBufferPointer) -> Int? {
-        precondition(source.count >= rows * dim * sourceType.byteWidth)
-        precondition(destination.count >= rows * (dim + extraBytes))
-        let blockRows = max(1, (1 << 16) / max(dim, 1))
-        let blocks = (rows + blockRows - 1) / blockRows
-        let input = SendableRawBuffer(UnsafeMutableRawBufferPointer(mutating: source))
-        let out = SendableRawBuffer(destination)
-        // Each block reports its first bad row; blocks come back in order, so the first report is the smallest.
-        let badRows = HostParallel.map(blocks, parallel: true) { b -> Int? in
-            let start = b * blockRows
-            let end = min(rows, start + blockRows)
-            var scratch = [Float](repeating: 0, count: (end - start) * dim)
-            scratch.withUnsafeMutableBytes { floats in
-                NumericConversion.convert(
-                    source: UnsafeRawBufferPointer(rebasing: input.buffer[(start * dim * sourceType.byteWidth)...]),
-                    sourceType: sourceType, count: (end - start) * dim, destination: floats, destinationType: .fp32)
-            }
-            return scratch.withUnsafeBufferPointer { floats in
-                var firstBad: Int?
-                for r in start..<end {
-                    let ok = quantize(floats.baseAddress! + (r - start) * dim, dim: dim,
-                                      into: out.buffer.baseAddress! + r * (dim + extraBytes))
-                    if !ok && firstBad == nil { firstBad = r }
-                }
-                return firstBad
-            }
-        }
-        return badRows.lazy.compactMap { $0 }.first
+        RowwiseQuantized.quantizeRows(to: .int8, source: source, sourceType: sourceType, rows: rows, dim: dim,
+                                      destination: destination)
     }
 }
 

@@ -22,13 +22,13 @@ public enum SafeTensorsDType: String, Sendable, CaseIterable {
 
     public var isFloatingPoint: Bool { [.F64, .F32, .F16, .BF16].contains(self) }
 
-    /// The dtype a table of `storage` is written with (int8 rows: U8, shape [rows, dim + 8]).
+    /// The dtype a table of `storage` is written with (quantised rows: U8, shape [rows, rowBytes]).
     public init(_ storage: StorageType) {
         switch storage {
         case .fp32: self = .F32
         case .fp16: self = .F16
         case .bf16: self = .BF16
-        case .int8: self = .U8
+        case .int8, .int4: self = .U8
         }
     }
 }

@@ -108,30 +108,31 @@ public enum WeightInitializer {
     /// The whole tensor in `dtype`, into `out` (which holds rows × dtype.rowBytes bytes).
     public static func generate(_ entry: Entry, index: Int, seed: UInt64, dtype: StorageType,
                                 into out: UnsafeMutableRawBufferPointer) {
-        guard dtype == .int8 else {
+        guard dtype.isRowwiseQuantized else {
             return fill(entry, index: index, seed: seed, elements: 0..<entry.elementCount, dtype: dtype, into: out)
         }
         let (rows, dim) = (entry.shape[0], entry.shape[1])
-        let block = int8BlockRows(dim: dim)
+        let block = quantizedBlockRows(dim: dim)
         let bytes = dtype.rowBytes(dim: dim)
         for start in stride(from: 0, to: rows, by: block) {
             let end = min(rows, start + block)
-            fillInt8(entry, index: index, seed: seed, rows: start..<end,
+            fillQuantized(entry, index: index, seed: seed, rows: start..<end, dtype: dtype,
                      into: UnsafeMutableRawBufferPointer(rebasing: out[(start * bytes)..<(end * bytes)]))
         }
     }
 
-    /// Rows of a table per block when drawing it as int8: whole rows whose first element starts a
+    /// Rows of a table per block when drawing it quantised (int8, int4): whole rows whose first element starts a
     /// chunk (so the numbers are those of the fp32 table), about 4M elements.
-    static func int8BlockRows(dim: Int) -> Int {
+    static func quantizedBlockRows(dim: Int) -> Int {
         func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
         let unit = chunkElements / gcd(dim, chunkElements)  // rows whose elements fill whole chunks
         return unit * max(1, (chunkElements * 64 / dim) / unit)
     }
 
     /// Rows `rows` of an embedding tensor drawn as fp32 (the same numbers as an fp32 table) and
-    /// quantised row by row (`RowwiseInt8`) into `out`.
-    static func fillInt8(_ entry: Entry, index: Int, seed: UInt64, rows: Range<Int>, into out: UnsafeMutableRawBufferPointer) {
+    /// quantised row by row to `dtype` (`RowwiseQuantized`) into `out`.
+    static func fillQuantized(_ entry: Entry, index: Int, seed: UInt64, rows: Range<Int>, dtype: StorageType,
+                              into out: UnsafeMutableRawBufferPointer) {
         let dim = entry.shape[1]
         var floats = [Float](repeating: 0, count: rows.count * dim)
         floats.withUnsafeMutableBytes { bytes in
@@ -139,8 +140,9 @@ public enum WeightInitializer {
                  into: bytes)
         }
         floats.withUnsafeBytes { bytes in
-            // Drawn values are finite: there is no bad row to report.
-            _ = RowwiseInt8.quantizeRows(source: bytes, sourceType: .F32, rows: rows.count, dim: dim, destination: out)
+            // Drawn values are finite and small: there is no bad row to report.
+            _ = RowwiseQuantized.quantizeRows(to: dtype, source: bytes, sourceType: .F32, rows: rows.count, dim: dim,
+                                              destination: out)
         }
     }
 
@@ -167,8 +169,8 @@ public enum ModelWriter {
         }
         let fileEntries = entries.map { entry in
             let type = dtype(of: entry)
-            // int8 tables are written as FBGEMM's fused rows: U8, [rows, dim + 8].
-            let shape = type == .int8 ? [entry.shape[0], entry.shape[1] + RowwiseInt8.extraBytes] : entry.shape
+            // Quantised tables are written as FBGEMM's fused rows: U8, [rows, rowBytes].
+            let shape = type.isRowwiseQuantized ? [entry.shape[0], type.rowBytes(dim: entry.shape[1])] : entry.shape
             return SafeTensorsWriter.Entry(name: entry.name, dtype: SafeTensorsDType(type), shape: shape)
         }
         let total = fileEntries.reduce(0) { $0 + $1.byteCount }
@@ -181,16 +183,16 @@ public enum ModelWriter {
         defer { block.deallocate() }
         for (index, entry) in entries.enumerated() {
             let type = dtype(of: entry)
-            if type == .int8 {
+            if type.isRowwiseQuantized {
                 let (rows, dim) = (entry.shape[0], entry.shape[1])
                 let rowBytes = type.rowBytes(dim: dim)
-                let blockRows = WeightInitializer.int8BlockRows(dim: dim)
+                let blockRows = WeightInitializer.quantizedBlockRows(dim: dim)
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: min(rows, blockRows) * rowBytes, alignment: 64)
                 defer { buffer.deallocate() }
                 for start in stride(from: 0, to: rows, by: blockRows) {
                     let end = min(rows, start + blockRows)
                     let bytes = (end - start) * rowBytes
-                    WeightInitializer.fillInt8(entry, index: index, seed: seed, rows: start..<end,
+                    WeightInitializer.fillQuantized(entry, index: index, seed: seed, rows: start..<end, dtype: type,
                                                into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes]))
                     try writer.write(UnsafeRawBufferPointer(rebasing: buffer[0..<bytes]))
                     written += bytes

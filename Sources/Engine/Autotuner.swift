@@ -12,8 +12,9 @@ import Kernels
 public enum EmbeddingAutotuner {
     /// What is tried, most promising first.
     public static let candidateSpecs = [
-        "vectorized", "vectorized:unroll=16", "vectorized:split=2", "vectorized:unroll=16,split=2",
-        "bagel", "bagel:unroll=16", "bagel:split=2", "baseline", "optmt", "l2p",
+        "vectorized", "vectorized:lanes=8,unroll=4", "vectorized:lanes=8", "vectorized:lanes=4,unroll=4",
+        "vectorized:unroll=16", "vectorized:split=2", "vectorized:unroll=16,split=2",
+        "bagel", "bagel:lanes=8,unroll=4", "bagel:unroll=16", "bagel:split=2", "baseline", "optmt", "l2p",
     ]
     // Written by us and parsed once; a typo here fails the first test that plans.
     public static let candidates: [EmbeddingBagConfig] = candidateSpecs.map { try! EmbeddingBagConfig.parse($0) }

@@ -142,7 +142,11 @@ public enum EmbeddingPlanner {
             }
             source = .model
         }
-        let fallback = EmbeddingBagConfig(hotRows == nil ? .vectorized : .bagel)
+        let fallbackVariant: EmbeddingBagVariant = hotRows == nil ? .vectorized : .bagel
+        let fallbacks = config.tables.indices.map { t in
+            EmbeddingBagConfig.shapeDefault(fallbackVariant, storage: config.tables[t].dtype, dim: config.tables[t].dim,
+                                            lookups: config.lookups(table: t))
+        }
         var configs: [EmbeddingBagConfig]
         var tune = false
         switch choice {
@@ -151,11 +155,11 @@ public enum EmbeddingPlanner {
                 configs = cached
                 source = .autotuneCache
             } else {
-                configs = Array(repeating: fallback, count: count)
+                configs = fallbacks
                 source = .defaultChoice
             }
         case .tune:
-            configs = Array(repeating: fallback, count: count)
+            configs = fallbacks
             tune = true
         case .fixed(let one):
             configs = Array(repeating: one, count: count)

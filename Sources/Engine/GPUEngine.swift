@@ -161,7 +161,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             "the model does not fit \(context.device.name): its tables take \(formatBytes(tables)) and its dense "
                 + "layers \(formatBytes(layers)) (plus about \(formatBytes(reserve + staging)) of working memory), the GPU has "
                 + "\(formatBytes(free)) free of \(formatBytes(total)). Smaller tables fit: int8 rows (\"dtype\": \"int8\" in "
-                + "model.json) take \(formatBytes(plan.tables.reduce(0) { $0 + $1.rows * StorageType.int8.rowBytes(dim: $1.dim) })); "
+                + "model.json) take \(formatBytes(plan.tables.reduce(0) { $0 + $1.rows * StorageType.int8.rowBytes(dim: $1.dim) })), int4 "
+                + "rows \(formatBytes(plan.tables.reduce(0) { $0 + $1.rows * StorageType.int4.rowBytes(dim: $1.dim) })); "
                 + "or keep part of the rows in host memory: `--hbm-budget SIZE` (see `bagel plan`).")
     }
 

@@ -25,7 +25,7 @@ public enum KernelCatalog {
             Entry(
                 name: "elementwise", spec: ElementwiseKernels.spec,
                 functions: ["sigmoid_column", "fill_uniform_f32", "fill_uniform_f16", "fill_uniform_bf16", "fill_rows_i8",
-                            "gather_rows"]),
+                            "fill_rows_i4", "gather_rows"]),
         ]
         entries.append(Entry(name: "l2 pin pass", spec: L2PinKernel.spec, functions: ["l2_pin_rows"]))
         for width in IndexType.allCases {
@@ -56,9 +56,10 @@ public enum KernelCatalog {
             }
         }
         // The knobs the autotuner turns (see Engine/Autotuner.swift) and the permuted-table hints.
-        for extra in ["hints=permuted", "split=2", "unroll=16", "unroll=16,split=2", "tier=host", "hints=permuted,tier=host"] {
+        for extra in ["hints=permuted", "split=2", "unroll=16", "unroll=16,split=2", "tier=host", "hints=permuted,tier=host",
+                      "lanes=16", "lanes=8", "lanes=8,unroll=4", "lanes=4,unroll=4"] {
             for width in IndexType.allCases {
-                for (storage, dim) in [(StorageType.fp32, 64), (.fp32, 128), (.bf16, 128), (.int8, 128)] {
+                for (storage, dim) in [(StorageType.fp32, 64), (.fp32, 128), (.bf16, 128), (.fp16, 128), (.int8, 128), (.int4, 128)] {
                     guard let knobs = try? EmbeddingBagConfig.parse("bagel:\(extra)").knobs else { continue }
                     entries.append(
                         Entry(name: "bagel:\(extra) \(storage.rawValue) \(width.rawValue) dim \(dim)",

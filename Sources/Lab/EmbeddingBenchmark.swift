@@ -85,9 +85,10 @@ public final class EmbeddingBenchmark {
         let scale = Float((1.0 / Double(workload.rows)).squareRoot())
         tables = try (0..<workload.tables).map { t in
             let buffer = try DeviceBuffer<UInt8>(context: context, count: workload.tableBytes)
-            if workload.storage == .int8 {
-                try elementwise.encodeFillInt8Rows(buffer.address, rows: workload.rows, dim: workload.dim,
-                                                   seed: seed &+ UInt64(t), scale: scale, stream: stream)
+            if workload.storage.isRowwiseQuantized {
+                try elementwise.encodeFillQuantizedRows(buffer.address, rows: workload.rows, dim: workload.dim,
+                                                        storage: workload.storage, seed: seed &+ UInt64(t), scale: scale,
+                                                        stream: stream)
             } else {
                 try elementwise.encodeFill(buffer.address, count: workload.rows * workload.dim, storage: workload.storage,
                                            seed: seed &+ UInt64(t), scale: scale, stream: stream)

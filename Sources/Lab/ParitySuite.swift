@@ -97,7 +97,7 @@ public final class ParitySuite {
         record("sigmoid") { try checkSigmoid() }
         record("gather_rows + remap_indices") { try checkGatherAndRemap() }
         for (storage, dim, width) in [(StorageType.fp32, 128, IndexType.int32), (.int8, 128, .int64), (.bf16, 13, .int32),
-                                      (.fp16, 64, .int64)] {
+                                      (.fp16, 64, .int64), (.int4, 64, .int32)] {
             record("host tier \(storage.rawValue) \(width.rawValue) dim \(dim): bit-identical to all-in-HBM") {
                 try checkHostTier(storage: storage, dim: dim, width: width)
             }
@@ -120,11 +120,13 @@ public final class ParitySuite {
         record("forward terabyte tune (autotuner on the first batch, then its choice)") {
             try checkForward(preset: .terabyte, variant: nil, graphs: true)
         }
-        // int8 row-wise tables through the whole engine (the autotuner must skip the baseline family).
-        for (preset, variant) in [(ModelPreset.paper, "vectorized"), (.terabyte, "bagel"), (.kaggle, "tune")] {
-            record("forward \(preset.rawValue) int8 \(variant)") {
+        // Quantised row-wise tables through the whole engine (the autotuner must skip the baseline family).
+        for (preset, variant, dtype) in [(ModelPreset.paper, "vectorized", StorageType.int8), (.terabyte, "bagel", .int8),
+                                         (.kaggle, "tune", .int8), (.paper, "vectorized", .int4), (.terabyte, "bagel", .int4),
+                                         (.mlperfV2, "vectorized", .int4)] {
+            record("forward \(preset.rawValue) \(dtype.rawValue) \(variant)") {
                 try checkForward(preset: preset, variant: variant == "tune" ? nil : EmbeddingBagVariant(rawValue: variant),
-                                 graphs: true, dtype: .int8)
+                                 graphs: true, dtype: dtype)
             }
         }
         for preset in ModelPreset.allCases {
@@ -173,8 +175,10 @@ public final class ParitySuite {
         }
         // The knobs the autotuner and the benchmarks turn: bag splitting, deeper unrolling, the
         // permuted-table form of the hints, other prefetch distances.
-        for extra in ["split=2", "split=4,unroll=16", "unroll=32", "hints=permuted,split=2"] {
-            for (storage, dim) in [(StorageType.fp32, 128), (.bf16, 64), (.fp32, 13), (.int8, 128)] {
+        // Fewer lanes per bag: each lane loops over several chunks of a row.
+        for extra in ["split=2", "split=4,unroll=16", "unroll=32", "hints=permuted,split=2", "lanes=8", "lanes=4,unroll=4",
+                      "lanes=1,unroll=2", "lanes=4,split=2"] {
+            for (storage, dim) in [(StorageType.fp32, 128), (.bf16, 64), (.fp32, 13), (.int8, 128), (.int4, 128)] {
                 cases.append(EmbeddingCase(variant: .bagel, storage: storage, width: .int32, dim: dim, extra: extra))
             }
         }
@@ -192,8 +196,9 @@ public final class ParitySuite {
         let values = (0..<(rows * dim)).map { _ in 2 * rng.nextUnitFloat() - 1 }
         let tensor = TensorStorage(byteCount: rows * type.rowBytes(dim: dim)) { out in
             values.withUnsafeBytes {
-                if type == .int8 {
-                    _ = RowwiseInt8.quantizeRows(source: $0, sourceType: .F32, rows: rows, dim: dim, destination: out)
+                if type.isRowwiseQuantized {
+                    _ = RowwiseQuantized.quantizeRows(to: type, source: $0, sourceType: .F32, rows: rows, dim: dim,
+                                                      destination: out)
                 } else {
                     NumericConversion.convert(source: $0, sourceType: .F32, count: values.count, destination: out,
                                               destinationType: type)
@@ -214,7 +219,7 @@ public final class ParitySuite {
     }
 
     func checkEmbeddingBag(_ c: EmbeddingCase) throws -> String {
-        var rng = SeededGenerator(seed: seed, stream: UInt64(c.dim) &* 31 &+ UInt64(c.storage.byteWidth))
+        var rng = SeededGenerator(seed: seed, stream: UInt64(c.dim) &* 31 &+ UInt64(c.storage.bits / 8))
         let rows = 1000
         let batch = 67
         var worst = 0.0

@@ -37,6 +37,8 @@ import Testing
         #expect(StorageType.fp32.rowBytes(dim: 128) == 512)
         #expect(StorageType.bf16.rowBytes(dim: 13) == 26)
         #expect(StorageType.int8.rowBytes(dim: 128) == 136)
+        #expect(StorageType.int4.rowBytes(dim: 128) == 68 && StorageType.int4.codeBytes(dim: 128) == 64)
+        #expect(StorageType.int4.unsupported(dim: 12) != nil && StorageType.int4.unsupported(dim: 16) == nil)
         #expect(IndexType(bits: 32) == .int32 && IndexType(bits: 64)?.byteWidth == 8 && IndexType(bits: 16) == nil)
     }
 

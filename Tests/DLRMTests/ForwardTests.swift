@@ -87,7 +87,7 @@ func handBatch() -> Batch {
 }
 
 @Suite struct ForwardMatchesReference {
-    @Test(arguments: [InteractionOp.dot, .cat], [StorageType.fp32, .fp16, .bf16, .int8])
+    @Test(arguments: [InteractionOp.dot, .cat], [StorageType.fp32, .fp16, .bf16, .int8, .int4])
     func randomModels(interaction: InteractionOp, dtype: StorageType) throws {
         for seed in UInt64(1)...6 {
             let config = RandomModels.config(seed: seed &* 7 &+ 3, interaction: interaction, dtype: dtype)

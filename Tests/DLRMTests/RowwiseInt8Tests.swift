@@ -45,10 +45,11 @@ import Testing
         #expect(!quantized([-Float.greatestFiniteMagnitude, 0, 0, Float.greatestFiniteMagnitude]).ok)
     }
 
-    /// The CPU forward on an int8 model equals the forward on the fp32 model of its dequantised values.
-    @Test func forwardMatchesTheDequantisedModel() throws {
+    /// The CPU forward on a quantised model equals the forward on the fp32 model of its dequantised values.
+    @Test(arguments: [StorageType.int8, .int4])
+    func forwardMatchesTheDequantisedModel(dtype: StorageType) throws {
         for seed in UInt64(1)...5 {
-            let config = RandomModels.config(seed: seed &* 11, interaction: seed % 2 == 0 ? .dot : .cat, dtype: .int8)
+            let config = RandomModels.config(seed: seed &* 11, interaction: seed % 2 == 0 ? .dot : .cat, dtype: dtype)
             let model = try Model.random(config: config, seed: seed)
             let tables = model.tables.map { table in
                 let values = (0..<(table.rows * table.dim)).map { table.value(row: $0 / table.dim, column: $0 % table.dim) }

@@ -1,5 +1,6 @@
 import Core
 import DLRM
+import Foundation
 import Kernels
 import Testing
 
@@ -25,6 +26,28 @@ import Testing
         #expect(plain.source == .defaultChoice && !plain.tuneOnFirstBatch && plain.indexType == .int32)
         let profiled = try EmbeddingPlanner.plan(config: config(), choice: .auto, hotRows: hot(3, 500), device: device)
         #expect(profiled.tables.allSatisfy { $0.config.variant == .bagel && $0.hotBitmap && $0.hotRows == 500 })
+    }
+
+    /// The default follows the table's shape: eight lanes a bag for narrow rows and short fp32 bags,
+    /// a full row of lanes for long fp32 bags and rows that need no more than eight.
+    @Test func theDefaultFollowsEachTablesShape() throws {
+        let mlperf = ModelPreset.mlperfV2.config(maxRows: 100)  // fp32, dim 128, bags of 1 to 100
+        let plan = try EmbeddingPlanner.plan(config: mlperf, choice: .auto, hotRows: nil, device: device)
+        for (t, table) in plan.tables.enumerated() {
+            let long = (mlperf.tables[t].multiHot ?? 1) >= 32
+            #expect(table.config.spec == (long ? "vectorized" : "vectorized:lanes=8,unroll=4"), "table \(t)")
+        }
+        for (dtype, spec) in [(StorageType.int8, "vectorized:lanes=8"), (.int4, "vectorized:lanes=8,unroll=4"),
+                              (.fp16, "vectorized:lanes=8,unroll=4")] {
+            let quantised = ModelPreset.paper.config(maxRows: 100, dtype: dtype)  // 150-lookup bags
+            let planned = try EmbeddingPlanner.plan(config: quantised, choice: .auto, hotRows: hot(quantised.tables.count, 10),
+                                                    device: device)
+            #expect(planned.tables.allSatisfy { $0.config.spec == spec.replacingOccurrences(of: "vectorized", with: "bagel") })
+            #expect(planned.tables.allSatisfy { $0.config.knobs.lanes == 8 && $0.config.knobs.hints == .bitmap })
+        }
+        // Rows that eight lanes already cover keep the variant as named.
+        let small = try EmbeddingPlanner.plan(config: config(dim: 16, dtype: .fp16), choice: .auto, hotRows: nil, device: device)
+        #expect(small.tables.allSatisfy { $0.config.spec == "vectorized" && $0.config.knobs.lanes == nil })
     }
 
     @Test func theModelsChoiceIsParsedOnceAndBeatsTheDefault() throws {

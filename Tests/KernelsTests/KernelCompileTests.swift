@@ -103,6 +103,27 @@ let nvrtc: NVRTC? = {
         #expect(EmbeddingBagKernel.vectorPlan(dim: 13, storage: .fp32) == (16, 4))
         #expect(EmbeddingBagKernel.vectorPlan(dim: 256, storage: .fp32) == (32, 16))
         #expect(EmbeddingBagKernel.vectorPlan(dim: 6, storage: .fp16) == (4, 4))
+        // Quantised rows: the load divides the stride too (int8 136 bytes: 8; int4 68 bytes: 4).
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 128, storage: .int8) == (16, 8))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 128, storage: .int4) == (16, 4))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 64, storage: .int4) == (8, 4))  // 36-byte rows: never wider than 4
+        // Fewer lanes than the row needs: each lane loops over chunks; more lanes than it needs change nothing.
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 128, storage: .fp32, lanes: 8) == (8, 16))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 16, storage: .fp32, lanes: 32) == (4, 16))
+    }
+
+    @Test func lanesKnob() throws {
+        let knobs = try EmbeddingBagConfig.parse("vectorized:lanes=8,unroll=4").knobs
+        #expect(knobs.lanes == 8 && knobs.unroll == 4 && knobs.description.contains("lanes=8"))
+        try knobs.validate(storage: .int4, dim: 128)
+        #expect(throws: BagelError.self) { try EmbeddingBagConfig.parse("vectorized:lanes=6").knobs.validate(storage: .fp32) }
+        #expect(throws: BagelError.self) { try EmbeddingBagConfig.parse("rpf:lanes=8").knobs.validate(storage: .fp32) }
+        // Split parts meet in shared memory: one lane a bag needs a row of floats for 256 groups.
+        #expect { try EmbeddingBagConfig.parse("vectorized:lanes=1,split=2").knobs.validate(storage: .fp32, dim: 128) } throws: {
+            ($0 as? BagelError)?.message.contains("shared memory") == true
+        }
+        try EmbeddingBagConfig.parse("vectorized:lanes=4,split=2").knobs.validate(storage: .fp32, dim: 128)
+        #expect(EmbeddingBagKernel.spec(knobs: knobs, dim: 128, storage: .int4, indexWidth: .int32).defines["LANES"] == "8")
     }
 
     @Test func compileProblemsSayWhatIsWrong() {

@@ -93,8 +93,12 @@ public enum RandomModels {
         seed: UInt64, interaction: InteractionOp = .dot, pooling: PoolingMode? = nil, dtype: StorageType = .fp32
     ) -> ModelConfig {
         var rng = SeededGenerator(seed: seed)
-        // int8 rows need dims that are multiples of 4: round the drawn dims up (same draws otherwise).
-        func legal(_ d: Int) -> Int { dtype == .int8 ? (d + 3) / 4 * 4 : d }
+        // Quantised rows need dims that are multiples of 4 (int8) or 8 (int4): round the drawn dims up
+        // (same draws otherwise).
+        func legal(_ d: Int) -> Int {
+            let unit = dtype == .int8 ? 4 : dtype == .int4 ? 8 : 1
+            return (d + unit - 1) / unit * unit
+        }
         let dim = legal([4, 8, 13, 16, 32][rng.nextIndex(below: 5)])
         let tableCount = 1 + rng.nextIndex(below: 5)
         let tables = (0..<tableCount).map { _ in

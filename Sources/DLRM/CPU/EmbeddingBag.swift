@@ -86,6 +86,18 @@ public enum EmbeddingBagCPU {
                 out[c] += (Float(row.load(fromByteOffset: c, as: UInt8.self)) * scale + bias) * weight
                 c += 1
             }
+        case .int4:
+            // Two codes a byte, low nibble first (FBGEMM's fused 4-bit rows); dim is a multiple of 8.
+            let (scale, bias) = RowwiseInt4.scaleAndBias(row: row, dim: dim)
+            let shifts = SIMD8<UInt32>(0, 4, 8, 12, 16, 20, 24, 28)
+            while c < dim {
+                let word = row.loadUnaligned(fromByteOffset: c / 2, as: UInt32.self)
+                let codes = (SIMD8<UInt32>(repeating: UInt32(littleEndian: word)) &>> shifts) & 0xF
+                let v = SIMD8<Float>(codes) * scale + bias
+                let acc = o.loadUnaligned(fromByteOffset: c * 4, as: SIMD8<Float>.self)
+                o.storeBytes(of: acc + v * weight, toByteOffset: c * 4, as: SIMD8<Float>.self)
+                c += 8
+            }
         case .bf16:
             while c < vectorEnd {
                 let bits = SIMD8<UInt32>(truncatingIfNeeded: row.loadUnaligned(fromByteOffset: c * 2, as: SIMD8<UInt16>.self))

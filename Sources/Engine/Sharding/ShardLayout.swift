@@ -116,8 +116,8 @@ public struct ShardLayout: Sendable {
             guard tiles(pieces.map(\.columns), table.dim) else {
                 throw fail("its shards' columns do not tile 0..<\(table.dim) (\(pieces.map(\.columns)))")
             }
-            if table.dtype == .int8 && pieces.contains(where: { $0.columns != 0..<table.dim }) {
-                throw fail("int8 rows carry a per-row scale and bias, so they shard by rows, not columns")
+            if table.dtype.isRowwiseQuantized && pieces.contains(where: { $0.columns != 0..<table.dim }) {
+                throw fail("\(table.dtype) rows carry a per-row scale and bias, so they shard by rows, not columns")
             }
         }
     }
@@ -212,7 +212,7 @@ public struct ShardLayout: Sendable {
             return EmbeddingTable(rows: shard.rows.count, dim: table.dim, dtype: table.dtype, pooling: table.pooling,
                                   storage: shard.rows == 0..<table.rows ? table.storage : TensorStorage(borrowing: bytes, owner: table.storage))
         }
-        precondition(table.dtype != .int8, "int8 rows shard by rows, not columns")
+        precondition(!table.dtype.isRowwiseQuantized, "quantised rows shard by rows, not columns")
         let width = table.dtype.byteWidth
         let pieceBytes = shard.columns.count * width
         let storage = TensorStorage(byteCount: shard.rows.count * pieceBytes) { out in

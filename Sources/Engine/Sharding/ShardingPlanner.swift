@@ -147,13 +147,14 @@ public enum ShardingPlanner {
                 .unsupported,
                 "\(config.name) does not fit \(gpus) GPU\(gpus == 1 ? "" : "s"): its tables take \(formatBytes(total)), "
                     + "\(gpus) × \(formatBytes(gpuBudget)) hold \(formatBytes(gpus * gpuBudget)); add GPUs, store rows in int8 "
-                    + "(\(formatBytes(tables.reduce(0) { $0 + $1.rows * StorageType.int8.rowBytes(dim: $1.dim) }))), "
+                    + "(\(formatBytes(tables.reduce(0) { $0 + $1.rows * StorageType.int8.rowBytes(dim: $1.dim) }))) or int4 "
+                    + "(\(formatBytes(tables.reduce(0) { $0 + $1.rows * StorageType.int4.rowBytes(dim: $1.dim) }))), "
                     + "or keep rows in host memory (`--hbm-budget`)")
         }
-        for (t, kind) in overrides where t < 0 || t >= tables.count || (kind == .columnWise && tables[t].dtype == .int8) {
+        for (t, kind) in overrides where t < 0 || t >= tables.count || (kind == .columnWise && tables[t].dtype.isRowwiseQuantized) {
             throw BagelError(.invalidModel, t < 0 || t >= tables.count
                              ? "sharding override for table \(t): the model has \(tables.count) tables"
-                             : "table \(t): int8 rows carry a per-row scale and bias, so they shard by rows, not columns")
+                             : "table \(t): \(tables[t].dtype) rows carry a per-row scale and bias, so they shard by rows, not columns")
         }
         var bytes = [Int](repeating: 0, count: gpus)
         var load = [Int](repeating: 0, count: gpus)

@@ -9,6 +9,7 @@ public final class ElementwiseKernels: @unchecked Sendable {
     let fillF16: Function
     let fillBF16: Function
     let fillI8: Function
+    let fillI4: Function
     let gather: Function
     let library: KernelLibrary
 
@@ -19,6 +20,7 @@ public final class ElementwiseKernels: @unchecked Sendable {
         fillF16 = try library.function("fill_uniform_f16", of: Self.spec)
         fillBF16 = try library.function("fill_uniform_bf16", of: Self.spec)
         fillI8 = try library.function("fill_rows_i8", of: Self.spec)
+        fillI4 = try library.function("fill_rows_i4", of: Self.spec)
         gather = try library.function("gather_rows", of: Self.spec)
     }
 
@@ -42,24 +44,25 @@ public final class ElementwiseKernels: @unchecked Sendable {
         arguments.add(Int64(count))
         arguments.add(seed)
         arguments.add(scale)
-        precondition(storage != .int8, "int8 tables fill by rows: encodeFillInt8Rows")
+        precondition(!storage.isRowwiseQuantized, "quantised tables fill by rows: encodeFillQuantizedRows")
         let function = storage == .fp32 ? fillF32 : storage == .fp16 ? fillF16 : fillBF16
         try function.launch(grid: (min(65535, (count + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
                             arguments: arguments)
     }
 
-    /// Fills `rows` int8 rows of `dim` codes (dim % 4 == 0) with values uniform in ±scale.
-    public func encodeFillInt8Rows(_ pointer: DevicePointer, rows: Int, dim: Int, seed: UInt64, scale: Float,
-                                   stream: CUDAStream) throws {
+    /// Fills `rows` int8 or int4 rows of `dim` codes with values uniform in ±scale (on a grid of 256 or 16
+    /// steps).
+    public func encodeFillQuantizedRows(_ pointer: DevicePointer, rows: Int, dim: Int, storage: StorageType, seed: UInt64,
+                                        scale: Float, stream: CUDAStream) throws {
         guard rows > 0 else { return }
-        precondition(dim % 4 == 0, "int8 rows need dim % 4 == 0")
+        precondition(storage.isRowwiseQuantized && storage.unsupported(dim: dim) == nil, "\(storage) rows of dim \(dim)")
         var arguments = KernelArguments()
         arguments.add(pointer)
         arguments.add(Int64(rows))
         arguments.add(Int32(dim))
         arguments.add(seed)
         arguments.add(scale)
-        try fillI8.launch(grid: (min(65535, (rows + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
+        try (storage == .int8 ? fillI8 : fillI4).launch(grid: (min(65535, (rows + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
                           arguments: arguments)
     }
 

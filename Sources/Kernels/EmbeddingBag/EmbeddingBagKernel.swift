@@ -89,7 +89,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
         self.dim = dim
         self.storage = storage
         self.indexWidth = indexWidth
-        let plan = Self.vectorPlan(dim: dim, storage: storage)
+        let plan = Self.vectorPlan(dim: dim, storage: storage, lanes: knobs.lanes)
         lanes = plan.lanes
         vectorBytes = plan.vectorBytes
         spec = Self.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: indexWidth, outputAligned: outputAligned)
@@ -117,7 +117,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
             if let minBlocks = knobs.minBlocks { defines["MIN_BLOCKS"] = "\(minBlocks)" }
         case .vectorized:
             file = .embeddingBagVectorized
-            let plan = vectorPlan(dim: dim, storage: storage)
+            let plan = vectorPlan(dim: dim, storage: storage, lanes: knobs.lanes)
             defines["LANES"] = "\(plan.lanes)"
             defines["VEC_BYTES"] = "\(plan.vectorBytes)"
             defines["UNROLL"] = "\(knobs.unroll)"
@@ -130,18 +130,20 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
     }
 
     /// Widest load that divides a row (16 bytes when it can), and the power-of-two lane count that
-    /// covers a row with it (at most a warp; wider rows loop over chunks).
-    /// (int8: the load must also divide the row stride, dim + 8, so every row's loads stay aligned.)
-    public static func vectorPlan(dim: Int, storage: StorageType) -> (lanes: Int, vectorBytes: Int) {
-        let codeBytes = dim * storage.byteWidth
+    /// covers a row with it (at most a warp, or `lanes` when that is fewer; the rest loops over chunks).
+    /// (Quantised rows: the load must also divide the row stride, codes + scale + bias, so every row's
+    /// loads stay aligned.)
+    public static func vectorPlan(dim: Int, storage: StorageType, lanes requested: Int? = nil) -> (lanes: Int, vectorBytes: Int) {
+        let codeBytes = storage.codeBytes(dim: dim)
         let stride = storage.rowBytes(dim: dim)
+        let unit = max(1, storage.bits / 8)  // the narrowest load: one element (int4: a byte of two)
         var bytes = 16
-        while bytes > storage.byteWidth && (codeBytes % bytes != 0 || stride % bytes != 0) { bytes /= 2 }
-        let elements = bytes / storage.byteWidth
+        while bytes > unit && (codeBytes % bytes != 0 || stride % bytes != 0) { bytes /= 2 }
+        let elements = bytes * 8 / storage.bits
         let needed = (dim + elements - 1) / elements
         var lanes = 1
         while lanes < needed && lanes < 32 { lanes *= 2 }
-        return (lanes, bytes)
+        return (min(lanes, requested ?? lanes), bytes)
     }
 
     /// Enqueues the lookups of every table on `stream`. `tableArgs` is the device copy of the
@@ -229,6 +231,7 @@ extension StorageType {
         case .fp16: return 1
         case .bf16: return 2
         case .int8: return 3
+        case .int4: return 4
         }
     }
 

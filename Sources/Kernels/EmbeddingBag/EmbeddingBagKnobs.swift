@@ -43,13 +43,10 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         /// Why this family's kernels cannot run a table of `storage` rows of `dim` elements, or nil
         /// when they can. The one place this rule is written; every caller asks it.
         public func unsupported(storage: StorageType, dim: Int) -> String? {
-            if self == .baseline && storage == .int8 {
-                return "int8 tables run on the vectorized kernels only (PyTorch's kernel has no int8 form to reproduce)"
+            if self == .baseline && storage.isRowwiseQuantized {
+                return "\(storage) tables run on the vectorized kernels only (PyTorch's kernel has no quantised form to reproduce)"
             }
-            if storage == .int8 && dim % 4 != 0 {
-                return "int8 rows need a dim that is a multiple of 4 (their fp32 scale and bias follow the codes), got \(dim)"
-            }
-            return nil
+            return storage.unsupported(dim: dim)
         }
 
         public func supports(storage: StorageType, dim: Int) -> Bool { unsupported(storage: storage, dim: dim) == nil }
@@ -69,6 +66,10 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
     public var unroll: Int = 8
     /// Lane groups sharing one bag (vectorized): more rows in flight when a launch has few bags.
     public var split: Int = 1
+    /// Threads per bag (vectorized), at most what one vector load per thread covers of a row; nil takes
+    /// that. Fewer lanes loop over the row in chunks and serve more rows per warp instruction (less
+    /// per-row overhead, fewer bags in flight).
+    public var lanes: Int?
     /// Per-load L2 policies by hotness (vectorized).
     public var hints: HintSource = .none
     public var l2: L2Mode = .none
@@ -104,6 +105,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if prefetch != .none { parts.append("dist=\(prefetchDistance)") }
         if family == .vectorized { parts.append("unroll=\(unroll)") }
         if split > 1 { parts.append("split=\(split)") }
+        if let lanes { parts.append("lanes=\(lanes)") }
         if hints != .none { parts.append("hints=\(hints.rawValue)") }
         if l2 != .none { parts.append("l2=\(l2.rawValue)") }
         if hostTier { parts.append("tier=host") }
@@ -119,11 +121,27 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
             throw fail("an access-policy window covers one table; the vectorized kernel launches all tables at once")
         }
         if prefetch == .shared && storage != .fp32 { throw fail("the shared-memory prefetch copies 4-byte elements only") }
-        if let why = family.unsupported(storage: storage, dim: dim ?? 4) { throw fail(why) }
+        if let why = family.unsupported(storage: storage, dim: dim ?? 8) { throw fail(why) }
+        if family == .vectorized && split > 1, let dim {
+            // The parts of a bag meet in shared memory: a row's worth of floats for every lane group of
+            // the block, which must stay within the 48 KB a block may declare.
+            let plan = EmbeddingBagKernel.vectorPlan(dim: dim, storage: storage, lanes: lanes)
+            let elements = plan.vectorBytes * 8 / storage.bits
+            let rowFloats = (dim + plan.lanes * elements - 1) / (plan.lanes * elements) * plan.lanes * elements
+            let bytes = EmbeddingBagKernel.vectorBlockThreads / plan.lanes * rowFloats * 4
+            if bytes > 48 * 1024 {
+                throw fail("split=\(split) with \(plan.lanes) lane\(plan.lanes == 1 ? "" : "s") a bag needs \(bytes / 1024) KB of "
+                           + "shared memory for dim \(dim), over the 48 KB a block may hold (use more lanes or no split)")
+            }
+        }
         if !(1...32).contains(prefetchDistance) { throw fail("prefetch distance must be 1...32") }
         if ![1, 2, 4, 8, 16, 32].contains(unroll) { throw fail("unroll must be 1, 2, 4, 8, 16 or 32") }
         if ![1, 2, 4].contains(split) { throw fail("split must be 1, 2 or 4") }
         if family == .baseline && split > 1 { throw fail("split applies to the vectorized kernel") }
+        if let lanes {
+            if family == .baseline { throw fail("lanes applies to the vectorized kernel") }
+            if ![1, 2, 4, 8, 16, 32].contains(lanes) { throw fail("lanes must be 1, 2, 4, 8, 16 or 32") }
+        }
         if family == .baseline && hostTier { throw fail("the host tier runs on the vectorized kernel") }
         if let maxRegisters, !(16...255).contains(maxRegisters) { throw fail("register cap must be 16...255") }
         if let minBlocks, !(1...32).contains(minBlocks) { throw fail("minimum blocks must be 1...32") }

@@ -65,6 +65,26 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
 
     public init(_ variant: EmbeddingBagVariant) { self.init(variant: variant) }
 
+    /// The default configuration of a vectorized-family variant for a table's shape: the variant as
+    /// named, or, where measurements say fewer lanes per bag win, `lanes=8` with the unroll that keeps
+    /// the kernel at two blocks per SM. On an H200 (docs/PERF.md, run 41) eight lanes beat a full row of
+    /// lanes for fp16/bf16, int8 and int4 rows of dim 128 on every dataset (1.1–1.6×), and for fp32 rows
+    /// when bags are short (mlperf-v2's multi-hot bags: 1.55×), but not for fp32 bags of 150 lookups
+    /// (medium 0.89×), where a row of 32 lanes keeps its place.
+    public static func shapeDefault(_ variant: EmbeddingBagVariant, storage: StorageType, dim: Int,
+                                    lookups: Int) -> EmbeddingBagConfig {
+        let natural = EmbeddingBagKernel.vectorPlan(dim: dim, storage: storage).lanes
+        guard variant.knobs.family == .vectorized, natural > 8, storage != .fp32 || lookups < 32 else {
+            return EmbeddingBagConfig(variant)
+        }
+        let unroll = storage == .int8 ? 8 : 4
+        let spec = variant.rawValue + ":lanes=8" + (unroll == variant.knobs.unroll ? "" : ",unroll=\(unroll)")
+        var knobs = variant.knobs
+        knobs.lanes = 8
+        knobs.unroll = unroll
+        return EmbeddingBagConfig(variant: variant, knobs: knobs, spec: spec)
+    }
+
     public var description: String { spec }
 
     /// The same kernel reading rows past a table's `deviceRows` from the host tier. Hot-row hints and
@@ -78,6 +98,7 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
         if knobs.family == .vectorized {
             if knobs.unroll != variant.knobs.unroll { settings.append("unroll=\(knobs.unroll)") }
             if knobs.split > 1 { settings.append("split=\(knobs.split)") }
+            if let lanes = knobs.lanes { settings.append("lanes=\(lanes)") }
         }
         let base = variant == .bagel ? EmbeddingBagVariant.vectorized : variant
         return EmbeddingBagConfig(variant: base, knobs: knobs, spec: base.rawValue + ":" + settings.joined(separator: ","))
@@ -118,6 +139,7 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
                 case "dist": knobs.prefetchDistance = try integer()
                 case "unroll": knobs.unroll = try integer()
                 case "split": knobs.split = try integer()
+                case "lanes": knobs.lanes = try integer()
                 case "hints":
                     guard let source = value.isEmpty ? .bitmap : HintSource(rawValue: value) else {
                         throw fail("hints is none|permuted|bitmap")
@@ -137,7 +159,7 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
                     guard value == "host" || value == "hbm" else { throw fail("tier is hbm|host") }
                     knobs.hostTier = value == "host"
                 default:
-                    throw fail("unknown knob \(key) (regs, minblocks, dist, unroll, split, hints, prefetch, l2, tier)")
+                    throw fail("unknown knob \(key) (regs, minblocks, dist, unroll, split, lanes, hints, prefetch, l2, tier)")
                 }
             }
         }

@@ -6,6 +6,7 @@
 //   fill_uniform_bf16   generate on the host and copy).
 //   fill_rows_i8        int8 row-wise rows (codes from the same hash, scale 2·scale/255, bias −scale: values
 //                       uniform in ±scale on a 256-step grid), for int8 benchmark tables.
+//   fill_rows_i4        int4 row-wise rows the same way (fp16 scale 2·scale/15 and bias −scale, 16 steps).
 //   gather_rows         dst row i = src row order[i] (building a table permuted so hot rows come first).
 
 extern "C" __global__ void sigmoid_column(const float *__restrict__ y, long long y_stride, float *__restrict__ p,
@@ -56,6 +57,23 @@ extern "C" __global__ void fill_rows_i8(unsigned char *__restrict__ p, long long
         float *sb = reinterpret_cast<float *>(row + dim);  // dim % 4 == 0: 4-byte aligned
         sb[0] = 2.f * scale / 255.f;
         sb[1] = -scale;
+    }
+}
+
+extern "C" __global__ void fill_rows_i4(unsigned char *__restrict__ p, long long rows, int dim,
+                                        unsigned long long seed, float scale) {
+    const long long rowBytes = dim / 2 + 4;
+    unsigned short scaleBits, biasBits;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(scaleBits) : "f"(2.f * scale / 15.f));
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(biasBits) : "f"(-scale));
+    for (long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += (long long)gridDim.x * blockDim.x) {
+        unsigned char *row = p + r * rowBytes;
+        for (int c = 0; c < dim; c += 2)
+            row[c / 2] = (unsigned char)((int)(hashed_unit(seed, r * dim + c) * 16.f) |
+                                         ((int)(hashed_unit(seed, r * dim + c + 1) * 16.f) << 4));
+        unsigned short *sb = reinterpret_cast<unsigned short *>(row + dim / 2);  // dim % 8 == 0: 4-byte aligned
+        sb[0] = scaleBits;
+        sb[1] = biasBits;
     }
 }
 

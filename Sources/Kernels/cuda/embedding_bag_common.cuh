@@ -3,7 +3,9 @@
 //
 // Storage: STORAGE=0 fp32 | 1 fp16 | 2 bf16 (rows widened to fp32; fp32 accumulation, in bag order)
 //          | 3 int8 row-wise (FBGEMM's fused 8-bit layout: DIM uint8 codes, then the row's fp32 scale and
-//          bias; element = scale · code + bias). int8 builds the vectorized kernel only.
+//          bias; element = scale · code + bias) | 4 int4 row-wise (FBGEMM's fused 4-bit layout: DIM/2 bytes,
+//          element 2i in the low nibble of byte i, then the row's fp16 scale and fp16 bias). The quantised
+//          types build the vectorized kernel only.
 // Indices and offsets: INDEX_BITS=32 | 64. DIM is the row width in elements.
 // Out-of-range indices are skipped (the host validates first; this only keeps a bad batch from
 // reading outside the table).
@@ -25,20 +27,27 @@ typedef int index_t;
 typedef long long index_t;
 #endif
 
+// storage_t is the unit rows are addressed in; STORAGE_BITS the bits of one element (int4: half a unit).
 #if STORAGE == 0
 typedef float storage_t;
-#define STORAGE_BYTES 4
-#elif STORAGE == 3
+#define STORAGE_BITS 32
+#elif STORAGE == 3 || STORAGE == 4
 typedef unsigned char storage_t;
-#define STORAGE_BYTES 1
+#define STORAGE_BITS (STORAGE == 3 ? 8 : 4)
 #else
 typedef unsigned short storage_t;
-#define STORAGE_BYTES 2
+#define STORAGE_BITS 16
 #endif
+#define QUANTIZED (STORAGE == 3 || STORAGE == 4)
 
-// A row's stride in storage elements: int8 rows carry 8 more bytes (scale, bias).
+// Units of storage_t before element `col` of a row.
+#define UNITS_BEFORE(col) ((col) * STORAGE_BITS / (8 * (int)sizeof(storage_t)))
+
+// A row's stride in storage units: int8 rows carry 8 more bytes (fp32 scale, bias), int4 rows 4 (fp16).
 #if STORAGE == 3
 #define ROW_ELEMS (DIM + 8)
+#elif STORAGE == 4
+#define ROW_ELEMS (DIM / 2 + 4)
 #else
 #define ROW_ELEMS DIM
 #endif
@@ -53,8 +62,8 @@ __device__ __forceinline__ float widen(storage_t v) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v));
     return f;
-#elif STORAGE == 3
-    return (float)v;  // the code; the row's scale and bias are applied by the caller
+#elif QUANTIZED
+    return (float)v;  // not used: the vectorized kernel unpacks codes itself
 #else
     return __uint_as_float(((unsigned)v) << 16);
 #endif

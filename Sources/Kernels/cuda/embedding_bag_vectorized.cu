@@ -8,7 +8,8 @@
 //       SPLIT=s               s lane groups share a bag, each summing a contiguous part in order; the parts are
 //                             added in part order through shared memory (more rows in flight when few bags).
 //       OUT_VEC4=1            every output row is 16-byte aligned: store float4.
-// fp32, fp16, bf16 and int8 row-wise storage.
+// fp32, fp16, bf16, and int8 and int4 row-wise storage. LANES may be fewer than a row needs: each lane then
+// covers several chunks of a row, and a warp instruction serves more rows (less per-row overhead).
 #include "embedding_bag_common.cuh"
 
 #ifndef LANES
@@ -30,7 +31,7 @@
 #define SPLIT 1
 #endif
 
-#define ELEMS (VEC_BYTES / STORAGE_BYTES)
+#define ELEMS (VEC_BYTES * 8 / STORAGE_BITS)
 #define CHUNKS ((DIM + LANES * ELEMS - 1) / (LANES * ELEMS))
 #define BLOCK_THREADS 256
 #define GROUPS_PER_BLOCK (BLOCK_THREADS / LANES)
@@ -58,7 +59,7 @@ __device__ __forceinline__ raw_t load_row(const raw_t *p, unsigned long long pol
 #endif
 }
 
-// A row's dequantisation (int8: scale and bias; other storage: none).
+// A row's dequantisation (quantised rows: scale and bias; other storage: none).
 struct RowScale {
     float scale, bias;
 };
@@ -70,26 +71,61 @@ __device__ __forceinline__ RowScale row_scale(const storage_t *row) {
 #elif STORAGE == 3
     const float *sb = reinterpret_cast<const float *>(row + DIM);
     return RowScale{__ldg(sb), __ldg(sb + 1)};
+#elif STORAGE == 4
+    // fp16 scale and bias in one 4-byte load (DIM % 8 == 0: rows start 4-byte aligned).
+    const unsigned sb = __ldg(reinterpret_cast<const unsigned *>(row + DIM / 2));
+    float scale, bias;
+    asm("{.reg .f16 lo, hi;\n\tmov.b32 {lo, hi}, %2;\n\tcvt.f32.f16 %0, lo;\n\tcvt.f32.f16 %1, hi;}"
+        : "=f"(scale), "=f"(bias) : "r"(sb));
+    return RowScale{scale, bias};
 #else
     (void)row;
     return RowScale{1.f, 0.f};
 #endif
 }
 
-// Adds weight × the ELEMS elements packed in `v` to acc.
-__device__ __forceinline__ void accumulate(float *acc, raw_t v, float weight, bool weighted, RowScale rs) {
+// Quantised rows are summed as Σ (w·s)·(c − m) + Σ w·(b + m·s), m the middle code (128 for int8, 8 for
+// int4): an element costs its unpacking and one FMA, the bias is added once per row, and both partial sums
+// stay at the size of the values (with c alone, Σ s·c and Σ b grow apart and cancel at the end).
 #if STORAGE == 3
-    // Codes to floats without I2F (quarter rate on the SM): each byte goes into the low byte of
-    // 2^23's bit pattern (one PRMT), and 2^23 comes off exactly (one FADD).
+#define MIDDLE_CODE 128.f
+#else
+#define MIDDLE_CODE 8.f
+#endif
+
+// A code minus the middle code, as a float, without I2F (quarter rate on the SM): the byte goes into the
+// low byte of 2^23's bit pattern (one PRMT) and 2^23 + m comes off exactly (one FADD). `selector` picks
+// the byte.
+__device__ __forceinline__ float code_at(unsigned word, unsigned selector) {
+#if QUANTIZED
+    return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540 + selector)) - (8388608.f + MIDDLE_CODE);
+#else
+    (void)word, (void)selector;
+    return 0.f;
+#endif
+}
+
+// Adds weight × the ELEMS elements packed in `v` to acc. Quantised rows: the caller passes
+// scale = weight · row scale and adds weight · (bias + m · scale) once per row (above).
+__device__ __forceinline__ void accumulate(float *acc, raw_t v, float weight, bool weighted, float scale) {
+#if STORAGE == 3
     const unsigned *words = reinterpret_cast<const unsigned *>(&v);
 #pragma unroll
-    for (int k = 0; k < ELEMS; k++) {
-        const float code = __uint_as_float(__byte_perm(words[k / 4], 0x4B000000u, 0x7540 + (k % 4))) - 8388608.f;
-        const float x = fmaf(rs.scale, code, rs.bias);
-        acc[k] = weighted ? fmaf(weight, x, acc[k]) : acc[k] + x;
+    for (int k = 0; k < ELEMS; k++) acc[k] = fmaf(scale, code_at(words[k / 4], k % 4), acc[k]);
+#elif STORAGE == 4
+    // Eight codes a word, element 2i in byte i's low nibble: split the nibbles into two words of bytes.
+    const unsigned *words = reinterpret_cast<const unsigned *>(&v);
+#pragma unroll
+    for (int q = 0; q < ELEMS / 8; q++) {
+        const unsigned low = words[q] & 0x0F0F0F0Fu, high = (words[q] >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            acc[q * 8 + 2 * i] = fmaf(scale, code_at(low, i), acc[q * 8 + 2 * i]);
+            acc[q * 8 + 2 * i + 1] = fmaf(scale, code_at(high, i), acc[q * 8 + 2 * i + 1]);
+        }
     }
 #else
-    (void)rs;
+    (void)scale;
     const storage_t *e = reinterpret_cast<const storage_t *>(&v);
 #pragma unroll
     for (int k = 0; k < ELEMS; k++) {
@@ -132,6 +168,7 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
     for (int c = 0; c < CHUNKS; c++)
 #pragma unroll
         for (int k = 0; k < ELEMS; k++) acc[c][k] = 0.f;
+    float biasSum = 0.f;  // quantised rows: Σ weight · (bias + m · scale), added to every element at the end
 
 #define COLUMN(c) (((c) * LANES + lane) * ELEMS)
     // Where stored row r lives: HBM, or (host tier) mapped host memory past the first device_rows.
@@ -177,15 +214,23 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
                 const unsigned long long policy = POLICY(r);
 #pragma unroll
                 for (int c = 0; c < CHUNKS; c++)
-                    if (COLUMN(c) < DIM) v[u][c] = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), policy);
+                    if (COLUMN(c) < DIM)
+                        v[u][c] = load_row(reinterpret_cast<const raw_t *>(rowp + UNITS_BEFORE(COLUMN(c))), policy);
                 rs[u] = row_scale(rowp);
             }
 #pragma unroll
             for (int u = 0; u < STEP; u++) {
                 if ((unsigned long long)idx[u] >= (unsigned long long)table.rows) continue;
+#if QUANTIZED
+                const float scale = weighted ? w[u] * rs[u].scale : rs[u].scale;
+                const float middle = fmaf(MIDDLE_CODE, rs[u].scale, rs[u].bias);
+                biasSum = weighted ? fmaf(w[u], middle, biasSum) : biasSum + middle;
+#else
+                const float scale = 1.f;
+#endif
 #pragma unroll
                 for (int c = 0; c < CHUNKS; c++)
-                    if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w[u], weighted, rs[u]);
+                    if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w[u], weighted, scale);
             }
         }
         for (; j < n; j++) {
@@ -195,11 +240,18 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
             const storage_t *rowp = ROW_POINTER((long long)idx);
             const unsigned long long policy = POLICY((long long)idx);
             const RowScale rs = row_scale(rowp);
+#if QUANTIZED
+            const float scale = weighted ? w * rs.scale : rs.scale;
+            const float middle = fmaf(MIDDLE_CODE, rs.scale, rs.bias);
+            biasSum = weighted ? fmaf(w, middle, biasSum) : biasSum + middle;
+#else
+            const float scale = 1.f;
+#endif
 #pragma unroll
             for (int c = 0; c < CHUNKS; c++) {
                 if (COLUMN(c) < DIM) {
-                    raw_t v = load_row(reinterpret_cast<const raw_t *>(rowp + COLUMN(c)), policy);
-                    accumulate(acc[c], v, w, weighted, rs);
+                    raw_t v = load_row(reinterpret_cast<const raw_t *>(rowp + UNITS_BEFORE(COLUMN(c))), policy);
+                    accumulate(acc[c], v, w, weighted, scale);
                 }
             }
         }
@@ -208,6 +260,12 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
     }
 #undef POLICY
 #undef ROW_POINTER
+#if QUANTIZED
+#pragma unroll
+    for (int c = 0; c < CHUNKS; c++)
+#pragma unroll
+        for (int k = 0; k < ELEMS; k++) acc[c][k] += biasSum;
+#endif
 #if SPLIT > 1
     // Parts 1.. hand their sums to part 0 through shared memory; part 0 adds them in part order.
     __shared__ float partial[GROUPS_PER_BLOCK][CHUNKS * LANES * ELEMS];
