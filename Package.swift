@@ -101,7 +101,7 @@ let package = Package(
         .target(name: "BagelTestSupport", dependencies: ["Core", "DLRM"], path: "Tests/Support"),
         .testTarget(name: "CoreTests", dependencies: ["Core"]),
         .testTarget(name: "KernelsTests", dependencies: ["Core", "CCUDA", "Kernels", "CUDA"]),
-        .testTarget(name: "EngineTests", dependencies: ["Core", "DLRM", "Inputs", "Kernels", "Engine", "BagelTestSupport"]),
+        .testTarget(name: "EngineTests", dependencies: ["Core", "DLRM", "Inputs", "Kernels", "Engine", "Lab", "BagelTestSupport"]),
         .testTarget(
             name: "ServingTests",
             dependencies: [

@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -199,6 +199,19 @@ stage_e2e-default() {
                 --math bf16 --dtype $dtype --variant $variant --seconds 2 --json "$OUT/mlperf-$dtype-${variant//[:,=]/_}.json"
         done
     done
+}
+
+# Every math mode × table storage at mlperf-v2 shapes (1M-row caps, batch 8192), each with its error against
+# the fp32 CPU reference (`bench` prints it); then the full-size model with int4 tables.
+stage_precision() {
+    for dtype in fp32 int8 int4; do
+        for math in fp32 tf32 bf16; do
+            $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
+                --math $math --dtype $dtype --seconds 2 --json "$OUT/precision-$dtype-$math.json"
+        done
+    done
+    $BAGEL bench e2e --preset mlperf-v2 --max-rows 40000000 --batch-size 8192 --device gpu --math bf16 --dtype int4 \
+        --seconds 3 --json "$OUT/precision-full-int4-bf16.json"
 }
 
 # int8 row-wise tables against fp32 on Bagel's kernels, with PyTorch fp32 on the same inputs (PyTorch

@@ -88,6 +88,9 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Seed of weights and data.")
     var seed: UInt64 = 1
 
+    @Option(help: "Samples of the first batch checked against an fp32 CPU reference (the error of --math and of the tables' dtype); 0 skips it.")
+    var referenceSamples: Int = 256
+
     @Flag(help: "With several --gpus: also time one GPU on its share of the batch (batch size / GPUs) and report the scaling.")
     var scaling = false
 
@@ -97,6 +100,7 @@ struct EndToEndBench: ParsableCommand {
         }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
+        guard referenceSamples >= 0 else { throw ValidationError("--reference-samples must be 0 or more") }
         if model != nil && dtype != .fp32 {
             throw ValidationError("--dtype sets the tables of a preset built in memory; a model's dtype is in its model.json")
         }
@@ -148,7 +152,7 @@ struct EndToEndBench: ParsableCommand {
         print("model: \(loaded.config.name), batch \(batchSize), \(lookupText), dataset \(dataset.rawValue)")
 
         // Ranks of several processes run the same number of steps (each step is a collective).
-        let result = try EndToEndBenchmark.run(engine: engine, batches: batches, seconds: seconds,
+        var result = try EndToEndBenchmark.run(engine: engine, batches: batches, seconds: seconds,
                                                dataset: dataset.rawValue, lookups: bag,
                                                count: multiGPU.coordinator == nil ? nil : max(10, Int(seconds * 20)))
         if let choices = result.autotuned {
@@ -187,6 +191,14 @@ struct EndToEndBench: ParsableCommand {
                 print("  " + stage.name.padding(toLength: 34, withPad: " ", startingAt: 0)
                       + Console.seconds(stage.milliseconds / 1e3))
             }
+        }
+        // Ranks of several processes would each need the same extra step; the check runs in one process.
+        if referenceSamples > 0 && multiGPU.coordinator == nil {
+            let report = try PrecisionReference.compare(engine: engine, batch: batches[0], seed: model == nil ? seed : nil,
+                                                        samples: referenceSamples)
+            result.reference = report
+            print("against an fp32 CPU reference (\(report.samples) samples; \(report.rows)): max |Δp| "
+                  + String(format: "%.2g, mean %.2g", report.maxAbsoluteDifference, report.meanAbsoluteDifference))
         }
         if let json { try Console.writeJSON(result, to: json) }
         if loaded.config.interaction == .dcn {

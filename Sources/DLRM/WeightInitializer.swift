@@ -146,6 +146,45 @@ public enum WeightInitializer {
         }
     }
 
+    /// Rows `rows` of table `t` of a model drawn from `seed`, as the fp32 numbers they were drawn as
+    /// (before any conversion or quantisation to the table's dtype), row after row.
+    public static func fp32Rows(config: ModelConfig, seed: UInt64, table t: Int, rows: [Int]) -> [Float] {
+        let entries = entries(for: config)
+        guard let index = entries.firstIndex(where: { $0.role == .embedding(table: t) }) else { return [] }
+        let entry = entries[index]
+        let dim = config.tables[t].dim
+        // Each chunk the rows touch is drawn once, and copies its part of every row it holds.
+        var pieces: [Int: [(output: Int, elements: Range<Int>)]] = [:]
+        for (i, r) in rows.enumerated() {
+            var start = r * dim
+            while start < (r + 1) * dim {
+                let chunk = start / chunkElements
+                let end = min((r + 1) * dim, (chunk + 1) * chunkElements)
+                pieces[chunk, default: []].append((i * dim + start - r * dim, start..<end))
+                start = end
+            }
+        }
+        var values = [Float](repeating: 0, count: rows.count * dim)
+        let chunks = Array(pieces.keys)
+        let work = chunks.map { pieces[$0]! }
+        values.withUnsafeMutableBufferPointer { out in
+            let shared = SendableRawBuffer(UnsafeMutableRawBufferPointer(out))
+            DispatchQueue.concurrentPerform(iterations: chunks.count) { k in
+                var scratch = [Float](repeating: 0, count: min(chunkElements, entry.elementCount - chunks[k] * chunkElements))
+                scratch.withUnsafeMutableBufferPointer { buffer in
+                    fillChunk(entry, index: index, seed: seed, chunk: chunks[k], into: buffer)
+                    let destination = shared.buffer.baseAddress!.assumingMemoryBound(to: Float.self)
+                    for piece in work[k] {  // rows are disjoint: no two chunks write one float
+                        for (j, e) in piece.elements.enumerated() {
+                            destination[piece.output + j] = buffer[e - chunks[k] * chunkElements]
+                        }
+                    }
+                }
+            }
+        }
+        return values
+    }
+
     /// The whole tensor as Float.
     public static func floats(_ entry: Entry, index: Int, seed: UInt64) -> [Float] {
         var result = [Float](repeating: 0, count: entry.elementCount)

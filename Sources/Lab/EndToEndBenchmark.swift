@@ -36,9 +36,11 @@ public enum EndToEndBenchmark {
         public var gpus: [GPUShare]?
         /// Sharded: bytes of pooled vectors that cross between GPUs per step.
         public var exchangeBytes: Int?
+        /// The probabilities against an fp32 CPU reference on a few samples (math mode and table precision).
+        public var reference: PrecisionReference.Report?
 
         enum CodingKeys: String, CodingKey {
-            case engine, model, batch, lookups, dataset, batches, stages, autotuned, gpus
+            case engine, model, batch, lookups, dataset, batches, stages, autotuned, gpus, reference
             case exchangeBytes = "exchange_bytes"
             case samplesPerSecond = "samples_per_second"
             case p50Milliseconds = "p50_ms"

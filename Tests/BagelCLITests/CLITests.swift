@@ -144,7 +144,15 @@ func writeCriteo(_ path: String, rows: Int, seed: UInt64, labels: Bool = true) t
     }
 
     @Test func benchRunsOnASmallModel() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
         try await bagel(["bench", "--preset", "kaggle", "--max-rows", "1000", "--batch-size", "64", "--seconds", "0.2",
-                         "--device", "cpu"])
+                         "--device", "cpu", "--dtype", "int8", "--json", dir.file("bench.json")])
+        // The int8 tables' error against the fp32 rows they were drawn from is reported.
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.file("bench.json")))) as? [String: Any]
+        let reference = try #require(json?["reference"] as? [String: Any])
+        #expect(reference["samples"] as? Int == 64)
+        let worst = try #require(reference["max_abs_dp"] as? Double)
+        #expect(worst > 0 && worst < 0.05)
     }
 }
