@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision dense-ab sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -30,6 +30,8 @@ OLD=/tmp/bagel-old
 BATCHES=${BATCHES:-2048,8192}
 unpack dist/bagel.xz $BAGEL
 unpack .gpu/bagel-old.xz $OLD
+PREV=/tmp/bagel-prev  # the commit before a change, for same-call A/B stages (.gpu/bagel-prev.xz)
+unpack .gpu/bagel-prev.xz $PREV
 export BAGEL_KERNEL_CACHE=${BAGEL_KERNEL_CACHE:-$PWD/.gpu/kcache}
 export PYTHONUNBUFFERED=1
 TRACES=.gpu/data
@@ -212,6 +214,39 @@ stage_precision() {
     done
     $BAGEL bench e2e --preset mlperf-v2 --max-rows 40000000 --batch-size 8192 --device gpu --math bf16 --dtype int4 \
         --seconds 3 --json "$OUT/precision-full-int4-bf16.json"
+}
+
+# The mlperf-v2 forward (1M caps, batch 8192) of this binary against the previous commit's (.gpu/bagel-prev.xz),
+# alternating, two rounds: bf16 math with fp32 and int4 tables, fp32 and tf32 math with fp32 tables.
+stage_dense-ab() {
+    for round in 1 2; do
+        for bin in prev new; do
+            local exe=$BAGEL
+            [ $bin = prev ] && exe=$PREV
+            for case in bf16:fp32 bf16:int4 fp32:fp32 tf32:fp32; do
+                $exe bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
+                    --math ${case%%:*} --dtype ${case##*:} --seconds 2 --json "$OUT/ab-$bin-${case/:/-}-$round.json"
+            done
+        done
+    done
+    python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+rows = {}
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "ab-*.json"))):
+    _, bin, math, dtype, rnd = os.path.basename(f)[:-5].split("-")
+    d = json.load(open(f))
+    stages = {s["name"]: s["milliseconds"] for s in d.get("stages", [])}
+    rows.setdefault((math, dtype), {}).setdefault(bin, []).append(
+        (d["device_forward_ms"], stages.get("cross network", 0), (d.get("reference") or {}).get("max_abs_dp", -1)))
+print("| math | tables | prev forward ms | new forward ms | new/prev | prev cross ms | new cross ms | new max |dp| |")
+print("|---|---|---|---|---|---|---|---|")
+for (math, dtype), r in rows.items():
+    p, n = r.get("prev", []), r.get("new", [])
+    if not p or not n: continue
+    fp = sorted(x[0] for x in p); fn = sorted(x[0] for x in n)
+    print(f"| {math} | {dtype} | {' / '.join('%.3f' % x for x in fp)} | {' / '.join('%.3f' % x for x in fn)} | "
+          f"{min(fn) / min(fp):.3f} | {min(x[1] for x in p):.3f} | {min(x[1] for x in n):.3f} | {max(x[2] for x in n):.2g} |")
+PY
 }
 
 # int8 row-wise tables against fp32 on Bagel's kernels, with PyTorch fp32 on the same inputs (PyTorch

@@ -236,11 +236,14 @@ final class DenseNetwork {
                                                      width: config.crossWidth, batch: batch, stream: stream)
                     }
                     var xl = x0
-                    for layer in self.cross {
+                    for (l, layer) in self.cross.enumerated() {
                         try layer.v.encode(x: half ?? xl, y: act[0], stream: stream)
                         try layer.w.encode(x: act[0], y: act[1], stream: stream)
+                        // Under bf16 math the top MLP reads only the last layer's bf16 copy: skip its fp32 result.
+                        let last = l == self.cross.count - 1
                         try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth, xl: xl,
-                                               xlStride: stride, out: state, outStride: stride, outBF16: half ?? 0,
+                                               xlStride: stride, out: half != nil && last ? 0 : state, outStride: stride,
+                                               outBF16: half ?? 0,
                                                outBF16Stride: DenseNetwork.bf16Stride(config), width: config.crossWidth,
                                                batch: batch, stream: stream)
                         xl = state

@@ -78,8 +78,11 @@ public final class ParitySuite {
                 try checkInteraction(rows: rows, dim: dim, order: .upper)
             }
         }
-        for (width, batch) in [(3456, 33), (17, 2048)] {
-            record("cross_combine width \(width) batch \(batch)") { try checkCrossCombine(width: width, batch: batch) }
+        // Rows padded to 4 floats take the 16-byte path; +3 the scalar one; 66,000 samples stride over grid.y.
+        for (width, batch, padded) in [(3456, 33, true), (3456, 33, false), (17, 2048, false), (8, 66_000, true)] {
+            record("cross_combine width \(width) batch \(batch) \(padded ? "16-byte rows" : "odd stride")") {
+                try checkCrossCombine(width: width, batch: batch, stride: padded ? (width + 3) & ~3 : width + 3)
+            }
         }
         for (input, output, relu) in [(13, 512, true), (512, 256, true), (415, 512, true), (479, 1024, true),
                                       (256, 1, false), (7, 3, false)] {
@@ -471,9 +474,8 @@ public final class ParitySuite {
 
     /// out = x₀ ⊙ y + x_l against the CPU twin, bit for bit (the kernel rounds as the CPU does), out of place
     /// and in place, padding columns left poisoned.
-    func checkCrossCombine(width: Int, batch: Int) throws -> String {
+    func checkCrossCombine(width: Int, batch: Int, stride: Int) throws -> String {
         var rng = SeededGenerator(seed: seed, stream: UInt64(width * 7 + batch))
-        let stride = width + 3
         let x0 = (0..<(batch * stride)).map { _ in Float(rng.nextGaussian()) }
         let y = (0..<(batch * width)).map { _ in Float(rng.nextGaussian()) }
         let xl = (0..<(batch * stride)).map { _ in Float(rng.nextGaussian()) }
@@ -518,7 +520,25 @@ public final class ParitySuite {
                 }
             }
         }
-        return "\(batch * width) elements bit-identical, out of place and in place"
+        // Only the bf16 copy (the last layer under bf16 math): rounded to nearest even, padding untouched.
+        let halfStride = (width + 7) & ~7
+        let half = try DeviceBuffer<UInt16>(context: context, copying: [UInt16](repeating: 0xFFFF, count: batch * halfStride + 1))
+        try xl.withUnsafeBytes { try xld.upload($0) }  // the in-place run overwrote it
+        try kernel.encode(x0: x0d.address, x0Stride: stride, y: yd.address, yStride: width, xl: xld.address,
+                          xlStride: stride, out: 0, outStride: stride, outBF16: half.address, outBF16Stride: halfStride,
+                          width: width, batch: batch, stream: stream)
+        try stream.synchronize()
+        let halves = try half.download()
+        for s in 0..<batch {
+            for i in 0..<halfStride {
+                let want: UInt16 = i < width ? NumericConversion.bf16FromFloat(expected[s * width + i]) : 0xFFFF
+                guard halves[s * halfStride + i] == want else {
+                    throw ParityFailure("bf16 only, sample \(s) column \(i): gpu \(halves[s * halfStride + i]), want \(want)")
+                }
+            }
+        }
+        guard halves[batch * halfStride] == 0xFFFF else { throw ParityFailure("bf16 only: wrote past the last row") }
+        return "\(batch * width) elements bit-identical, out of place, in place and as bf16 only"
     }
 
     // MARK: Whole forward

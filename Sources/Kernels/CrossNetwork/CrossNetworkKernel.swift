@@ -13,8 +13,8 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         convert = try library.function("convert_f32_bf16", of: Self.spec)
     }
 
-    /// - Parameters: row strides in elements; `out` may equal `xl` (in place); with `outBF16` (not 0) the
-    ///   result is also written as bf16 there.
+    /// - Parameters: row strides in elements; `out` may equal `xl` (in place), or be 0 when only the bf16
+    ///   copy is wanted; with `outBF16` (not 0) the result is also written as bf16 there.
     public func encode(x0: DevicePointer, x0Stride: Int, y: DevicePointer, yStride: Int, xl: DevicePointer, xlStride: Int,
                        out: DevicePointer, outStride: Int, outBF16: DevicePointer = 0, outBF16Stride: Int = 0,
                        width: Int, batch: Int, stream: CUDAStream) throws {
@@ -32,8 +32,10 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         arguments.add(Int64(outStride))
         arguments.add(outBF16)
         arguments.add(Int64(outBF16Stride))
-        let elements = width * batch
-        try function.launch(grid: (min(65535, (elements + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
+        let strides = [x0Stride, yStride, xlStride] + (out == 0 ? [] : [outStride]) + (outBF16 == 0 ? [] : [outBF16Stride])
+        let pointers = [x0, y, xl, out, outBF16]
+        arguments.add(Int32(Self.vectorizable(width: width, strides: strides, pointers: pointers) ? 1 : 0))
+        try function.launch(grid: Self.grid(width: width, batch: batch), block: (Self.blockThreads, 1, 1), stream: stream,
                             arguments: arguments)
     }
 
@@ -48,8 +50,22 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         arguments.add(Int64(destinationStride))
         arguments.add(Int32(width))
         arguments.add(Int32(batch))
-        let elements = width * batch
-        try convert.launch(grid: (min(65535, (elements + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
+        arguments.add(Int32(Self.vectorizable(width: width, strides: [sourceStride, destinationStride],
+                                              pointers: [source, destination]) ? 1 : 0))
+        try convert.launch(grid: Self.grid(width: width, batch: batch), block: (Self.blockThreads, 1, 1), stream: stream,
                            arguments: arguments)
+    }
+
+    static let blockThreads = 128
+
+    /// Column groups of 4 along x, samples along y (the kernels stride over samples past 65,535).
+    static func grid(width: Int, batch: Int) -> (Int, Int, Int) {
+        ((width + 4 * blockThreads - 1) / (4 * blockThreads), min(batch, 65535), 1)
+    }
+
+    /// 16-byte accesses are safe when every row of every operand starts 16-byte aligned (fp32 rows) or
+    /// 8-byte aligned (bf16 rows: 4 elements of 2 bytes): width, strides and base addresses aligned.
+    static func vectorizable(width: Int, strides: [Int], pointers: [DevicePointer]) -> Bool {
+        width % 4 == 0 && strides.allSatisfy { $0 % 4 == 0 } && pointers.allSatisfy { $0 % 16 == 0 }
     }
 }

@@ -13,30 +13,54 @@ __device__ __forceinline__ unsigned short bf16_from_float(float f) {
     return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+// One thread takes 4 neighbouring columns of a sample (grid.x: column groups, grid.y: samples, striding when
+// the batch is larger): no index division, and with `vector` (width and every stride a multiple of 4,
+// 16-byte aligned rows) 16-byte loads and stores. `out` may be null: only the bf16 copy is written (the
+// last layer under `--math bf16`, whose fp32 result nothing reads).
 extern "C" __global__ void cross_combine(const float *__restrict__ x0, const float *__restrict__ y, const float *xl,
                                          float *out, int width, int batch, long long x0_stride, long long y_stride,
                                          long long xl_stride, long long out_stride, unsigned short *out_bf16,
-                                         long long out_bf16_stride) {
-    const long long total = (long long)width * batch;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total;
-         k += (long long)gridDim.x * blockDim.x) {
-        const long long s = k / width;
-        const int i = (int)(k - s * width);
-        const float v = __fadd_rn(__fmul_rn(x0[s * x0_stride + i], y[s * y_stride + i]), xl[s * xl_stride + i]);
-        out[s * out_stride + i] = v;
-        if (out_bf16) out_bf16[s * out_bf16_stride + i] = bf16_from_float(v);
+                                         long long out_bf16_stride, int vector) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i >= width) return;
+    for (long long s = blockIdx.y; s < batch; s += gridDim.y) {
+        if (vector) {
+            const float4 a = *reinterpret_cast<const float4 *>(x0 + s * x0_stride + i);
+            const float4 b = *reinterpret_cast<const float4 *>(y + s * y_stride + i);
+            const float4 c = *reinterpret_cast<const float4 *>(xl + s * xl_stride + i);
+            const float4 v = make_float4(__fadd_rn(__fmul_rn(a.x, b.x), c.x), __fadd_rn(__fmul_rn(a.y, b.y), c.y),
+                                         __fadd_rn(__fmul_rn(a.z, b.z), c.z), __fadd_rn(__fmul_rn(a.w, b.w), c.w));
+            if (out) *reinterpret_cast<float4 *>(out + s * out_stride + i) = v;
+            if (out_bf16) {
+                const uint2 packed = make_uint2(bf16_from_float(v.x) | ((unsigned)bf16_from_float(v.y) << 16),
+                                                bf16_from_float(v.z) | ((unsigned)bf16_from_float(v.w) << 16));
+                *reinterpret_cast<uint2 *>(out_bf16 + s * out_bf16_stride + i) = packed;
+            }
+            continue;
+        }
+        for (int c = i; c < i + 4 && c < width; c++) {
+            const float v = __fadd_rn(__fmul_rn(x0[s * x0_stride + c], y[s * y_stride + c]), xl[s * xl_stride + c]);
+            if (out) out[s * out_stride + c] = v;
+            if (out_bf16) out_bf16[s * out_bf16_stride + c] = bf16_from_float(v);
+        }
     }
 }
 
 // dst[s, i] = bf16(src[s, i]) for i < width: an fp32 activation as the bf16 operand of the next product.
+// Laid out as cross_combine (4 columns a thread; `vector`: 16-byte loads, 8-byte stores).
 extern "C" __global__ void convert_f32_bf16(const float *__restrict__ src, long long src_stride,
                                             unsigned short *__restrict__ dst, long long dst_stride, int width,
-                                            int batch) {
-    const long long total = (long long)width * batch;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total;
-         k += (long long)gridDim.x * blockDim.x) {
-        const long long s = k / width;
-        const int i = (int)(k - s * width);
-        dst[s * dst_stride + i] = bf16_from_float(src[s * src_stride + i]);
+                                            int batch, int vector) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i >= width) return;
+    for (long long s = blockIdx.y; s < batch; s += gridDim.y) {
+        if (vector) {
+            const float4 v = *reinterpret_cast<const float4 *>(src + s * src_stride + i);
+            *reinterpret_cast<uint2 *>(dst + s * dst_stride + i) =
+                make_uint2(bf16_from_float(v.x) | ((unsigned)bf16_from_float(v.y) << 16),
+                           bf16_from_float(v.z) | ((unsigned)bf16_from_float(v.w) << 16));
+            continue;
+        }
+        for (int c = i; c < i + 4 && c < width; c++) dst[s * dst_stride + c] = bf16_from_float(src[s * src_stride + c]);
     }
 }
