@@ -223,7 +223,7 @@ stage_dense-ab() {
         for bin in prev new; do
             local exe=$BAGEL
             [ $bin = prev ] && exe=$PREV
-            for case in bf16:fp32 bf16:int4 fp32:fp32 tf32:fp32; do
+            for case in ${AB_CASES:-bf16:fp32 bf16:int8 bf16:int4 fp32:fp32 tf32:fp32}; do
                 $exe bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
                     --math ${case%%:*} --dtype ${case##*:} --seconds 2 --json "$OUT/ab-$bin-${case/:/-}-$round.json"
             done

@@ -27,7 +27,8 @@ final class DenseNetwork {
     /// The cross network's and the top MLP's weights as bf16 operands; biases of the layers whose output
     /// stays bf16 are bf16 too (cuBLASLt's bias follows the output type), the others stay fp32.
     struct BF16Weights {
-        let cross: [(v: DeviceBuffer<UInt16>, w: DeviceBuffer<UInt16>)]
+        /// V, W and W's bias b: y = W (V x_l) + b comes out bf16, as TorchRec's bf16 autocast gives it.
+        let cross: [(v: DeviceBuffer<UInt16>, w: DeviceBuffer<UInt16>, bias: DeviceBuffer<UInt16>)]
         let crossZeroBias: DeviceBuffer<UInt16>?
         let top: [(weight: DeviceBuffer<UInt16>, bias: DeviceBuffer<UInt16>)]
 
@@ -35,7 +36,7 @@ final class DenseNetwork {
             func bf16(_ values: [Float]) throws -> DeviceBuffer<UInt16> {
                 try DeviceBuffer<UInt16>(context: context, copying: values.map(NumericConversion.bf16FromFloat))
             }
-            cross = try model.cross.map { (try bf16($0.v.weight), try bf16($0.w.weight)) }
+            cross = try model.cross.map { (try bf16($0.v.weight), try bf16($0.w.weight), try bf16($0.w.bias)) }
             crossZeroBias = try model.cross.first.map { try bf16([Float](repeating: 0, count: $0.v.output)) }
             top = try model.top.map { (try bf16($0.weight), try bf16($0.bias)) }
         }
@@ -134,7 +135,8 @@ final class DenseNetwork {
                     ldy: last ? DenseNetwork.outputStride(config) : shape.output, relu: true, mode: math)
             }
             let (width, stride) = (config.crossWidth, DenseNetwork.topStride(config))
-            // bf16 math: V x_l takes x_l's bf16 copy and writes bf16, W(·) reads it and writes fp32 y.
+            // bf16 math: V x_l takes x_l's bf16 copy and writes bf16, W(·) + b reads it and writes bf16 y (bf16
+            // bias), which the combine widens: TorchRec's autocast rounds the Linear's output and bias alike.
             let bf16 = network.bf16
             cross = try network.crossWeights.enumerated().map { l, layer in
                 let rank = config.crossNetwork!.lowRank
@@ -145,8 +147,9 @@ final class DenseNetwork {
                                       ldx: bf16 == nil ? stride : DenseNetwork.bf16Stride(config), ldy: rank, relu: false,
                                       mode: math, operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16),
                     try LinearLayerOp(matmul: matmul, weight: bf16?.cross[l].w.address ?? layer.w.address,
-                                      bias: layer.bias.address, input: rank, output: width, batch: batch, ldx: rank,
-                                      ldy: width, relu: false, mode: math, operands: bf16 == nil ? .fp32 : .bf16))
+                                      bias: bf16?.cross[l].bias.address ?? layer.bias.address, input: rank, output: width,
+                                      batch: batch, ldx: rank, ldy: width, relu: false, mode: math,
+                                      operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16))
             }
             let topShapes = ModelConfig.layerShapes(input: config.topInputWidth, widths: config.topMLP)
             top = try topShapes.enumerated().map { k, shape in
@@ -241,7 +244,8 @@ final class DenseNetwork {
                         try layer.w.encode(x: act[0], y: act[1], stream: stream)
                         // Under bf16 math the top MLP reads only the last layer's bf16 copy: skip its fp32 result.
                         let last = l == self.cross.count - 1
-                        try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth, xl: xl,
+                        try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth,
+                                               yIsBF16: half != nil, xl: xl,
                                                xlStride: stride, out: half != nil && last ? 0 : state, outStride: stride,
                                                outBF16: half ?? 0,
                                                outBF16Stride: DenseNetwork.bf16Stride(config), width: config.crossWidth,

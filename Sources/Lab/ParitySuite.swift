@@ -538,7 +538,23 @@ public final class ParitySuite {
             }
         }
         guard halves[batch * halfStride] == 0xFFFF else { throw ParityFailure("bf16 only: wrote past the last row") }
-        return "\(batch * width) elements bit-identical, out of place, in place and as bf16 only"
+        // y in bf16 (the W product's output under bf16 math): widened, then the same arithmetic.
+        let y16 = y.map(NumericConversion.bf16FromFloat)
+        let y16d = try DeviceBuffer<UInt16>(context: context, copying: y16)
+        try out.fill(pattern: Self.poison)
+        try kernel.encode(x0: x0d.address, x0Stride: stride, y: y16d.address, yStride: width, yIsBF16: true, xl: xld.address,
+                          xlStride: stride, out: out.address, outStride: stride, width: width, batch: batch, stream: stream)
+        try stream.synchronize()
+        let widened = try out.download()
+        for s in 0..<batch {
+            for i in 0..<width {
+                let want = x0[s * stride + i] * NumericConversion.floatFromBF16(y16[s * width + i]) + xl[s * stride + i]
+                guard widened[s * stride + i].bitPattern == want.bitPattern else {
+                    throw ParityFailure("bf16 y, sample \(s) column \(i): gpu \(widened[s * stride + i]), cpu \(want)")
+                }
+            }
+        }
+        return "\(batch * width) elements bit-identical, out of place, in place, as bf16 only and from bf16 y"
     }
 
     // MARK: Whole forward

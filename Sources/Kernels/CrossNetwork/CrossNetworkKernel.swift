@@ -13,15 +13,17 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         convert = try library.function("convert_f32_bf16", of: Self.spec)
     }
 
-    /// - Parameters: row strides in elements; `out` may equal `xl` (in place), or be 0 when only the bf16
-    ///   copy is wanted; with `outBF16` (not 0) the result is also written as bf16 there.
-    public func encode(x0: DevicePointer, x0Stride: Int, y: DevicePointer, yStride: Int, xl: DevicePointer, xlStride: Int,
+    /// - Parameters: row strides in elements; `y` holds bf16 when `yIsBF16` (the W product's output under
+    ///   bf16 math), else fp32; `out` may equal `xl` (in place), or be 0 when only the bf16 copy is wanted;
+    ///   with `outBF16` (not 0) the result is also written as bf16 there.
+    public func encode(x0: DevicePointer, x0Stride: Int, y: DevicePointer, yStride: Int, yIsBF16: Bool = false,
+                       xl: DevicePointer, xlStride: Int,
                        out: DevicePointer, outStride: Int, outBF16: DevicePointer = 0, outBF16Stride: Int = 0,
                        width: Int, batch: Int, stream: CUDAStream) throws {
         guard batch > 0, width > 0 else { return }
         var arguments = KernelArguments()
         arguments.add(x0)
-        arguments.add(y)
+        arguments.add(yIsBF16 ? 0 : y)
         arguments.add(xl)
         arguments.add(out)
         arguments.add(Int32(width))
@@ -35,6 +37,7 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         let strides = [x0Stride, yStride, xlStride] + (out == 0 ? [] : [outStride]) + (outBF16 == 0 ? [] : [outBF16Stride])
         let pointers = [x0, y, xl, out, outBF16]
         arguments.add(Int32(Self.vectorizable(width: width, strides: strides, pointers: pointers) ? 1 : 0))
+        arguments.add(yIsBF16 ? y : 0)
         try function.launch(grid: Self.grid(width: width, batch: batch), block: (Self.blockThreads, 1, 1), stream: stream,
                             arguments: arguments)
     }

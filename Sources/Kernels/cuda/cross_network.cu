@@ -16,17 +16,26 @@ __device__ __forceinline__ unsigned short bf16_from_float(float f) {
 // One thread takes 4 neighbouring columns of a sample (grid.x: column groups, grid.y: samples, striding when
 // the batch is larger): no index division, and with `vector` (width and every stride a multiple of 4,
 // 16-byte aligned rows) 16-byte loads and stores. `out` may be null: only the bf16 copy is written (the
-// last layer under `--math bf16`, whose fp32 result nothing reads).
+// last layer under `--math bf16`, whose fp32 result nothing reads). With `y_bf16` (y null), y is read as bf16
+// and widened: the W product's output under `--math bf16`.
 extern "C" __global__ void cross_combine(const float *__restrict__ x0, const float *__restrict__ y, const float *xl,
                                          float *out, int width, int batch, long long x0_stride, long long y_stride,
                                          long long xl_stride, long long out_stride, unsigned short *out_bf16,
-                                         long long out_bf16_stride, int vector) {
+                                         long long out_bf16_stride, int vector,
+                                         const unsigned short *__restrict__ y_bf16) {
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
     if (i >= width) return;
     for (long long s = blockIdx.y; s < batch; s += gridDim.y) {
         if (vector) {
             const float4 a = *reinterpret_cast<const float4 *>(x0 + s * x0_stride + i);
-            const float4 b = *reinterpret_cast<const float4 *>(y + s * y_stride + i);
+            float4 b;
+            if (y_bf16) {
+                const uint2 h = *reinterpret_cast<const uint2 *>(y_bf16 + s * y_stride + i);
+                b = make_float4(__uint_as_float(h.x << 16), __uint_as_float(h.x & 0xffff0000u), __uint_as_float(h.y << 16),
+                                __uint_as_float(h.y & 0xffff0000u));
+            } else {
+                b = *reinterpret_cast<const float4 *>(y + s * y_stride + i);
+            }
             const float4 c = *reinterpret_cast<const float4 *>(xl + s * xl_stride + i);
             const float4 v = make_float4(__fadd_rn(__fmul_rn(a.x, b.x), c.x), __fadd_rn(__fmul_rn(a.y, b.y), c.y),
                                          __fadd_rn(__fmul_rn(a.z, b.z), c.z), __fadd_rn(__fmul_rn(a.w, b.w), c.w));
@@ -39,7 +48,8 @@ extern "C" __global__ void cross_combine(const float *__restrict__ x0, const flo
             continue;
         }
         for (int c = i; c < i + 4 && c < width; c++) {
-            const float v = __fadd_rn(__fmul_rn(x0[s * x0_stride + c], y[s * y_stride + c]), xl[s * xl_stride + c]);
+            const float yc = y_bf16 ? __uint_as_float((unsigned)y_bf16[s * y_stride + c] << 16) : y[s * y_stride + c];
+            const float v = __fadd_rn(__fmul_rn(x0[s * x0_stride + c], yc), xl[s * xl_stride + c]);
             if (out) out[s * out_stride + c] = v;
             if (out_bf16) out_bf16[s * out_bf16_stride + c] = bf16_from_float(v);
         }
