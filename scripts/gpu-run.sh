@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision dense-ab sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision dense-ab terabyte-ab sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -246,6 +246,27 @@ for (math, dtype), r in rows.items():
     fp = sorted(x[0] for x in p); fn = sorted(x[0] for x in n)
     print(f"| {math} | {dtype} | {' / '.join('%.3f' % x for x in fp)} | {' / '.join('%.3f' % x for x in fn)} | "
           f"{min(fn) / min(fp):.3f} | {min(x[1] for x in p):.3f} | {min(x[1] for x in n):.3f} | {max(x[2] for x in n):.2g} |")
+PY
+}
+
+# The terabyte forward (fp32, dim 64, one-hot) at 2048 and 16384, this binary against the previous commit's.
+stage_terabyte-ab() {
+    for round in 1 2; do
+        for bin in prev new; do
+            local exe=$BAGEL
+            [ $bin = prev ] && exe=$PREV
+            for batch in 2048 16384; do
+                $exe bench e2e --preset terabyte --max-rows 1000000 --batch-size $batch --device gpu --seconds 2 \
+                    --json "$OUT/tb-$bin-$batch-$round.json"
+            done
+        done
+    done
+    python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+for batch in (2048, 16384):
+    for bin in ("prev", "new"):
+        ms = sorted(json.load(open(f))["device_forward_ms"] * 1000 for f in glob.glob(os.path.join(sys.argv[1], f"tb-{bin}-{batch}-*.json")))
+        print(f"terabyte batch {batch} {bin}: " + " / ".join("%.1f us" % x for x in ms))
 PY
 }
 
