@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision dense-ab terabyte-ab sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision dense-ab terabyte-ab mlperf-variants sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -267,6 +267,25 @@ for batch in (2048, 16384):
     for bin in ("prev", "new"):
         ms = sorted(json.load(open(f))["device_forward_ms"] * 1000 for f in glob.glob(os.path.join(sys.argv[1], f"tb-{bin}-{batch}-*.json")))
         print(f"terabyte batch {batch} {bin}: " + " / ".join("%.1f us" % x for x in ms))
+PY
+}
+
+# Which lane counts the mlperf-v2 bags want per storage type (bf16 math, batch 8192): the default, the
+# autotuner's per-table choice and fixed variants.
+stage_mlperf-variants() {
+    for dtype in ${DTYPES_E2E:-int8 int4 fp32}; do
+        for variant in ${E2E_VARIANTS:-auto tune vectorized:lanes=4,unroll=4 vectorized:lanes=4,unroll=8 vectorized:lanes=8,unroll=2}; do
+            $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
+                --math bf16 --dtype $dtype --variant $variant --seconds 2 --json "$OUT/variants-$dtype-${variant//[:,=]/_}.json" \
+                | grep -E "autotuned|engine:"
+        done
+    done
+    python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "variants-*.json"))):
+    d = json.load(open(f))
+    st = {s["name"]: s["milliseconds"] * 1000 for s in d.get("stages", [])}
+    print(f"{os.path.basename(f)[9:-5]:40s} forward {d['device_forward_ms']:.3f} ms  {d['device_samples_per_second']/1e6:.2f}M/s  bags {st.get('embedding bags', 0):.1f} us")
 PY
 }
 
