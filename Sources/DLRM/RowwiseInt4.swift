@@ -19,15 +19,7 @@ public enum RowwiseInt4 {
     @discardableResult
     public static func quantize(_ row: UnsafePointer<Float>, dim: Int, into out: UnsafeMutableRawPointer) -> Bool {
         precondition(dim % 2 == 0, "int4 rows hold two codes a byte")
-        var lo = Float.infinity
-        var hi = -Float.infinity
-        for c in 0..<dim {
-            let x = row[c]
-            guard x.isFinite else { return false }
-            lo = min(lo, x)
-            hi = max(hi, x)
-        }
-        if dim == 0 { (lo, hi) = (0, 0) }
+        guard let (lo, hi) = RowwiseQuantized.range(row, dim: dim) else { return false }
         let bias = Float16(lo)
         guard bias.isFinite else { return false }
         let biasValue = Float(bias)
@@ -66,8 +58,23 @@ public enum RowwiseInt4 {
     }
 }
 
-/// What the row-wise quantised types (int8, int4) share: quantising many rows at once.
+/// What the row-wise quantised types (int8, int4) share: a row's range, quantising many rows at once.
 public enum RowwiseQuantized {
+    /// The smallest and largest of `dim` floats ((0, 0) for none), or nil when one is a NaN or an infinity.
+    @inline(__always)
+    static func range(_ row: UnsafePointer<Float>, dim: Int) -> (lo: Float, hi: Float)? {
+        guard dim > 0 else { return (0, 0) }
+        var lo = Float.infinity
+        var hi = -Float.infinity
+        for c in 0..<dim {
+            let x = row[c]
+            guard x.isFinite else { return nil }
+            lo = min(lo, x)
+            hi = max(hi, x)
+        }
+        return (lo, hi)
+    }
+
     /// Quantises one row of `dim` floats into `out` in `type`'s layout; false when it cannot.
     @inline(__always)
     public static func quantize(_ row: UnsafePointer<Float>, dim: Int, to type: StorageType, into out: UnsafeMutableRawPointer) -> Bool {

@@ -14,15 +14,7 @@ public enum RowwiseInt8 {
     /// infinity (no range to quantise; the caller says where).
     @discardableResult
     public static func quantize(_ row: UnsafePointer<Float>, dim: Int, into out: UnsafeMutableRawPointer) -> Bool {
-        var lo = Float.infinity
-        var hi = -Float.infinity
-        for c in 0..<dim {
-            let x = row[c]
-            guard x.isFinite else { return false }
-            lo = min(lo, x)
-            hi = max(hi, x)
-        }
-        if dim == 0 { (lo, hi) = (0, 0) }
+        guard let (lo, hi) = RowwiseQuantized.range(row, dim: dim) else { return false }
         let range = hi - lo
         guard range.isFinite else { return false }
         let inverse = range > 0 ? 255 / range : 0
