@@ -62,8 +62,9 @@ public final class ElementwiseKernels: @unchecked Sendable {
         arguments.add(Int32(dim))
         arguments.add(seed)
         arguments.add(scale)
-        try (storage == .int8 ? fillI8 : fillI4).launch(grid: (min(65535, (rows + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
-                          arguments: arguments)
+        let function = storage == .int8 ? fillI8 : fillI4
+        try function.launch(grid: (min(65535, (rows + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
+                            arguments: arguments)
     }
 
     /// dst row i = src row order[i] (order: device Int32 array of `rows` entries).

@@ -70,7 +70,8 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
     /// the kernel at two blocks per SM. On an H200 (docs/PERF.md, run 41) eight lanes beat a full row of
     /// lanes for fp16/bf16, int8 and int4 rows of dim 128 on every dataset (1.1–1.6×), and for fp32 rows
     /// when bags are short (mlperf-v2's multi-hot bags: 1.55×), but not for fp32 bags of 150 lookups
-    /// (medium 0.89×), where a row of 32 lanes keeps its place.
+    /// (medium 0.89×), where a row of 32 lanes keeps its place. That exception reads the shape, not the
+    /// traffic: on mlperf-v2's random rows its 100-hot table would be faster with eight lanes too (run 47).
     public static func shapeDefault(_ variant: EmbeddingBagVariant, storage: StorageType, dim: Int,
                                     lookups: Int) -> EmbeddingBagConfig {
         let natural = EmbeddingBagKernel.vectorPlan(dim: dim, storage: storage).lanes
