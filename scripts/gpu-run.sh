@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision dense-ab terabyte-ab mlperf-variants sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision dense-ab terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -394,6 +394,24 @@ stage_serve() {
         kill -TERM $server
         wait $server
         echo "server exit status: $?"
+    done
+}
+
+# Issue 13's serving goal: p99 at 16 concurrent binary clients with terabyte batch-64 requests, for the
+# batching window as shipped (500 µs), a short one and none.
+stage_serve-p99() {
+    $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/served --force > /dev/null
+    for mode in window-500us window-100us no-batching; do
+        local flag=""
+        [ $mode = window-100us ] && flag="--max-delay-us 100"
+        [ $mode = no-batching ] && flag=--no-batching
+        $BAGEL serve --model $WORK/served --device gpu --port 18000 --grpc-port 18001 $flag > "$OUT/serve-$mode.log" 2>&1 &
+        local server=$!
+        for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
+        $BAGEL loadgen --url http://127.0.0.1:18000 --name terabyte --protocol binary --concurrency 16 \
+            --duration ${LOAD_SECONDS:-6} --batch 64 --json "$OUT/p99-$mode.json" | tail -4
+        kill -TERM $server
+        wait $server
     done
 }
 

@@ -18,7 +18,7 @@ public struct BatchingOptions: Sendable {
     /// traffic delays a large request but never starves it.
     public var pieceAging: Duration
 
-    public init(maxBatch: Int = 2048, maxDelay: Duration = .microseconds(500), maxQueue: Int = 16384,
+    public init(maxBatch: Int = 2048, maxDelay: Duration = .microseconds(100), maxQueue: Int = 16384,
                 enabled: Bool = true, bucketed: Bool = false, pieceAging: Duration = .milliseconds(50)) {
         self.pieceAging = pieceAging
         self.maxBatch = maxBatch
