@@ -175,11 +175,18 @@ stage_storage-types() {
 # The mlperf-v2 forward (1M-row caps, batch 8192, bf16 math) with each storage type and lane count: the
 # multi-hot bags (1 to 100 lookups) are the stage the lanes knob may move.
 stage_mlperf-lanes() {
-    for dtype in ${DTYPES_E2E:-fp32 int8 int4}; do
-        for variant in ${E2E_VARIANTS:-vectorized vectorized:lanes=16 vectorized:lanes=8,unroll=4}; do
+    mlperf_variants mlperf "${DTYPES_E2E:-fp32 int8 int4}" "${E2E_VARIANTS:-vectorized vectorized:lanes=16 vectorized:lanes=8,unroll=4}"
+}
+
+# bench e2e on mlperf-v2 (1M-row caps by default, batch 8192, --math ${MATH:-bf16}) for each of the dtypes in $2
+# and variants in $3, results in $OUT/$1-<dtype>-<variant>.json.
+mlperf_variants() {
+    local prefix=$1
+    for dtype in $2; do
+        for variant in $3; do
             $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
                 --math ${MATH:-bf16} --dtype $dtype --variant $variant --seconds 2 \
-                --json "$OUT/mlperf-$dtype-${variant//[:,=]/_}.json"
+                --json "$OUT/$prefix-$dtype-${variant//[:,=]/_}.json"
         done
     done
 }
@@ -195,12 +202,7 @@ stage_e2e-default() {
             done
         done
     done
-    for dtype in fp32 int8 int4; do
-        for variant in auto vectorized:lanes=8,unroll=4; do
-            $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
-                --math bf16 --dtype $dtype --variant $variant --seconds 2 --json "$OUT/mlperf-$dtype-${variant//[:,=]/_}.json"
-        done
-    done
+    mlperf_variants mlperf "fp32 int8 int4" "auto vectorized:lanes=8,unroll=4"
 }
 
 # Every math mode × table storage at mlperf-v2 shapes (1M-row caps, batch 8192), each with its error against
@@ -273,13 +275,8 @@ PY
 # Which lane counts the mlperf-v2 bags want per storage type (bf16 math, batch 8192): the default, the
 # autotuner's per-table choice and fixed variants.
 stage_mlperf-variants() {
-    for dtype in ${DTYPES_E2E:-int8 int4 fp32}; do
-        for variant in ${E2E_VARIANTS:-auto tune vectorized:lanes=4,unroll=4 vectorized:lanes=4,unroll=8 vectorized:lanes=8,unroll=2}; do
-            $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
-                --math bf16 --dtype $dtype --variant $variant --seconds 2 --json "$OUT/variants-$dtype-${variant//[:,=]/_}.json" \
-                | grep -E "autotuned|engine:"
-        done
-    done
+    mlperf_variants variants "${DTYPES_E2E:-int8 int4 fp32}" \
+        "${E2E_VARIANTS:-auto tune vectorized:lanes=4,unroll=4 vectorized:lanes=4,unroll=8 vectorized:lanes=8,unroll=2}"
     python3 - "$OUT" <<'PY'
 import glob, json, os, sys
 for f in sorted(glob.glob(os.path.join(sys.argv[1], "variants-*.json"))):

@@ -105,6 +105,19 @@ __device__ __forceinline__ float code_at(unsigned word, unsigned selector) {
 #endif
 }
 
+// A row's factor for `accumulate`: quantised rows give weight · scale and add weight · (bias + m · scale) to
+// biasSum; other storage gives 1 (the weight is applied per element).
+__device__ __forceinline__ float row_factor(RowScale rs, float weight, bool weighted, float &biasSum) {
+#if QUANTIZED
+    const float middle = fmaf(MIDDLE_CODE, rs.scale, rs.bias);
+    biasSum = weighted ? fmaf(weight, middle, biasSum) : biasSum + middle;
+    return weighted ? weight * rs.scale : rs.scale;
+#else
+    (void)rs, (void)weight, (void)weighted, (void)biasSum;
+    return 1.f;
+#endif
+}
+
 // Adds weight × the ELEMS elements packed in `v` to acc. Quantised rows: the caller passes
 // scale = weight · row scale and adds weight · (bias + m · scale) once per row (above).
 __device__ __forceinline__ void accumulate(float *acc, raw_t v, float weight, bool weighted, float scale) {
@@ -221,13 +234,7 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
 #pragma unroll
             for (int u = 0; u < STEP; u++) {
                 if ((unsigned long long)idx[u] >= (unsigned long long)table.rows) continue;
-#if QUANTIZED
-                const float scale = weighted ? w[u] * rs[u].scale : rs[u].scale;
-                const float middle = fmaf(MIDDLE_CODE, rs[u].scale, rs[u].bias);
-                biasSum = weighted ? fmaf(w[u], middle, biasSum) : biasSum + middle;
-#else
-                const float scale = 1.f;
-#endif
+                const float scale = row_factor(rs[u], w[u], weighted, biasSum);
 #pragma unroll
                 for (int c = 0; c < CHUNKS; c++)
                     if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w[u], weighted, scale);
@@ -240,13 +247,7 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
             const storage_t *rowp = ROW_POINTER((long long)idx);
             const unsigned long long policy = POLICY((long long)idx);
             const RowScale rs = row_scale(rowp);
-#if QUANTIZED
-            const float scale = weighted ? w * rs.scale : rs.scale;
-            const float middle = fmaf(MIDDLE_CODE, rs.scale, rs.bias);
-            biasSum = weighted ? fmaf(w, middle, biasSum) : biasSum + middle;
-#else
-            const float scale = 1.f;
-#endif
+            const float scale = row_factor(rs, w, weighted, biasSum);
 #pragma unroll
             for (int c = 0; c < CHUNKS; c++) {
                 if (COLUMN(c) < DIM) {
