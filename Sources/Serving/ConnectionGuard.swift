@@ -37,6 +37,8 @@ public final class ConnectionRegistry: Sendable {
     }
 
     public var open: Int { state.withLock { $0.entries.count } }
+    /// Connections with a request head received and its answer not yet sent (its body may still be arriving).
+    public var working: Int { state.withLock { $0.entries.values.filter { $0.requests > 0 }.count } }
     /// Idle or half-open connections closed to admit newer ones.
     public var evicted: Int { state.withLock { $0.evicted } }
     /// Connections closed on arrival because every slot was answering a request.

@@ -71,7 +71,11 @@ import Testing
         arriving.send(inferHead(length: body.count))
         arriving.send(Array(body[..<10]))
         let deadline = Date().addingTimeInterval(10)
-        while server.service.inFlight < 1, Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        // Both heads must have reached the server before the signal: a connection whose head is still in a
+        // socket buffer is idle to the server, and shutdown rightly closes idle connections.
+        while server.service.inFlight < 1 || server.connections.working < 2, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         let stopping = Task { try await running.stop() }
         while server.service.isReady, Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
         #expect(!server.service.isReady, "readiness must turn off at once")
