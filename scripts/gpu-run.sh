@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision dense-ab terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 dense-ab terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -216,6 +216,39 @@ stage_precision() {
     done
     $BAGEL bench e2e --preset mlperf-v2 --max-rows 40000000 --batch-size 8192 --device gpu --math bf16 --dtype int4 \
         --seconds 3 --json "$OUT/precision-full-int4-bf16.json"
+}
+
+# fp8 math against bf16 at mlperf-v2 shapes (1M caps, batch 8192), alternating, two rounds, each with its error
+# against the fp32 CPU reference; fp8 with the tensor cores' fast accumulation; the full-size model with int8
+# tables under fp8; terabyte (dot interaction) at 2048 under fp32, bf16 and fp8.
+stage_fp8() {
+    for round in 1 2; do
+        for case in ${FP8_CASES:-bf16:int8 fp8:int8 bf16:fp32 fp8:fp32 bf16:int4 fp8:int4}; do
+            $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 --device gpu \
+                --math ${case%%:*} --dtype ${case##*:} --seconds 2 --json "$OUT/fp8-${case/:/-}-$round.json"
+        done
+    done
+    BAGEL_FP8_FAST_ACCUM=1 $BAGEL bench e2e --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --batch-size 8192 \
+        --device gpu --math fp8 --dtype int8 --seconds 2 --json "$OUT/fp8-fast-int8-1.json"
+    $BAGEL bench e2e --preset mlperf-v2 --max-rows 40000000 --batch-size 8192 --device gpu --math fp8 --dtype int8 \
+        --seconds 3 --json "$OUT/fp8-full-int8-1.json"
+    for math in fp32 bf16 fp8; do
+        $BAGEL bench e2e --preset terabyte --max-rows 1000000 --batch-size 2048 --device gpu --math $math --seconds 2 \
+            --json "$OUT/fp8tb-$math-fp32-1.json"
+    done
+    python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+print("| case | math | tables | forward ms | pairs/s | cross ms | top ms | bags ms | max |dp| | mean |dp| |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "fp8*.json"))):
+    name = os.path.basename(f)[:-5]
+    d = json.load(open(f))
+    st = {s["name"]: s["milliseconds"] for s in d.get("stages", [])}
+    ref = d.get("reference") or {}
+    print(f"| {name} | {d['engine'].split('MLP ')[1].split(',')[0]} | {name.split('-')[-2]} | {d['device_forward_ms']:.3f} | "
+          f"{d['device_samples_per_second']/1e6:.2f}M | {st.get('cross network', 0):.3f} | {st.get('top MLP + sigmoid', 0):.3f} | "
+          f"{st.get('embedding bags', 0):.3f} | {ref.get('max_abs_dp', -1):.2g} | {ref.get('mean_abs_dp', -1):.2g} |")
+PY
 }
 
 # The mlperf-v2 forward (1M caps, batch 8192) of this binary against the previous commit's (.gpu/bagel-prev.xz),

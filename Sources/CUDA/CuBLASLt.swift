@@ -72,23 +72,55 @@ public enum MathMode: String, Sendable, CaseIterable {
     /// copies of the large layers' weights and feeds them bf16 activations (`MatrixElement.bf16`); layers
     /// given fp32 operands round them to bf16 inside cuBLASLt.
     case bf16
+    /// fp8 E4M3 operands on the tensor cores (sm_89 and newer), fp32 accumulation, bf16 results (≈6% per
+    /// element; the sums average much of it out): the engine keeps E4M3 copies of the large layers' weights, each
+    /// with a per-tensor scale, and quantises each activation with a per-tensor scale from this batch's own
+    /// amax (`MatrixElement.e4m3`). Layers fp8 cannot take (the logit, widths not a multiple of 16, the small
+    /// bottom MLP) run as in `bf16`.
+    case fp8
 
-    /// The cuBLASLt compute type for fp32 operands (bf16 operands always compute in 32F).
+    /// The cuBLASLt compute type for fp32 operands (bf16 and fp8 operands always compute in 32F).
     var computeType: Int32 {
         switch self {
         case .fp32: return 68  // CUBLAS_COMPUTE_32F
         case .tf32: return 77  // CUBLAS_COMPUTE_32F_FAST_TF32
-        case .bf16: return 75  // CUBLAS_COMPUTE_32F_FAST_16BF
+        case .bf16, .fp8: return 75  // CUBLAS_COMPUTE_32F_FAST_16BF
         }
     }
+
+    /// Whether the products run on bf16 or narrower operands (the engine keeps bf16 weight copies).
+    public var narrowOperands: Bool { self == .bf16 || self == .fp8 }
 }
 
 /// The element type of a matrix (and of the bias, which follows the result) in a cuBLASLt product.
 public enum MatrixElement: Int32, Sendable {
     case fp32 = 0  // CUDA_R_32F
     case bf16 = 14  // CUDA_R_16BF
+    case e4m3 = 28  // CUDA_R_8F_E4M3
 
-    public var byteWidth: Int { self == .fp32 ? 4 : 2 }
+    public var byteWidth: Int {
+        switch self {
+        case .fp32: return 4
+        case .bf16: return 2
+        case .e4m3: return 1
+        }
+    }
+}
+
+/// Per-tensor scales of an fp8 product (device pointers to one Float each): cuBLASLt computes
+/// Y = weight · input · (W_q X_q) + bias, where W_q and X_q are the E4M3 codes.
+public struct FP8Scales: Sendable {
+    public let weight: DevicePointer
+    public let input: DevicePointer
+    /// Let the tensor cores keep the fp8 partial sums in their narrower accumulator instead of promoting them
+    /// to fp32 every few steps (faster, less exact).
+    public let fastAccumulation: Bool
+
+    public init(weight: DevicePointer, input: DevicePointer, fastAccumulation: Bool = false) {
+        self.weight = weight
+        self.input = input
+        self.fastAccumulation = fastAccumulation
+    }
 }
 
 /// A cuBLASLt handle and its workspace, for one context.
@@ -120,6 +152,9 @@ enum MatmulAttribute {
     static let transposeB: Int32 = 4  // CUBLASLT_MATMUL_DESC_TRANSB
     static let epilogue: Int32 = 7  // CUBLASLT_MATMUL_DESC_EPILOGUE
     static let biasPointer: Int32 = 8  // CUBLASLT_MATMUL_DESC_BIAS_POINTER
+    static let scaleA: Int32 = 17  // CUBLASLT_MATMUL_DESC_A_SCALE_POINTER
+    static let scaleB: Int32 = 18  // CUBLASLT_MATMUL_DESC_B_SCALE_POINTER
+    static let fastAccumulation: Int32 = 25  // CUBLASLT_MATMUL_DESC_FAST_ACCUM (int8_t)
     /// cublasLtMatmulPreferenceAttributes_t
     static let maxWorkspaceBytes: Int32 = 1  // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES
     /// cublasOperation_t
@@ -155,12 +190,14 @@ public final class MatmulPlan: @unchecked Sendable {
     /// - Parameters:
     ///   - weight: device [output × input] of `operands`; bias: device [output] of `result`.
     ///   - ldx, ldy: row strides (in elements) of X and Y, at least input and output.
-    ///   - operands: the element type of W and X; bf16 operands compute in fp32 whatever `mode` says.
+    ///   - operands: the element type of W and X; bf16 and e4m3 operands compute in fp32 whatever `mode` says.
     ///   - result: the element type of Y (and of the bias).
+    ///   - scales: e4m3 operands only (required then): the per-tensor scales of W and X.
     public init(matmul: MatmulContext, weight: DevicePointer, bias: DevicePointer, input: Int, output: Int, batch: Int,
                 ldx: Int, ldy: Int, relu: Bool, mode: MathMode, operands: MatrixElement = .fp32,
-                result: MatrixElement = .fp32) throws {
+                result: MatrixElement = .fp32, scales: FP8Scales? = nil) throws {
         precondition(ldx >= input && ldy >= output && batch > 0)
+        precondition((operands == .e4m3) == (scales != nil), "fp8 operands take per-tensor scales, others none")
         self.matmul = matmul
         self.weight = weight
         self.input = input
@@ -169,7 +206,7 @@ public final class MatmulPlan: @unchecked Sendable {
         let lt = matmul.library
         try matmul.context.makeCurrent()
         var desc: cublasLtMatmulDesc_t?
-        let computeType = operands == .bf16 ? MathMode.fp32.computeType : mode.computeType
+        let computeType = operands == .fp32 ? mode.computeType : MathMode.fp32.computeType
         try lt.check(lt.cublasLtMatmulDescCreate(&desc, computeType, MatrixElement.fp32.rawValue), "cublasLtMatmulDescCreate")
         self.desc = desc!
         func set<T: BitwiseCopyable>(_ attribute: Int32, _ value: T, _ what: String) throws {
@@ -184,6 +221,12 @@ public final class MatmulPlan: @unchecked Sendable {
         try set(MatmulAttribute.epilogue, relu ? MatmulAttribute.epilogueReluBias : MatmulAttribute.epilogueBias,
                 relu ? "EPILOGUE=RELU_BIAS" : "EPILOGUE=BIAS")
         try set(MatmulAttribute.biasPointer, bias, "BIAS_POINTER")
+        if let scales {
+            // cuBLASLt's A is W and its B is X (see above).
+            try set(MatmulAttribute.scaleA, scales.weight, "A_SCALE_POINTER")
+            try set(MatmulAttribute.scaleB, scales.input, "B_SCALE_POINTER")
+            try set(MatmulAttribute.fastAccumulation, Int8(scales.fastAccumulation ? 1 : 0), "FAST_ACCUM")
+        }
         func layout(_ rows: Int, _ cols: Int, _ ld: Int, _ type: MatrixElement) throws -> cublasLtMatrixLayout_t {
             var layout: cublasLtMatrixLayout_t?
             try lt.check(

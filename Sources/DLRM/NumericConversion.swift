@@ -28,6 +28,52 @@ public enum NumericConversion {
         Float16(value).bitPattern
     }
 
+    /// fp8 E4M3 (the `fn` variant cuBLASLt and the tensor cores use: bias 7, no infinities, 0x7F/0xFF NaN,
+    /// largest finite ±448) → Float (exact).
+    @inline(__always)
+    public static func floatFromE4M3(_ code: UInt8) -> Float {
+        let sign: Float = code & 0x80 == 0 ? 1 : -1
+        let exponent = Int((code >> 3) & 0xF)
+        let mantissa = Float(code & 0x7)
+        if exponent == 0xF && code & 0x7 == 0x7 { return code & 0x80 == 0 ? .nan : -.nan }  // NaN keeps its sign
+        if exponent == 0 { return sign * mantissa * 0x1p-9 }  // subnormal: m · 2⁻⁹
+        return sign * (1 + mantissa / 8) * Float(sign: .plus, exponent: exponent - 7, significand: 1)
+    }
+
+    /// Float → fp8 E4M3, rounding to nearest even and saturating to ±448 (PTX `cvt.rn.satfinite.e4m3x2.f32`,
+    /// which the GPU's quantiser uses: the two agree bit for bit). NaN stays NaN (0x7F with the sign).
+    public static func e4m3FromFloat(_ value: Float) -> UInt8 {
+        let sign: UInt8 = value.sign == .minus ? 0x80 : 0
+        if value.isNaN { return sign | 0x7F }
+        let magnitude = min(Double(value.magnitude), 448)
+        if magnitude < 0x1p-6 {
+            // Subnormal steps of 2⁻⁹; 8 steps is the smallest normal, whose code is 0x08 as well.
+            return sign | UInt8((magnitude * 0x1p9).rounded(.toNearestOrEven))
+        }
+        var exponent = Int(magnitude.exponent)  // 2^exponent ≤ magnitude < 2^(exponent+1)
+        var steps = Int((magnitude * Double(sign: .plus, exponent: 3 - exponent, significand: 1)).rounded(.toNearestOrEven)) - 8
+        if steps == 8 { exponent += 1; steps = 0 }
+        return sign | UInt8((exponent + 7) << 3) | UInt8(steps)
+    }
+
+    /// Row-major fp32 rows of `width` as E4M3 codes in rows of `paddedWidth` (zeros in the padding) with one
+    /// per-tensor scale: code = e4m3(x · 448 / amax), scale = amax / 448 (1 for an all-zero or non-finite
+    /// tensor), so x ≈ scale · code. The same rounding as the GPU's activation quantiser (quantize_e4m3).
+    public static func e4m3Rows(_ values: [Float], width: Int, paddedWidth: Int)
+        -> (codes: [UInt8], paddedWidth: Int, scale: Float)
+    {
+        precondition(width > 0 && paddedWidth >= width && values.count % width == 0)
+        let amax = values.reduce(Float(0)) { max($0, $1.magnitude) }
+        let usable = amax > 0 && amax.isFinite
+        let (inverse, scale): (Float, Float) = usable ? (448 / amax, amax / 448) : (1, 1)
+        let rows = values.count / width
+        var codes = [UInt8](repeating: 0, count: rows * paddedWidth)
+        for r in 0..<rows {
+            for c in 0..<width { codes[r * paddedWidth + c] = e4m3FromFloat(values[r * width + c] * inverse) }
+        }
+        return (codes, paddedWidth, scale)
+    }
+
     /// Converts `count` little-endian elements of `sourceType` into `destinationType` elements.
     public static func convert(
         source: UnsafeRawBufferPointer, sourceType: SafeTensorsDType, count: Int,

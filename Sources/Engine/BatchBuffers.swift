@@ -126,11 +126,14 @@ final class BatchBuffers {
     private(set) var currentLayout: ArenaLayout
     var uploadBytes: Int { currentLayout.uploadBytes }
 
-    /// The top MLP's input as bf16 (`--math bf16`): the operand of its first product.
+    /// The top MLP's input as bf16 (`--math bf16`, and fp8 where a bf16 product reads it): the operand of its first
+    /// product.
     let topInputBF16: DeviceBuffer<UInt16>?
+    /// `--math fp8`: the E4M3 operand of each fp8 product in turn.
+    let fp8Scratch: DeviceBuffer<UInt8>?
 
     init(context: CUDAContext, config: ModelConfig, layout: ArenaLayout, batch: Int, previous: BatchBuffers?,
-         bf16Operands: Bool = false) throws {
+         math: MathMode = .fp32) throws {
         func grow(_ needed: Int, _ old: Int?) -> Int { max(needed, old.map { $0 + $0 / 2 } ?? 0) }
         capacity = max(batch, previous.map { $0.capacity >= batch ? $0.capacity : $0.capacity * 2 } ?? batch)
         let arenaBytes = grow(layout.totalBytes, previous?.arena.count)
@@ -143,8 +146,10 @@ final class BatchBuffers {
         interactionInput = try DeviceBuffer<Float>(context: context, count: capacity * DenseNetwork.outputStride(config))
         topInput = config.interaction != .cat
             ? try DeviceBuffer<Float>(context: context, count: capacity * DenseNetwork.topStride(config)) : nil
-        topInputBF16 = bf16Operands
+        topInputBF16 = DenseNetwork.needsBF16TopInput(config, math: math)
             ? try DeviceBuffer<UInt16>(context: context, count: capacity * DenseNetwork.bf16Stride(config)) : nil
+        let fp8Stride = DenseNetwork.fp8ScratchStride(config)
+        fp8Scratch = math == .fp8 && fp8Stride > 0 ? try DeviceBuffer<UInt8>(context: context, count: capacity * fp8Stride) : nil
         logits = try DeviceBuffer<Float>(context: context, count: capacity)
         probabilities = try DeviceBuffer<Float>(context: context, count: capacity)
         output = try PinnedBuffer(context: context, byteCount: capacity * 4)
@@ -162,7 +167,8 @@ final class BatchBuffers {
         DenseNetwork.Buffers(
             dense: arena.address + DevicePointer(ArenaLayout.denseOffset(tables: tables)),
             activations: (activations.0.address, activations.1.address), interactionInput: interactionInput.address,
-            topInput: topInput?.address, topInputBF16: topInputBF16?.address, logits: logits.address,
+            topInput: topInput?.address, topInputBF16: topInputBF16?.address, fp8Scratch: fp8Scratch?.address,
+            logits: logits.address,
             probabilities: probabilities.address)
     }
 }

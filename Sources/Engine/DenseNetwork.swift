@@ -1,5 +1,6 @@
 import Core
 import CUDA
+import Foundation
 import DLRM
 import Kernels
 
@@ -21,8 +22,12 @@ final class DenseNetwork {
     let crossZeroBias: DeviceBuffer<Float>?
     /// The cross network's element-wise step and the fp32 → bf16 conversion (dcn models, `--math bf16`).
     let crossKernel: CrossNetworkKernel?
-    /// bf16 copies of the large products' weights for `--math bf16` (nil otherwise).
+    /// bf16 copies of the large products' weights for `--math bf16` and `fp8` (nil otherwise).
     let bf16: BF16Weights?
+    /// E4M3 copies of the weights of the products that take fp8 under `--math fp8` (nil otherwise).
+    let fp8: FP8Weights?
+    /// fp8 products accumulate in the tensor cores' narrower accumulator (`BAGEL_FP8_FAST_ACCUM=1`; off by default).
+    let fastAccumulation: Bool
 
     /// The cross network's and the top MLP's weights as bf16 operands; biases of the layers whose output
     /// stays bf16 are bf16 too (cuBLASLt's bias follows the output type), the others stay fp32.
@@ -42,8 +47,81 @@ final class DenseNetwork {
         }
     }
 
+    /// The weights of the products that take fp8 operands, as E4M3 codes with one scale per tensor
+    /// (amax / 448, so the largest weight lands on E4M3's largest finite value), rows zero-padded to 16 bytes.
+    struct FP8Weights {
+        struct Layer {
+            let codes: DeviceBuffer<UInt8>
+            /// Row stride of the codes (the product's padded K).
+            let paddedInput: Int
+            /// Device pointer to this tensor's scale (within `scales`).
+            let scale: DevicePointer
+        }
+        /// Per cross layer V and W (empty when the cross network cannot take fp8: `crossTakesFP8`).
+        let cross: [(v: Layer, w: Layer)]
+        /// Per top layer, nil where it stays bf16 (`topLayerTakesFP8`).
+        let top: [Layer?]
+        let scales: DeviceBuffer<Float>
+
+        init(model: Model, context: CUDAContext) throws {
+            let config = model.config
+            var matrices: [(weight: [Float], input: Int)] = []
+            if DenseNetwork.crossTakesFP8(config) {
+                for layer in model.cross { matrices += [(layer.v.weight, layer.v.input), (layer.w.weight, layer.w.input)] }
+            }
+            let topFP8 = model.top.indices.filter { DenseNetwork.topLayerTakesFP8(config, $0) }
+            for k in topFP8 { matrices.append((model.top[k].weight, model.top[k].input)) }
+            let quantized = matrices.map {
+                NumericConversion.e4m3Rows($0.weight, width: $0.input, paddedWidth: DenseNetwork.fp8Stride($0.input))
+            }
+            let scales = try DeviceBuffer<Float>(context: context, copying: quantized.map(\.scale) + [1])
+            self.scales = scales
+            var layers = try quantized.enumerated().map { i, q in
+                Layer(codes: try DeviceBuffer<UInt8>(context: context, copying: q.codes), paddedInput: q.paddedWidth,
+                      scale: scales.address(at: i))
+            }
+            let crossLayers = DenseNetwork.crossTakesFP8(config) ? model.cross.count : 0
+            cross = (0..<crossLayers).map { l in (layers[2 * l], layers[2 * l + 1]) }
+            layers.removeFirst(crossLayers * 2)
+            var top: [Layer?] = Array(repeating: nil, count: model.top.count)
+            for (k, layer) in zip(topFP8, layers) { top[k] = layer }
+            self.top = top
+        }
+    }
+
+    /// fp8 rows are padded to 16 elements (16 bytes: cuBLASLt's fp8 kernels want 16-byte aligned rows).
+    static func fp8Stride(_ width: Int) -> Int { (width + 15) & ~15 }
+
+    /// Under `--math fp8` the cross network's products take fp8 when both of their outputs (rank and width) are
+    /// multiples of 16; otherwise the cross network runs as under bf16.
+    static func crossTakesFP8(_ config: ModelConfig) -> Bool {
+        guard let cross = config.crossNetwork else { return false }
+        return cross.lowRank % 16 == 0 && config.crossWidth % 16 == 0
+    }
+
+    /// Under `--math fp8` every top layer but the logit whose output width is a multiple of 16 takes fp8.
+    static func topLayerTakesFP8(_ config: ModelConfig, _ k: Int) -> Bool {
+        k < config.topMLP.count - 1 && config.topMLP[k] % 16 == 0
+    }
+
+    /// Bytes per sample of the fp8 operand scratch: the widest input of a product that takes fp8.
+    static func fp8ScratchStride(_ config: ModelConfig) -> Int {
+        var widths: [Int] = []
+        if crossTakesFP8(config) { widths += [config.crossWidth, config.crossNetwork!.lowRank] }
+        let inputs = [config.topInputWidth] + config.topMLP
+        for k in config.topMLP.indices where topLayerTakesFP8(config, k) { widths.append(inputs[k]) }
+        return fp8Stride(widths.max() ?? 0)
+    }
+
     init(model: Model, context: CUDAContext, library: KernelLibrary, elementwise: ElementwiseKernels, math: MathMode,
          timeAlgorithms: Bool = true) throws {
+        if math == .fp8 {
+            let (major, minor) = context.device.computeCapability
+            guard major * 10 + minor >= 89 else {
+                throw BagelError(.unsupported, "--math fp8 needs a GPU of compute capability 8.9 or newer (fp8 tensor "
+                                 + "cores); this one is \(major).\(minor): use --math bf16")
+            }
+        }
         config = model.config
         self.math = math
         self.timeAlgorithms = timeAlgorithms
@@ -66,9 +144,10 @@ final class DenseNetwork {
         crossZeroBias = try model.cross.first.map {
             try DeviceBuffer<Float>(context: context, copying: [Float](repeating: 0, count: $0.v.output))
         }
-        let bf16Operands = math == .bf16
-        crossKernel = model.cross.isEmpty && !bf16Operands ? nil : try CrossNetworkKernel(library: library)
-        bf16 = bf16Operands ? try BF16Weights(model: model, context: context) : nil
+        crossKernel = model.cross.isEmpty && !math.narrowOperands ? nil : try CrossNetworkKernel(library: library)
+        bf16 = math.narrowOperands ? try BF16Weights(model: model, context: context) : nil
+        fp8 = math == .fp8 ? try FP8Weights(model: model, context: context) : nil
+        fastAccumulation = ProcessInfo.processInfo.environment["BAGEL_FP8_FAST_ACCUM"] == "1"
     }
 
     // MARK: Layout of the interaction input
@@ -95,6 +174,17 @@ final class DenseNetwork {
     /// Row stride of the top MLP's bf16 input, padded to 8 elements (16-byte rows).
     static func bf16Stride(_ config: ModelConfig) -> Int { (config.topInputWidth + 7) & ~7 }
 
+    /// Whether a forward needs the top MLP's input as bf16 (`Buffers.topInputBF16`): under bf16 math, and under
+    /// fp8 when the first top layer stays bf16 or the cross network runs as under bf16 (it feeds its products
+    /// from that copy).
+    static func needsBF16TopInput(_ config: ModelConfig, math: MathMode) -> Bool {
+        switch math {
+        case .bf16: return true
+        case .fp8: return !topLayerTakesFP8(config, 0) || (config.interaction == .dcn && !crossTakesFP8(config))
+        case .fp32, .tf32: return false
+        }
+    }
+
     /// The device buffers one forward reads and writes.
     struct Buffers {
         /// The dense features, [batch, denseFeatures].
@@ -104,6 +194,8 @@ final class DenseNetwork {
         let interactionInput: DevicePointer
         let topInput: DevicePointer?
         let topInputBF16: DevicePointer?
+        /// The E4M3 operand of the fp8 product being run (`--math fp8`): [batch × fp8ScratchStride] bytes.
+        let fp8Scratch: DevicePointer?
         let logits: DevicePointer
         let probabilities: DevicePointer
     }
@@ -118,6 +210,16 @@ final class DenseNetwork {
         /// Per cross layer: V x_l (width → rank, into activations.0) and W(·) + b (rank → width, into
         /// activations.1).
         let cross: [(v: LinearLayerOp, w: LinearLayerOp)]
+        /// `--math fp8`: each quantised activation's amax and scale, two words a slot (the amax's bits, then the
+        /// scale cuBLASLt reads), cleared before each forward. Slot l is cross layer l's input x_l, slot
+        /// `crossFP8Layers + l` its V x_l, slot `2 · crossFP8Layers + k` top layer k's input.
+        let slots: DeviceBuffer<UInt32>?
+        /// Cross layers whose products take fp8 (all or none).
+        let crossFP8Layers: Int
+
+        func amaxSlot(_ i: Int) -> DevicePointer { slots!.address(at: 2 * i) }
+        func scaleSlot(_ i: Int) -> DevicePointer { slots!.address(at: 2 * i + 1) }
+        func topSlot(_ k: Int) -> Int { 2 * crossFP8Layers + k }
 
         init(network: DenseNetwork, batch: Int, buffers: Buffers) throws {
             self.network = network
@@ -134,12 +236,35 @@ final class DenseNetwork {
                     ldx: k == 0 ? config.denseFeatures : shape.input,
                     ldy: last ? DenseNetwork.outputStride(config) : shape.output, relu: true, mode: math)
             }
+            let fp8 = network.fp8
+            crossFP8Layers = fp8?.cross.count ?? 0
+            slots = fp8 == nil ? nil
+                : try DeviceBuffer<UInt32>(context: network.matmul.context,
+                                           copying: [UInt32](repeating: 0, count: 2 * (2 * (fp8?.cross.count ?? 0) + config.topMLP.count)))
+            let slots = slots
+            func scales(_ layer: FP8Weights.Layer, slot: Int) -> FP8Scales {
+                FP8Scales(weight: layer.scale, input: slots!.address(at: 2 * slot + 1),
+                          fastAccumulation: network.fastAccumulation)
+            }
             let (width, stride) = (config.crossWidth, DenseNetwork.topStride(config))
             // bf16 math: V x_l takes x_l's bf16 copy and writes bf16, W(·) + b reads it and writes bf16 y (bf16
             // bias), which the combine widens: TorchRec's autocast rounds the Linear's output and bias alike.
+            // fp8: the same, with each operand quantised to E4M3 just before its product.
             let bf16 = network.bf16
+            let crossFP8Layers = crossFP8Layers
             cross = try network.crossWeights.enumerated().map { l, layer in
                 let rank = config.crossNetwork!.lowRank
+                if l < crossFP8Layers, let q = fp8?.cross[l] {
+                    return (
+                        try LinearLayerOp(matmul: matmul, weight: q.v.codes.address, bias: bf16!.crossZeroBias!.address,
+                                          input: q.v.paddedInput, output: rank, batch: batch, ldx: q.v.paddedInput,
+                                          ldy: rank, relu: false, mode: math, operands: .e4m3, result: .bf16,
+                                          scales: scales(q.v, slot: l)),
+                        try LinearLayerOp(matmul: matmul, weight: q.w.codes.address, bias: bf16!.cross[l].bias.address,
+                                          input: q.w.paddedInput, output: width, batch: batch, ldx: q.w.paddedInput,
+                                          ldy: width, relu: false, mode: math, operands: .e4m3, result: .bf16,
+                                          scales: scales(q.w, slot: crossFP8Layers + l)))
+                }
                 return (
                     try LinearLayerOp(matmul: matmul, weight: bf16?.cross[l].v.address ?? layer.v.address,
                                       bias: bf16?.crossZeroBias!.address ?? network.crossZeroBias!.address,
@@ -161,6 +286,12 @@ final class DenseNetwork {
                         ldx: k == 0 ? DenseNetwork.topStride(config) : shape.input, ldy: shape.output, relu: !last,
                         mode: math)
                 }
+                if let q = fp8?.top[k] {
+                    return try LinearLayerOp(
+                        matmul: matmul, weight: q.codes.address, bias: bf16.top[k].bias.address, input: q.paddedInput,
+                        output: shape.output, batch: batch, ldx: q.paddedInput, ldy: shape.output, relu: true, mode: math,
+                        operands: .e4m3, result: .bf16, scales: scales(q, slot: 2 * crossFP8Layers + k))
+                }
                 // bf16 operands throughout; the logit comes out fp32 (with the fp32 bias) for the sigmoid.
                 return try LinearLayerOp(
                     matmul: matmul, weight: bf16.top[k].weight.address,
@@ -168,6 +299,13 @@ final class DenseNetwork {
                     output: shape.output, batch: batch, ldx: k == 0 ? DenseNetwork.bf16Stride(config) : shape.input,
                     ldy: shape.output, relu: !last, mode: math, operands: .bf16, result: last ? .fp32 : .bf16)
             }
+        }
+
+        /// What top layer k reads when it stays fp32 or bf16: the top input (its bf16 copy under narrow math),
+        /// then the previous layer's output.
+        private func topOperand(_ k: Int) -> DevicePointer {
+            k > 0 ? [buffers.activations.0, buffers.activations.1][(k - 1) % 2]
+                : buffers.topInputBF16 ?? buffers.topInput ?? buffers.interactionInput
         }
 
         /// Picks each layer's fastest cuBLASLt algorithm on the real buffers (before capture).
@@ -180,16 +318,15 @@ final class DenseNetwork {
                 try op.tune(x: x, y: y, stream: stream)
                 x = y
             }
-            let bf16Input = buffers.topInputBF16
-            for layer in cross {
-                try layer.v.tune(x: bf16Input ?? buffers.interactionInput, y: act[0], stream: stream)
-                try layer.w.tune(x: act[0], y: act[1], stream: stream)
+            for (l, layer) in cross.enumerated() {
+                let fp8 = l < crossFP8Layers
+                try layer.v.tune(x: fp8 ? buffers.fp8Scratch! : buffers.topInputBF16 ?? buffers.interactionInput, y: act[0],
+                                 stream: stream)
+                try layer.w.tune(x: fp8 ? buffers.fp8Scratch! : act[0], y: act[1], stream: stream)
             }
-            var r = bf16Input ?? buffers.topInput ?? buffers.interactionInput
             for (k, op) in top.enumerated() {
                 let y = k == top.count - 1 ? buffers.logits : act[k % 2]
-                try op.tune(x: r, y: y, stream: stream)
-                r = y
+                try op.tune(x: network.fp8?.top[k] != nil ? buffers.fp8Scratch! : topOperand(k), y: y, stream: stream)
             }
         }
 
@@ -208,12 +345,36 @@ final class DenseNetwork {
             })
         }
 
+        /// Quantises an activation into the fp8 scratch for the product that reads it next: its amax into
+        /// `slot` (unless already raised, by the combine that wrote it), then the E4M3 codes and the scale.
+        private func quantize(_ source: DevicePointer, isBF16: Bool, stride: Int, width: Int, slot: Int,
+                              amaxRaised: Bool = false, stream: CUDAStream) throws {
+            let kernel = network.crossKernel!
+            if !amaxRaised {
+                try kernel.encodeAmax(source: source, sourceIsBF16: isBF16, stride: stride, width: width, batch: batch,
+                                      amax: amaxSlot(slot), stream: stream)
+            }
+            let padded = DenseNetwork.fp8Stride(width)
+            try kernel.encodeQuantizeE4M3(source: source, sourceIsBF16: isBF16, sourceStride: stride, width: width,
+                                          batch: batch, amax: amaxSlot(slot), destination: buffers.fp8Scratch!,
+                                          destinationStride: padded, paddedWidth: padded, scale: scaleSlot(slot),
+                                          stream: stream)
+        }
+
+        /// fp8: zeroes every amax slot; the first head stage that quantises does it.
+        private func clearSlots(_ stream: CUDAStream) throws {
+            if let slots { try stream.fill(slots.address, words: slots.count, pattern: 0) }
+        }
+
         /// What follows the pooled vectors: interaction (dot) or cross network (dcn), top MLP and sigmoid.
         var headStages: [Stage] {
             let network = network
             let config = network.config
             let (batch, buffers) = (batch, buffers)
             let act = [buffers.activations.0, buffers.activations.1]
+            let crossFP8 = crossFP8Layers > 0
+            let topFP8 = network.fp8?.top ?? []
+            let firstTopFP8 = topFP8.first.map { $0 != nil } ?? false
             var result: [Stage] = []
             if let interaction = network.interaction {
                 result.append(("interaction", { stream in
@@ -231,8 +392,10 @@ final class DenseNetwork {
                     let stride = DenseNetwork.topStride(config)
                     let x0 = buffers.interactionInput
                     let state = buffers.topInput!
+                    let rank = config.crossNetwork!.lowRank
                     // bf16 math: the products read x_l's bf16 copy, which each combine rewrites.
-                    let half = buffers.topInputBF16
+                    let half = crossFP8 ? nil : buffers.topInputBF16
+                    if crossFP8 { try self.clearSlots(stream) }
                     if let half {
                         try crossKernel.encodeToBF16(source: x0, sourceStride: stride, destination: half,
                                                      destinationStride: DenseNetwork.bf16Stride(config),
@@ -240,36 +403,65 @@ final class DenseNetwork {
                     }
                     var xl = x0
                     for (l, layer) in self.cross.enumerated() {
-                        try layer.v.encode(x: half ?? xl, y: act[0], stream: stream)
-                        try layer.w.encode(x: act[0], y: act[1], stream: stream)
-                        // Under bf16 math the top MLP reads only the last layer's bf16 copy: skip its fp32 result.
                         let last = l == self.cross.count - 1
+                        if crossFP8 {
+                            // x_l's amax was raised by the previous combine (x₀'s is taken here).
+                            try self.quantize(xl, isBF16: false, stride: stride, width: config.crossWidth, slot: l,
+                                              amaxRaised: l > 0, stream: stream)
+                            try layer.v.encode(x: buffers.fp8Scratch!, y: act[0], stream: stream)
+                            try self.quantize(act[0], isBF16: true, stride: rank, width: rank, slot: self.crossFP8Layers + l,
+                                              stream: stream)
+                            try layer.w.encode(x: buffers.fp8Scratch!, y: act[1], stream: stream)
+                        } else {
+                            try layer.v.encode(x: half ?? xl, y: act[0], stream: stream)
+                            try layer.w.encode(x: act[0], y: act[1], stream: stream)
+                        }
+                        // The combine raises the amax of what the next fp8 product reads: the next layer's x_l, or
+                        // the first top layer's input.
+                        let nextAmax: DevicePointer = !crossFP8 ? 0
+                            : !last ? self.amaxSlot(l + 1) : firstTopFP8 ? self.amaxSlot(self.topSlot(0)) : 0
+                        // Under bf16 math the top MLP reads only the last layer's bf16 copy: skip its fp32 result.
+                        let skipFP32 = half != nil && last
+                        // fp8 cross, bf16 first top layer: only the last layer's bf16 copy is needed as well.
+                        let copy = half ?? (crossFP8 && last && !firstTopFP8 ? buffers.topInputBF16 : nil)
                         try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth,
-                                               yIsBF16: half != nil, xl: xl,
-                                               xlStride: stride, out: half != nil && last ? 0 : state, outStride: stride,
-                                               outBF16: half ?? 0,
-                                               outBF16Stride: DenseNetwork.bf16Stride(config), width: config.crossWidth,
-                                               batch: batch, stream: stream)
+                                               yIsBF16: network.bf16 != nil, xl: xl,
+                                               xlStride: stride, out: skipFP32 ? 0 : state, outStride: stride,
+                                               outBF16: copy ?? 0, outBF16Stride: DenseNetwork.bf16Stride(config),
+                                               amax: nextAmax, width: config.crossWidth, batch: batch, stream: stream)
                         xl = state
                     }
                 }))
             }
             result.append(("top MLP + sigmoid", { stream in
-                var r = buffers.topInput ?? buffers.interactionInput
-                if let half = buffers.topInputBF16 {
+                if !topFP8.isEmpty && !crossFP8 { try self.clearSlots(stream) }
+                if let half = buffers.topInputBF16, config.interaction != .dcn {
                     // dot and cat: r as bf16 (dcn's cross network has written its bf16 copy already).
-                    if config.interaction != .dcn {
-                        try network.crossKernel!.encodeToBF16(
-                            source: r, sourceStride: DenseNetwork.topStride(config), destination: half,
-                            destinationStride: DenseNetwork.bf16Stride(config), width: config.topInputWidth,
-                            batch: batch, stream: stream)
-                    }
-                    r = half
+                    try network.crossKernel!.encodeToBF16(
+                        source: buffers.topInput ?? buffers.interactionInput, sourceStride: DenseNetwork.topStride(config),
+                        destination: half, destinationStride: DenseNetwork.bf16Stride(config), width: config.topInputWidth,
+                        batch: batch, stream: stream)
                 }
+                let inputs = [config.topInputWidth] + config.topMLP
                 for (k, op) in self.top.enumerated() {
                     let y = k == self.top.count - 1 ? buffers.logits : act[k % 2]
-                    try op.encode(x: r, y: y, stream: stream)
-                    r = y
+                    if topFP8.indices.contains(k), topFP8[k] != nil {
+                        if k > 0 {
+                            try self.quantize(act[(k - 1) % 2], isBF16: true, stride: inputs[k], width: inputs[k],
+                                              slot: self.topSlot(k), stream: stream)
+                        } else if config.interaction == .dcn && !crossFP8 {
+                            // The cross network ran as under bf16: its result is only in the bf16 copy.
+                            try self.quantize(buffers.topInputBF16!, isBF16: true, stride: DenseNetwork.bf16Stride(config),
+                                              width: inputs[0], slot: self.topSlot(0), stream: stream)
+                        } else {
+                            try self.quantize(buffers.topInput ?? buffers.interactionInput, isBF16: false,
+                                              stride: DenseNetwork.topStride(config), width: inputs[0], slot: self.topSlot(0),
+                                              amaxRaised: crossFP8, stream: stream)
+                        }
+                        try op.encode(x: buffers.fp8Scratch!, y: y, stream: stream)
+                    } else {
+                        try op.encode(x: self.topOperand(k), y: y, stream: stream)
+                    }
                 }
                 try network.elementwise.encodeSigmoid(
                     y: buffers.logits, yStride: 1, p: buffers.probabilities, count: batch, stream: stream)

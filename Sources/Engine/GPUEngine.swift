@@ -443,7 +443,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                                  baselineScratch: plan.needsBaselineScratch)
         if buffers == nil || !buffers!.fits(layout: layout, batch: batch.size) {
             let grown = try BatchBuffers(
-                context: context, config: model.config, layout: layout, batch: batch.size, previous: buffers, bf16Operands: options.math == .bf16)
+                context: context, config: model.config, layout: layout, batch: batch.size, previous: buffers, math: options.math)
             buffers = grown
             forwards.removeAll()  // graphs hold the old addresses
         }

@@ -20,7 +20,7 @@ public enum KernelCatalog {
     public static func entries(architecture: String, nvrtc: NVRTC, cache: KernelCache) -> [Entry] {
         var entries: [Entry] = [
             Entry(name: "interaction", spec: InteractionKernel.spec, functions: ["interaction_dot"]),
-            Entry(name: "cross network", spec: CrossNetworkKernel.spec, functions: ["cross_combine", "convert_f32_bf16"]),
+            Entry(name: "cross network", spec: CrossNetworkKernel.spec, functions: CrossNetworkKernel.functions),
             Entry(name: "pooled assembly", spec: PooledAssemblyKernel.spec, functions: ["assemble_pooled"]),
             Entry(
                 name: "elementwise", spec: ElementwiseKernels.spec,

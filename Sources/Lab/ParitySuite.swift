@@ -97,6 +97,21 @@ public final class ParitySuite {
                 try checkLinear(input: 512, output: 256, relu: true, batch: 2048, mode: mode)
             }
         }
+        // fp8 (sm_89 and newer only; elsewhere the engine refuses `--math fp8` and these are not registered).
+        let fp8 = context.device.computeCapability.major * 10 + context.device.computeCapability.minor >= 89
+        if fp8 {
+            for (width, batch, bf16, stride) in [(3456, 33, false, 3456), (415, 70, false, 416), (512, 2048, true, 512),
+                                                 (13, 5, true, 21), (8, 66_000, false, 8)] {
+                record("amax_rows + quantize_e4m3 width \(width) batch \(batch) from \(bf16 ? "bf16" : "fp32") stride \(stride)") {
+                    try checkQuantizeE4M3(width: width, batch: batch, bf16Source: bf16, stride: stride)
+                }
+            }
+            for (input, output, batch) in [(3456, 512, 2048), (512, 3456, 33), (415, 512, 300)] {
+                record("linear \(input)→\(output) batch \(batch) fp8 (against the E4M3 operands in fp64)") {
+                    try checkLinearFP8(input: input, output: output, batch: batch)
+                }
+            }
+        }
         record("sigmoid") { try checkSigmoid() }
         record("gather_rows + remap_indices") { try checkGatherAndRemap() }
         for (storage, dim, width) in [(StorageType.fp32, 128, IndexType.int32), (.int8, 128, .int64), (.bf16, 13, .int32),
@@ -119,6 +134,22 @@ public final class ParitySuite {
         // bf16 operands behind the dot interaction (r converted to bf16) and the cat path.
         record("forward terabyte vectorized, bf16 math (|Δp| reported, bound 2e-2)") {
             try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, math: .bf16)
+        }
+        if fp8 {
+            record("forward mlperf-v2 vectorized, fp8 math (|Δp| reported, bound 2e-2)") {
+                try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: true, math: .fp8)
+            }
+            // Rank 24: the cross network cannot take fp8 and runs as under bf16; the top MLP still takes fp8.
+            record("forward mlperf-v2 rank 24 vectorized, fp8 math, cross network as bf16 (|Δp| reported, bound 2e-2)") {
+                try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: true, math: .fp8, crossRank: 24)
+            }
+            // The dot interaction's 415 columns padded to 416 for the first fp8 product.
+            record("forward terabyte vectorized, fp8 math (|Δp| reported, bound 2e-2)") {
+                try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, math: .fp8)
+            }
+            record("forward mlperf-v2 int8 vectorized, fp8 math (|Δp| reported, bound 2e-2)") {
+                try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: true, dtype: .int8, math: .fp8)
+            }
         }
         record("forward terabyte tune (autotuner on the first batch, then its choice)") {
             try checkForward(preset: .terabyte, variant: nil, graphs: true)
@@ -498,14 +529,20 @@ public final class ParitySuite {
         let yd = try DeviceBuffer<Float>(context: context, copying: y)
         let xld = try DeviceBuffer<Float>(context: context, copying: xl)
         let out = try DeviceBuffer<Float>(context: context, count: batch * stride)
+        // Out of place, the combine also raises an amax slot (the next fp8 operand's, `--math fp8`).
+        let amax = try DeviceBuffer<UInt32>(context: context, copying: [0])
         for inPlace in [false, true] {
             let target = inPlace ? xld : out
             if !inPlace { try out.fill(pattern: Self.poison) }
             try kernel.encode(x0: x0d.address, x0Stride: stride, y: yd.address, yStride: width, xl: xld.address,
-                              xlStride: stride, out: target.address, outStride: stride, width: width, batch: batch,
-                              stream: stream)
+                              xlStride: stride, out: target.address, outStride: stride, amax: inPlace ? 0 : amax.address,
+                              width: width, batch: batch, stream: stream)
             try stream.synchronize()
             let got = try target.download()
+            let largest = expected.reduce(Float(0)) { max($0, $1.magnitude) }
+            if !inPlace, try amax.download()[0] != largest.bitPattern {
+                throw ParityFailure("amax: gpu \(Float(bitPattern: try amax.download()[0])), cpu \(largest)")
+            }
             for s in 0..<batch {
                 for i in 0..<stride {
                     let g = got[s * stride + i]
@@ -554,7 +591,133 @@ public final class ParitySuite {
                 }
             }
         }
-        return "\(batch * width) elements bit-identical, out of place, in place, as bf16 only and from bf16 y"
+        return "\(batch * width) elements bit-identical, out of place (with its amax), in place, as bf16 only and from bf16 y"
+    }
+
+    /// amax_rows and quantize_e4m3 against `NumericConversion.e4m3Rows` bit for bit: the amax slot, the scale,
+    /// every code, zeros in the padded columns, nothing written past them. Inputs span many binades, with
+    /// exact zeros, values that land on ties and sub-normal codes.
+    func checkQuantizeE4M3(width: Int, batch: Int, bf16Source: Bool, stride: Int) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: UInt64(width * 131 + batch))
+        var values = [Float](repeating: 0, count: batch * stride)
+        for s in 0..<batch {
+            for c in 0..<width {
+                let u = rng.nextUnitDouble()
+                var v = Float(rng.nextGaussian() * pow(2, 12 * u - 8))  // magnitudes from 2⁻⁸ to 2⁴ and beyond
+                if u < 0.02 { v = 0 }
+                if bf16Source { v = NumericConversion.floatFromBF16(NumericConversion.bf16FromFloat(v)) }
+                values[s * stride + c] = v
+            }
+            for c in width..<stride { values[s * stride + c] = 1e30 }  // outside the rows: must not count
+        }
+        let rows = (0..<batch).flatMap { s in values[(s * stride)..<(s * stride + width)] }
+        let padded = (width + 15) & ~15
+        let want = NumericConversion.e4m3Rows(rows, width: width, paddedWidth: padded)
+        let kernel = try CrossNetworkKernel(library: library)
+        let source: DevicePointer
+        let keep: AnyObject
+        if bf16Source {
+            let d = try DeviceBuffer<UInt16>(context: context, copying: values.map(NumericConversion.bf16FromFloat))
+            (source, keep) = (d.address, d)
+        } else {
+            let d = try DeviceBuffer<Float>(context: context, copying: values)
+            (source, keep) = (d.address, d)
+        }
+        let slot = try DeviceBuffer<UInt32>(context: context, copying: [0, 0x7FC0_0000])
+        let codes = try DeviceBuffer<UInt8>(context: context, copying: [UInt8](repeating: 0xAB, count: batch * padded + 16))
+        try kernel.encodeAmax(source: source, sourceIsBF16: bf16Source, stride: stride, width: width, batch: batch,
+                              amax: slot.address, stream: stream)
+        try kernel.encodeQuantizeE4M3(source: source, sourceIsBF16: bf16Source, sourceStride: stride, width: width,
+                                      batch: batch, amax: slot.address, destination: codes.address, destinationStride: padded,
+                                      paddedWidth: padded, scale: slot.address(at: 1), stream: stream)
+        try stream.synchronize()
+        withExtendedLifetime(keep) {}
+        let amax = rows.reduce(Float(0)) { max($0, $1.magnitude) }
+        let (gotSlot, got) = (try slot.download(), try codes.download())
+        guard gotSlot[0] == amax.bitPattern else {
+            throw ParityFailure("amax: gpu \(Float(bitPattern: gotSlot[0])), cpu \(amax)")
+        }
+        guard gotSlot[1] == want.scale.bitPattern else {
+            throw ParityFailure("scale: gpu \(Float(bitPattern: gotSlot[1])), cpu \(want.scale)")
+        }
+        for i in 0..<(batch * padded) where got[i] != want.codes[i] {
+            let (s, c) = (i / padded, i % padded)
+            throw ParityFailure("sample \(s) column \(c): gpu code \(got[i]), cpu \(want.codes[i])"
+                                + (c < width ? " (x = \(values[s * stride + c]))" : " (padding)"))
+        }
+        guard got[(batch * padded)...].allSatisfy({ $0 == 0xAB }) else { throw ParityFailure("wrote past the last row") }
+        let subnormal = want.codes.filter { $0 & 0x78 == 0 && $0 & 0x07 != 0 }.count
+        return "\(batch * width) codes bit-identical, scale \(want.scale), \(subnormal) sub-normal codes"
+    }
+
+    /// An fp8 product through cuBLASLt (weights quantised on the host, the input by the GPU) against the same
+    /// E4M3 operands multiplied in fp64: only the accumulation order and the bf16 rounding of the result differ,
+    /// so the bound is tight (a wrong scale or layout is off by far more). The error against the fp32 product is
+    /// reported.
+    func checkLinearFP8(input: Int, output: Int, batch: Int) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: UInt64(input * 7919 + output * 31 + batch + 1))
+        let weight = (0..<(input * output)).map { _ in Float(rng.nextGaussian() * (2.0 / Double(input + output)).squareRoot()) }
+        let bias = (0..<output).map { _ in Float(rng.nextGaussian() * 0.1) }
+        let x = (0..<(batch * input)).map { _ in Float(rng.nextGaussian()) }
+        let padded = (input + 15) & ~15
+        let w8 = NumericConversion.e4m3Rows(weight, width: input, paddedWidth: padded)
+        let x8 = NumericConversion.e4m3Rows(x, width: input, paddedWidth: padded)
+        let matmul = try MatmulContext(context: context)
+        let wd = try DeviceBuffer<UInt8>(context: context, copying: w8.codes)
+        let bias16 = bias.map(NumericConversion.bf16FromFloat)
+        let bd = try DeviceBuffer<UInt16>(context: context, copying: bias16)
+        let xd = try DeviceBuffer<Float>(context: context, copying: x)
+        let scales = try DeviceBuffer<Float>(context: context, copying: [w8.scale, 0])
+        let slot = try DeviceBuffer<UInt32>(context: context, copying: [0])
+        let xq = try DeviceBuffer<UInt8>(context: context, count: batch * padded)
+        let ldy = output + 8
+        let y = try DeviceBuffer<UInt16>(context: context, copying: [UInt16](repeating: 0x7FC0, count: batch * ldy))
+        let kernel = try CrossNetworkKernel(library: library)
+        try kernel.encodeAmax(source: xd.address, sourceIsBF16: false, stride: input, width: input, batch: batch,
+                              amax: slot.address, stream: stream)
+        try kernel.encodeQuantizeE4M3(source: xd.address, sourceIsBF16: false, sourceStride: input, width: input, batch: batch,
+                                      amax: slot.address, destination: xq.address, destinationStride: padded,
+                                      paddedWidth: padded, scale: scales.address(at: 1), stream: stream)
+        let op = try LinearLayerOp(matmul: matmul, weight: wd.address, bias: bd.address, input: padded, output: output,
+                                   batch: batch, ldx: padded, ldy: ldy, relu: false, mode: .fp8, operands: .e4m3,
+                                   result: .bf16, scales: FP8Scales(weight: scales.address, input: scales.address(at: 1)))
+        try op.encode(x: xq.address, y: y.address, stream: stream)
+        try stream.synchronize()
+        let got = try y.download()
+        guard try xq.download() == x8.codes else { throw ParityFailure("the GPU's input codes differ from the CPU's") }
+        var worst = 0.0
+        var (errorSquares, referenceSquares) = (0.0, 0.0)
+        let (sw, sx) = (Double(w8.scale), Double(x8.scale))
+        for s in 0..<batch {
+            for n in 0..<output {
+                var exact = 0.0
+                var magnitude = 0.0
+                var full = Double(bias[n])
+                for k in 0..<input {
+                    let term = Double(NumericConversion.floatFromE4M3(w8.codes[n * padded + k]))
+                        * Double(NumericConversion.floatFromE4M3(x8.codes[s * padded + k]))
+                    exact += term
+                    magnitude += abs(term)
+                    full += Double(weight[n * input + k]) * Double(x[s * input + k])
+                }
+                let want = exact * sw * sx + Double(NumericConversion.floatFromBF16(bias16[n]))
+                let g = Double(NumericConversion.floatFromBF16(got[s * ldy + n]))
+                guard !g.isNaN else { throw ParityFailure("sample \(s) output \(n) not written") }
+                // bf16 rounding of the result (2⁻⁹ relative) plus fp32 accumulation of the terms.
+                let allowed = abs(want) * 0x1p-8 + magnitude * sw * sx * 1e-5 + 1e-6
+                guard abs(g - want) <= allowed else {
+                    throw ParityFailure("sample \(s) output \(n): gpu \(g), E4M3 operands in fp64 \(want)")
+                }
+                worst = max(worst, abs(g - want) / max(magnitude * sw * sx, 1e-30))
+                errorSquares += (g - full) * (g - full)
+                referenceSquares += full * full
+            }
+            for pad in output..<ldy where got[s * ldy + pad] != 0x7FC0 {
+                throw ParityFailure("sample \(s) column \(pad) (padding) was written")
+            }
+        }
+        return "max err/|terms| \(String(format: "%.1e", worst)) against the E4M3 operands; against fp32 weights and "
+            + "inputs ‖Δ‖/‖ref‖ = \(String(format: "%.2e", (errorSquares / max(referenceSquares, 1e-30)).squareRoot()))"
     }
 
     // MARK: Whole forward
@@ -568,9 +731,10 @@ public final class ParitySuite {
     ///   generated traffic) and the rest in the host tier; nil: every row in HBM.
     func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant?, graphs: Bool,
                       dtype: StorageType = .fp32, pairs: DotPairOrder = .lower, math: MathMode = .fp32,
-                      hbmShare: Double? = nil) throws -> String {
+                      hbmShare: Double? = nil, crossRank: Int? = nil) throws -> String {
         var config = preset.config(maxRows: 2000, dtype: dtype, lookups: preset == .paper ? 20 : preset == .mlperfV2 ? nil : 1)
         if pairs == .upper { config.dotPairs = .upper }
+        if let crossRank { config.crossNetwork?.lowRank = crossRank }
         let model = try Model.random(config: config, seed: seed &+ UInt64(preset.rawValue.count))
         var generator = SyntheticGenerator(
             config: config, pattern: .zipf(exponent: 1.05),

@@ -384,7 +384,7 @@ final class ShardMember {
             let capacity = batchSize > held ? max(batchSize, held * 2) : held
             // Sized for the whole model's dense part (its interaction input) and this GPU's arena.
             let grown = try BatchBuffers(context: context, config: layout.config, layout: arena, batch: max(samples.count, 1),
-                                         previous: buffers, bf16Operands: dense.math == .bf16)
+                                         previous: buffers, math: dense.math)
             let newPooled = try DeviceBuffer<Float>(context: context, count: max(capacity * layout.pooledWidth[rank], 1))
             let newReceived = try DeviceBuffer<Float>(context: context, count: max((capacity + layout.gpus) / layout.gpus * totalWidth, 1))
             let newGathered = try DeviceBuffer<Float>(context: context, count: capacity)
@@ -410,7 +410,8 @@ final class ShardMember {
         let mine = DenseNetwork.Buffers(
             dense: denseBuffers.dense + DevicePointer(samples.lowerBound * config.denseFeatures * 4),
             activations: denseBuffers.activations, interactionInput: denseBuffers.interactionInput,
-            topInput: denseBuffers.topInput, topInputBF16: denseBuffers.topInputBF16, logits: denseBuffers.logits,
+            topInput: denseBuffers.topInput, topInputBF16: denseBuffers.topInputBF16, fp8Scratch: denseBuffers.fp8Scratch,
+            logits: denseBuffers.logits,
             probabilities: denseBuffers.probabilities)
         let forward = samples.isEmpty ? nil : try DenseNetwork.Forward(network: dense, batch: samples.count, buffers: mine)
         let (groups, slots, arena) = (groups, slots, buffers.arena.address)

@@ -14,12 +14,13 @@ public final class LinearLayerOp: @unchecked Sendable {
     ///   - ldx, ldy: row strides (in floats) of X and Y, at least input and output.
     ///   - mode: the arithmetic of the product (fp32 exact; tf32 and bf16 on the tensor cores).
     ///   - operands, result: element types of W and X, and of Y and the bias (bf16 operands: bf16 copies of
-    ///     the weights and activations, fp32 accumulation).
+    ///     the weights and activations, fp32 accumulation; e4m3 operands: fp8 codes with per-tensor `scales`).
     public init(matmul: MatmulContext, weight: DevicePointer, bias: DevicePointer, input: Int, output: Int, batch: Int,
                 ldx: Int, ldy: Int, relu: Bool, mode: MathMode, operands: MatrixElement = .fp32,
-                result: MatrixElement = .fp32) throws {
+                result: MatrixElement = .fp32, scales: FP8Scales? = nil) throws {
         plan = try MatmulPlan(matmul: matmul, weight: weight, bias: bias, input: input, output: output, batch: batch,
-                              ldx: ldx, ldy: ldy, relu: relu, mode: mode, operands: operands, result: result)
+                              ldx: ldx, ldy: ldy, relu: relu, mode: mode, operands: operands, result: result,
+                              scales: scales)
     }
 
     /// Times cuBLASLt's candidate algorithms on these buffers and keeps the fastest (`y` is overwritten).
