@@ -236,6 +236,7 @@ stage_fp8() {
         $BAGEL bench e2e --preset terabyte --max-rows 1000000 --batch-size 2048 --device gpu --math $math --seconds 2 \
             --json "$OUT/fp8tb-$math-fp32-1.json"
     done
+    python3 Benchmarks/fp8_gemm_probe.py > "$OUT/fp8-gemm-probe.txt" 2>&1 || true
     python3 - "$OUT" <<'PY'
 import glob, json, os, sys
 print("| case | math | tables | forward ms | pairs/s | cross ms | top ms | bags ms | max |dp| | mean |dp| |")

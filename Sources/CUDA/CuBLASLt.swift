@@ -72,11 +72,11 @@ public enum MathMode: String, Sendable, CaseIterable {
     /// copies of the large layers' weights and feeds them bf16 activations (`MatrixElement.bf16`); layers
     /// given fp32 operands round them to bf16 inside cuBLASLt.
     case bf16
-    /// fp8 E4M3 operands on the tensor cores (sm_89 and newer), fp32 accumulation, bf16 results (≈6% per
-    /// element; the sums average much of it out): the engine keeps E4M3 copies of the large layers' weights, each
-    /// with a per-tensor scale, and quantises each activation with a per-tensor scale from this batch's own
-    /// amax (`MatrixElement.e4m3`). Layers fp8 cannot take (the logit, widths not a multiple of 16, the small
-    /// bottom MLP) run as in `bf16`.
+    /// fp8 E4M3 operands on the tensor cores (Hopper, sm_90, and newer), fp32 accumulation, bf16 results (≈3%
+    /// relative error per product): the engine keeps E4M3 copies of the large layers' weights, one scale per
+    /// output channel, and quantises each activation row (sample) with its own scale, amax / 448
+    /// (`MatrixElement.e4m3`, `FP8Scales`). Layers fp8 cannot take (the logit, widths not a multiple of 16, the
+    /// small bottom MLP) run as in `bf16`.
     case fp8
 
     /// The cuBLASLt compute type for fp32 operands (bf16 and fp8 operands always compute in 32F).
@@ -107,10 +107,14 @@ public enum MatrixElement: Int32, Sendable {
     }
 }
 
-/// Per-tensor scales of an fp8 product (device pointers to one Float each): cuBLASLt computes
-/// Y = weight · input · (W_q X_q) + bias, where W_q and X_q are the E4M3 codes.
+/// The scales of an fp8 product, one per output channel and one per sample (device arrays of Float, 16-byte
+/// aligned: cuBLASLt refuses others with NOT_SUPPORTED when the product runs). cuBLASLt computes
+/// Y[s, n] = weight[n] · input[s] · Σ_k W_q[n, k] X_q[s, k] + bias[n] from the E4M3 codes W_q and X_q
+/// (`CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F` on both operands; Hopper and newer).
 public struct FP8Scales: Sendable {
+    /// [output] Floats.
     public let weight: DevicePointer
+    /// [batch] Floats.
     public let input: DevicePointer
     /// Let the tensor cores keep the fp8 partial sums in their narrower accumulator instead of promoting them
     /// to fp32 every few steps (faster, less exact).
@@ -155,6 +159,10 @@ enum MatmulAttribute {
     static let scaleA: Int32 = 17  // CUBLASLT_MATMUL_DESC_A_SCALE_POINTER
     static let scaleB: Int32 = 18  // CUBLASLT_MATMUL_DESC_B_SCALE_POINTER
     static let fastAccumulation: Int32 = 25  // CUBLASLT_MATMUL_DESC_FAST_ACCUM (int8_t)
+    static let scaleModeA: Int32 = 31  // CUBLASLT_MATMUL_DESC_A_SCALE_MODE
+    static let scaleModeB: Int32 = 32  // CUBLASLT_MATMUL_DESC_B_SCALE_MODE
+    /// cublasLtMatmulMatrixScale_t
+    static let outerVectorScales: Int32 = 3  // CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
     /// cublasLtMatmulPreferenceAttributes_t
     static let maxWorkspaceBytes: Int32 = 1  // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES
     /// cublasOperation_t
@@ -192,7 +200,7 @@ public final class MatmulPlan: @unchecked Sendable {
     ///   - ldx, ldy: row strides (in elements) of X and Y, at least input and output.
     ///   - operands: the element type of W and X; bf16 and e4m3 operands compute in fp32 whatever `mode` says.
     ///   - result: the element type of Y (and of the bias).
-    ///   - scales: e4m3 operands only (required then): the per-tensor scales of W and X.
+    ///   - scales: e4m3 operands only (required then): the scales of W's rows and X's rows.
     public init(matmul: MatmulContext, weight: DevicePointer, bias: DevicePointer, input: Int, output: Int, batch: Int,
                 ldx: Int, ldy: Int, relu: Bool, mode: MathMode, operands: MatrixElement = .fp32,
                 result: MatrixElement = .fp32, scales: FP8Scales? = nil) throws {
@@ -222,9 +230,12 @@ public final class MatmulPlan: @unchecked Sendable {
                 relu ? "EPILOGUE=RELU_BIAS" : "EPILOGUE=BIAS")
         try set(MatmulAttribute.biasPointer, bias, "BIAS_POINTER")
         if let scales {
+            precondition(scales.weight % 16 == 0 && scales.input % 16 == 0, "fp8 scale pointers must be 16-byte aligned")
             // cuBLASLt's A is W and its B is X (see above).
             try set(MatmulAttribute.scaleA, scales.weight, "A_SCALE_POINTER")
             try set(MatmulAttribute.scaleB, scales.input, "B_SCALE_POINTER")
+            try set(MatmulAttribute.scaleModeA, MatmulAttribute.outerVectorScales, "A_SCALE_MODE=OUTER_VEC_32F")
+            try set(MatmulAttribute.scaleModeB, MatmulAttribute.outerVectorScales, "B_SCALE_MODE=OUTER_VEC_32F")
             try set(MatmulAttribute.fastAccumulation, Int8(scales.fastAccumulation ? 1 : 0), "FAST_ACCUM")
         }
         func layout(_ rows: Int, _ cols: Int, _ ld: Int, _ type: MatrixElement) throws -> cublasLtMatrixLayout_t {

@@ -56,22 +56,25 @@ public enum NumericConversion {
         return sign | UInt8((exponent + 7) << 3) | UInt8(steps)
     }
 
-    /// Row-major fp32 rows of `width` as E4M3 codes in rows of `paddedWidth` (zeros in the padding) with one
-    /// per-tensor scale: code = e4m3(x · 448 / amax), scale = amax / 448 (1 for an all-zero or non-finite
-    /// tensor), so x ≈ scale · code. The same rounding as the GPU's activation quantiser (quantize_e4m3).
+    /// Row-major fp32 rows of `width` as E4M3 codes in rows of `paddedWidth` (zeros in the padding), each row with
+    /// its own scale: code = e4m3(x · 448 / amax), scale = amax / 448 (1 for an all-zero or non-finite row), so
+    /// x ≈ scale · code. The same rounding as the GPU's quantiser (quantize_rows_e4m3).
     public static func e4m3Rows(_ values: [Float], width: Int, paddedWidth: Int)
-        -> (codes: [UInt8], paddedWidth: Int, scale: Float)
+        -> (codes: [UInt8], paddedWidth: Int, scales: [Float])
     {
         precondition(width > 0 && paddedWidth >= width && values.count % width == 0)
-        let amax = values.reduce(Float(0)) { max($0, $1.magnitude) }
-        let usable = amax > 0 && amax.isFinite
-        let (inverse, scale): (Float, Float) = usable ? (448 / amax, amax / 448) : (1, 1)
         let rows = values.count / width
         var codes = [UInt8](repeating: 0, count: rows * paddedWidth)
+        var scales = [Float](repeating: 1, count: rows)
         for r in 0..<rows {
-            for c in 0..<width { codes[r * paddedWidth + c] = e4m3FromFloat(values[r * width + c] * inverse) }
+            let row = values[(r * width)..<((r + 1) * width)]
+            let amax = row.reduce(Float(0)) { max($0, $1.magnitude) }
+            let usable = amax > 0 && amax.isFinite
+            let inverse: Float = usable ? 448 / amax : 1
+            if usable { scales[r] = amax / 448 }
+            for (c, v) in row.enumerated() { codes[r * paddedWidth + c] = e4m3FromFloat(v * inverse) }
         }
-        return (codes, paddedWidth, scale)
+        return (codes, paddedWidth, scales)
     }
 
     /// Converts `count` little-endian elements of `sourceType` into `destinationType` elements.

@@ -129,8 +129,9 @@ final class BatchBuffers {
     /// The top MLP's input as bf16 (`--math bf16`, and fp8 where a bf16 product reads it): the operand of its first
     /// product.
     let topInputBF16: DeviceBuffer<UInt16>?
-    /// `--math fp8`: the E4M3 operand of each fp8 product in turn.
+    /// `--math fp8`: the E4M3 operand of each fp8 product in turn, and its per-row scales.
     let fp8Scratch: DeviceBuffer<UInt8>?
+    let fp8RowScales: DeviceBuffer<Float>?
 
     init(context: CUDAContext, config: ModelConfig, layout: ArenaLayout, batch: Int, previous: BatchBuffers?,
          math: MathMode = .fp32) throws {
@@ -149,7 +150,9 @@ final class BatchBuffers {
         topInputBF16 = DenseNetwork.needsBF16TopInput(config, math: math)
             ? try DeviceBuffer<UInt16>(context: context, count: capacity * DenseNetwork.bf16Stride(config)) : nil
         let fp8Stride = DenseNetwork.fp8ScratchStride(config)
-        fp8Scratch = math == .fp8 && fp8Stride > 0 ? try DeviceBuffer<UInt8>(context: context, count: capacity * fp8Stride) : nil
+        let fp8 = math == .fp8 && fp8Stride > 0
+        fp8Scratch = fp8 ? try DeviceBuffer<UInt8>(context: context, count: capacity * fp8Stride) : nil
+        fp8RowScales = fp8 ? try DeviceBuffer<Float>(context: context, count: capacity) : nil
         logits = try DeviceBuffer<Float>(context: context, count: capacity)
         probabilities = try DeviceBuffer<Float>(context: context, count: capacity)
         output = try PinnedBuffer(context: context, byteCount: capacity * 4)
@@ -168,7 +171,7 @@ final class BatchBuffers {
             dense: arena.address + DevicePointer(ArenaLayout.denseOffset(tables: tables)),
             activations: (activations.0.address, activations.1.address), interactionInput: interactionInput.address,
             topInput: topInput?.address, topInputBF16: topInputBF16?.address, fp8Scratch: fp8Scratch?.address,
-            logits: logits.address,
+            fp8RowScales: fp8RowScales?.address, logits: logits.address,
             probabilities: probabilities.address)
     }
 }

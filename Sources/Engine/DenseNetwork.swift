@@ -47,45 +47,40 @@ final class DenseNetwork {
         }
     }
 
-    /// The weights of the products that take fp8 operands, as E4M3 codes with one scale per tensor
-    /// (amax / 448, so the largest weight lands on E4M3's largest finite value), rows zero-padded to 16 bytes.
+    /// The weights of the products that take fp8 operands, as E4M3 codes with one scale per output channel
+    /// (its amax / 448, so each row's largest weight lands on E4M3's largest finite value), rows zero-padded to
+    /// 16 bytes.
     struct FP8Weights {
         struct Layer {
             let codes: DeviceBuffer<UInt8>
             /// Row stride of the codes (the product's padded K).
             let paddedInput: Int
-            /// Device pointer to this tensor's scale (within `scales`).
-            let scale: DevicePointer
+            /// [output] scales.
+            let scales: DeviceBuffer<Float>
+
+            init(weight: [Float], input: Int, context: CUDAContext) throws {
+                let q = NumericConversion.e4m3Rows(weight, width: input, paddedWidth: DenseNetwork.fp8Stride(input))
+                codes = try DeviceBuffer<UInt8>(context: context, copying: q.codes)
+                paddedInput = q.paddedWidth
+                scales = try DeviceBuffer<Float>(context: context, copying: q.scales)
+            }
         }
         /// Per cross layer V and W (empty when the cross network cannot take fp8: `crossTakesFP8`).
         let cross: [(v: Layer, w: Layer)]
         /// Per top layer, nil where it stays bf16 (`topLayerTakesFP8`).
         let top: [Layer?]
-        let scales: DeviceBuffer<Float>
 
         init(model: Model, context: CUDAContext) throws {
             let config = model.config
-            var matrices: [(weight: [Float], input: Int)] = []
-            if DenseNetwork.crossTakesFP8(config) {
-                for layer in model.cross { matrices += [(layer.v.weight, layer.v.input), (layer.w.weight, layer.w.input)] }
+            cross = DenseNetwork.crossTakesFP8(config)
+                ? try model.cross.map {
+                    (try Layer(weight: $0.v.weight, input: $0.v.input, context: context),
+                     try Layer(weight: $0.w.weight, input: $0.w.input, context: context))
+                } : []
+            top = try model.top.indices.map { k in
+                DenseNetwork.topLayerTakesFP8(config, k)
+                    ? try Layer(weight: model.top[k].weight, input: model.top[k].input, context: context) : nil
             }
-            let topFP8 = model.top.indices.filter { DenseNetwork.topLayerTakesFP8(config, $0) }
-            for k in topFP8 { matrices.append((model.top[k].weight, model.top[k].input)) }
-            let quantized = matrices.map {
-                NumericConversion.e4m3Rows($0.weight, width: $0.input, paddedWidth: DenseNetwork.fp8Stride($0.input))
-            }
-            let scales = try DeviceBuffer<Float>(context: context, copying: quantized.map(\.scale) + [1])
-            self.scales = scales
-            var layers = try quantized.enumerated().map { i, q in
-                Layer(codes: try DeviceBuffer<UInt8>(context: context, copying: q.codes), paddedInput: q.paddedWidth,
-                      scale: scales.address(at: i))
-            }
-            let crossLayers = DenseNetwork.crossTakesFP8(config) ? model.cross.count : 0
-            cross = (0..<crossLayers).map { l in (layers[2 * l], layers[2 * l + 1]) }
-            layers.removeFirst(crossLayers * 2)
-            var top: [Layer?] = Array(repeating: nil, count: model.top.count)
-            for (k, layer) in zip(topFP8, layers) { top[k] = layer }
-            self.top = top
         }
     }
 
@@ -117,9 +112,9 @@ final class DenseNetwork {
          timeAlgorithms: Bool = true) throws {
         if math == .fp8 {
             let (major, minor) = context.device.computeCapability
-            guard major * 10 + minor >= 89 else {
-                throw BagelError(.unsupported, "--math fp8 needs a GPU of compute capability 8.9 or newer (fp8 tensor "
-                                 + "cores); this one is \(major).\(minor): use --math bf16")
+            guard major >= 9 else {
+                throw BagelError(.unsupported, "--math fp8 needs a GPU of compute capability 9.0 or newer (fp8 tensor "
+                                 + "cores with per-row scales); this one is \(major).\(minor): use --math bf16")
             }
         }
         config = model.config
@@ -196,6 +191,8 @@ final class DenseNetwork {
         let topInputBF16: DevicePointer?
         /// The E4M3 operand of the fp8 product being run (`--math fp8`): [batch × fp8ScratchStride] bytes.
         let fp8Scratch: DevicePointer?
+        /// Its per-row scales: [batch] Floats.
+        let fp8RowScales: DevicePointer?
         let logits: DevicePointer
         let probabilities: DevicePointer
     }
@@ -210,16 +207,8 @@ final class DenseNetwork {
         /// Per cross layer: V x_l (width → rank, into activations.0) and W(·) + b (rank → width, into
         /// activations.1).
         let cross: [(v: LinearLayerOp, w: LinearLayerOp)]
-        /// `--math fp8`: each quantised activation's amax and scale, two words a slot (the amax's bits, then the
-        /// scale cuBLASLt reads), cleared before each forward. Slot l is cross layer l's input x_l, slot
-        /// `crossFP8Layers + l` its V x_l, slot `2 · crossFP8Layers + k` top layer k's input.
-        let slots: DeviceBuffer<UInt32>?
         /// Cross layers whose products take fp8 (all or none).
         let crossFP8Layers: Int
-
-        func amaxSlot(_ i: Int) -> DevicePointer { slots!.address(at: 2 * i) }
-        func scaleSlot(_ i: Int) -> DevicePointer { slots!.address(at: 2 * i + 1) }
-        func topSlot(_ k: Int) -> Int { 2 * crossFP8Layers + k }
 
         init(network: DenseNetwork, batch: Int, buffers: Buffers) throws {
             self.network = network
@@ -238,12 +227,9 @@ final class DenseNetwork {
             }
             let fp8 = network.fp8
             crossFP8Layers = fp8?.cross.count ?? 0
-            slots = fp8 == nil ? nil
-                : try DeviceBuffer<UInt32>(context: network.matmul.context,
-                                           copying: [UInt32](repeating: 0, count: 2 * (2 * (fp8?.cross.count ?? 0) + config.topMLP.count)))
-            let slots = slots
-            func scales(_ layer: FP8Weights.Layer, slot: Int) -> FP8Scales {
-                FP8Scales(weight: layer.scale, input: slots!.address(at: 2 * slot + 1),
+            // Every fp8 product reads the one scratch operand and its row scales, each written just before it.
+            func scales(_ layer: FP8Weights.Layer) -> FP8Scales {
+                FP8Scales(weight: layer.scales.address, input: buffers.fp8RowScales!,
                           fastAccumulation: network.fastAccumulation)
             }
             let (width, stride) = (config.crossWidth, DenseNetwork.topStride(config))
@@ -259,11 +245,11 @@ final class DenseNetwork {
                         try LinearLayerOp(matmul: matmul, weight: q.v.codes.address, bias: bf16!.crossZeroBias!.address,
                                           input: q.v.paddedInput, output: rank, batch: batch, ldx: q.v.paddedInput,
                                           ldy: rank, relu: false, mode: math, operands: .e4m3, result: .bf16,
-                                          scales: scales(q.v, slot: l)),
+                                          scales: scales(q.v)),
                         try LinearLayerOp(matmul: matmul, weight: q.w.codes.address, bias: bf16!.cross[l].bias.address,
                                           input: q.w.paddedInput, output: width, batch: batch, ldx: q.w.paddedInput,
                                           ldy: width, relu: false, mode: math, operands: .e4m3, result: .bf16,
-                                          scales: scales(q.w, slot: crossFP8Layers + l)))
+                                          scales: scales(q.w)))
                 }
                 return (
                     try LinearLayerOp(matmul: matmul, weight: bf16?.cross[l].v.address ?? layer.v.address,
@@ -290,7 +276,7 @@ final class DenseNetwork {
                     return try LinearLayerOp(
                         matmul: matmul, weight: q.codes.address, bias: bf16.top[k].bias.address, input: q.paddedInput,
                         output: shape.output, batch: batch, ldx: q.paddedInput, ldy: shape.output, relu: true, mode: math,
-                        operands: .e4m3, result: .bf16, scales: scales(q, slot: 2 * crossFP8Layers + k))
+                        operands: .e4m3, result: .bf16, scales: scales(q))
                 }
                 // bf16 operands throughout; the logit comes out fp32 (with the fp32 bias) for the sigmoid.
                 return try LinearLayerOp(
@@ -345,25 +331,12 @@ final class DenseNetwork {
             })
         }
 
-        /// Quantises an activation into the fp8 scratch for the product that reads it next: its amax into
-        /// `slot` (unless already raised, by the combine that wrote it), then the E4M3 codes and the scale.
-        private func quantize(_ source: DevicePointer, isBF16: Bool, stride: Int, width: Int, slot: Int,
-                              amaxRaised: Bool = false, stream: CUDAStream) throws {
-            let kernel = network.crossKernel!
-            if !amaxRaised {
-                try kernel.encodeAmax(source: source, sourceIsBF16: isBF16, stride: stride, width: width, batch: batch,
-                                      amax: amaxSlot(slot), stream: stream)
-            }
+        /// Quantises an activation into the fp8 scratch (one scale per row) for the product that reads it next.
+        private func quantize(_ source: DevicePointer, isBF16: Bool, stride: Int, width: Int, stream: CUDAStream) throws {
             let padded = DenseNetwork.fp8Stride(width)
-            try kernel.encodeQuantizeE4M3(source: source, sourceIsBF16: isBF16, sourceStride: stride, width: width,
-                                          batch: batch, amax: amaxSlot(slot), destination: buffers.fp8Scratch!,
-                                          destinationStride: padded, paddedWidth: padded, scale: scaleSlot(slot),
-                                          stream: stream)
-        }
-
-        /// fp8: zeroes every amax slot; the first head stage that quantises does it.
-        private func clearSlots(_ stream: CUDAStream) throws {
-            if let slots { try stream.fill(slots.address, words: slots.count, pattern: 0) }
+            try network.crossKernel!.encodeQuantizeRows(
+                source: source, sourceIsBF16: isBF16, sourceStride: stride, width: width, batch: batch,
+                q: buffers.fp8Scratch!, qStride: padded, paddedWidth: padded, scales: buffers.fp8RowScales!, stream: stream)
         }
 
         /// What follows the pooled vectors: interaction (dot) or cross network (dcn), top MLP and sigmoid.
@@ -395,46 +368,50 @@ final class DenseNetwork {
                     let rank = config.crossNetwork!.lowRank
                     // bf16 math: the products read x_l's bf16 copy, which each combine rewrites.
                     let half = crossFP8 ? nil : buffers.topInputBF16
-                    if crossFP8 { try self.clearSlots(stream) }
                     if let half {
                         try crossKernel.encodeToBF16(source: x0, sourceStride: stride, destination: half,
                                                      destinationStride: DenseNetwork.bf16Stride(config),
                                                      width: config.crossWidth, batch: batch, stream: stream)
                     }
+                    // fp8 math: the products read x_l's E4M3 rows, which each combine rewrites (x₀'s are made here).
+                    if crossFP8 { try self.quantize(x0, isBF16: false, stride: stride, width: config.crossWidth, stream: stream) }
+                    let padded = DenseNetwork.fp8Stride(config.crossWidth)
                     var xl = x0
                     for (l, layer) in self.cross.enumerated() {
                         let last = l == self.cross.count - 1
                         if crossFP8 {
-                            // x_l's amax was raised by the previous combine (x₀'s is taken here).
-                            try self.quantize(xl, isBF16: false, stride: stride, width: config.crossWidth, slot: l,
-                                              amaxRaised: l > 0, stream: stream)
                             try layer.v.encode(x: buffers.fp8Scratch!, y: act[0], stream: stream)
-                            try self.quantize(act[0], isBF16: true, stride: rank, width: rank, slot: self.crossFP8Layers + l,
-                                              stream: stream)
+                            try self.quantize(act[0], isBF16: true, stride: rank, width: rank, stream: stream)
                             try layer.w.encode(x: buffers.fp8Scratch!, y: act[1], stream: stream)
+                            if !last || firstTopFP8 {
+                                try crossKernel.encodeCombineE4M3(
+                                    x0: x0, x0Stride: stride, yBF16: act[1], yStride: config.crossWidth, xl: xl,
+                                    xlStride: stride, out: state, outStride: stride, q: buffers.fp8Scratch!, qStride: padded,
+                                    paddedWidth: padded, scales: buffers.fp8RowScales!, width: config.crossWidth,
+                                    batch: batch, stream: stream)
+                            } else {
+                                // The first top layer stays bf16: it reads only the last layer's bf16 copy.
+                                try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth,
+                                                       yIsBF16: true, xl: xl, xlStride: stride, out: 0, outStride: stride,
+                                                       outBF16: buffers.topInputBF16!,
+                                                       outBF16Stride: DenseNetwork.bf16Stride(config),
+                                                       width: config.crossWidth, batch: batch, stream: stream)
+                            }
                         } else {
                             try layer.v.encode(x: half ?? xl, y: act[0], stream: stream)
                             try layer.w.encode(x: act[0], y: act[1], stream: stream)
+                            // Under bf16 math the top MLP reads only the last layer's bf16 copy: skip its fp32 result.
+                            try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth,
+                                                   yIsBF16: half != nil, xl: xl, xlStride: stride,
+                                                   out: half != nil && last ? 0 : state, outStride: stride,
+                                                   outBF16: half ?? 0, outBF16Stride: DenseNetwork.bf16Stride(config),
+                                                   width: config.crossWidth, batch: batch, stream: stream)
                         }
-                        // The combine raises the amax of what the next fp8 product reads: the next layer's x_l, or
-                        // the first top layer's input.
-                        let nextAmax: DevicePointer = !crossFP8 ? 0
-                            : !last ? self.amaxSlot(l + 1) : firstTopFP8 ? self.amaxSlot(self.topSlot(0)) : 0
-                        // Under bf16 math the top MLP reads only the last layer's bf16 copy: skip its fp32 result.
-                        let skipFP32 = half != nil && last
-                        // fp8 cross, bf16 first top layer: only the last layer's bf16 copy is needed as well.
-                        let copy = half ?? (crossFP8 && last && !firstTopFP8 ? buffers.topInputBF16 : nil)
-                        try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth,
-                                               yIsBF16: network.bf16 != nil, xl: xl,
-                                               xlStride: stride, out: skipFP32 ? 0 : state, outStride: stride,
-                                               outBF16: copy ?? 0, outBF16Stride: DenseNetwork.bf16Stride(config),
-                                               amax: nextAmax, width: config.crossWidth, batch: batch, stream: stream)
                         xl = state
                     }
                 }))
             }
             result.append(("top MLP + sigmoid", { stream in
-                if !topFP8.isEmpty && !crossFP8 { try self.clearSlots(stream) }
                 if let half = buffers.topInputBF16, config.interaction != .dcn {
                     // dot and cat: r as bf16 (dcn's cross network has written its bf16 copy already).
                     try network.crossKernel!.encodeToBF16(
@@ -445,23 +422,21 @@ final class DenseNetwork {
                 let inputs = [config.topInputWidth] + config.topMLP
                 for (k, op) in self.top.enumerated() {
                     let y = k == self.top.count - 1 ? buffers.logits : act[k % 2]
-                    if topFP8.indices.contains(k), topFP8[k] != nil {
-                        if k > 0 {
-                            try self.quantize(act[(k - 1) % 2], isBF16: true, stride: inputs[k], width: inputs[k],
-                                              slot: self.topSlot(k), stream: stream)
-                        } else if config.interaction == .dcn && !crossFP8 {
-                            // The cross network ran as under bf16: its result is only in the bf16 copy.
-                            try self.quantize(buffers.topInputBF16!, isBF16: true, stride: DenseNetwork.bf16Stride(config),
-                                              width: inputs[0], slot: self.topSlot(0), stream: stream)
-                        } else {
-                            try self.quantize(buffers.topInput ?? buffers.interactionInput, isBF16: false,
-                                              stride: DenseNetwork.topStride(config), width: inputs[0], slot: self.topSlot(0),
-                                              amaxRaised: crossFP8, stream: stream)
-                        }
-                        try op.encode(x: buffers.fp8Scratch!, y: y, stream: stream)
-                    } else {
+                    guard topFP8.indices.contains(k), topFP8[k] != nil else {
                         try op.encode(x: self.topOperand(k), y: y, stream: stream)
+                        continue
                     }
+                    if k > 0 {
+                        try self.quantize(act[(k - 1) % 2], isBF16: true, stride: inputs[k], width: inputs[k], stream: stream)
+                    } else if config.interaction == .dcn && !crossFP8 {
+                        // The cross network ran as under bf16: its result is only in the bf16 copy.
+                        try self.quantize(buffers.topInputBF16!, isBF16: true, stride: DenseNetwork.bf16Stride(config),
+                                          width: inputs[0], stream: stream)
+                    } else if config.interaction != .dcn {
+                        try self.quantize(buffers.topInput ?? buffers.interactionInput, isBF16: false,
+                                          stride: DenseNetwork.topStride(config), width: inputs[0], stream: stream)
+                    }  // else the cross network's last combine has written x_L's E4M3 rows
+                    try op.encode(x: buffers.fp8Scratch!, y: y, stream: stream)
                 }
                 try network.elementwise.encodeSigmoid(
                     y: buffers.logits, yStride: 1, p: buffers.probabilities, count: batch, stream: stream)

@@ -54,20 +54,20 @@ import Testing
         }
     }
 
-    /// A tensor's codes: the largest magnitude lands on ±448, the padding is zero, scale · code ≈ value.
-    @Test func rowsTakeOneScale() {
+    /// Each row's largest magnitude lands on ±448, the padding is zero, scale · code ≈ value.
+    @Test func everyRowTakesItsOwnScale() {
         let values: [Float] = [0.5, -3, 1.25, 0, 2, -0.001]
         let q = NumericConversion.e4m3Rows(values, width: 3, paddedWidth: 16)
-        #expect(q.scale == Float(3) / 448)
+        #expect(q.scales == [Float(3) / 448, Float(2) / 448])
         #expect(q.codes.count == 32)
-        #expect(q.codes[1] == 0xFE)  // −3 is the amax: −448
+        #expect(q.codes[1] == 0xFE && q.codes[17] == 0x7E)  // −3 and 2 are their rows' amax: ∓448
         #expect(q.codes[3..<16].allSatisfy { $0 == 0 } && q.codes[19..<32].allSatisfy { $0 == 0 })
         for (i, v) in values.enumerated() {
-            let code = q.codes[(i / 3) * 16 + i % 3]
-            let back = NumericConversion.floatFromE4M3(code) * q.scale
-            #expect(abs(back - v) <= max(abs(v) * 0x1p-4, 0x1p-9 * q.scale), "\(v) → \(back)")
+            let scale = q.scales[i / 3]
+            let back = NumericConversion.floatFromE4M3(q.codes[(i / 3) * 16 + i % 3]) * scale
+            #expect(abs(back - v) <= max(abs(v) * 0x1p-4, 0x1p-9 * scale), "\(v) → \(back)")
         }
-        // An all-zero tensor keeps scale 1.
-        #expect(NumericConversion.e4m3Rows([0, 0], width: 2, paddedWidth: 16).scale == 1)
+        // An all-zero row keeps scale 1.
+        #expect(NumericConversion.e4m3Rows([0, 0, 1, 1], width: 2, paddedWidth: 16).scales == [1, Float(1) / 448])
     }
 }

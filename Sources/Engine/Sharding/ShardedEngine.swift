@@ -411,7 +411,7 @@ final class ShardMember {
             dense: denseBuffers.dense + DevicePointer(samples.lowerBound * config.denseFeatures * 4),
             activations: denseBuffers.activations, interactionInput: denseBuffers.interactionInput,
             topInput: denseBuffers.topInput, topInputBF16: denseBuffers.topInputBF16, fp8Scratch: denseBuffers.fp8Scratch,
-            logits: denseBuffers.logits,
+            fp8RowScales: denseBuffers.fp8RowScales, logits: denseBuffers.logits,
             probabilities: denseBuffers.probabilities)
         let forward = samples.isEmpty ? nil : try DenseNetwork.Forward(network: dense, batch: samples.count, buffers: mine)
         let (groups, slots, arena) = (groups, slots, buffers.arena.address)

@@ -2,31 +2,30 @@ import CUDA
 
 /// The element-wise step of a low-rank cross layer (cross_network.cu): x_{l+1} = x₀ ⊙ y + x_l, with
 /// y = W_l (V_l x_l) + b_l from two `LinearLayerOp`s; and the conversions of activations that feed narrow
-/// products: fp32 → bf16, and to fp8 E4M3 with a per-tensor scale from the tensor's amax. The CPU twins are
-/// `InteractionCPU.crossCombine` and `NumericConversion.e4m3FromFloat`.
+/// products: fp32 → bf16, and to fp8 E4M3 with one scale per row (sample). The CPU twins are
+/// `InteractionCPU.crossCombine` and `NumericConversion.e4m3Rows`.
 public final class CrossNetworkKernel: @unchecked Sendable {
     public static let spec = KernelSpec(file: .crossNetwork)
-    public static let functions = ["cross_combine", "convert_f32_bf16", "amax_rows", "quantize_e4m3"]
+    public static let functions = ["cross_combine", "convert_f32_bf16", "quantize_rows_e4m3", "cross_combine_e4m3"]
     let function: Function
     let convert: Function
-    let amax: Function
-    let quantize: Function
+    let quantizeRows: Function
+    let combineE4M3: Function
 
     public init(library: KernelLibrary) throws {
         function = try library.function("cross_combine", of: Self.spec)
         convert = try library.function("convert_f32_bf16", of: Self.spec)
-        amax = try library.function("amax_rows", of: Self.spec)
-        quantize = try library.function("quantize_e4m3", of: Self.spec)
+        quantizeRows = try library.function("quantize_rows_e4m3", of: Self.spec)
+        combineE4M3 = try library.function("cross_combine_e4m3", of: Self.spec)
     }
 
     /// - Parameters: row strides in elements; `y` holds bf16 when `yIsBF16` (the W product's output under
     ///   bf16 math), else fp32; `out` may equal `xl` (in place), or be 0 when only the bf16 copy is wanted;
-    ///   with `outBF16` (not 0) the result is also written as bf16 there; with `amax` (not 0) the amax slot is
-    ///   raised to the result's largest magnitude (for `encodeQuantizeE4M3`).
+    ///   with `outBF16` (not 0) the result is also written as bf16 there.
     public func encode(x0: DevicePointer, x0Stride: Int, y: DevicePointer, yStride: Int, yIsBF16: Bool = false,
                        xl: DevicePointer, xlStride: Int,
                        out: DevicePointer, outStride: Int, outBF16: DevicePointer = 0, outBF16Stride: Int = 0,
-                       amax: DevicePointer = 0, width: Int, batch: Int, stream: CUDAStream) throws {
+                       width: Int, batch: Int, stream: CUDAStream) throws {
         guard batch > 0, width > 0 else { return }
         var arguments = KernelArguments()
         arguments.add(x0)
@@ -45,7 +44,6 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         let pointers = [x0, y, xl, out, outBF16]
         arguments.add(Int32(Self.vectorizable(width: width, strides: strides, pointers: pointers) ? 1 : 0))
         arguments.add(yIsBF16 ? y : 0)
-        arguments.add(amax)
         try function.launch(grid: Self.grid(width: width, batch: batch), block: (Self.blockThreads, 1, 1), stream: stream,
                             arguments: arguments)
     }
@@ -67,34 +65,13 @@ public final class CrossNetworkKernel: @unchecked Sendable {
                            arguments: arguments)
     }
 
-    /// Raises the amax slot (a UInt32 holding a non-negative float's bits, cleared to 0 beforehand) to the
-    /// largest |source[s, i]|, i < width; `source` holds bf16 when `sourceIsBF16`, else fp32.
-    public func encodeAmax(source: DevicePointer, sourceIsBF16: Bool, stride: Int, width: Int, batch: Int,
-                           amax: DevicePointer, stream: CUDAStream) throws {
-        guard batch > 0, width > 0 else { return }
-        var arguments = KernelArguments()
-        arguments.add(sourceIsBF16 ? 0 : source)
-        arguments.add(sourceIsBF16 ? source : 0)
-        arguments.add(Int64(stride))
-        arguments.add(Int32(width))
-        arguments.add(Int32(batch))
-        arguments.add(amax)
-        arguments.add(Int32(Self.vectorizable(width: width, strides: [stride], pointers: [source]) ? 1 : 0))
-        // Enough blocks to fill the GPU, each striding over samples: few of them raise the slot.
-        let columns = Self.grid(width: width, batch: 1).0
-        try self.amax.launch(grid: (columns, max(1, min(batch, 2048 / columns)), 1), block: (Self.blockThreads, 1, 1),
-                             stream: stream, arguments: arguments)
-    }
-
-    /// destination[s, i] = e4m3(source[s, i] · 448 / amax) for i < width, 0 for width ≤ i < paddedWidth, and
-    /// scale = amax / 448 (1 when amax is 0): an activation as an fp8 operand whose per-tensor scale cuBLASLt
-    /// reads from `scale`. `amax` is the slot `encodeAmax` (or the combine) raised; destinationStride and
-    /// paddedWidth are multiples of 4.
-    public func encodeQuantizeE4M3(source: DevicePointer, sourceIsBF16: Bool, sourceStride: Int, width: Int, batch: Int,
-                                   amax: DevicePointer, destination: DevicePointer, destinationStride: Int,
-                                   paddedWidth: Int, scale: DevicePointer, stream: CUDAStream) throws {
-        precondition(paddedWidth >= width && paddedWidth % 4 == 0 && destinationStride % 4 == 0
-                     && destinationStride >= paddedWidth && destination % 4 == 0)
+    /// q[s, i] = e4m3(source[s, i] · 448 / amax_s) for i < width, 0 up to paddedWidth, scales[s] = amax_s / 448:
+    /// each row (sample) an fp8 operand with its own scale (the B scales of an `FP8Scales.perRow` product).
+    /// `source` holds bf16 when `sourceIsBF16`, else fp32; qStride and paddedWidth are multiples of 4.
+    public func encodeQuantizeRows(source: DevicePointer, sourceIsBF16: Bool, sourceStride: Int, width: Int, batch: Int,
+                                   q: DevicePointer, qStride: Int, paddedWidth: Int, scales: DevicePointer,
+                                   stream: CUDAStream) throws {
+        precondition(paddedWidth >= width && paddedWidth % 4 == 0 && qStride % 4 == 0 && qStride >= paddedWidth && q % 4 == 0)
         guard batch > 0, width > 0 else { return }
         var arguments = KernelArguments()
         arguments.add(sourceIsBF16 ? 0 : source)
@@ -102,15 +79,46 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         arguments.add(Int64(sourceStride))
         arguments.add(Int32(width))
         arguments.add(Int32(batch))
-        arguments.add(amax)
-        arguments.add(destination)
-        arguments.add(Int64(destinationStride))
+        arguments.add(q)
+        arguments.add(Int64(qStride))
         arguments.add(Int32(paddedWidth))
-        arguments.add(scale)
+        arguments.add(scales)
         arguments.add(Int32(Self.vectorizable(width: width, strides: [sourceStride], pointers: [source]) ? 1 : 0))
-        try quantize.launch(grid: Self.grid(width: paddedWidth, batch: batch), block: (Self.blockThreads, 1, 1),
-                            stream: stream, arguments: arguments)
+        try quantizeRows.launch(grid: (min(batch, 65535), 1, 1), block: (Self.rowThreads(width: paddedWidth), 1, 1),
+                                stream: stream, arguments: arguments)
     }
+
+    /// The combine under fp8 math: out = x₀ ⊙ y + x_l (bf16 y, fp32 out as `encode` writes it; out may be x_l),
+    /// then out's rows as E4M3 codes q with per-row scales, as `encodeQuantizeRows` would write them.
+    public func encodeCombineE4M3(x0: DevicePointer, x0Stride: Int, yBF16: DevicePointer, yStride: Int, xl: DevicePointer,
+                                  xlStride: Int, out: DevicePointer, outStride: Int, q: DevicePointer, qStride: Int,
+                                  paddedWidth: Int, scales: DevicePointer, width: Int, batch: Int,
+                                  stream: CUDAStream) throws {
+        precondition(paddedWidth >= width && paddedWidth % 4 == 0 && qStride % 4 == 0 && qStride >= paddedWidth && q % 4 == 0)
+        guard batch > 0, width > 0 else { return }
+        var arguments = KernelArguments()
+        arguments.add(x0)
+        arguments.add(yBF16)
+        arguments.add(xl)
+        arguments.add(out)
+        arguments.add(Int32(width))
+        arguments.add(Int32(batch))
+        arguments.add(Int64(x0Stride))
+        arguments.add(Int64(yStride))
+        arguments.add(Int64(xlStride))
+        arguments.add(Int64(outStride))
+        arguments.add(q)
+        arguments.add(Int64(qStride))
+        arguments.add(Int32(paddedWidth))
+        arguments.add(scales)
+        arguments.add(Int32(Self.vectorizable(width: width, strides: [x0Stride, yStride, xlStride, outStride],
+                                              pointers: [x0, yBF16, xl, out]) ? 1 : 0))
+        try combineE4M3.launch(grid: (min(batch, 65535), 1, 1), block: (Self.rowThreads(width: paddedWidth), 1, 1),
+                               stream: stream, arguments: arguments)
+    }
+
+    /// Threads of a block that takes a row 4 columns a thread: enough for the row in one step, 64 to 512.
+    static func rowThreads(width: Int) -> Int { min(512, max(64, ((width + 3) / 4 + 31) / 32 * 32)) }
 
     static let blockThreads = 128
 

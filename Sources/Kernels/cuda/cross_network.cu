@@ -5,37 +5,23 @@
 //                   epilogue). Rounded as the CPU engine rounds (a product, then a sum: no FMA), so the GPU
 //                   and CPU cross networks agree to the last bit of this step. `out` may be `xl`. With
 //                   `out_bf16` (not null), also writes the result rounded to bf16 (nearest, ties to even):
-//                   the next layer's operand when the products run on bf16 (`--math bf16`). With `amax` (not
-//                   null), also raises *amax to the largest |out| (the next fp8 operand's scale, `--math fp8`).
+//                   the next layer's operand when the products run on bf16 (`--math bf16`).
 //
-//   amax_rows       *amax = max(*amax, |src[s, i]|): a tensor's absolute maximum, for its fp8 scale.
-//   quantize_e4m3   dst[s, i] = e4m3(src[s, i] · 448 / amax), zeros in the columns up to `padded_width`, and
-//                   *scale = amax / 448 (what cuBLASLt multiplies the fp8 product by): an activation as the
-//                   E4M3 operand of the next product under `--math fp8`, with a per-tensor scale from this
-//                   batch's own amax (so a sample's result does not depend on the batches before it).
+// fp8 (`--math fp8`): activations become E4M3 operands with one scale per sample (row), which cuBLASLt applies
+// per column of its B operand (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F). A row's scale is its amax / 448,
+// so a sample's probability depends neither on the batches before it nor on the other samples in its batch,
+// and each row needs one pass: a block takes a row, finds its amax, then writes the codes.
 //
-// amax slots hold the bits of a non-negative float: unsigned order is float order, so atomicMax works on them.
-// Slots start at 0 (the engine clears them before each forward); a block reads the slot first and skips its
-// atomic when it holds nothing larger (most blocks, once the maximum has been seen).
+//   quantize_rows_e4m3   q[s, i] = e4m3(src[s, i] · 448 / amax_s), zeros up to `padded_width`, scales[s] =
+//                        amax_s / 448 (1 for an all-zero row): a product's output (bf16) or the concatenation
+//                        x₀ (fp32) as the next product's operand.
+//   cross_combine_e4m3   cross_combine's out (fp32, bit-identical to it) and, from it, the E4M3 codes and scale
+//                        of each row as quantize_rows_e4m3 writes them: x_{l+1} as the next product's operand.
 
 __device__ __forceinline__ unsigned short bf16_from_float(float f) {
     const unsigned u = __float_as_uint(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40);  // NaN stays NaN
     return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-// Raises *amax to the block's largest `largest` (every thread of the block must call it).
-__device__ void raise_amax(unsigned *amax, float largest) {
-    for (int offset = 16; offset > 0; offset /= 2) largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
-    __shared__ float warps[32];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    if (lane == 0) warps[warp] = largest;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w = 1; w < (blockDim.x + 31) / 32; w++) largest = fmaxf(largest, warps[w]);
-        const unsigned bits = __float_as_uint(largest);
-        if (bits > *(volatile unsigned *)amax) atomicMax(amax, bits);
-    }
 }
 
 // One thread takes 4 neighbouring columns of a sample (grid.x: column groups, grid.y: samples, striding when
@@ -47,10 +33,10 @@ extern "C" __global__ void cross_combine(const float *__restrict__ x0, const flo
                                          float *out, int width, int batch, long long x0_stride, long long y_stride,
                                          long long xl_stride, long long out_stride, unsigned short *out_bf16,
                                          long long out_bf16_stride, int vector,
-                                         const unsigned short *__restrict__ y_bf16, unsigned *amax) {
+                                         const unsigned short *__restrict__ y_bf16) {
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
-    float largest = 0.f;
-    for (long long s = blockIdx.y; s < batch && i < width; s += gridDim.y) {
+    if (i >= width) return;
+    for (long long s = blockIdx.y; s < batch; s += gridDim.y) {
         if (vector) {
             const float4 a = *reinterpret_cast<const float4 *>(x0 + s * x0_stride + i);
             float4 b;
@@ -64,7 +50,6 @@ extern "C" __global__ void cross_combine(const float *__restrict__ x0, const flo
             const float4 c = *reinterpret_cast<const float4 *>(xl + s * xl_stride + i);
             const float4 v = make_float4(__fadd_rn(__fmul_rn(a.x, b.x), c.x), __fadd_rn(__fmul_rn(a.y, b.y), c.y),
                                          __fadd_rn(__fmul_rn(a.z, b.z), c.z), __fadd_rn(__fmul_rn(a.w, b.w), c.w));
-            largest = fmaxf(largest, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
             if (out) *reinterpret_cast<float4 *>(out + s * out_stride + i) = v;
             if (out_bf16) {
                 const uint2 packed = make_uint2(bf16_from_float(v.x) | ((unsigned)bf16_from_float(v.y) << 16),
@@ -76,12 +61,10 @@ extern "C" __global__ void cross_combine(const float *__restrict__ x0, const flo
         for (int c = i; c < i + 4 && c < width; c++) {
             const float yc = y_bf16 ? __uint_as_float((unsigned)y_bf16[s * y_stride + c] << 16) : y[s * y_stride + c];
             const float v = __fadd_rn(__fmul_rn(x0[s * x0_stride + c], yc), xl[s * xl_stride + c]);
-            largest = fmaxf(largest, fabsf(v));
             if (out) out[s * out_stride + c] = v;
             if (out_bf16) out_bf16[s * out_bf16_stride + c] = bf16_from_float(v);
         }
     }
-    if (amax) raise_amax(amax, largest);
 }
 
 // dst[s, i] = bf16(src[s, i]) for i < width: an fp32 activation as the bf16 operand of the next product.
@@ -120,18 +103,21 @@ __device__ __forceinline__ float4 load4(const float *__restrict__ row, const uns
     return make_float4(v[0], v[1], v[2], v[3]);
 }
 
-// Laid out as cross_combine, but a block strides over samples (grid.y is kept small, so few blocks raise the slot).
-// One of src and src_bf16 is null.
-extern "C" __global__ void amax_rows(const float *__restrict__ src, const unsigned short *__restrict__ src_bf16,
-                                     long long stride, int width, int batch, unsigned *amax, int vector) {
-    const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
-    float largest = 0.f;
-    for (long long s = blockIdx.y; s < batch && i < width; s += gridDim.y) {
-        const float4 v = load4(src ? src + s * stride : nullptr, src_bf16 ? src_bf16 + s * stride : nullptr, i, width,
-                               vector);
-        largest = fmaxf(largest, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
-    }
-    raise_amax(amax, largest);
+__device__ __forceinline__ float abs_max4(float4 v) {
+    return fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+}
+
+// The largest `value` of the block, returned to every thread (all threads must call it).
+__device__ float block_max(float value) {
+    __shared__ float warps[32];
+    for (int offset = 16; offset > 0; offset /= 2) value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __syncthreads();  // warps[] may still be read from the previous row
+    if (lane == 0) warps[warp] = value;
+    __syncthreads();
+    value = warps[0];
+    for (int w = 1; w < (blockDim.x + 31) / 32; w++) value = fmaxf(value, warps[w]);
+    return value;
 }
 
 // Two floats as two E4M3 codes, `hi` in the upper byte (round to nearest even, saturating to ±448).
@@ -146,25 +132,73 @@ __device__ __forceinline__ unsigned short e4m3x2(float hi, float lo) {
 #endif
 }
 
-// One thread takes 4 neighbouring columns (grid.x covers `padded_width`, grid.y samples): one 4-byte store.
-// dst_stride and padded_width are multiples of 4 (the engine pads fp8 rows to 16 bytes). One of src and
-// src_bf16 is null.
-extern "C" __global__ void quantize_e4m3(const float *__restrict__ src, const unsigned short *__restrict__ src_bf16,
-                                         long long src_stride, int width, int batch, const unsigned *__restrict__ amax,
-                                         unsigned char *__restrict__ dst, long long dst_stride, int padded_width,
-                                         float *scale, int vector) {
-    const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
-    const float largest = __uint_as_float(*amax);
-    // An all-zero (or non-finite) tensor keeps scale 1: its codes are its values.
-    const bool usable = largest > 0.f && largest <= 3.402823466e38f;
+// Four columns of a row this kernel has just written, read through L2 (`ld.global.cg`): the read-only path could
+// serve a stale line of x_l when the combine runs in place.
+__device__ __forceinline__ float4 load4_written(const float *row, int c, int width, int vector) {
+    if (vector && c + 4 <= width) return __ldcg(reinterpret_cast<const float4 *>(row + c));
+    float v[4];
+    for (int k = 0; k < 4; k++) v[k] = c + k >= width ? 0.f : __ldcg(row + c + k);
+    return make_float4(v[0], v[1], v[2], v[3]);
+}
+
+// The codes of one row from its amax: 4 columns a thread per step, one 4-byte store (padded columns get 0).
+// `written`: the fp32 row was written by this kernel (see load4_written).
+__device__ void write_row_e4m3(const float *row, const unsigned short *__restrict__ row_bf16, int width, int vector,
+                               bool written, float largest, unsigned char *__restrict__ q, int padded_width,
+                               float *__restrict__ scale) {
+    const bool usable = largest > 0.f && largest <= 3.402823466e38f;  // an all-zero (or non-finite) row keeps scale 1
     const float inverse = usable ? __fdiv_rn(448.f, largest) : 1.f;
-    if (scale && i == 0 && blockIdx.y == 0) *scale = usable ? __fdiv_rn(largest, 448.f) : 1.f;
-    if (i >= padded_width) return;
-    for (long long s = blockIdx.y; s < batch; s += gridDim.y) {
-        const float4 x = load4(src ? src + s * src_stride : nullptr, src_bf16 ? src_bf16 + s * src_stride : nullptr, i,
-                               width, vector);
+    if (threadIdx.x == 0) *scale = usable ? __fdiv_rn(largest, 448.f) : 1.f;
+    for (int c = threadIdx.x * 4; c < padded_width; c += blockDim.x * 4) {
+        const float4 x = written ? load4_written(row, c, width, vector) : load4(row, row_bf16, c, width, vector);
         const unsigned lo = e4m3x2(__fmul_rn(x.y, inverse), __fmul_rn(x.x, inverse));
         const unsigned hi = e4m3x2(__fmul_rn(x.w, inverse), __fmul_rn(x.z, inverse));
-        *reinterpret_cast<unsigned *>(dst + s * dst_stride + i) = lo | (hi << 16);
+        *reinterpret_cast<unsigned *>(q + c) = lo | (hi << 16);
+    }
+}
+
+// A block per row (grid.x rows, striding past 65,535). One of src and src_bf16 is null; q_stride and padded_width
+// are multiples of 4; `vector`: width and src_stride multiples of 4, src 16-byte aligned.
+extern "C" __global__ void quantize_rows_e4m3(const float *__restrict__ src, const unsigned short *__restrict__ src_bf16,
+                                              long long src_stride, int width, int batch, unsigned char *__restrict__ q,
+                                              long long q_stride, int padded_width, float *__restrict__ scales,
+                                              int vector) {
+    for (long long s = blockIdx.x; s < batch; s += gridDim.x) {
+        const float *row = src ? src + s * src_stride : nullptr;
+        const unsigned short *row_bf16 = src_bf16 ? src_bf16 + s * src_stride : nullptr;
+        float largest = 0.f;
+        for (int c = threadIdx.x * 4; c < width; c += blockDim.x * 4) largest = fmaxf(largest, abs_max4(load4(row, row_bf16, c, width, vector)));
+        largest = block_max(largest);
+        write_row_e4m3(row, row_bf16, width, vector, false, largest, q + s * q_stride, padded_width, scales + s);
+    }
+}
+
+// A block per row: out = x₀ ⊙ y + x_l as cross_combine computes it (a product, then a sum), written in full, then
+// the row read back (from L1/L2: this block just wrote it) as E4M3 codes with the row's scale. `out` may be x_l.
+extern "C" __global__ void cross_combine_e4m3(const float *__restrict__ x0, const unsigned short *__restrict__ y_bf16,
+                                              const float *xl, float *out, int width, int batch, long long x0_stride,
+                                              long long y_stride, long long xl_stride, long long out_stride,
+                                              unsigned char *__restrict__ q, long long q_stride, int padded_width,
+                                              float *__restrict__ scales, int vector) {
+    for (long long s = blockIdx.x; s < batch; s += gridDim.x) {
+        float largest = 0.f;
+        for (int c = threadIdx.x * 4; c < width; c += blockDim.x * 4) {
+            const float4 a = load4(x0 + s * x0_stride, nullptr, c, width, vector);
+            const float4 b = load4(nullptr, y_bf16 + s * y_stride, c, width, vector);
+            const float4 d = load4(xl + s * xl_stride, nullptr, c, width, vector);
+            const float4 v = make_float4(__fadd_rn(__fmul_rn(a.x, b.x), d.x), __fadd_rn(__fmul_rn(a.y, b.y), d.y),
+                                         __fadd_rn(__fmul_rn(a.z, b.z), d.z), __fadd_rn(__fmul_rn(a.w, b.w), d.w));
+            largest = fmaxf(largest, abs_max4(v));
+            float *o = out + s * out_stride + c;
+            if (vector && c + 4 <= width) {
+                *reinterpret_cast<float4 *>(o) = v;
+            } else {
+                const float w[4] = {v.x, v.y, v.z, v.w};
+                for (int k = 0; k < 4 && c + k < width; k++) o[k] = w[k];
+            }
+        }
+        largest = block_max(largest);  // its __syncthreads also orders the block's writes of `out` before the reads
+        write_row_e4m3(out + s * out_stride, nullptr, width, vector, true, largest, q + s * q_stride, padded_width,
+                       scales + s);
     }
 }
