@@ -88,8 +88,9 @@ public final class CrossNetworkKernel: @unchecked Sendable {
                                 stream: stream, arguments: arguments)
     }
 
-    /// The combine under fp8 math: out = x₀ ⊙ y + x_l (bf16 y, fp32 out as `encode` writes it; out may be x_l),
-    /// then out's rows as E4M3 codes q with per-row scales, as `encodeQuantizeRows` would write them.
+    /// The combine under fp8 math: out = x₀ ⊙ y + x_l (bf16 y, fp32 out as `encode` writes it; out may be x_l, or
+    /// 0 when only the codes are wanted), then its rows as E4M3 codes q with per-row scales, as
+    /// `encodeQuantizeRows` would write them.
     public func encodeCombineE4M3(x0: DevicePointer, x0Stride: Int, yBF16: DevicePointer, yStride: Int, xl: DevicePointer,
                                   xlStride: Int, out: DevicePointer, outStride: Int, q: DevicePointer, qStride: Int,
                                   paddedWidth: Int, scales: DevicePointer, width: Int, batch: Int,
@@ -111,11 +112,22 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         arguments.add(Int64(qStride))
         arguments.add(Int32(paddedWidth))
         arguments.add(scales)
-        arguments.add(Int32(Self.vectorizable(width: width, strides: [x0Stride, yStride, xlStride, outStride],
+        arguments.add(Int32(Self.vectorizable(width: width, strides: [x0Stride, yStride, xlStride] + (out == 0 ? [] : [outStride]),
                                               pointers: [x0, yBF16, xl, out]) ? 1 : 0))
+        // The row waits in shared memory between the sum and the codes (read back from `out` if it does not fit).
+        let rowBytes = (width + 3) / 4 * 16
+        let cached = rowBytes <= Self.rowCacheLimit
+        precondition(cached || out != 0, "a row too wide for shared memory is read back from out")
+        arguments.add(Int32(cached ? 1 : 0))
         try combineE4M3.launch(grid: (min(batch, 65535), 1, 1), block: (Self.rowThreads(width: paddedWidth), 1, 1),
-                               stream: stream, arguments: arguments)
+                               sharedBytes: cached ? rowBytes : 0, stream: stream, arguments: arguments)
     }
+
+    /// Dynamic shared memory a block may take without opting in.
+    static let rowCacheLimit = 48 << 10
+
+    /// Whether `encodeCombineE4M3` may be given no fp32 output for rows of `width`.
+    public static func combineE4M3CachesRow(width: Int) -> Bool { (width + 3) / 4 * 16 <= rowCacheLimit }
 
     /// Threads of a block that takes a row 4 columns a thread: enough for the row in one step, 64 to 512.
     static func rowThreads(width: Int) -> Int { min(512, max(64, ((width + 3) / 4 + 31) / 32 * 32)) }

@@ -173,13 +173,17 @@ extern "C" __global__ void quantize_rows_e4m3(const float *__restrict__ src, con
     }
 }
 
-// A block per row: out = x₀ ⊙ y + x_l as cross_combine computes it (a product, then a sum), written in full, then
-// the row read back (from L1/L2: this block just wrote it) as E4M3 codes with the row's scale. `out` may be x_l.
+// A block per row: out = x₀ ⊙ y + x_l as cross_combine computes it (a product, then a sum), then the row as E4M3
+// codes with its scale. The row waits in shared memory (dynamic, `width` floats) between the two passes; `out`
+// may be x_l, or null when nothing reads the fp32 result (the last layer: the top MLP reads only the codes).
+// Without shared memory (a row too wide for it: the launch passes none and `cached` 0) the row is read back from
+// `out`, through L2.
 extern "C" __global__ void cross_combine_e4m3(const float *__restrict__ x0, const unsigned short *__restrict__ y_bf16,
                                               const float *xl, float *out, int width, int batch, long long x0_stride,
                                               long long y_stride, long long xl_stride, long long out_stride,
                                               unsigned char *__restrict__ q, long long q_stride, int padded_width,
-                                              float *__restrict__ scales, int vector) {
+                                              float *__restrict__ scales, int vector, int cached) {
+    extern __shared__ float4 row_cache[];
     for (long long s = blockIdx.x; s < batch; s += gridDim.x) {
         float largest = 0.f;
         for (int c = threadIdx.x * 4; c < width; c += blockDim.x * 4) {
@@ -189,6 +193,8 @@ extern "C" __global__ void cross_combine_e4m3(const float *__restrict__ x0, cons
             const float4 v = make_float4(__fadd_rn(__fmul_rn(a.x, b.x), d.x), __fadd_rn(__fmul_rn(a.y, b.y), d.y),
                                          __fadd_rn(__fmul_rn(a.z, b.z), d.z), __fadd_rn(__fmul_rn(a.w, b.w), d.w));
             largest = fmaxf(largest, abs_max4(v));
+            if (cached) row_cache[c / 4] = v;
+            if (!out) continue;
             float *o = out + s * out_stride + c;
             if (vector && c + 4 <= width) {
                 *reinterpret_cast<float4 *>(o) = v;
@@ -197,8 +203,22 @@ extern "C" __global__ void cross_combine_e4m3(const float *__restrict__ x0, cons
                 for (int k = 0; k < 4 && c + k < width; k++) o[k] = w[k];
             }
         }
-        largest = block_max(largest);  // its __syncthreads also orders the block's writes of `out` before the reads
-        write_row_e4m3(out + s * out_stride, nullptr, width, vector, true, largest, q + s * q_stride, padded_width,
-                       scales + s);
+        largest = block_max(largest);  // its __syncthreads also orders the block's writes before the reads below
+        if (cached) {
+            const bool usable = largest > 0.f && largest <= 3.402823466e38f;
+            const float inverse = usable ? __fdiv_rn(448.f, largest) : 1.f;
+            if (threadIdx.x == 0) scales[s] = usable ? __fdiv_rn(largest, 448.f) : 1.f;
+            unsigned char *row_q = q + s * q_stride;
+            for (int c = threadIdx.x * 4; c < padded_width; c += blockDim.x * 4) {
+                const float4 x = c < width ? row_cache[c / 4] : make_float4(0.f, 0.f, 0.f, 0.f);
+                const unsigned lo = e4m3x2(__fmul_rn(x.y, inverse), __fmul_rn(x.x, inverse));
+                const unsigned hi = e4m3x2(__fmul_rn(x.w, inverse), __fmul_rn(x.z, inverse));
+                *reinterpret_cast<unsigned *>(row_q + c) = lo | (hi << 16);
+            }
+        } else {
+            write_row_e4m3(out + s * out_stride, nullptr, width, vector, true, largest, q + s * q_stride, padded_width,
+                           scales + s);
+        }
+        __syncthreads();  // the next row (grid-stride) rewrites row_cache
     }
 }
