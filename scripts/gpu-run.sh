@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 dense-ab terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -251,6 +251,9 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "fp8*.json"))):
           f"{st.get('embedding bags', 0):.3f} | {ref.get('max_abs_dp', -1):.2g} | {ref.get('mean_abs_dp', -1):.2g} |")
 PY
 }
+
+# Per-kernel times of one mlperf-v2 forward in bf16 and fp8 math (Nsight Compute, no cache flushes).
+stage_ncu-forward() { BAGEL=$BAGEL OUT=$OUT bash Benchmarks/ncu_forward.sh; }
 
 # The mlperf-v2 forward (1M caps, batch 8192) of this binary against the previous commit's (.gpu/bagel-prev.xz),
 # alternating, two rounds: bf16 math with fp32 and int4 tables, fp32 and tf32 math with fp32 tables.

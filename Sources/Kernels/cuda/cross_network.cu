@@ -167,6 +167,7 @@ extern "C" __global__ void quantize_rows_e4m3(const float *__restrict__ src, con
         const float *row = src ? src + s * src_stride : nullptr;
         const unsigned short *row_bf16 = src_bf16 ? src_bf16 + s * src_stride : nullptr;
         float largest = 0.f;
+#pragma unroll 4
         for (int c = threadIdx.x * 4; c < width; c += blockDim.x * 4) largest = fmaxf(largest, abs_max4(load4(row, row_bf16, c, width, vector)));
         largest = block_max(largest);
         write_row_e4m3(row, row_bf16, width, vector, false, largest, q + s * q_stride, padded_width, scales + s);
