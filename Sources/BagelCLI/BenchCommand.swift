@@ -74,7 +74,7 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Embedding kernel variant on the GPU.")
     var variant: String?
 
-    @Option(help: "MLP arithmetic on the GPU: fp32, tf32, bf16.")
+    @Option(help: "MLP arithmetic on the GPU: fp32, tf32, bf16, fp8 (Hopper and newer).")
     var math: MathMode = .fp32
 
     @Flag(inversion: .prefixedNo, help: "Replay CUDA graphs on the GPU.")
