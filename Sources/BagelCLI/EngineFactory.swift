@@ -29,9 +29,14 @@ enum EngineFactory {
             guard device != .cpu else { throw BagelError(.invalidData, "--gpus and --coordinator run on GPUs; leave out --device cpu") }
             if let engine = try multiGPU.makeEngine(model: model, options: options) { return engine }
         }
+        // The CPU engine is the fp32 reference: a narrower --math is the GPU's, and says so rather than vanish.
+        func cpuEngine() -> CPUEngine {
+            if math != .fp32 { Console.status("--math \(math.rawValue) is the GPU's arithmetic; the CPU engine computes in fp32") }
+            return CPUEngine(model: model, threads: threads)
+        }
         switch device {
         case .cpu:
-            return CPUEngine(model: model, threads: threads)
+            return cpuEngine()
         case .gpu:
             switch CUDAContext.probe() {
             case .success(let context):
@@ -47,7 +52,7 @@ enum EngineFactory {
             case .failure(let error):
                 // One line; `bagel doctor` says what was tried and where.
                 Console.status("running on the CPU: \(error.summary) (`bagel doctor` has the details)")
-                return CPUEngine(model: model, threads: threads)
+                return cpuEngine()
             }
         }
     }

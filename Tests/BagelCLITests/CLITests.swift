@@ -59,6 +59,13 @@ func writeCriteo(_ path: String, rows: Int, seed: UInt64, labels: Bool = true) t
             want += ReferenceForward.probabilities(model: loaded, batch: batch.batch)
         }
         #expect(zip(got, want).allSatisfy { abs($0 - $1) <= 1e-5 })
+
+        // --math is the GPU's: the CPU engine (the fp32 reference) gives the same bytes whatever it says.
+        let fp8Out = dir.file("p-fp8.txt")
+        try await bagel(["predict", "--model", model, "--data", data, "--out", fp8Out, "--batch-size", "64", "--device", "cpu",
+                         "--math", "fp8"])
+        #expect(try String(contentsOfFile: fp8Out, encoding: .utf8) == String(contentsOfFile: out, encoding: .utf8))
+        #expect(throws: (any Error).self) { try BagelCommand.parseAsRoot(["predict", "--model", model, "--data", data, "--math", "fp9"]) }
     }
 
     @Test func badInputWritesNothing() async throws {
