@@ -27,17 +27,8 @@ public final class CrossNetworkKernel: @unchecked Sendable {
                        out: DevicePointer, outStride: Int, outBF16: DevicePointer = 0, outBF16Stride: Int = 0,
                        width: Int, batch: Int, stream: CUDAStream) throws {
         guard batch > 0, width > 0 else { return }
-        var arguments = KernelArguments()
-        arguments.add(x0)
-        arguments.add(yIsBF16 ? 0 : y)
-        arguments.add(xl)
-        arguments.add(out)
-        arguments.add(Int32(width))
-        arguments.add(Int32(batch))
-        arguments.add(Int64(x0Stride))
-        arguments.add(Int64(yStride))
-        arguments.add(Int64(xlStride))
-        arguments.add(Int64(outStride))
+        var arguments = Self.combineArguments(x0: x0, y: yIsBF16 ? 0 : y, xl: xl, out: out, width: width, batch: batch,
+                                              strides: (x0Stride, yStride, xlStride, outStride))
         arguments.add(outBF16)
         arguments.add(Int64(outBF16Stride))
         let strides = [x0Stride, yStride, xlStride] + (out == 0 ? [] : [outStride]) + (outBF16 == 0 ? [] : [outBF16Stride])
@@ -97,17 +88,8 @@ public final class CrossNetworkKernel: @unchecked Sendable {
                                   stream: CUDAStream) throws {
         precondition(paddedWidth >= width && paddedWidth % 4 == 0 && qStride % 4 == 0 && qStride >= paddedWidth && q % 4 == 0)
         guard batch > 0, width > 0 else { return }
-        var arguments = KernelArguments()
-        arguments.add(x0)
-        arguments.add(yBF16)
-        arguments.add(xl)
-        arguments.add(out)
-        arguments.add(Int32(width))
-        arguments.add(Int32(batch))
-        arguments.add(Int64(x0Stride))
-        arguments.add(Int64(yStride))
-        arguments.add(Int64(xlStride))
-        arguments.add(Int64(outStride))
+        var arguments = Self.combineArguments(x0: x0, y: yBF16, xl: xl, out: out, width: width, batch: batch,
+                                              strides: (x0Stride, yStride, xlStride, outStride))
         arguments.add(q)
         arguments.add(Int64(qStride))
         arguments.add(Int32(paddedWidth))
@@ -121,6 +103,17 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         arguments.add(Int32(cached ? 1 : 0))
         try combineE4M3.launch(grid: (min(batch, 65535), 1, 1), block: (Self.rowThreads(width: paddedWidth), 1, 1),
                                sharedBytes: cached ? rowBytes : 0, stream: stream, arguments: arguments)
+    }
+
+    /// The arguments both combine kernels start with: x₀, y, x_l, out, width, batch and their four row strides.
+    private static func combineArguments(x0: DevicePointer, y: DevicePointer, xl: DevicePointer, out: DevicePointer,
+                                         width: Int, batch: Int, strides: (Int, Int, Int, Int)) -> KernelArguments {
+        var arguments = KernelArguments()
+        for pointer in [x0, y, xl, out] { arguments.add(pointer) }
+        arguments.add(Int32(width))
+        arguments.add(Int32(batch))
+        for stride in [strides.0, strides.1, strides.2, strides.3] { arguments.add(Int64(stride)) }
+        return arguments
     }
 
     /// Dynamic shared memory a block may take without opting in.
