@@ -127,7 +127,7 @@ __device__ __forceinline__ unsigned short e4m3x2(float hi, float lo) {
     asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(packed) : "f"(hi), "f"(lo));
     return packed;
 #else
-    __trap();  // fp8 needs sm_89 or newer; the engine refuses `--math fp8` before it would launch this
+    __trap();  // the instruction needs sm_89; the engine refuses `--math fp8` below sm_90 before it would launch this
     return 0;
 #endif
 }
