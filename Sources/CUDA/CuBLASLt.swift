@@ -205,7 +205,7 @@ public final class MatmulPlan: @unchecked Sendable {
                 ldx: Int, ldy: Int, relu: Bool, mode: MathMode, operands: MatrixElement = .fp32,
                 result: MatrixElement = .fp32, scales: FP8Scales? = nil) throws {
         precondition(ldx >= input && ldy >= output && batch > 0)
-        precondition((operands == .e4m3) == (scales != nil), "fp8 operands take per-tensor scales, others none")
+        precondition((operands == .e4m3) == (scales != nil), "fp8 operands take FP8Scales, other operands none")
         self.matmul = matmul
         self.weight = weight
         self.input = input
