@@ -187,7 +187,9 @@ public struct LoadGenerator: Sendable {
     private func fetchShape(client: HTTPClient, base: String) async throws -> ModelShape {
         var metadataRequest = HTTPClientRequest(url: "\(base)/v2/models/\(options.model)")
         options.security.authorize(&metadataRequest)
-        let response = try await client.execute(metadataRequest, timeout: .seconds(10))
+        // As long as a request may take: the first call also makes the TLS handshake, which took over 10 s on a
+        // loaded 2-core CI machine.
+        let response = try await client.execute(metadataRequest, timeout: .seconds(60))
         let body = try await response.body.collect(upTo: 1 << 20)
         guard response.status.code == 200,
             let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],
