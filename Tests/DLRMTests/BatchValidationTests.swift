@@ -104,6 +104,20 @@ import Testing
         #expect(whole == pieces)
     }
 
+    /// The range check finds the first bad index of a table in both widths, negative ones included (as unsigned
+    /// they are larger than any row count), and passes a table whose largest index is the last row.
+    @Test func rangeCheckFindsTheFirstBadIndexInBothWidths() {
+        for type in [IndexType.int32, .int64] {
+            let last = IndexArray([0, 9, 3, 9], as: type)
+            #expect(Batch.firstOutOfRange(last, rows: 10) == nil)
+            let bad = IndexArray([0, 9, -2, 10, -1], as: type)
+            #expect(Batch.firstOutOfRange(bad, rows: 10).map { [$0.position, $0.value] } == [2, -2], "\(type)")
+            #expect(Batch.firstOutOfRange(IndexArray([3, 10, 11], as: type), rows: 10).map { [$0.position, $0.value] } == [1, 10])
+            #expect(Batch.firstOutOfRange(IndexArray([], as: type), rows: 10) == nil)
+            #expect(Batch.firstOutOfRange(IndexArray([0], as: type), rows: 0).map { [$0.position, $0.value] } == [0, 0])
+        }
+    }
+
     @Test func sampleLookupSkipsEmptyBags() {
         let feature = SparseFeature(bags: [[1], [], [], [2, 3]])
         #expect(feature.sample(containing: 0) == 0)
