@@ -1,3 +1,4 @@
+import Core
 import Testing
 
 @testable import DLRM
@@ -66,6 +67,16 @@ import Testing
             let scale = q.scales[i / 3]
             let back = NumericConversion.floatFromE4M3(q.codes[(i / 3) * 16 + i % 3]) * scale
             #expect(abs(back - v) <= max(abs(v) * 0x1p-4, 0x1p-9 * scale), "\(v) → \(back)")
+        }
+        // A large matrix goes row by row on all cores: the same codes and scales as each row alone.
+        var rng = SeededGenerator(seed: 5)
+        let (rows, width) = (300, 300)  // 90,000 values: over HostParallel's threshold
+        let matrix = (0..<(rows * width)).map { _ in Float(rng.nextGaussian()) * Float(1 + rng.nextIndex(below: 100)) }
+        #expect(HostParallel.worthIt(matrix.count))
+        let all = NumericConversion.e4m3Rows(matrix, width: width, paddedWidth: 304)
+        for r in [0, 1, 151, 299] {
+            let one = NumericConversion.e4m3Rows(Array(matrix[(r * width)..<((r + 1) * width)]), width: width, paddedWidth: 304)
+            #expect(Array(all.codes[(r * 304)..<((r + 1) * 304)]) == one.codes && all.scales[r] == one.scales[0])
         }
         // An all-zero row keeps scale 1.
         #expect(NumericConversion.e4m3Rows([0, 0, 1, 1], width: 2, paddedWidth: 16).scales == [1, Float(1) / 448])
