@@ -66,17 +66,12 @@ public struct EmbeddingTable: Sendable {
 
     /// Element (row, column) as Float, for tests and slow paths.
     public func value(row: Int, column: Int) -> Float {
-        if dtype.isRowwiseQuantized {
-            return RowwiseQuantized.value(row: storage.bytes.baseAddress! + row * dtype.rowBytes(dim: dim), dim: dim,
-                                          column: column, type: dtype)
-        }
-        let offset = row * dtype.rowBytes(dim: dim) + column * dtype.byteWidth
+        let start = storage.bytes.baseAddress! + row * dtype.rowBytes(dim: dim)
         switch dtype {
-        case .int8, .int4:
-            preconditionFailure("handled above")
-        case .fp32: return storage.bytes.loadUnaligned(fromByteOffset: offset, as: Float.self)
-        case .fp16: return NumericConversion.floatFromFP16(storage.bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-        case .bf16: return NumericConversion.floatFromBF16(storage.bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+        case .int8, .int4: return RowwiseQuantized.value(row: start, dim: dim, column: column, type: dtype)
+        case .fp32: return start.loadUnaligned(fromByteOffset: column * 4, as: Float.self)
+        case .fp16: return NumericConversion.floatFromFP16(start.loadUnaligned(fromByteOffset: column * 2, as: UInt16.self))
+        case .bf16: return NumericConversion.floatFromBF16(start.loadUnaligned(fromByteOffset: column * 2, as: UInt16.self))
         }
     }
 }
