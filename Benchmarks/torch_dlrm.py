@@ -3,11 +3,15 @@
 
 The module follows facebookresearch/dlrm's DLRM_Net forward (ReLU after each bottom layer,
 nn.EmbeddingBag per table in sum mode, dot interaction over the strict lower triangle, top MLP
-with a sigmoid), so its state_dict names are the ones Bagel reads. Inputs are resident on the GPU
-(random dense features, uniform indices): the number is the forward alone, as Bagel's
-`device forward` line reports it.
+with a sigmoid), so its state_dict names are the ones Bagel reads. For `interaction: "dcn"` (MLPerf
+DLRM-v2) it is TorchRec's DLRM_DCN forward in plain PyTorch: the concatenation x0 through a low-rank
+cross network, x_{l+1} = x0 * (W_l (V_l x_l) + b_l) + x_l, then the over arch (the last layer linear);
+each table's bag holds its `multi_hot` lookups. Inputs are resident on the GPU (random dense
+features, uniform indices): the number is the forward alone, as Bagel's `device forward` line reports it.
+`--autocast bf16` runs it under torch.autocast (TorchRec's bf16 anchor in issue 10); the copy bandwidth
+of the same card is printed first.
 
-    python3 Benchmarks/torch_dlrm.py --config model.json --batch 2048 16384 [--lookups N] [--json OUT]
+    python3 Benchmarks/torch_dlrm.py --config model.json --batch 2048 16384 [--lookups N] [--autocast bf16] [--json OUT]
 
 (`bagel init --preset terabyte --config-only --out DIR` writes such a model.json without weights.)
 """
@@ -17,6 +21,8 @@ import statistics
 
 import torch
 import torch.nn as nn
+
+from torch_embedding_bag import copy_bandwidth  # same folder: the copy probe every Bagel benchmark reports
 
 
 def mlp(sizes, sigmoid_last):
@@ -33,6 +39,14 @@ class DLRM(nn.Module):
         super().__init__()
         self.dim = config["bottom_mlp"][-1]
         self.interaction = config.get("interaction", "dot")
+        if self.interaction == "dcn":
+            n = len(config["tables"])
+            width = self.dim + sum(t["dim"] for t in config["tables"])
+            rank, layers = config["dcn"]["low_rank"], config["dcn"]["layers"]
+            scale = (1.0 / width) ** 0.5
+            self.V = nn.ParameterList([nn.Parameter(torch.randn(rank, width) * scale) for _ in range(layers)])
+            self.W = nn.ParameterList([nn.Parameter(torch.randn(width, rank) * (1.0 / rank) ** 0.5) for _ in range(layers)])
+            self.b = nn.ParameterList([nn.Parameter(torch.zeros(width)) for _ in range(layers)])
         self.emb_l = nn.ModuleList(
             [nn.EmbeddingBag(t["rows"], t["dim"], mode=t.get("pooling", "sum"), include_last_offset=True)
              for t in config["tables"]])
@@ -43,6 +57,8 @@ class DLRM(nn.Module):
         else:
             top_in = self.dim + sum(t["dim"] for t in config["tables"])
         self.top_l = mlp([top_in] + config["top_mlp"], sigmoid_last=True)
+        if self.interaction == "dcn":  # the over arch's last layer is linear; the sigmoid follows it
+            self.top_l = nn.Sequential(*list(self.top_l)[:-1], nn.Sigmoid())
         li, lj = torch.tril_indices(n + 1, n + 1, offset=-1)
         self.register_buffer("li", li)
         self.register_buffer("lj", lj)
@@ -50,7 +66,12 @@ class DLRM(nn.Module):
     def forward(self, dense, indices, offsets):
         x = self.bot_l(dense)
         ly = [emb(i, o) for emb, i, o in zip(self.emb_l, indices, offsets)]
-        if self.interaction == "dot":
+        if self.interaction == "dcn":
+            x0 = torch.cat([x] + ly, dim=1)
+            r = x0
+            for V, W, b in zip(self.V, self.W, self.b):
+                r = x0 * (torch.nn.functional.linear(torch.nn.functional.linear(r, V), W) + b) + r
+        elif self.interaction == "dot":
             t = torch.cat([x] + ly, dim=1).view(x.shape[0], -1, self.dim)
             z = torch.bmm(t, t.transpose(1, 2))
             r = torch.cat([x, z[:, self.li, self.lj]], dim=1)
@@ -102,8 +123,9 @@ def random_inputs(config, batch, lookups, generator):
     dense = torch.rand(batch, config["dense_features"], device="cuda", generator=generator)
     indices, offsets = [], []
     for t in config["tables"]:
-        indices.append(torch.randint(0, t["rows"], (batch * lookups,), device="cuda", generator=generator))
-        offsets.append(torch.arange(0, batch * lookups + 1, lookups, device="cuda"))
+        hot = t.get("multi_hot", lookups)
+        indices.append(torch.randint(0, t["rows"], (batch * hot,), device="cuda", generator=generator))
+        offsets.append(torch.arange(0, batch * hot + 1, hot, device="cuda"))
     return dense, indices, offsets
 
 
@@ -112,8 +134,12 @@ def main():
     parser.add_argument("--config", required=True, help="a Bagel model.json")
     parser.add_argument("--batch", type=int, nargs="+", default=[2048, 16384])
     parser.add_argument("--lookups", type=int, help="lookups per bag (default: the model's)")
+    parser.add_argument("--autocast", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: the forward under torch.autocast (dense math in bf16, tables fp32)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    copy = copy_bandwidth()
+    print(f"PyTorch {torch.__version__} on {torch.cuda.get_device_name()}: copy bandwidth {copy / 1e12:.2f} TB/s")
     with open(args.config) as f:
         config = json.load(f)
     lookups = args.lookups or config.get("lookups_per_table", 1)
@@ -122,18 +148,22 @@ def main():
     generator = torch.Generator(device="cuda")
     generator.manual_seed(1)
     results = []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.autocast == "bf16")
     for batch in args.batch:
         inputs = random_inputs(config, batch, lookups, generator)
-        eager = time_eager(model, inputs)
-        graph = time_graph(model, inputs)
-        results.append({"batch": batch, "lookups": lookups, "eager_ms": eager * 1e3, "graph_ms": graph * 1e3,
-                        "eager_samples_per_second": batch / eager, "graph_samples_per_second": batch / graph})
-        print(f"PyTorch {torch.__version__} DLRM {config.get('name', '')} batch {batch}, {lookups} lookup(s): "
+        with autocast:
+            eager = time_eager(model, inputs)
+            graph = time_graph(model, inputs)
+        results.append({"batch": batch, "lookups": lookups, "autocast": args.autocast, "eager_ms": eager * 1e3,
+                        "graph_ms": graph * 1e3, "eager_samples_per_second": batch / eager,
+                        "graph_samples_per_second": batch / graph})
+        bags = "each table's multi_hot lookups" if any("multi_hot" in t for t in config["tables"]) else f"{lookups} lookup(s)"
+        print(f"PyTorch {torch.__version__} DLRM {config.get('name', '')} ({args.autocast}) batch {batch}, {bags}: "
               f"eager {eager * 1e3:.3f} ms ({batch / eager:,.0f}/s), CUDA graph {graph * 1e3:.3f} ms ({batch / graph:,.0f}/s)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "model": config.get("name"),
-                       "results": results}, f, indent=2)
+                       "copy_terabytes_per_second": copy / 1e12, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

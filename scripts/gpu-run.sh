@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -380,6 +380,16 @@ stage_ncu() {
         done
     done
     ls -la "$OUT/ncu" | head -40
+}
+
+# PyTorch's DLRM_DCN forward (plain modules, TorchRec's arithmetic) at mlperf-v2 shapes, 1M-row caps, fp32 and bf16
+# autocast, eager and CUDA graph, with the copy bandwidth: the baseline beside the dense-ab and fp8 stages.
+stage_torch-dcn() {
+    $BAGEL init --preset mlperf-v2 --max-rows "${BENCH_ROWS:-1000000}" --config-only --out $WORK/mlperf-v2 --force >/dev/null
+    for autocast in fp32 bf16; do
+        python3 Benchmarks/torch_dlrm.py --config $WORK/mlperf-v2/model.json --batch 8192 --autocast $autocast \
+            --json "$OUT/torch-dcn-$autocast.json" || return 1
+    done
 }
 
 stage_e2e() {

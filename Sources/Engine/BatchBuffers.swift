@@ -117,8 +117,8 @@ final class BatchBuffers {
     let activations: (DeviceBuffer<Float>, DeviceBuffer<Float>)
     /// T (dot: x and the pooled vectors) or r (cat: the top MLP's input).
     let interactionInput: DeviceBuffer<Float>
-    /// The top MLP's input when the interaction computes it: r for dot, x_L for dcn (nil for cat,
-    /// whose r is `interactionInput`).
+    /// The top MLP's fp32 input when the interaction computes it: r for dot, x_L for dcn under fp32 and tf32 (nil
+    /// for cat, whose r is `interactionInput`, and for dcn under narrow math, whose x_L is only in `topInputBF16`).
     let topInput: DeviceBuffer<Float>?
     let logits: DeviceBuffer<Float>
     let probabilities: DeviceBuffer<Float>
@@ -129,6 +129,8 @@ final class BatchBuffers {
     /// The top MLP's input as bf16 (`--math bf16`, and fp8 where a bf16 product reads it): the operand of its first
     /// product.
     let topInputBF16: DeviceBuffer<UInt16>?
+    /// dcn under narrow math: x₀ as bf16 (the cross network's bf16 state starts from it).
+    let crossX0BF16: DeviceBuffer<UInt16>?
     /// `--math fp8`: the E4M3 operand of each fp8 product in turn, and its per-row scales.
     let fp8Scratch: DeviceBuffer<UInt8>?
     let fp8RowScales: DeviceBuffer<Float>?
@@ -145,9 +147,11 @@ final class BatchBuffers {
         activations = (try DeviceBuffer<Float>(context: context, count: capacity * widest),
                        try DeviceBuffer<Float>(context: context, count: capacity * widest))
         interactionInput = try DeviceBuffer<Float>(context: context, count: capacity * DenseNetwork.outputStride(config))
-        topInput = config.interaction != .cat
+        topInput = DenseNetwork.needsTopInput(config, math: math)
             ? try DeviceBuffer<Float>(context: context, count: capacity * DenseNetwork.topStride(config)) : nil
         topInputBF16 = DenseNetwork.needsBF16TopInput(config, math: math)
+            ? try DeviceBuffer<UInt16>(context: context, count: capacity * DenseNetwork.bf16Stride(config)) : nil
+        crossX0BF16 = DenseNetwork.needsBF16CrossState(config, math: math)
             ? try DeviceBuffer<UInt16>(context: context, count: capacity * DenseNetwork.bf16Stride(config)) : nil
         let fp8Stride = DenseNetwork.fp8ScratchStride(config)
         let fp8 = math == .fp8 && fp8Stride > 0
@@ -170,7 +174,8 @@ final class BatchBuffers {
         DenseNetwork.Buffers(
             dense: arena.address + DevicePointer(ArenaLayout.denseOffset(tables: tables)),
             activations: (activations.0.address, activations.1.address), interactionInput: interactionInput.address,
-            topInput: topInput?.address, topInputBF16: topInputBF16?.address, fp8Scratch: fp8Scratch?.address,
+            topInput: topInput?.address, topInputBF16: topInputBF16?.address,
+            crossX0BF16: crossX0BF16?.address, fp8Scratch: fp8Scratch?.address,
             fp8RowScales: fp8RowScales?.address, logits: logits.address,
             probabilities: probabilities.address)
     }

@@ -180,8 +180,23 @@ final class DenseNetwork {
     static func needsBF16TopInput(_ config: ModelConfig, math: MathMode) -> Bool {
         switch math {
         case .bf16: return true
-        case .fp8: return !topLayerTakesFP8(config, 0) || (config.interaction == .dcn && !crossTakesFP8(config))
+        case .fp8: return !topLayerTakesFP8(config, 0) || needsBF16CrossState(config, math: math)
         case .fp32, .tf32: return false
+        }
+    }
+
+    /// Whether the cross network keeps its state x_l in bf16 (and x₀'s bf16 copy, `Buffers.crossX0BF16`): a dcn
+    /// model under narrow math, whose products take bf16 or fp8 operands anyway.
+    static func needsBF16CrossState(_ config: ModelConfig, math: MathMode) -> Bool {
+        config.interaction == .dcn && math.narrowOperands
+    }
+
+    /// Whether a forward needs the top MLP's fp32 input (`Buffers.topInput`): r of dot, x_L of dcn under fp32/tf32.
+    static func needsTopInput(_ config: ModelConfig, math: MathMode) -> Bool {
+        switch config.interaction {
+        case .dot: return true
+        case .cat: return false
+        case .dcn: return !needsBF16CrossState(config, math: math)
         }
     }
 
@@ -192,8 +207,13 @@ final class DenseNetwork {
         let activations: (DevicePointer, DevicePointer)
         /// T (dot) or the concatenation (cat, dcn): the bottom MLP's output, then the pooled vectors.
         let interactionInput: DevicePointer
+        /// The top MLP's input r (dot) or x_L (dcn under fp32 and tf32); nil for cat (r is `interactionInput`) and
+        /// for dcn under narrow math (x_L is only in `topInputBF16`).
         let topInput: DevicePointer?
+        /// r (dot, cat) or x_L (dcn) as bf16 under narrow math (`needsBF16TopInput`); dcn: the state x_l.
         let topInputBF16: DevicePointer?
+        /// dcn under narrow math: x₀ as bf16, [batch × bf16Stride] (`needsBF16CrossState`).
+        let crossX0BF16: DevicePointer?
         /// The E4M3 operand of the fp8 product being run (`--math fp8`): [batch × fp8ScratchStride] bytes.
         let fp8Scratch: DevicePointer?
         /// Its per-row scales: [batch] Floats.
@@ -311,7 +331,7 @@ final class DenseNetwork {
             }
             for (l, layer) in cross.enumerated() {
                 let fp8 = l < crossFP8Layers
-                try layer.v.tune(x: fp8 ? buffers.fp8Scratch! : buffers.topInputBF16 ?? buffers.interactionInput, y: act[0],
+                try layer.v.tune(x: fp8 ? buffers.fp8Scratch! : buffers.crossX0BF16 ?? buffers.interactionInput, y: act[0],
                                  stream: stream)
                 try layer.w.tune(x: fp8 ? buffers.fp8Scratch! : act[0], y: act[1], stream: stream)
             }
@@ -364,58 +384,67 @@ final class DenseNetwork {
                 }))
             }
             if let crossKernel = network.crossKernel, !network.crossWeights.isEmpty {
-                // x_{l+1} = x₀ ⊙ (W_l (V_l x_l) + b_l) + x_l; x₀ is the concatenation the bags wrote, x_l
-                // lives in topInput from the first layer on.
+                // x_{l+1} = x₀ ⊙ (W_l (V_l x_l) + b_l) + x_l; x₀ is the concatenation the bags wrote.
                 result.append(("cross network", { stream in
                     let stride = DenseNetwork.topStride(config)
                     let x0 = buffers.interactionInput
-                    let state = buffers.topInput!
-                    let rank = config.crossNetwork!.lowRank
-                    // bf16 math: the products read x_l's bf16 copy, which each combine rewrites.
-                    let half = crossFP8 ? nil : buffers.topInputBF16
-                    if let half {
-                        try crossKernel.encodeToBF16(source: x0, sourceStride: stride, destination: half,
-                                                     destinationStride: DenseNetwork.bf16Stride(config),
-                                                     width: config.crossWidth, batch: batch, stream: stream)
+                    let width = config.crossWidth
+                    guard let half = buffers.topInputBF16, let x0Half = buffers.crossX0BF16 else {
+                        // fp32 and tf32: the state x_l lives in topInput from the first layer on.
+                        let state = buffers.topInput!
+                        var xl = x0
+                        for layer in self.cross {
+                            try layer.v.encode(x: xl, y: act[0], stream: stream)
+                            try layer.w.encode(x: act[0], y: act[1], stream: stream)
+                            try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: width, xl: xl,
+                                                   xlStride: stride, out: state, outStride: stride, width: width,
+                                                   batch: batch, stream: stream)
+                            xl = state
+                        }
+                        return
                     }
-                    // fp8 math: the products read x_l's E4M3 rows, which each combine rewrites (x₀'s are made here).
-                    if crossFP8 { try self.quantize(x0, isBF16: false, stride: stride, width: config.crossWidth, stream: stream) }
-                    let padded = DenseNetwork.fp8Stride(config.crossWidth)
-                    var xl = x0
+                    // Narrow math: the state is bf16 — x₀'s copy made once, x_l in topInputBF16 from the first layer
+                    // on — and each combine reads and writes bf16 rows (run 55: half the bytes of fp32 state).
+                    let halfStride = DenseNetwork.bf16Stride(config)
+                    let rank = config.crossNetwork!.lowRank
+                    let padded = DenseNetwork.fp8Stride(width)
+                    if crossFP8 {
+                        // x₀'s E4M3 rows for the first V product, and its bf16 copy, in one pass.
+                        try crossKernel.encodeQuantizeRows(
+                            source: x0, sourceIsBF16: false, sourceStride: stride, width: width, batch: batch,
+                            q: buffers.fp8Scratch!, qStride: padded, paddedWidth: padded, scales: buffers.fp8RowScales!,
+                            copyBF16: x0Half, copyStride: halfStride, stream: stream)
+                    } else {
+                        try crossKernel.encodeToBF16(source: x0, sourceStride: stride, destination: x0Half,
+                                                     destinationStride: halfStride, width: width, batch: batch,
+                                                     stream: stream)
+                    }
+                    var xl = x0Half
                     for (l, layer) in self.cross.enumerated() {
                         let last = l == self.cross.count - 1
                         if crossFP8 {
+                            // Each product reads the E4M3 rows written just before it.
                             try layer.v.encode(x: buffers.fp8Scratch!, y: act[0], stream: stream)
                             try self.quantize(act[0], isBF16: true, stride: rank, width: rank, stream: stream)
                             try layer.w.encode(x: buffers.fp8Scratch!, y: act[1], stream: stream)
-                            if !last || firstTopFP8 {
-                                // The last layer's fp32 result is read by nothing (the top MLP takes its codes).
-                                let keep = !last || !CrossNetworkKernel.combineE4M3CachesRow(width: config.crossWidth)
-                                try crossKernel.encodeCombineE4M3(
-                                    x0: x0, x0Stride: stride, yBF16: act[1], yStride: config.crossWidth, xl: xl,
-                                    xlStride: stride, out: keep ? state : 0, outStride: stride, q: buffers.fp8Scratch!,
-                                    qStride: padded,
-                                    paddedWidth: padded, scales: buffers.fp8RowScales!, width: config.crossWidth,
-                                    batch: batch, stream: stream)
-                            } else {
-                                // The first top layer stays bf16: it reads only the last layer's bf16 copy.
-                                try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth,
-                                                       yIsBF16: true, xl: xl, xlStride: stride, out: 0, outStride: stride,
-                                                       outBF16: buffers.topInputBF16!,
-                                                       outBF16Stride: DenseNetwork.bf16Stride(config),
-                                                       width: config.crossWidth, batch: batch, stream: stream)
-                            }
                         } else {
-                            try layer.v.encode(x: half ?? xl, y: act[0], stream: stream)
+                            try layer.v.encode(x: xl, y: act[0], stream: stream)
                             try layer.w.encode(x: act[0], y: act[1], stream: stream)
-                            // Under bf16 math the top MLP reads only the last layer's bf16 copy: skip its fp32 result.
-                            try crossKernel.encode(x0: x0, x0Stride: stride, y: act[1], yStride: config.crossWidth,
-                                                   yIsBF16: half != nil, xl: xl, xlStride: stride,
-                                                   out: half != nil && last ? 0 : state, outStride: stride,
-                                                   outBF16: half ?? 0, outBF16Stride: DenseNetwork.bf16Stride(config),
-                                                   width: config.crossWidth, batch: batch, stream: stream)
                         }
-                        xl = state
+                        if crossFP8 && (!last || firstTopFP8) {
+                            // The codes of x_{l+1} for the next product; the last layer's bf16 rows are read by
+                            // nothing (the first top layer takes its codes).
+                            try crossKernel.encodeCombineE4M3(
+                                x0: x0Half, x0Stride: halfStride, y: act[1], yStride: width, xl: xl, xlStride: halfStride,
+                                out: last ? 0 : half, outStride: halfStride, q: buffers.fp8Scratch!, qStride: padded,
+                                paddedWidth: padded, scales: buffers.fp8RowScales!, width: width, batch: batch,
+                                stream: stream)
+                        } else {
+                            try crossKernel.encodeBF16(x0: x0Half, x0Stride: halfStride, y: act[1], yStride: width, xl: xl,
+                                                       xlStride: halfStride, out: half, outStride: halfStride, width: width,
+                                                       batch: batch, stream: stream)
+                        }
+                        xl = half
                     }
                 }))
             }

@@ -84,6 +84,12 @@ public final class ParitySuite {
                 try checkCrossCombine(width: width, batch: batch, stride: padded ? (width + 3) & ~3 : width + 3)
             }
         }
+        // bf16 rows: widths and strides of 8 take the 16-byte path, the others the scalar one.
+        for (width, batch, stride) in [(3456, 33, 3456), (3456, 20, 3464), (17, 2048, 19), (8, 66_000, 8)] {
+            record("cross_combine_bf16 width \(width) batch \(batch) stride \(stride)") {
+                try checkCrossCombineBF16(width: width, batch: batch, stride: stride)
+            }
+        }
         for (input, output, relu) in [(13, 512, true), (512, 256, true), (415, 512, true), (479, 1024, true),
                                       (256, 1, false), (7, 3, false)] {
             for batch in quick ? [33] : [1, 33, 2048] {
@@ -106,7 +112,7 @@ public final class ParitySuite {
                     try checkQuantizeRows(width: width, batch: batch, bf16Source: bf16, stride: stride)
                 }
             }
-            for (width, batch, stride) in [(3456, 40, 3456), (17, 9, 19), (8, 66_000, 8)] {
+            for (width, batch, stride) in [(3456, 40, 3464), (17, 9, 19), (8, 66_000, 8), (12_300, 3, 12_304)] {
                 record("cross_combine_e4m3 width \(width) batch \(batch) stride \(stride)") {
                     try checkCombineE4M3(width: width, batch: batch, stride: stride)
                 }
@@ -556,41 +562,47 @@ public final class ParitySuite {
                 }
             }
         }
-        // Only the bf16 copy (the last layer under bf16 math): rounded to nearest even, padding untouched.
-        let halfStride = (width + 7) & ~7
-        let half = try DeviceBuffer<UInt16>(context: context, copying: [UInt16](repeating: 0xFFFF, count: batch * halfStride + 1))
-        try xl.withUnsafeBytes { try xld.upload($0) }  // the in-place run overwrote it
-        try kernel.encode(x0: x0d.address, x0Stride: stride, y: yd.address, yStride: width, xl: xld.address,
-                          xlStride: stride, out: 0, outStride: stride, outBF16: half.address, outBF16Stride: halfStride,
-                          width: width, batch: batch, stream: stream)
-        try stream.synchronize()
-        let halves = try half.download()
-        for s in 0..<batch {
-            for i in 0..<halfStride {
-                let want: UInt16 = i < width ? NumericConversion.bf16FromFloat(expected[s * width + i]) : 0xFFFF
-                guard halves[s * halfStride + i] == want else {
-                    throw ParityFailure("bf16 only, sample \(s) column \(i): gpu \(halves[s * halfStride + i]), want \(want)")
+        return "\(batch * width) elements bit-identical, out of place and in place"
+    }
+
+    /// cross_combine_bf16 (the bf16 state under narrow math): each element widened, combined as the CPU twin
+    /// does, rounded to bf16 — bit for bit, out of place (padding left poisoned), in place, and with x_l = x₀ (the
+    /// first layer).
+    func checkCrossCombineBF16(width: Int, batch: Int, stride: Int) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: UInt64(width * 11 + batch))
+        func rows(_ count: Int) -> [UInt16] { (0..<count).map { _ in NumericConversion.bf16FromFloat(Float(rng.nextGaussian())) } }
+        let (x0, y, xl) = (rows(batch * stride), rows(batch * width), rows(batch * stride))
+        func expected(_ xl: [UInt16], _ s: Int, _ i: Int) -> UInt16 {
+            let f = NumericConversion.floatFromBF16
+            return NumericConversion.bf16FromFloat(f(x0[s * stride + i]) * f(y[s * width + i]) + f(xl[s * stride + i]))
+        }
+        let kernel = try CrossNetworkKernel(library: library)
+        let x0d = try DeviceBuffer<UInt16>(context: context, copying: x0)
+        let yd = try DeviceBuffer<UInt16>(context: context, copying: y)
+        let poisoned = [UInt16](repeating: 0xFFFF, count: batch * stride + 8)
+        for (name, aliasing) in [("out of place", 0), ("in place", 1), ("x_l = x₀", 2)] {
+            let xld = try DeviceBuffer<UInt16>(context: context, copying: aliasing == 2 ? x0 : xl)
+            let out = aliasing == 1 ? xld : try DeviceBuffer<UInt16>(context: context, copying: poisoned)
+            try kernel.encodeBF16(x0: x0d.address, x0Stride: stride, y: yd.address, yStride: width,
+                                  xl: aliasing == 2 ? x0d.address : xld.address, xlStride: stride, out: out.address,
+                                  outStride: stride, width: width, batch: batch, stream: stream)
+            try stream.synchronize()
+            let got = try out.download()
+            let before = aliasing == 2 ? x0 : xl
+            for s in 0..<batch {
+                for i in 0..<stride {
+                    let g = got[s * stride + i]
+                    let want = i < width ? expected(before, s, i) : aliasing == 1 ? xl[s * stride + i] : 0xFFFF
+                    guard g == want else {
+                        throw ParityFailure("\(name), sample \(s) column \(i)\(i >= width ? " (padding)" : ""): gpu \(g), want \(want)")
+                    }
                 }
             }
-        }
-        guard halves[batch * halfStride] == 0xFFFF else { throw ParityFailure("bf16 only: wrote past the last row") }
-        // y in bf16 (the W product's output under bf16 math): widened, then the same arithmetic.
-        let y16 = y.map(NumericConversion.bf16FromFloat)
-        let y16d = try DeviceBuffer<UInt16>(context: context, copying: y16)
-        try out.fill(pattern: Self.poison)
-        try kernel.encode(x0: x0d.address, x0Stride: stride, y: y16d.address, yStride: width, yIsBF16: true, xl: xld.address,
-                          xlStride: stride, out: out.address, outStride: stride, width: width, batch: batch, stream: stream)
-        try stream.synchronize()
-        let widened = try out.download()
-        for s in 0..<batch {
-            for i in 0..<width {
-                let want = x0[s * stride + i] * NumericConversion.floatFromBF16(y16[s * width + i]) + xl[s * stride + i]
-                guard widened[s * stride + i].bitPattern == want.bitPattern else {
-                    throw ParityFailure("bf16 y, sample \(s) column \(i): gpu \(widened[s * stride + i]), cpu \(want)")
-                }
+            if aliasing != 1, got[(batch * stride)...].contains(where: { $0 != 0xFFFF }) {
+                throw ParityFailure("\(name): wrote past the last row")
             }
         }
-        return "\(batch * width) elements bit-identical, out of place, in place, as bf16 only and from bf16 y"
+        return "\(batch * width) bf16 elements bit-identical, out of place, in place and with x_l = x₀"
     }
 
     /// Inputs for the fp8 quantiser checks: magnitudes over many binades (each row its own range), exact zeros,
@@ -631,15 +643,30 @@ public final class ParitySuite {
         let scales = try DeviceBuffer<Float>(context: context, count: batch + 1)
         try scales.fill(pattern: Self.poison)
         let codes = try DeviceBuffer<UInt8>(context: context, copying: [UInt8](repeating: 0xAB, count: batch * padded + 16))
+        // From fp32 (x₀ under fp8 math) the rows are also copied as bf16, in a stride of their own.
+        let copyStride = (width + 7) & ~7
+        let copy = bf16Source ? nil : try DeviceBuffer<UInt16>(context: context, copying: [UInt16](repeating: 0xFFFF, count: batch * copyStride + 8))
         try kernel.encodeQuantizeRows(source: source, sourceIsBF16: bf16Source, sourceStride: stride, width: width,
                                       batch: batch, q: codes.address, qStride: padded, paddedWidth: padded,
-                                      scales: scales.address, stream: stream)
+                                      scales: scales.address, copyBF16: copy?.address ?? 0, copyStride: copyStride,
+                                      stream: stream)
         try stream.synchronize()
         withExtendedLifetime(keep) {}
         try compareE4M3(codes: try codes.download(), scales: try scales.download(), want: want, batch: batch,
                         width: width, what: { s, c in "x = \(values[s * stride + c])" })
+        if let copy {
+            let got = try copy.download()
+            for i in got.indices {
+                let (s, c) = (i / copyStride, i % copyStride)
+                let want = s < batch && c < width ? NumericConversion.bf16FromFloat(values[s * stride + c]) : 0xFFFF
+                guard got[i] == want else {
+                    throw ParityFailure("bf16 copy, row \(s) column \(c)\(c >= width || s >= batch ? " (padding)" : ""): gpu \(got[i]), want \(want)")
+                }
+            }
+        }
         let subnormal = want.codes.filter { $0 & 0x78 == 0 && $0 & 0x07 != 0 }.count
-        return "\(batch * width) codes and \(batch) row scales bit-identical, \(subnormal) sub-normal codes"
+        return "\(batch * width) codes and \(batch) row scales bit-identical\(bf16Source ? "" : ", and the bf16 copy"), "
+            + "\(subnormal) sub-normal codes"
     }
 
     /// GPU codes and row scales against the CPU's, with nothing written past the last row.
@@ -658,49 +685,54 @@ public final class ParitySuite {
         guard got[(batch * padded)...].allSatisfy({ $0 == 0xAB }) else { throw ParityFailure("wrote past the last row") }
     }
 
-    /// cross_combine_e4m3: its fp32 out bit-identical to the CPU combine (out of place and in place), and its codes
-    /// and row scales to `NumericConversion.e4m3Rows` of that out.
+    /// cross_combine_e4m3 on bf16 rows: its bf16 out bit-identical to the CPU combine rounded to bf16 (out of place,
+    /// in place), and its codes and row scales to `NumericConversion.e4m3Rows` of the unrounded sums; codes only
+    /// for the last layer. A row wider than the shared-memory cache is summed twice (the in-place case included).
     func checkCombineE4M3(width: Int, batch: Int, stride: Int) throws -> String {
-        let x0 = fp8Inputs(width: width, batch: batch, stride: stride, bf16: false, stream: 2)
-        let xl = fp8Inputs(width: width, batch: batch, stride: stride, bf16: false, stream: 3)
-        let y16 = fp8Inputs(width: width, batch: batch, stride: width, bf16: true, stream: 4).map(NumericConversion.bf16FromFloat)
-        var expected = [Float](repeating: 0, count: batch * width)
+        let half = { (values: [Float]) in values.map(NumericConversion.bf16FromFloat) }
+        let x0 = half(fp8Inputs(width: width, batch: batch, stride: stride, bf16: true, stream: 2))
+        let xl = half(fp8Inputs(width: width, batch: batch, stride: stride, bf16: true, stream: 3))
+        let y16 = half(fp8Inputs(width: width, batch: batch, stride: width, bf16: true, stream: 4))
+        let f = NumericConversion.floatFromBF16
+        var sums = [Float](repeating: 0, count: batch * width)
         for s in 0..<batch {
-            for i in 0..<width {
-                expected[s * width + i] = x0[s * stride + i] * NumericConversion.floatFromBF16(y16[s * width + i]) + xl[s * stride + i]
-            }
+            for i in 0..<width { sums[s * width + i] = f(x0[s * stride + i]) * f(y16[s * width + i]) + f(xl[s * stride + i]) }
         }
         let padded = (width + 15) & ~15
-        let want = NumericConversion.e4m3Rows(expected, width: width, paddedWidth: padded)
+        let want = NumericConversion.e4m3Rows(sums, width: width, paddedWidth: padded)
         let kernel = try CrossNetworkKernel(library: library)
-        let x0d = try DeviceBuffer<Float>(context: context, copying: x0)
+        let x0d = try DeviceBuffer<UInt16>(context: context, copying: x0)
         let yd = try DeviceBuffer<UInt16>(context: context, copying: y16)
-        // Out of place, in place, and codes only (no fp32 result: the last layer's case).
+        let poisoned = [UInt16](repeating: 0xFFFF, count: batch * stride)
         for (inPlace, codesOnly) in [(false, false), (true, false), (false, true)] {
-            if codesOnly && !CrossNetworkKernel.combineE4M3CachesRow(width: width) { continue }
-            let xld = try DeviceBuffer<Float>(context: context, copying: xl)
-            let out = inPlace ? xld : try DeviceBuffer<Float>(context: context, count: batch * stride)
-            if !inPlace { try out.fill(pattern: Self.poison) }
+            let xld = try DeviceBuffer<UInt16>(context: context, copying: xl)
+            let out = inPlace ? xld : try DeviceBuffer<UInt16>(context: context, copying: poisoned)
             let scales = try DeviceBuffer<Float>(context: context, count: batch + 1)
             try scales.fill(pattern: Self.poison)
             let codes = try DeviceBuffer<UInt8>(context: context, copying: [UInt8](repeating: 0xAB, count: batch * padded + 16))
-            try kernel.encodeCombineE4M3(x0: x0d.address, x0Stride: stride, yBF16: yd.address, yStride: width,
+            try kernel.encodeCombineE4M3(x0: x0d.address, x0Stride: stride, y: yd.address, yStride: width,
                                          xl: xld.address, xlStride: stride, out: codesOnly ? 0 : out.address,
                                          outStride: stride, q: codes.address, qStride: padded, paddedWidth: padded,
                                          scales: scales.address, width: width, batch: batch, stream: stream)
             try stream.synchronize()
             let got = try out.download()
-            if codesOnly, !got.allSatisfy({ $0.isNaN }) { throw ParityFailure("codes only: the fp32 result was written") }
+            if codesOnly, got != poisoned { throw ParityFailure("codes only: the bf16 result was written") }
             for s in 0..<batch where !codesOnly {
-                for i in 0..<width where got[s * stride + i].bitPattern != expected[s * width + i].bitPattern {
-                    throw ParityFailure("\(inPlace ? "in place, " : "")row \(s) column \(i): gpu \(got[s * stride + i]), "
-                                        + "cpu \(expected[s * width + i])")
+                for i in 0..<stride {
+                    let expected = i < width ? NumericConversion.bf16FromFloat(sums[s * width + i])
+                        : inPlace ? xl[s * stride + i] : 0xFFFF
+                    guard got[s * stride + i] == expected else {
+                        throw ParityFailure("\(inPlace ? "in place, " : "")row \(s) column \(i)\(i >= width ? " (padding)" : ""): "
+                                            + "gpu \(got[s * stride + i]), want \(expected)")
+                    }
                 }
             }
             try compareE4M3(codes: try codes.download(), scales: try scales.download(), want: want, batch: batch,
-                            width: width, what: { s, c in "\(inPlace ? "in place, " : "")x = \(expected[s * width + c])" })
+                            width: width, what: { s, c in "\(inPlace ? "in place, " : "")x = \(sums[s * width + c])" })
         }
-        return "\(batch * width) sums, codes and \(batch) row scales bit-identical, out of place, in place and codes only"
+        let summedTwice = CrossNetworkKernel.combineE4M3CachesRow(width: width) ? "" : " (summed twice: too wide to cache)"
+        return "\(batch * width) bf16 sums, codes and \(batch) row scales bit-identical, out of place, in place and "
+            + "codes only" + summedTwice
     }
 
     /// An fp8 product through cuBLASLt (weights quantised on the host, the input by the GPU, one scale per output

@@ -4,7 +4,7 @@ import Testing
 
 @testable import Engine
 
-/// Which products take fp8 under `--math fp8`, and the buffers that follows from: decided from the model's
+/// Which products take fp8 under `--math fp8`, and the buffers that follow from it: decided from the model's
 /// shapes alone, so it is checked here without a GPU.
 @Suite struct FP8PlanTests {
     @Test func mlperfV2TakesFP8InTheCrossNetworkAndTheFirstTopLayer() {
@@ -13,10 +13,18 @@ import Testing
         #expect(config.topMLP.indices.map { DenseNetwork.topLayerTakesFP8(config, $0) } == [true, false, false, false, false])
         // The widest fp8 operand is x_l: 3456 columns (already a multiple of 16).
         #expect(DenseNetwork.fp8ScratchStride(config) == 3456)
-        // Both the cross network and the first top layer read E4M3 rows: no bf16 copy of the top input.
-        #expect(!DenseNetwork.needsBF16TopInput(config, math: .fp8))
-        #expect(DenseNetwork.needsBF16TopInput(config, math: .bf16))
-        #expect(!DenseNetwork.needsBF16TopInput(config, math: .fp32))
+        // Both the cross network and the first top layer read E4M3 rows, but the cross network's state x_l is
+        // bf16 under narrow math (x₀'s copy, then topInputBF16); its fp32 state exists only under fp32 and tf32.
+        for math in [MathMode.fp8, .bf16] {
+            #expect(DenseNetwork.needsBF16TopInput(config, math: math))
+            #expect(DenseNetwork.needsBF16CrossState(config, math: math))
+            #expect(!DenseNetwork.needsTopInput(config, math: math))
+        }
+        for math in [MathMode.fp32, .tf32] {
+            #expect(!DenseNetwork.needsBF16TopInput(config, math: math))
+            #expect(!DenseNetwork.needsBF16CrossState(config, math: math))
+            #expect(DenseNetwork.needsTopInput(config, math: math))
+        }
     }
 
     /// A rank that is not a multiple of 16: the cross network runs as under bf16 (from the bf16 copy), the first
@@ -37,6 +45,8 @@ import Testing
         #expect(terabyte.topInputWidth == 415)
         #expect(DenseNetwork.fp8ScratchStride(terabyte) == 416)
         #expect(!DenseNetwork.needsBF16TopInput(terabyte, math: .fp8))
+        // r comes from the interaction kernel in fp32 whatever the math; there is no cross state.
+        #expect(DenseNetwork.needsTopInput(terabyte, math: .fp8) && !DenseNetwork.needsBF16CrossState(terabyte, math: .fp8))
         var logitOnly = terabyte
         logitOnly.topMLP = [1]
         #expect(!DenseNetwork.topLayerTakesFP8(logitOnly, 0))

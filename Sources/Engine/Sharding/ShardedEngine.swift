@@ -410,7 +410,8 @@ final class ShardMember {
         let mine = DenseNetwork.Buffers(
             dense: denseBuffers.dense + DevicePointer(samples.lowerBound * config.denseFeatures * 4),
             activations: denseBuffers.activations, interactionInput: denseBuffers.interactionInput,
-            topInput: denseBuffers.topInput, topInputBF16: denseBuffers.topInputBF16, fp8Scratch: denseBuffers.fp8Scratch,
+            topInput: denseBuffers.topInput, topInputBF16: denseBuffers.topInputBF16,
+            crossX0BF16: denseBuffers.crossX0BF16, fp8Scratch: denseBuffers.fp8Scratch,
             fp8RowScales: denseBuffers.fp8RowScales, logits: denseBuffers.logits,
             probabilities: denseBuffers.probabilities)
         let forward = samples.isEmpty ? nil : try DenseNetwork.Forward(network: dense, batch: samples.count, buffers: mine)

@@ -1,11 +1,12 @@
 // cross_network.cu — the element-wise step of DCNv2's low-rank cross layer (TorchRec LowRankCrossNet):
 //
-//   cross_combine   out[s, i] = x0[s, i] · y[s, i] + xl[s, i] for every sample s and column i < width, where
-//                   y = W_l (V_l x_l) + b_l comes from two cuBLASLt products (the bias in the second one's
-//                   epilogue). Rounded as the CPU engine rounds (a product, then a sum: no FMA), so the GPU
-//                   and CPU cross networks agree to the last bit of this step. `out` may be `xl`. With
-//                   `out_bf16` (not null), also writes the result rounded to bf16 (nearest, ties to even):
-//                   the next layer's operand when the products run on bf16 (`--math bf16`).
+//   cross_combine        out[s, i] = x0[s, i] · y[s, i] + xl[s, i] for every sample s and column i < width, where
+//                        y = W_l (V_l x_l) + b_l comes from two cuBLASLt products (the bias in the second one's
+//                        epilogue). Rounded as the CPU engine rounds (a product, then a sum: no FMA), so the GPU
+//                        and CPU cross networks agree to the last bit of this step. `out` may be `xl`. fp32 math.
+//   cross_combine_bf16   the same on bf16 rows (x₀, y, x_l in, x_{l+1} out), fp32 arithmetic and one rounding to
+//                        bf16 (nearest, ties to even): under `--math bf16` the state x_l stays bf16, which halves
+//                        the bytes of each layer's element-wise step.
 //
 // fp8 (`--math fp8`): activations become E4M3 operands with one scale per sample (row), which cuBLASLt applies
 // per column of its B operand (CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F). A row's scale is its amax / 448,
@@ -14,9 +15,10 @@
 //
 //   quantize_rows_e4m3   q[s, i] = e4m3(src[s, i] · 448 / amax_s), zeros up to `padded_width`, scales[s] =
 //                        amax_s / 448 (1 for an all-zero row): a product's output (bf16) or the concatenation
-//                        x₀ (fp32) as the next product's operand.
-//   cross_combine_e4m3   cross_combine's out (fp32, bit-identical to it) and, from it, the E4M3 codes and scale
-//                        of each row as quantize_rows_e4m3 writes them: x_{l+1} as the next product's operand.
+//                        x₀ (fp32) as the next product's operand; for x₀ also its bf16 copy (the cross state).
+//   cross_combine_e4m3   cross_combine_bf16's sum on bf16 rows, written as bf16 (may be skipped: the last layer)
+//                        and, from the unrounded sum, the E4M3 codes and scale of each row as quantize_rows_e4m3
+//                        writes them: x_{l+1} as the next product's operand.
 
 __device__ __forceinline__ unsigned short bf16_from_float(float f) {
     const unsigned u = __float_as_uint(f);
@@ -24,46 +26,70 @@ __device__ __forceinline__ unsigned short bf16_from_float(float f) {
     return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+__device__ __forceinline__ float float_from_bf16(unsigned short h) { return __uint_as_float((unsigned)h << 16); }
+
+// Two bf16 values packed in a word (low half first) as two floats, and back.
+__device__ __forceinline__ float2 bf16x2_to_float2(unsigned h) {
+    return make_float2(__uint_as_float(h << 16), __uint_as_float(h & 0xffff0000u));
+}
+__device__ __forceinline__ unsigned float2_to_bf16x2(float lo, float hi) {
+    return bf16_from_float(lo) | ((unsigned)bf16_from_float(hi) << 16);
+}
+
+// x₀ · y + x_l as the CPU computes it: a product, then a sum (no FMA).
+__device__ __forceinline__ float combine1(float x0, float y, float xl) { return __fadd_rn(__fmul_rn(x0, y), xl); }
+
 // One thread takes 4 neighbouring columns of a sample (grid.x: column groups, grid.y: samples, striding when
 // the batch is larger): no index division, and with `vector` (width and every stride a multiple of 4,
-// 16-byte aligned rows) 16-byte loads and stores. `out` may be null: only the bf16 copy is written (the
-// last layer under `--math bf16`, whose fp32 result nothing reads). With `y_bf16` (y null), y is read as bf16
-// and widened: the W product's output under `--math bf16`.
+// 16-byte aligned rows) 16-byte loads and stores.
 extern "C" __global__ void cross_combine(const float *__restrict__ x0, const float *__restrict__ y, const float *xl,
                                          float *out, int width, int batch, long long x0_stride, long long y_stride,
-                                         long long xl_stride, long long out_stride, unsigned short *out_bf16,
-                                         long long out_bf16_stride, int vector,
-                                         const unsigned short *__restrict__ y_bf16) {
+                                         long long xl_stride, long long out_stride, int vector) {
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
     if (i >= width) return;
     for (long long s = blockIdx.y; s < batch; s += gridDim.y) {
         if (vector) {
             const float4 a = *reinterpret_cast<const float4 *>(x0 + s * x0_stride + i);
-            float4 b;
-            if (y_bf16) {
-                const uint2 h = *reinterpret_cast<const uint2 *>(y_bf16 + s * y_stride + i);
-                b = make_float4(__uint_as_float(h.x << 16), __uint_as_float(h.x & 0xffff0000u), __uint_as_float(h.y << 16),
-                                __uint_as_float(h.y & 0xffff0000u));
-            } else {
-                b = *reinterpret_cast<const float4 *>(y + s * y_stride + i);
-            }
+            const float4 b = *reinterpret_cast<const float4 *>(y + s * y_stride + i);
             const float4 c = *reinterpret_cast<const float4 *>(xl + s * xl_stride + i);
-            const float4 v = make_float4(__fadd_rn(__fmul_rn(a.x, b.x), c.x), __fadd_rn(__fmul_rn(a.y, b.y), c.y),
-                                         __fadd_rn(__fmul_rn(a.z, b.z), c.z), __fadd_rn(__fmul_rn(a.w, b.w), c.w));
-            if (out) *reinterpret_cast<float4 *>(out + s * out_stride + i) = v;
-            if (out_bf16) {
-                const uint2 packed = make_uint2(bf16_from_float(v.x) | ((unsigned)bf16_from_float(v.y) << 16),
-                                                bf16_from_float(v.z) | ((unsigned)bf16_from_float(v.w) << 16));
-                *reinterpret_cast<uint2 *>(out_bf16 + s * out_bf16_stride + i) = packed;
-            }
+            *reinterpret_cast<float4 *>(out + s * out_stride + i) =
+                make_float4(combine1(a.x, b.x, c.x), combine1(a.y, b.y, c.y), combine1(a.z, b.z, c.z),
+                            combine1(a.w, b.w, c.w));
             continue;
         }
-        for (int c = i; c < i + 4 && c < width; c++) {
-            const float yc = y_bf16 ? __uint_as_float((unsigned)y_bf16[s * y_stride + c] << 16) : y[s * y_stride + c];
-            const float v = __fadd_rn(__fmul_rn(x0[s * x0_stride + c], yc), xl[s * xl_stride + c]);
-            if (out) out[s * out_stride + c] = v;
-            if (out_bf16) out_bf16[s * out_bf16_stride + c] = bf16_from_float(v);
+        for (int c = i; c < i + 4 && c < width; c++)
+            out[s * out_stride + c] = combine1(x0[s * x0_stride + c], y[s * y_stride + c], xl[s * xl_stride + c]);
+    }
+}
+
+// The bf16 state: one thread takes 8 neighbouring columns of a sample (laid out as cross_combine); `vector`
+// (width and every stride a multiple of 8, 16-byte aligned rows): one 16-byte load per operand and one store.
+// `out` may be `xl`.
+extern "C" __global__ void cross_combine_bf16(const unsigned short *__restrict__ x0, const unsigned short *__restrict__ y,
+                                              const unsigned short *xl, unsigned short *out, int width, int batch,
+                                              long long x0_stride, long long y_stride, long long xl_stride,
+                                              long long out_stride, int vector) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (i >= width) return;
+    for (long long s = blockIdx.y; s < batch; s += gridDim.y) {
+        if (vector) {
+            const uint4 a = *reinterpret_cast<const uint4 *>(x0 + s * x0_stride + i);
+            const uint4 b = *reinterpret_cast<const uint4 *>(y + s * y_stride + i);
+            const uint4 c = *reinterpret_cast<const uint4 *>(xl + s * xl_stride + i);
+            const unsigned aw[4] = {a.x, a.y, a.z, a.w}, bw[4] = {b.x, b.y, b.z, b.w}, cw[4] = {c.x, c.y, c.z, c.w};
+            unsigned ow[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float2 p = bf16x2_to_float2(aw[k]), q = bf16x2_to_float2(bw[k]), r = bf16x2_to_float2(cw[k]);
+                ow[k] = float2_to_bf16x2(combine1(p.x, q.x, r.x), combine1(p.y, q.y, r.y));
+            }
+            *reinterpret_cast<uint4 *>(out + s * out_stride + i) = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+            continue;
         }
+        for (int c = i; c < i + 8 && c < width; c++)
+            out[s * out_stride + c] = bf16_from_float(combine1(float_from_bf16(x0[s * x0_stride + c]),
+                                                               float_from_bf16(y[s * y_stride + c]),
+                                                               float_from_bf16(xl[s * xl_stride + c])));
     }
 }
 
@@ -132,93 +158,87 @@ __device__ __forceinline__ unsigned short e4m3x2(float hi, float lo) {
 #endif
 }
 
-// Four columns of a row this kernel has just written, read through L2 (`ld.global.cg`): the read-only path could
-// serve a stale line of x_l when the combine runs in place.
-__device__ __forceinline__ float4 load4_written(const float *row, int c, int width, int vector) {
-    if (vector && c + 4 <= width) return __ldcg(reinterpret_cast<const float4 *>(row + c));
-    float v[4];
-    for (int k = 0; k < 4; k++) v[k] = c + k >= width ? 0.f : __ldcg(row + c + k);
-    return make_float4(v[0], v[1], v[2], v[3]);
+// Writes columns c..c+3 of a bf16 row (those below `width`); `vector`: one 8-byte store.
+__device__ __forceinline__ void store4_bf16(unsigned short *row, int c, int width, int vector, float4 v) {
+    if (vector && c + 4 <= width) {
+        *reinterpret_cast<uint2 *>(row + c) = make_uint2(float2_to_bf16x2(v.x, v.y), float2_to_bf16x2(v.z, v.w));
+        return;
+    }
+    const float w[4] = {v.x, v.y, v.z, v.w};
+    for (int k = 0; k < 4 && c + k < width; k++) row[c + k] = bf16_from_float(w[k]);
 }
 
-// The codes of one row from its amax: 4 columns a thread per step, one 4-byte store (padded columns get 0).
-// `written`: the fp32 row was written by this kernel (see load4_written).
-__device__ void write_row_e4m3(const float *row, const unsigned short *__restrict__ row_bf16, int width, int vector,
-                               bool written, float largest, unsigned char *__restrict__ q, int padded_width,
-                               float *__restrict__ scale) {
-    const bool usable = largest > 0.f && largest <= 3.402823466e38f;  // an all-zero (or non-finite) row keeps scale 1
-    const float inverse = usable ? __fdiv_rn(448.f, largest) : 1.f;
+// Four columns scaled by `inverse` as E4M3 codes in one word (the first column in the low byte).
+__device__ __forceinline__ unsigned e4m3x4(float4 x, float inverse) {
+    const unsigned lo = e4m3x2(__fmul_rn(x.y, inverse), __fmul_rn(x.x, inverse));
+    const unsigned hi = e4m3x2(__fmul_rn(x.w, inverse), __fmul_rn(x.z, inverse));
+    return lo | (hi << 16);
+}
+
+// A row's scale (its amax / 448; 1 for an all-zero or non-finite row), written by thread 0; returns the factor
+// that takes the row's values to codes.
+__device__ __forceinline__ float row_scale(float largest, float *__restrict__ scale) {
+    const bool usable = largest > 0.f && largest <= 3.402823466e38f;
     if (threadIdx.x == 0) *scale = usable ? __fdiv_rn(largest, 448.f) : 1.f;
-    for (int c = threadIdx.x * 4; c < padded_width; c += blockDim.x * 4) {
-        const float4 x = written ? load4_written(row, c, width, vector) : load4(row, row_bf16, c, width, vector);
-        const unsigned lo = e4m3x2(__fmul_rn(x.y, inverse), __fmul_rn(x.x, inverse));
-        const unsigned hi = e4m3x2(__fmul_rn(x.w, inverse), __fmul_rn(x.z, inverse));
-        *reinterpret_cast<unsigned *>(q + c) = lo | (hi << 16);
-    }
+    return usable ? __fdiv_rn(448.f, largest) : 1.f;
 }
 
 // A block per row (grid.x rows, striding past 65,535). One of src and src_bf16 is null; q_stride and padded_width
-// are multiples of 4; `vector`: width and src_stride multiples of 4, src 16-byte aligned.
+// are multiples of 4; `copy` (may be null): the row also as bf16 (x₀'s copy, the cross network's bf16 state);
+// `vector`: width and the strides multiples of 4, rows 16-byte aligned.
 extern "C" __global__ void quantize_rows_e4m3(const float *__restrict__ src, const unsigned short *__restrict__ src_bf16,
                                               long long src_stride, int width, int batch, unsigned char *__restrict__ q,
                                               long long q_stride, int padded_width, float *__restrict__ scales,
-                                              int vector) {
+                                              unsigned short *__restrict__ copy, long long copy_stride, int vector) {
     for (long long s = blockIdx.x; s < batch; s += gridDim.x) {
         const float *row = src ? src + s * src_stride : nullptr;
         const unsigned short *row_bf16 = src_bf16 ? src_bf16 + s * src_stride : nullptr;
         float largest = 0.f;
 #pragma unroll 4
         for (int c = threadIdx.x * 4; c < width; c += blockDim.x * 4) largest = fmaxf(largest, abs_max4(load4(row, row_bf16, c, width, vector)));
-        largest = block_max(largest);
-        write_row_e4m3(row, row_bf16, width, vector, false, largest, q + s * q_stride, padded_width, scales + s);
+        const float inverse = row_scale(block_max(largest), scales + s);
+        for (int c = threadIdx.x * 4; c < padded_width; c += blockDim.x * 4) {
+            const float4 x = load4(row, row_bf16, c, width, vector);  // zeros past `width`
+            *reinterpret_cast<unsigned *>(q + s * q_stride + c) = e4m3x4(x, inverse);
+            if (copy) store4_bf16(copy + s * copy_stride, c, width, vector, x);
+        }
     }
 }
 
-// A block per row: out = x₀ ⊙ y + x_l as cross_combine computes it (a product, then a sum), then the row as E4M3
-// codes with its scale. The row waits in shared memory (dynamic, `width` floats) between the two passes; `out`
-// may be x_l, or null when nothing reads the fp32 result (the last layer: the top MLP reads only the codes).
-// Without shared memory (a row too wide for it: the launch passes none and `cached` 0) the row is read back from
-// `out`, through L2.
-extern "C" __global__ void cross_combine_e4m3(const float *__restrict__ x0, const unsigned short *__restrict__ y_bf16,
-                                              const float *xl, float *out, int width, int batch, long long x0_stride,
-                                              long long y_stride, long long xl_stride, long long out_stride,
-                                              unsigned char *__restrict__ q, long long q_stride, int padded_width,
-                                              float *__restrict__ scales, int vector, int cached) {
+// x₀ ⊙ y + x_l for columns c..c+3 of bf16 rows, as cross_combine_bf16 computes it (0 past `width`).
+__device__ __forceinline__ float4 combine4_bf16(const unsigned short *__restrict__ x0, const unsigned short *__restrict__ y,
+                                                const unsigned short *xl, int c, int width, int vector) {
+    const float4 a = load4(nullptr, x0, c, width, vector), b = load4(nullptr, y, c, width, vector),
+                 d = load4(nullptr, xl, c, width, vector);
+    return make_float4(combine1(a.x, b.x, d.x), combine1(a.y, b.y, d.y), combine1(a.z, b.z, d.z), combine1(a.w, b.w, d.w));
+}
+
+// A block per row, on bf16 rows: the sum x₀ ⊙ y + x_l (fp32, unrounded) and the row's amax, then from the sum its
+// E4M3 codes with its scale and, unless `out` is null (the last layer: the top MLP reads only the codes), its bf16
+// rounding. The sum waits in shared memory (dynamic, `width` floats) between the two passes; a row too wide for it
+// (the launch passes none and `cached` 0) is summed again. `out` may be x_l: each thread reads a column of x_l
+// before it writes that column, and no other thread touches it.
+extern "C" __global__ void cross_combine_e4m3(const unsigned short *__restrict__ x0, const unsigned short *__restrict__ y,
+                                              const unsigned short *xl, unsigned short *out, int width, int batch,
+                                              long long x0_stride, long long y_stride, long long xl_stride,
+                                              long long out_stride, unsigned char *__restrict__ q, long long q_stride,
+                                              int padded_width, float *__restrict__ scales, int vector, int cached) {
     extern __shared__ float4 row_cache[];
     for (long long s = blockIdx.x; s < batch; s += gridDim.x) {
+        const unsigned short *a = x0 + s * x0_stride, *b = y + s * y_stride, *d = xl + s * xl_stride;
         float largest = 0.f;
         for (int c = threadIdx.x * 4; c < width; c += blockDim.x * 4) {
-            const float4 a = load4(x0 + s * x0_stride, nullptr, c, width, vector);
-            const float4 b = load4(nullptr, y_bf16 + s * y_stride, c, width, vector);
-            const float4 d = load4(xl + s * xl_stride, nullptr, c, width, vector);
-            const float4 v = make_float4(__fadd_rn(__fmul_rn(a.x, b.x), d.x), __fadd_rn(__fmul_rn(a.y, b.y), d.y),
-                                         __fadd_rn(__fmul_rn(a.z, b.z), d.z), __fadd_rn(__fmul_rn(a.w, b.w), d.w));
+            const float4 v = combine4_bf16(a, b, d, c, width, vector);
             largest = fmaxf(largest, abs_max4(v));
             if (cached) row_cache[c / 4] = v;
-            if (!out) continue;
-            float *o = out + s * out_stride + c;
-            if (vector && c + 4 <= width) {
-                *reinterpret_cast<float4 *>(o) = v;
-            } else {
-                const float w[4] = {v.x, v.y, v.z, v.w};
-                for (int k = 0; k < 4 && c + k < width; k++) o[k] = w[k];
-            }
         }
-        largest = block_max(largest);  // its __syncthreads also orders the block's writes before the reads below
-        if (cached) {
-            const bool usable = largest > 0.f && largest <= 3.402823466e38f;
-            const float inverse = usable ? __fdiv_rn(448.f, largest) : 1.f;
-            if (threadIdx.x == 0) scales[s] = usable ? __fdiv_rn(largest, 448.f) : 1.f;
-            unsigned char *row_q = q + s * q_stride;
-            for (int c = threadIdx.x * 4; c < padded_width; c += blockDim.x * 4) {
-                const float4 x = c < width ? row_cache[c / 4] : make_float4(0.f, 0.f, 0.f, 0.f);
-                const unsigned lo = e4m3x2(__fmul_rn(x.y, inverse), __fmul_rn(x.x, inverse));
-                const unsigned hi = e4m3x2(__fmul_rn(x.w, inverse), __fmul_rn(x.z, inverse));
-                *reinterpret_cast<unsigned *>(row_q + c) = lo | (hi << 16);
-            }
-        } else {
-            write_row_e4m3(out + s * out_stride, nullptr, width, vector, true, largest, q + s * q_stride, padded_width,
-                           scales + s);
+        // block_max's __syncthreads also orders the row cache's writes before the reads below.
+        const float inverse = row_scale(block_max(largest), scales + s);
+        for (int c = threadIdx.x * 4; c < padded_width; c += blockDim.x * 4) {
+            const float4 v = c >= width ? make_float4(0.f, 0.f, 0.f, 0.f)
+                                        : cached ? row_cache[c / 4] : combine4_bf16(a, b, d, c, width, vector);
+            *reinterpret_cast<unsigned *>(q + s * q_stride + c) = e4m3x4(v, inverse);
+            if (out) store4_bf16(out + s * out_stride, c, width, vector, v);
         }
         __syncthreads();  // the next row (grid-stride) rewrites row_cache
     }
