@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -380,6 +380,14 @@ stage_ncu() {
         done
     done
     ls -la "$OUT/ncu" | head -40
+}
+
+# The full MLPerf DLRM-v2 model (every table at its size, 204M rows) with int8 tables (27.8 GB), bf16 and fp8 math.
+stage_mlperf-full-int8() {
+    for math in ${FULL_MATHS:-bf16 fp8}; do
+        $BAGEL bench e2e --preset mlperf-v2 --max-rows 40000000 --batch-size 8192 --device gpu --math $math --dtype int8 \
+            --seconds 3 --json "$OUT/full-int8-$math.json" || return 1
+    done
 }
 
 # PyTorch's DLRM_DCN forward (plain modules, TorchRec's arithmetic) at mlperf-v2 shapes, 1M-row caps, fp32 and bf16
