@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -465,6 +465,25 @@ stage_serve-p99() {
         kill -TERM $server
         wait $server
     done
+}
+
+# fp32 GEMM ceiling of this card through PyTorch's cuBLAS (TF32 off): a large square product and the mlperf-v2 shapes.
+stage_sgemm-ceiling() {
+    python3 - <<'PY'
+import torch
+torch.backends.cuda.matmul.allow_tf32 = False
+def tflops(m, n, k, reps=20):
+    a = torch.randn(m, k, device="cuda"); b = torch.randn(k, n, device="cuda")
+    for _ in range(3): a @ b
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(reps): a @ b
+    e.record(); e.synchronize()
+    return 2 * m * n * k * reps / (s.elapsed_time(e) / 1e3) / 1e12
+print(torch.cuda.get_device_name())
+for shape in [(8192, 8192, 8192), (16384, 16384, 4096), (8192, 512, 3456), (8192, 3456, 512), (8192, 1024, 3456)]:
+    print("fp32 GEMM m=%d n=%d k=%d: %.1f TFLOP/s" % (*shape, tflops(*shape)))
+PY
 }
 
 # The serving stack as operators and Triton's tools meet it (terabyte preset on the GPU): NVIDIA's
