@@ -76,37 +76,68 @@ public enum ShardedParity {
             let cpu = CPUEngine(model: model)
             let expected = try batches.map { (try single.predict($0), try cpu.predict($0)) }
             for (planName, plan) in try plans(model.config, gpus: gpus) {
-                let caseName = "sharded \(name) model, \(planName), \(where_)"
-                do {
-                    let layout = try ShardLayout(plan: plan, config: model.config)
-                    let engine = try ShardedEngine(model: model, layout: layout, communicators: communicators, options: options)
-                    var worst: (gpu: Float, cpu: Float) = (0, 0)
-                    var problem: String?
-                    var fingerprint = Fingerprint()
-                    for (batch, (gpuP, cpuP)) in zip(batches, expected) {
-                        let p = try engine.predict(batch)
-                        fingerprint.add(p)
-                        guard p.count == batch.size else {
-                            problem = "batch \(batch.size): \(p.count) probabilities"
-                            break
-                        }
-                        for s in 0..<batch.size {
-                            let (dg, dc) = (abs(p[s] - gpuP[s]), abs(p[s] - cpuP[s]))
-                            if !(dg <= tolerance && dc <= tolerance) && problem == nil {
-                                problem = "batch \(batch.size), sample \(s): \(p[s]) against \(gpuP[s]) on one GPU and \(cpuP[s]) on the CPU"
-                            }
-                            worst = (max(worst.gpu, dg.isNaN ? .infinity : dg), max(worst.cpu, dc.isNaN ? .infinity : dc))
-                        }
-                    }
-                    outcomes.append(CollectiveCheck.Outcome(
-                        name: caseName, passed: problem == nil,
-                        detail: problem ?? String(format: "batches 1, %d, 300: max |Δp| %.1e vs one GPU, %.1e vs CPU; fingerprint %@",
-                                                  gpus + 1, worst.gpu, worst.cpu, fingerprint.hex)))
-                } catch {
-                    outcomes.append(CollectiveCheck.Outcome(name: caseName, passed: false, detail: "\(error)"))
-                }
+                outcomes.append(check("sharded \(name) model, \(planName), \(where_)", model: model, plan: plan,
+                                      communicators: communicators, options: options, batches: batches, expected: expected,
+                                      bounds: (tolerance, tolerance)))
+            }
+        }
+        // Narrow math on the dcn model (the cross network's bf16 state; fp8 from sm_90): each GPU runs its share of
+        // the samples through the dense network one GPU runs, so they agree up to the tensor cores' accumulation at
+        // another batch size (bound 2e-3); against the fp32 CPU, as the doctor's narrow forwards (2e-2).
+        let (_, dcn, bags) = try models()[1]
+        let maths: [MathMode] = [.bf16] + (first.context.device.computeCapability.major >= 9 ? [.fp8] : [])
+        for math in maths {
+            var narrow = options
+            narrow.math = math
+            var generator = SyntheticGenerator(config: dcn.config, pattern: .zipf(exponent: 1.05), bagLength: bags, seed: 8)
+            let batches = [1, gpus + 1, 300].map { generator.nextBatch(size: $0) }
+            let caseName = "sharded dcn model, \(math.rawValue) math, the planner's (table-wise), \(where_)"
+            do {
+                let single = try GPUEngine(model: dcn, options: narrow, context: first.context)
+                let cpu = CPUEngine(model: dcn)
+                let expected = try batches.map { (try single.predict($0), try cpu.predict($0)) }
+                let plan = try ShardingPlanner.plan(config: dcn.config, gpus: gpus, gpuBudget: 1 << 30)
+                outcomes.append(check(caseName, model: dcn, plan: plan, communicators: communicators, options: narrow,
+                                      batches: batches, expected: expected, bounds: (2e-3, 2e-2)))
+            } catch {
+                outcomes.append(CollectiveCheck.Outcome(name: caseName, passed: false, detail: "\(error)"))
             }
         }
         return outcomes
+    }
+
+    /// One sharded engine on `batches` against one GPU's and the CPU's probabilities, within `bounds`.
+    static func check(_ caseName: String, model: Model, plan: ShardingPlan, communicators: [NCCLCommunicator],
+                      options: GPUEngineOptions, batches: [Batch], expected: [([Float], [Float])],
+                      bounds: (gpu: Float, cpu: Float)) -> CollectiveCheck.Outcome {
+        do {
+            let layout = try ShardLayout(plan: plan, config: model.config)
+            let engine = try ShardedEngine(model: model, layout: layout, communicators: communicators, options: options)
+            var worst: (gpu: Float, cpu: Float) = (0, 0)
+            var problem: String?
+            var fingerprint = Fingerprint()
+            for (batch, (gpuP, cpuP)) in zip(batches, expected) {
+                let p = try engine.predict(batch)
+                fingerprint.add(p)
+                guard p.count == batch.size else {
+                    problem = "batch \(batch.size): \(p.count) probabilities"
+                    break
+                }
+                for s in 0..<batch.size {
+                    let (dg, dc) = (abs(p[s] - gpuP[s]), abs(p[s] - cpuP[s]))
+                    if !(dg <= bounds.gpu && dc <= bounds.cpu) && problem == nil {
+                        problem = "batch \(batch.size), sample \(s): \(p[s]) against \(gpuP[s]) on one GPU and \(cpuP[s]) on the CPU"
+                    }
+                    worst = (max(worst.gpu, dg.isNaN ? .infinity : dg), max(worst.cpu, dc.isNaN ? .infinity : dc))
+                }
+            }
+            let sizes = batches.map { String($0.size) }.joined(separator: ", ")
+            return CollectiveCheck.Outcome(
+                name: caseName, passed: problem == nil,
+                detail: problem ?? String(format: "batches %@: max |Δp| %.1e vs one GPU, %.1e vs CPU; fingerprint %@",
+                                          sizes, worst.gpu, worst.cpu, fingerprint.hex))
+        } catch {
+            return CollectiveCheck.Outcome(name: caseName, passed: false, detail: "\(error)")
+        }
     }
 }
