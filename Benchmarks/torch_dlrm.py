@@ -40,7 +40,6 @@ class DLRM(nn.Module):
         self.dim = config["bottom_mlp"][-1]
         self.interaction = config.get("interaction", "dot")
         if self.interaction == "dcn":
-            n = len(config["tables"])
             width = self.dim + sum(t["dim"] for t in config["tables"])
             rank, layers = config["dcn"]["low_rank"], config["dcn"]["layers"]
             scale = (1.0 / width) ** 0.5
@@ -56,9 +55,8 @@ class DLRM(nn.Module):
             top_in = self.dim + n * (n + 1) // 2
         else:
             top_in = self.dim + sum(t["dim"] for t in config["tables"])
+        # The last top layer is linear and the sigmoid follows it (DLRM_DCN's over arch, then its probability).
         self.top_l = mlp([top_in] + config["top_mlp"], sigmoid_last=True)
-        if self.interaction == "dcn":  # the over arch's last layer is linear; the sigmoid follows it
-            self.top_l = nn.Sequential(*list(self.top_l)[:-1], nn.Sigmoid())
         li, lj = torch.tril_indices(n + 1, n + 1, offset=-1)
         self.register_buffer("li", li)
         self.register_buffer("lj", lj)

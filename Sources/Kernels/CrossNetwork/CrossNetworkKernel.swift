@@ -61,8 +61,8 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         arguments.add(Int32(batch))
         arguments.add(Int32(Self.vectorizable(width: width, strides: [sourceStride, destinationStride],
                                               pointers: [source, destination]) ? 1 : 0))
-        try convert.launch(grid: Self.grid(width: width, batch: batch, columnsPerThread: 4), block: (Self.blockThreads, 1, 1), stream: stream,
-                           arguments: arguments)
+        try convert.launch(grid: Self.grid(width: width, batch: batch, columnsPerThread: 4),
+                           block: (Self.blockThreads, 1, 1), stream: stream, arguments: arguments)
     }
 
     /// q[s, i] = e4m3(source[s, i] · 448 / amax_s) for i < width, 0 up to paddedWidth, scales[s] = amax_s / 448:
