@@ -594,7 +594,8 @@ public final class ParitySuite {
                     let g = got[s * stride + i]
                     let want = i < width ? expected(before, s, i) : aliasing == 1 ? xl[s * stride + i] : 0xFFFF
                     guard g == want else {
-                        throw ParityFailure("\(name), sample \(s) column \(i)\(i >= width ? " (padding)" : ""): gpu \(g), want \(want)")
+                        let padding = i >= width ? " (padding)" : ""
+                        throw ParityFailure("\(name), sample \(s) column \(i)\(padding): gpu \(g), want \(want)")
                     }
                 }
             }
@@ -645,7 +646,8 @@ public final class ParitySuite {
         let codes = try DeviceBuffer<UInt8>(context: context, copying: [UInt8](repeating: 0xAB, count: batch * padded + 16))
         // From fp32 (x₀ under fp8 math) the rows are also copied as bf16, in a stride of their own.
         let copyStride = (width + 7) & ~7
-        let copy = bf16Source ? nil : try DeviceBuffer<UInt16>(context: context, copying: [UInt16](repeating: 0xFFFF, count: batch * copyStride + 8))
+        let copy = bf16Source
+            ? nil : try DeviceBuffer<UInt16>(context: context, copying: [UInt16](repeating: 0xFFFF, count: batch * copyStride + 8))
         try kernel.encodeQuantizeRows(source: source, sourceIsBF16: bf16Source, sourceStride: stride, width: width,
                                       batch: batch, q: codes.address, qStride: padded, paddedWidth: padded,
                                       scales: scales.address, copyBF16: copy?.address ?? 0, copyStride: copyStride,
@@ -660,7 +662,8 @@ public final class ParitySuite {
                 let (s, c) = (i / copyStride, i % copyStride)
                 let want = s < batch && c < width ? NumericConversion.bf16FromFloat(values[s * stride + c]) : 0xFFFF
                 guard got[i] == want else {
-                    throw ParityFailure("bf16 copy, row \(s) column \(c)\(c >= width || s >= batch ? " (padding)" : ""): gpu \(got[i]), want \(want)")
+                    let padding = c >= width || s >= batch ? " (padding)" : ""
+                    throw ParityFailure("bf16 copy, row \(s) column \(c)\(padding): gpu \(got[i]), want \(want)")
                 }
             }
         }

@@ -126,7 +126,8 @@ public enum ShardedParity {
                 for s in 0..<batch.size {
                     let (dg, dc) = (abs(p[s] - gpuP[s]), abs(p[s] - cpuP[s]))
                     if !(dg <= bounds.gpu && dc <= bounds.cpu) && problem == nil {
-                        problem = "batch \(batch.size), sample \(s): \(p[s]) against \(gpuP[s]) on one GPU and \(cpuP[s]) on the CPU"
+                        problem = "batch \(batch.size), sample \(s): \(p[s]) against \(gpuP[s]) on one GPU and \(cpuP[s]) "
+                            + "on the CPU"
                     }
                     worst = (max(worst.gpu, dg.isNaN ? .infinity : dg), max(worst.cpu, dc.isNaN ? .infinity : dc))
                 }

@@ -219,11 +219,11 @@ __device__ __forceinline__ float4 combine4_bf16(const unsigned short *__restrict
 // (the launch passes none and `cached` 0) is summed again. `out` may be x_l: each thread reads a column of x_l
 // before it writes that column, and no other thread touches it. At most 32 registers: with its row cache (≤ 14 KB
 // at width 3456) 16 blocks of 128 threads fit an SM, where 46 registers left 10 (run 56).
-extern "C" __global__ void __launch_bounds__(128, 16) cross_combine_e4m3(const unsigned short *__restrict__ x0, const unsigned short *__restrict__ y,
-                                              const unsigned short *xl, unsigned short *out, int width, int batch,
-                                              long long x0_stride, long long y_stride, long long xl_stride,
-                                              long long out_stride, unsigned char *__restrict__ q, long long q_stride,
-                                              int padded_width, float *__restrict__ scales, int vector, int cached) {
+extern "C" __global__ void __launch_bounds__(128, 16)
+cross_combine_e4m3(const unsigned short *__restrict__ x0, const unsigned short *__restrict__ y, const unsigned short *xl,
+                   unsigned short *out, int width, int batch, long long x0_stride, long long y_stride, long long xl_stride,
+                   long long out_stride, unsigned char *__restrict__ q, long long q_stride, int padded_width,
+                   float *__restrict__ scales, int vector, int cached) {
     extern __shared__ float4 row_cache[];
     for (long long s = blockIdx.x; s < batch; s += gridDim.x) {
         const unsigned short *a = x0 + s * x0_stride, *b = y + s * y_stride, *d = xl + s * xl_stride;
