@@ -104,8 +104,7 @@ extern "C" __global__ void convert_f32_bf16(const float *__restrict__ src, long 
         if (vector) {
             const float4 v = *reinterpret_cast<const float4 *>(src + s * src_stride + i);
             *reinterpret_cast<uint2 *>(dst + s * dst_stride + i) =
-                make_uint2(bf16_from_float(v.x) | ((unsigned)bf16_from_float(v.y) << 16),
-                           bf16_from_float(v.z) | ((unsigned)bf16_from_float(v.w) << 16));
+                make_uint2(float2_to_bf16x2(v.x, v.y), float2_to_bf16x2(v.z, v.w));
             continue;
         }
         for (int c = i; c < i + 4 && c < width; c++) dst[s * dst_stride + c] = bf16_from_float(src[s * src_stride + c]);
@@ -118,14 +117,14 @@ __device__ __forceinline__ float4 load4(const float *__restrict__ row, const uns
     if (vector && c + 4 <= width) {
         if (row_bf16) {
             const uint2 h = *reinterpret_cast<const uint2 *>(row_bf16 + c);
-            return make_float4(__uint_as_float(h.x << 16), __uint_as_float(h.x & 0xffff0000u), __uint_as_float(h.y << 16),
-                               __uint_as_float(h.y & 0xffff0000u));
+            const float2 lo = bf16x2_to_float2(h.x), hi = bf16x2_to_float2(h.y);
+            return make_float4(lo.x, lo.y, hi.x, hi.y);
         }
         return *reinterpret_cast<const float4 *>(row + c);
     }
     float v[4];
     for (int k = 0; k < 4; k++)
-        v[k] = c + k >= width ? 0.f : row_bf16 ? __uint_as_float((unsigned)row_bf16[c + k] << 16) : row[c + k];
+        v[k] = c + k >= width ? 0.f : row_bf16 ? float_from_bf16(row_bf16[c + k]) : row[c + k];
     return make_float4(v[0], v[1], v[2], v[3]);
 }
 
