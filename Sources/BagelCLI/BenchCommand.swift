@@ -19,10 +19,51 @@ struct BenchCommand: ParsableCommand {
             mlperf-v2 built in memory with random weights, --max-rows to cap its tables), synthetic batches of \
             --batch-size samples (--dataset, --lookups), on --device auto|gpu|cpu for --seconds; it prints samples/s \
             and latency percentiles, and on a GPU the forward alone and its stages. `bagel bench e2e --help` lists \
-            every option; `bagel bench embedding --help` the embedding-kernel benchmark.
+            every option; `bagel bench embedding --help` the embedding-kernel benchmark; `bagel bench host` the host's \
+            share of a GPU batch (no GPU needed).
             """,
-        subcommands: [EndToEndBench.self, EmbeddingBench.self],
+        subcommands: [EndToEndBench.self, EmbeddingBench.self, HostBench.self],
         defaultSubcommand: EndToEndBench.self)
+}
+
+/// `bagel bench host`: how long this machine's cores take to check and pack one batch for the GPU, on one thread
+/// and on all of them, beside the plain copy of the same bytes — whether the host can keep up with a forward.
+struct HostBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "host",
+        abstract: "Host time to check and pack a batch for the GPU (as `predict` prepares each batch); no GPU needed.")
+
+    @Option(help: "Preset whose shapes the batches take.")
+    var preset: ModelPreset = .paper
+    @Option(help: "Samples per batch.")
+    var batchSize: Int = 2048
+    @Option(help: "Lookups per table (default: the preset's).")
+    var lookups: Int?
+    @Option(help: "Batches timed, each way.")
+    var iterations: Int = 50
+
+    func validate() throws {
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        guard iterations >= 1 else { throw ValidationError("--iterations must be at least 1") }
+    }
+
+    func run() throws {
+        let config = preset.config(lookups: lookups)
+        var generator = SyntheticGenerator(config: config, pattern: .uniform, bagLength: BagLength.of(config, lookups: lookups),
+                                           seed: 1)
+        // Four batches cycled, as `bench e2e` does: more bytes than a core's caches.
+        let batches = (0..<4).map { _ in generator.nextBatch(size: batchSize) }
+        let lookupsPerBatch = batches[0].indexCount
+        print("host: \(ProcessInfo.processInfo.activeProcessorCount) cores; \(preset.rawValue), batch \(batchSize), "
+              + "\(Console.count(lookupsPerBatch)) lookups a batch")
+        for parallel in [false, true] {
+            let timing = try HostPacking.measure(batches: batches, config: config, parallel: parallel, iterations: iterations)
+            print((parallel ? "all cores" : "one thread").padding(toLength: 11, withPad: " ", startingAt: 0)
+                  + "structure check \(Console.seconds(timing.shapes)), pack with the value checks \(Console.seconds(timing.pack)) "
+                  + String(format: "(%.1f GB/s of %@ uploaded)", Double(timing.uploadBytes) / timing.pack / 1e9,
+                           Console.bytes(timing.uploadBytes)))
+        }
+    }
 }
 
 /// `bagel bench` / `bagel bench e2e`: a model sized to the machine, synthetic batches, the best
@@ -164,6 +205,12 @@ struct EndToEndBench: ParsableCommand {
             print((result.gpus == nil ? "device forward" : "steps back to back") + " (inputs resident\(graphs ? ", graph replay" : "")): "
                   + (result.gpus == nil ? "median " : "")
                   + "\(Console.seconds(forward / 1e3)) per batch = " + String(format: "%.0f", rate) + " samples/s")
+        }
+        if let pipelined = result.pipelinedSamplesPerSecond, let prepare = result.hostPrepareMilliseconds {
+            let share = result.deviceSamplesPerSecond.map { String(format: " = %.0f%% of the forward", pipelined / $0 * 100) } ?? ""
+            print("predict, pipelined (check and pack on a second thread, upload beside the forward): "
+                  + String(format: "%.0f", pipelined) + " samples/s\(share); host check + pack "
+                  + "\(Console.seconds(prepare / 1e3)) per batch")
         }
         if let gpus = result.gpus {
             for share in gpus {

@@ -62,48 +62,135 @@ struct ArenaLayout {
         totalBytes = Self.align(cursor)
     }
 
-    /// Writes the upload part into `staging`: TableArgs (records in `slots` order), dense, sparse.
+    /// Indices (or dense values) a piece of packing work copies: tables are cut into pieces of this many so that a
+    /// few large tables (the paper preset: 12 × 307,200) and a wide dense matrix spread evenly over all cores.
+    static let pieceIndices = 1 << 15
+
+    /// What the pack found in the values it copied: the checks of `Batch.validate` that read every value.
+    struct PackReport {
+        /// Per table, its largest index read as unsigned (a negative index is huge), for `Batch.checkIndexRanges`.
+        var largest: [UInt64]
+        /// Dense values and per-sample weights all finite, every table's offsets in order. When false,
+        /// `Batch.validateShapes` says which value is wrong.
+        var valuesClean: Bool
+    }
+
+    /// One piece of packing work: part of the dense matrix, part of a table's indices, or a table's offsets and
+    /// per-sample weights.
+    private enum Piece {
+        case dense(Range<Int>)
+        case indices(table: Int, Range<Int>)
+        case offsetsAndWeights(table: Int)
+    }
+
+    /// Writes the upload part into `staging`: TableArgs (records in `slots` order), dense, sparse, in pieces on all
+    /// cores for large batches (each writes its own part of the staging buffer). The value checks of
+    /// `Batch.validate` happen in the same pass as the copy (`PackReport`): no pass of their own. The batch's
+    /// structure must be valid (`Batch.validateShapes(for:values: false)`): the copy trusts its counts.
+    @discardableResult
     func pack(_ batch: Batch, bindings: [EmbeddingTableBinding], slots: [Int], into staging: UnsafeMutableRawPointer,
-              parallel: Bool) {
+              parallel: Bool) -> PackReport {
         var ordered = bindings
         for (t, binding) in bindings.enumerated() { ordered[slots[t]] = binding }
         TableArgs.write(ordered, into: staging)
         let denseStart = Self.denseOffset(tables: bindings.count)
-        batch.dense.withUnsafeBytes {
-            (staging + denseStart).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+        var cut: [Piece] = stride(from: 0, to: batch.dense.count, by: Self.pieceIndices).map {
+            .dense($0..<min($0 + Self.pieceIndices, batch.dense.count))
         }
-        // Tables on all cores for large batches: each writes its own regions of the staging buffer.
-        let shared = SendableRawBuffer(UnsafeMutableRawBufferPointer(start: staging, count: uploadBytes))
-        let layout = self
-        HostParallel.forEach(batch.sparse.count, parallel: parallel && HostParallel.worthIt(batch.indexCount)) { t in
-            let staging = shared.buffer.baseAddress!
-            let feature = batch.sparse[t]
-            let region = layout.tables[t]
-            layout.write(feature.offsets, to: staging + region.offsets)
-            layout.write(feature.indices, to: staging + region.indices)
-            if let offset = region.weights, let weights = feature.weights {
-                weights.withUnsafeBytes { (staging + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        for (t, feature) in batch.sparse.enumerated() {
+            cut.append(.offsetsAndWeights(table: t))
+            for start in stride(from: 0, to: feature.indices.count, by: Self.pieceIndices) {
+                cut.append(.indices(table: t, start..<min(start + Self.pieceIndices, feature.indices.count)))
             }
+        }
+        let shared = SendableRawBuffer(UnsafeMutableRawBufferPointer(start: staging, count: uploadBytes))
+        let (layout, pieces) = (self, cut)
+        let work = batch.indexCount + batch.dense.count
+        let results = HostParallel.map(pieces.count, parallel: parallel && HostParallel.worthIt(work)) {
+            p -> (table: Int?, largest: UInt64, clean: Bool) in
+            let staging = shared.buffer.baseAddress!
+            switch pieces[p] {
+            case .dense(let range):
+                let clean = batch.dense.withUnsafeBufferPointer {
+                    Self.copyFinite($0, range, to: (staging + denseStart).assumingMemoryBound(to: Float.self))
+                }
+                return (nil, 0, clean)
+            case .indices(let t, let range):
+                let largest = layout.copy(batch.sparse[t].indices, range, to: staging + layout.tables[t].indices)
+                return (t, largest, true)
+            case .offsetsAndWeights(let t):
+                let feature = batch.sparse[t]
+                let region = layout.tables[t]
+                _ = layout.copy(feature.offsets, 0..<feature.offsets.count, to: staging + region.offsets)
+                var clean = Batch.firstDecrease(feature.offsets) == nil
+                if let offset = region.weights, let weights = feature.weights {
+                    clean = clean && weights.withUnsafeBufferPointer {
+                        Self.copyFinite($0, 0..<$0.count, to: (staging + offset).assumingMemoryBound(to: Float.self))
+                    }
+                }
+                return (nil, 0, clean)
+            }
+        }
+        var report = PackReport(largest: [UInt64](repeating: 0, count: batch.sparse.count), valuesClean: true)
+        for result in results {
+            if let t = result.table { report.largest[t] = max(report.largest[t], result.largest) }
+            report.valuesClean = report.valuesClean && result.clean
+        }
+        return report
+    }
+
+    /// Throws `Batch.validate`'s error for what the pack of `batch` found, if anything.
+    static func check(_ batch: Batch, _ report: PackReport, config: ModelConfig) throws {
+        if !report.valuesClean {
+            try batch.validateShapes(for: config)  // says which value
+            throw BagelError(.invalidBatch, "a dense value, per-sample weight or offset is out of its contract")
+        }
+        try batch.checkIndexRanges(largest: report.largest, for: config)
+    }
+
+    /// Copies `range` of `source` to the same positions at `out`; true when every value copied is finite (an OR
+    /// over the exponent bits: a loop the compiler vectorises).
+    private static func copyFinite(_ source: UnsafeBufferPointer<Float>, _ range: Range<Int>,
+                                   to out: UnsafeMutablePointer<Float>) -> Bool {
+        guard let input = source.baseAddress else { return true }
+        let exponent: UInt32 = 0x7F80_0000  // all ones: infinity or NaN
+        var found: UInt32 = 0
+        for i in range {
+            let value = input[i]
+            out[i] = value
+            found |= (value.bitPattern & exponent) == exponent ? 1 : 0
+        }
+        return found == 0
+    }
+
+    /// Copies `range` of an index array to the same positions at `destination`, converting to the engine's index
+    /// width, and returns the largest value read as unsigned (a negative value is huge) — one vectorised pass.
+    private func copy(_ values: IndexArray, _ range: Range<Int>, to destination: UnsafeMutableRawPointer) -> UInt64 {
+        switch (values, indexWidth) {
+        case (.int32(let a), .int32): return Self.copy(a, range, to: destination.assumingMemoryBound(to: Int32.self))
+        case (.int64(let a), .int64): return Self.copy(a, range, to: destination.assumingMemoryBound(to: Int64.self))
+        case (.int64(let a), .int32): return Self.copy(a, range, to: destination.assumingMemoryBound(to: Int32.self))
+        case (.int32(let a), .int64): return Self.copy(a, range, to: destination.assumingMemoryBound(to: Int64.self))
         }
     }
 
-    /// Copies an index array, converting to the engine's index width.
-    private func write(_ values: IndexArray, to destination: UnsafeMutableRawPointer) {
-        switch (values, indexWidth) {
-        case (.int32(let a), .int32):
-            a.withUnsafeBytes { destination.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        case (.int64(let a), .int64):
-            a.withUnsafeBytes { destination.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        case (.int64(let a), .int32):
-            let out = destination.assumingMemoryBound(to: Int32.self)
-            a.withUnsafeBufferPointer { source in
-                for i in 0..<source.count { out[i] = Int32(truncatingIfNeeded: source[i]) }
+    /// The loop of `copy`, a static generic without captured context so that each of its four uses is specialised
+    /// (a nested generic function capturing its surroundings ran unspecialised, element by element through
+    /// witness tables).
+    @inline(__always)
+    private static func copy<S: FixedWidthInteger & SignedInteger, D: FixedWidthInteger>(
+        _ source: [S], _ range: Range<Int>, to out: UnsafeMutablePointer<D>
+    ) -> UInt64 {
+        source.withUnsafeBufferPointer { source in
+            guard let input = source.baseAddress else { return 0 }
+            var largest: S.Magnitude = 0
+            for i in range {
+                let value = input[i]
+                out[i] = D(truncatingIfNeeded: value)
+                largest = max(largest, S.Magnitude(truncatingIfNeeded: value))
             }
-        case (.int32(let a), .int64):
-            let out = destination.assumingMemoryBound(to: Int64.self)
-            a.withUnsafeBufferPointer { source in
-                for i in 0..<source.count { out[i] = Int64(source[i]) }
-            }
+            // Above S.max only a negative value can be (as Batch.checkIndexRanges reads it).
+            return largest > S.Magnitude(S.max) ? UInt64.max : UInt64(largest)
         }
     }
 }

@@ -79,7 +79,11 @@ public final class MLPerfMultiHotReader: SampleReader {
         next = range.upperBound
         let f = config.denseFeatures
         let dense: [Float] = Self.copy(dense.data, elements: (range.lowerBound * f)..<(range.upperBound * f))
-        let features = sparse.map { array -> SparseFeature in
+        // Large batches copy their tables on all cores (the paper's shape: 12 tables × 307,200 indices a batch).
+        let lookups = sparse.reduce(0) { $0 + $1.shape[1] } * range.count
+        let sparse = self.sparse
+        let features = HostParallel.map(sparse.count, parallel: HostParallel.worthIt(lookups)) { t -> SparseFeature in
+            let array = sparse[t]
             let hot = array.shape[1]
             let values = (range.lowerBound * hot)..<(range.upperBound * hot)
             let offsets = (0...range.count).map { $0 * hot }

@@ -150,6 +150,13 @@ func writeCriteo(_ path: String, rows: Int, seed: UInt64, labels: Bool = true) t
         #expect(EmbeddingBench.variantList("vectorized") == ["vectorized"])
     }
 
+    /// The host's share of a GPU batch, timed without a GPU: valid synthetic batches must pass the pack's checks,
+    /// on one thread and in pieces on all cores (64 paper samples: 115K lookups, over the all-cores threshold).
+    @Test func benchHostPacksWithoutAGPU() async throws {
+        try await bagel(["bench", "host", "--preset", "paper", "--batch-size", "64", "--iterations", "2"])
+        await #expect(throws: (any Error).self) { try await bagel(["bench", "host", "--iterations", "0"]) }
+    }
+
     @Test func benchRunsOnASmallModel() async throws {
         let dir = TemporaryDirectory()
         defer { dir.cleanup() }

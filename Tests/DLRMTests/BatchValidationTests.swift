@@ -118,6 +118,22 @@ import Testing
         }
     }
 
+    /// The largest index as the range check reads it: negative values are larger than any table, in both widths,
+    /// even a table of more rows than an unsigned 32-bit number counts.
+    @Test func largestIndexTreatsNegativesAsHuge() throws {
+        for type in [IndexType.int32, .int64] {
+            #expect(Batch.largestUnsigned(IndexArray([3, 9, 0], as: type)) == 9)
+            #expect(Batch.largestUnsigned(IndexArray([], as: type)) == 0)
+            #expect(Batch.largestUnsigned(IndexArray([3, -2, 0], as: type)) == UInt64.max, "\(type)")
+        }
+        let huge = ModelConfig(name: "h", denseFeatures: 1, bottomMLP: [4], tables: [TableConfig(rows: 5_000_000_000, dim: 4)],
+                               topMLP: [1])
+        let batch = Batch(size: 1, denseFeatures: 1, dense: [1], sparse: [SparseFeature(indices: .int32([7, -2]), offsets: .int32([0, 2]))])
+        expectError(.invalidBatch, "table 0", "position 1", "index -2") { try batch.validate(for: huge) }
+        expectError(.invalidBatch, "index -2") { try batch.checkIndexRanges(largest: [Batch.largestUnsigned(batch.sparse[0].indices)], for: huge) }
+        try batch.checkIndexRanges(largest: [7], for: huge)
+    }
+
     @Test func sampleLookupSkipsEmptyBags() {
         let feature = SparseFeature(bags: [[1], [], [], [2, 3]])
         #expect(feature.sample(containing: 0) == 0)

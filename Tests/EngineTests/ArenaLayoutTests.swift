@@ -46,7 +46,7 @@ import Testing
             let bindings = [EmbeddingTableBinding(weights: 0xA, rows: 100, indices: 1, offsets: 2, output: 3, outputStride: 4),
                             EmbeddingTableBinding(weights: 0xB, rows: 50, indices: 5, offsets: 6, output: 7, outputStride: 8)]
             var staging = [UInt8](repeating: 0xEE, count: layout.uploadBytes)
-            staging.withUnsafeMutableBytes {
+            _ = staging.withUnsafeMutableBytes {
                 layout.pack(b, bindings: bindings, slots: [1, 0], into: $0.baseAddress!, parallel: false)
             }
             staging.withUnsafeBytes { raw in
@@ -65,6 +65,125 @@ import Testing
                 #expect(raw.load(fromByteOffset: layout.tables[0].weights! + 4 * 2, as: Float.self) == 2)
             }
         }
+    }
+}
+
+/// The pack checks the values as it copies them (`PackReport`): each table's largest index, dense values and weights
+/// finite, offsets in order. Its findings must match separate passes, split into pieces or not, on all cores or one,
+/// and `ArenaLayout.check` must throw the error `Batch.validate` gives.
+@Suite struct PackChecksTests {
+    let rows = 1000
+    let length = ArenaLayout.pieceIndices / 64 + 3  // 64 bags of it: the table spans two pieces
+    var config: ModelConfig {
+        ModelConfig(name: "p", denseFeatures: ArenaLayout.pieceIndices / 32 + 1,  // 64 samples: the dense spans 3 pieces
+                    bottomMLP: [4], tables: [TableConfig(rows: rows, dim: 4), TableConfig(rows: 10, dim: 4)], topMLP: [1])
+    }
+
+    func batch(_ type: IndexType) -> (Batch, [Int]) {
+        var long = (0..<(64 * length)).map { $0 % 500 }
+        long[long.count - 1] = 777  // the largest, in the last piece
+        let bags = (0..<64).map { Array(long[($0 * length)..<(($0 + 1) * length)]) }
+        let dense = (0..<(64 * config.denseFeatures)).map { Float($0 % 7) }
+        let batch = Batch(size: 64, denseFeatures: config.denseFeatures, dense: dense,
+                          sparse: [SparseFeature(bags: bags, type: type, weights: bags.map { $0.map { _ in 0.5 } }),
+                                   SparseFeature(bags: (0..<64).map { [$0 % 3] }, type: type)])
+        return (batch, long)
+    }
+
+    func pack(_ batch: Batch, width: IndexType, parallel: Bool) -> (ArenaLayout.PackReport, [UInt8], ArenaLayout) {
+        let layout = ArenaLayout(batch: batch, config: config, indexWidth: width, baselineScratch: false)
+        let bindings = [EmbeddingTableBinding(weights: 1, rows: rows, indices: 0, offsets: 0, output: 0, outputStride: 4),
+                        EmbeddingTableBinding(weights: 2, rows: 10, indices: 0, offsets: 0, output: 0, outputStride: 4)]
+        var staging = [UInt8](repeating: 0, count: layout.uploadBytes)
+        let report = staging.withUnsafeMutableBytes {
+            layout.pack(batch, bindings: bindings, slots: [0, 1], into: $0.baseAddress!, parallel: parallel)
+        }
+        return (report, staging, layout)
+    }
+
+    /// `check` throws what `validate` throws, word for word.
+    func expectSameError(_ batch: Batch, _ report: ArenaLayout.PackReport, _ what: String) {
+        var wanted = ""
+        do { try batch.validate(for: config) } catch let error as BagelError { wanted = error.message } catch {}
+        #expect(wanted.contains(what), "validate: \(wanted)")
+        var got = "(nothing thrown)"
+        do { try ArenaLayout.check(batch, report, config: config) } catch let error as BagelError { got = error.message } catch {}
+        #expect(got == wanted)
+    }
+
+    @Test func packFindsTheLargestIndexAcrossPieces() throws {
+        for (input, width) in [(IndexType.int64, IndexType.int32), (.int32, .int32), (.int32, .int64), (.int64, .int64)] {
+            for parallel in [false, true] {
+                let (b, long) = batch(input)
+                let (report, staging, layout) = pack(b, width: width, parallel: parallel)
+                #expect(report.largest == [777, 2], "\(input) → \(width), parallel \(parallel)")
+                #expect(report.valuesClean)
+                try ArenaLayout.check(b, report, config: config)
+                // Every index landed where the layout says, the last piece's last one included; the dense values too.
+                staging.withUnsafeBytes { raw in
+                    let at = layout.tables[0].indices + (long.count - 1) * width.byteWidth
+                    let last = width == .int32 ? Int(raw.load(fromByteOffset: at, as: Int32.self))
+                        : Int(raw.load(fromByteOffset: at, as: Int64.self))
+                    #expect(last == 777)
+                    let denseStart = ArenaLayout.denseOffset(tables: 2)
+                    #expect((0..<b.dense.count).allSatisfy {
+                        raw.load(fromByteOffset: denseStart + 4 * $0, as: Float.self) == b.dense[$0]
+                    })
+                }
+            }
+        }
+    }
+
+    @Test func packFindsEveryBadValueAndCheckSaysWhatValidateSays() {
+        for parallel in [false, true] {
+            var (b, _) = batch(.int32)
+            var indices = b.sparse[0].indices.asInts
+            indices[5] = -4  // in the first piece: as unsigned, huge
+            b.sparse[0].indices = IndexArray(indices, as: .int32)
+            var (report, _, _) = pack(b, width: .int32, parallel: parallel)
+            #expect(report.largest[0] == UInt64.max && report.valuesClean)
+            expectSameError(b, report, "index -4")
+
+            (b, _) = batch(.int64)
+            b.dense[b.dense.count - 2] = .nan  // in the last dense piece
+            (report, _, _) = pack(b, width: .int32, parallel: parallel)
+            #expect(!report.valuesClean)
+            expectSameError(b, report, "not finite")
+
+            (b, _) = batch(.int64)
+            b.sparse[0].weights![70] = .infinity
+            (report, _, _) = pack(b, width: .int32, parallel: parallel)
+            #expect(!report.valuesClean)
+            expectSameError(b, report, "per-sample weight")
+
+            (b, _) = batch(.int64)
+            var offsets = b.sparse[1].offsets.asInts
+            offsets.swapAt(10, 11)
+            b.sparse[1].offsets = IndexArray(offsets, as: .int64)
+            (report, _, _) = pack(b, width: .int32, parallel: parallel)
+            #expect(!report.valuesClean)
+            expectSameError(b, report, "offsets decrease")
+        }
+    }
+
+    /// Without the value checks, the structure check still refuses what would send the copy out of bounds, with
+    /// the error the full check gives.
+    @Test func structureCheckGuardsTheCopy() {
+        func message(_ body: () throws -> Void) -> String {
+            do { try body() } catch let error as BagelError { return error.message } catch {}
+            return "(nothing thrown)"
+        }
+        var (b, _) = batch(.int32)
+        b.sparse[1].offsets = .int32([0, 1])
+        #expect(message { try b.validateShapes(for: config, values: false) }.contains("offsets has 2 entries"))
+        (b, _) = batch(.int32)
+        b.dense[0] = .nan
+        b.sparse.removeLast()
+        // The full check reports the dense value first; so does the structure check's error.
+        #expect(message { try b.validateShapes(for: config, values: false) }.contains("not finite"))
+        (b, _) = batch(.int32)
+        b.dense[0] = .nan
+        #expect(throws: Never.self) { try b.validateShapes(for: config, values: false) }
     }
 }
 
