@@ -103,31 +103,45 @@ struct PredictCommand: ParsableCommand {
             if let ahead { return try ahead.next() }
             return try read()
         }
+        // On the GPU each batch is submitted before the one before it is waited for: its upload runs beside that
+        // batch's forward, and the GPU goes from one forward to the next.
+        var inFlight: (item: Item, result: () throws -> [Float])?
+        func collect(_ entry: (item: Item, result: () throws -> [Float])) throws {
+            let t0 = now()
+            probabilities += try entry.result()
+            engineSeconds += now() - t0
+            // The first batch compiles, captures and tunes: the steady rate is counted from its end.
+            if firstDone == nil { firstDone = (now(), probabilities.count) }
+            let next = entry.item.read
+            if labelled == nil { labelled = next.labels != nil }
+            labels += next.labels ?? []
+            progress.update(
+                done: Double(entry.item.bytesRead), total: file.fileSize.map(Double.init),
+                detail: "\(Console.count(probabilities.count)) rows, "
+                    + "\(Console.count(Int(Double(probabilities.count) / max(now() - start, 1e-9)))) rows/s")
+        }
         while let item = try nextItem() {
-            let next = item.read
             dropped += item.dropped
             let t0 = now()
+            let result: () throws -> [Float]
             do {
                 // The engine validates the batch before any work (one pass over the indices, not two);
                 // its error gains the file and line here.
                 if let prepared = item.prepared, let gpu = engine as? GPUEngine {
-                    probabilities += try gpu.run(prepared)
+                    let pending = try gpu.submit(prepared)
+                    result = { try pending.wait() }
                 } else {
-                    probabilities += try engine.predict(item.batch)
+                    let done = try engine.predict(item.batch)
+                    result = { done }
                 }
             } catch let error as BagelError where error.kind == .invalidBatch {
-                throw Self.locate(error, lines: next.lineNumbers, path: data)
+                throw Self.locate(error, lines: item.read.lineNumbers, path: data)
             }
             engineSeconds += now() - t0
-            // The first batch compiles, captures and tunes: the steady rate is counted from its end.
-            if firstDone == nil { firstDone = (now(), probabilities.count) }
-            if labelled == nil { labelled = next.labels != nil }
-            labels += next.labels ?? []
-            progress.update(
-                done: Double(item.bytesRead), total: file.fileSize.map(Double.init),
-                detail: "\(Console.count(probabilities.count)) rows, "
-                    + "\(Console.count(Int(Double(probabilities.count) / max(now() - start, 1e-9)))) rows/s")
+            if let previous = inFlight { try collect(previous) }
+            inFlight = (item, result)
         }
+        if let last = inFlight { try collect(last) }
         progress.finish()
         let elapsed = now() - start
 

@@ -119,16 +119,20 @@ public final class Graph: @unchecked Sendable {
     }
 }
 
-/// A CUDA event, for timing work on a stream.
+/// A CUDA event: for timing work on a stream, or for one stream (or the host) to wait for another's work.
 public final class Event: @unchecked Sendable {
     let context: CUDAContext
     let handle: CUevent
 
-    public init(context: CUDAContext) throws {
+    /// `timing: false` makes an event only for ordering (cheaper to record); `blockingWait` makes
+    /// `synchronize()` sleep instead of spinning a core (for a host thread that waits while others work).
+    public init(context: CUDAContext, timing: Bool = true, blockingWait: Bool = false) throws {
         self.context = context
         try context.makeCurrent()
         var event: CUevent?
-        try context.driver.check(context.driver.cuEventCreate(&event, 0), "cuEventCreate")
+        // CU_EVENT_BLOCKING_SYNC = 0x1, CU_EVENT_DISABLE_TIMING = 0x2
+        let flags: UInt32 = (blockingWait ? 0x1 : 0) | (timing ? 0 : 0x2)
+        try context.driver.check(context.driver.cuEventCreate(&event, flags), "cuEventCreate")
         handle = event!
     }
 

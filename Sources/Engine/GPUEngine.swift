@@ -76,7 +76,14 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     private var buffers: BatchBuffers?
     /// Pinned staging buffers of prepared batches, reused.
     private let stagingPool: StagingPool
+    /// Pinned buffers the probabilities of submitted batches come back in, reused.
+    private let outputPool: StagingPool
     private var forwards: [Int: Forward] = [:]
+    /// Submitted batches upload on a stream of their own into one of two landing buffers, beside the forward
+    /// of the batch before (`submit`).
+    private let uploadStream: CUDAStream
+    private var landings: [Landing] = []
+    private var nextLanding = 0
 
     public var description: String {
         let distinct = plan.configs
@@ -102,8 +109,10 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         let context = try context ?? CUDAContext(ordinal: options.deviceOrdinal)
         self.context = context
         stagingPool = StagingPool(context: context)
+        outputPool = StagingPool(context: context)
         self.library = try library ?? KernelLibrary(context: context)
         stream = try CUDAStream(context: context)
+        uploadStream = try CUDAStream(context: context)
         elementwise = try ElementwiseKernels(library: self.library)
         let config = model.config
         outputAligned = DenseNetwork.outputOffsets(config).allSatisfy { $0 % 4 == 0 } && DenseNetwork.outputStride(config) % 4 == 0
@@ -255,13 +264,15 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     // MARK: Predict
 
     public func predict(_ batch: Batch) throws -> [Float] {
-        try batch.validate(for: model.config, parallel: options.parallelHostWork)
-        if batch.size == 0 { return [] }
-        countTierHits(batch)
+        if batch.size == 0 {
+            try batch.validate(for: model.config)
+            return []
+        }
         lock.lock()
         defer { lock.unlock() }
         try context.makeCurrent()
-        let buffers = try packAndTune(batch)
+        let buffers = try packAndTune(batch)  // checks the batch as it packs it
+        countTierHits(batch)
         return try execute(size: batch.size, buffers: buffers, upload: buffers.staging.pointer, bytes: buffers.uploadBytes)
     }
 
@@ -283,37 +294,93 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// engine's device buffers as they are now; `run` packs it again if they have changed since (a larger
     /// batch grew them) or the kernels are still to be tuned.
     public func prepare(_ batch: Batch) throws -> PreparedBatch {
-        try batch.validate(for: model.config, parallel: options.parallelHostWork)
-        countTierHits(batch)
         let current = lock.withLock { () -> (buffers: BatchBuffers, slots: [Int], plan: EmbeddingPlan)? in
             guard let buffers, !plan.tuneOnFirstBatch else { return nil }
             return (buffers, slots, plan)
         }
-        guard batch.size > 0, let current else { return PreparedBatch(batch: batch) }
-        let layout = ArenaLayout(batch: batch, config: model.config, indexWidth: current.plan.indexType,
-                                 baselineScratch: current.plan.needsBaselineScratch)
-        guard current.buffers.fits(layout: layout, batch: batch.size) else { return PreparedBatch(batch: batch) }
+        let layout = current.map {
+            ArenaLayout(batch: batch, config: model.config, indexWidth: $0.plan.indexType,
+                        baselineScratch: $0.plan.needsBaselineScratch)
+        }
+        guard batch.size > 0, let current, let layout, current.buffers.fits(layout: layout, batch: batch.size) else {
+            // Not packable yet (first batch, kernels to tune, or it outgrows the buffers): checked here, packed by `submit`.
+            try batch.validate(for: model.config, parallel: options.parallelHostWork)
+            countTierHits(batch)
+            return PreparedBatch(batch: batch)
+        }
+        try batch.validateShapes(for: model.config, values: false)  // the values are checked as they are packed
         let staging = try stagingPool.take(bytes: layout.uploadBytes)
-        layout.pack(batch, bindings: bindings(layout: layout, buffers: current.buffers), slots: current.slots,
-                    into: staging.pointer, parallel: options.parallelHostWork)
+        let report = layout.pack(batch, bindings: bindings(layout: layout, buffers: current.buffers), slots: current.slots,
+                                 into: staging.pointer, parallel: options.parallelHostWork)
+        do {
+            try ArenaLayout.check(batch, report, config: model.config)
+        } catch {
+            stagingPool.giveBack(staging)
+            throw error
+        }
+        countTierHits(batch)
         return PreparedBatch(batch: batch, packed: .init(layout: layout, buffers: current.buffers, slots: current.slots,
                                                          staging: staging), pool: stagingPool)
     }
 
     /// The probabilities of a prepared batch (checked already: `prepare`).
-    public func run(_ prepared: PreparedBatch) throws -> [Float] {
+    public func run(_ prepared: PreparedBatch) throws -> [Float] { try submit(prepared).wait() }
+
+    /// Enqueues a prepared batch and returns without waiting for it: its upload (on a stream of its own, into one
+    /// of two landing buffers) runs beside the forward of the batch submitted before it, then one device copy puts
+    /// it where the captured forward reads its inputs. With one batch submitted ahead of the one waited for, the GPU
+    /// goes from forward to forward while the host prepares the next (`predict` and `bench` do so).
+    public func submit(_ prepared: PreparedBatch) throws -> PendingPrediction {
         let batch = prepared.batch
-        if batch.size == 0 { return [] }
+        if batch.size == 0 { return PendingPrediction(probabilities: []) }
         lock.lock()
         defer { lock.unlock() }
         try context.makeCurrent()
-        if let packed = prepared.packed, packed.buffers === buffers, packed.slots == slots, !plan.tuneOnFirstBatch {
-            packed.buffers.use(packed.layout)
-            return try execute(size: batch.size, buffers: packed.buffers, upload: packed.staging.pointer,
-                               bytes: packed.layout.uploadBytes)
+        guard let packed = prepared.packed, packed.buffers === buffers, packed.slots == slots, !plan.tuneOnFirstBatch else {
+            // Packed against buffers or kernels that have changed since (or not packed): packed again and run here.
+            let buffers = try packAndTune(batch)
+            return PendingPrediction(probabilities: try execute(
+                size: batch.size, buffers: buffers, upload: buffers.staging.pointer, bytes: buffers.uploadBytes))
         }
-        let buffers = try packAndTune(batch)
-        return try execute(size: batch.size, buffers: buffers, upload: buffers.staging.pointer, bytes: buffers.uploadBytes)
+        packed.buffers.use(packed.layout)
+        let forward = try forward(for: batch.size, buffers: packed.buffers)
+        let bytes = packed.layout.uploadBytes
+        let landing = try landing(bytes: bytes)
+        try uploadStream.wait(for: landing.free)  // the batch before last has been copied out of it
+        try uploadStream.copy(from: UnsafeRawPointer(packed.staging.pointer), to: landing.buffer.address, bytes: bytes)
+        try landing.filled.record(on: uploadStream)
+        try stream.wait(for: landing.filled)
+        try stream.copy(from: landing.buffer.address, to: packed.buffers.arena.address, bytes: bytes)
+        try landing.free.record(on: stream)
+        try forward.run(on: stream)
+        let output = try outputPool.take(bytes: batch.size * 4)
+        try stream.copy(from: packed.buffers.probabilities.address, to: output.pointer, bytes: batch.size * 4)
+        let done = try Event(context: context, timing: false, blockingWait: true)
+        try done.record(on: stream)
+        return PendingPrediction(prepared: prepared, output: output, pool: outputPool, done: done)
+    }
+
+    /// A device buffer an upload lands in, and the events that order it: `filled` when the upload is done, `free`
+    /// when the forward's copy out of it is.
+    private struct Landing {
+        let buffer: DeviceBuffer<UInt8>
+        let filled: Event
+        let free: Event
+    }
+
+    /// The next of the two landing buffers, at least `bytes` long (a larger one replaces both once the work in
+    /// flight is done).
+    private func landing(bytes: Int) throws -> Landing {
+        if landings.isEmpty || landings.contains(where: { $0.buffer.count < bytes }) {
+            try uploadStream.synchronize()
+            try stream.synchronize()
+            landings = try (0..<2).map { _ in
+                Landing(buffer: try DeviceBuffer<UInt8>(context: context, count: bytes + bytes / 4),
+                        filled: try Event(context: context, timing: false), free: try Event(context: context, timing: false))
+            }
+        }
+        defer { nextLanding = (nextLanding + 1) % landings.count }
+        return landings[nextLanding]
     }
 
     /// Per split table, lookups served from HBM and in all since the engine started.
@@ -395,7 +462,6 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// (under the engine's lock).
     private func measuring<R>(_ batch: Batch, iterations: Int,
                               _ body: (BatchBuffers, Forward, DeviceTimer) throws -> R) throws -> R {
-        try batch.validate(for: model.config, parallel: options.parallelHostWork)
         precondition(batch.size > 0 && iterations > 0)
         lock.lock()
         defer { lock.unlock() }
@@ -437,7 +503,10 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         return buffers
     }
 
+    /// Checks `batch` (its structure first; its values in the same pass as the copy) and packs it into the
+    /// engine's staging buffer, growing the buffers when needed.
     private func pack(_ batch: Batch) throws -> BatchBuffers {
+        try batch.validateShapes(for: model.config, values: false)
         // The baseline kernels write PyTorch's offset2bag/bag_size scratch; tuning may try them.
         let layout = ArenaLayout(batch: batch, config: model.config, indexWidth: plan.indexType,
                                  baselineScratch: plan.needsBaselineScratch)
@@ -449,8 +518,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         }
         let buffers = self.buffers!
         buffers.use(layout)
-        layout.pack(batch, bindings: bindings(layout: layout, buffers: buffers), slots: slots, into: buffers.staging.pointer,
-                    parallel: options.parallelHostWork)
+        let report = layout.pack(batch, bindings: bindings(layout: layout, buffers: buffers), slots: slots,
+                                 into: buffers.staging.pointer, parallel: options.parallelHostWork)
+        try ArenaLayout.check(batch, report, config: model.config)
         return buffers
     }
 
@@ -542,6 +612,8 @@ public final class PreparedBatch: @unchecked Sendable {
     }
     let packed: Packed?
     private let pool: StagingPool?
+    /// Whether it was packed ahead (else `submit` packs it, in turn).
+    public var isPacked: Bool { packed != nil }
 
     init(batch: Batch, packed: Packed? = nil, pool: StagingPool? = nil) {
         self.batch = batch
@@ -550,6 +622,42 @@ public final class PreparedBatch: @unchecked Sendable {
     }
 
     deinit { if let staging = packed?.staging { pool?.giveBack(staging) } }
+}
+
+/// A submitted batch (`GPUEngine.submit`): its probabilities once the GPU is done with it. Dropped without
+/// `wait()`, it still waits for the GPU before its buffers are reused.
+public final class PendingPrediction: @unchecked Sendable {
+    private let prepared: PreparedBatch?
+    private let output: PinnedBuffer?
+    private let pool: StagingPool?
+    private let done: Event?
+    private var probabilities: [Float]?
+
+    init(probabilities: [Float]) {
+        self.probabilities = probabilities
+        (prepared, output, pool, done) = (nil, nil, nil, nil)
+    }
+
+    init(prepared: PreparedBatch, output: PinnedBuffer, pool: StagingPool, done: Event) {
+        (self.prepared, self.output, self.pool, self.done) = (prepared, output, pool, done)
+    }
+
+    /// Waits (sleeping, not spinning) for the batch's forward and download, and returns its probabilities.
+    public func wait() throws -> [Float] {
+        if let probabilities { return probabilities }
+        try done!.synchronize()
+        let p = output!.pointer.assumingMemoryBound(to: Float.self)
+        let result = Array(UnsafeBufferPointer(start: p, count: prepared!.batch.size))
+        probabilities = result
+        return result
+    }
+
+    deinit {
+        guard let output else { return }
+        // The staging buffer (in `prepared`) and the output go back to their pools only once the GPU is done.
+        if probabilities == nil { try? done?.synchronize() }
+        pool?.giveBack(output)
+    }
 }
 
 /// Pinned buffers handed out and taken back (pinning memory costs milliseconds; a reading thread

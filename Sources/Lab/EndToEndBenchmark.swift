@@ -38,6 +38,11 @@ public enum EndToEndBenchmark {
         public var exchangeBytes: Int?
         /// The probabilities against an fp32 CPU reference on a few samples (math mode and table precision).
         public var reference: PrecisionReference.Report?
+        /// One GPU: batches prepared (checked and packed) on a second thread and submitted one ahead of the one
+        /// waited for, so the upload and the host work run beside the forward (what `predict` does).
+        public var pipelinedSamplesPerSecond: Double?
+        /// One GPU: host time to check and pack one batch (`GPUEngine.prepare`, all cores), median.
+        public var hostPrepareMilliseconds: Double?
 
         enum CodingKeys: String, CodingKey {
             case engine, model, batch, lookups, dataset, batches, stages, autotuned, gpus, reference
@@ -48,6 +53,8 @@ public enum EndToEndBenchmark {
             case p99Milliseconds = "p99_ms"
             case deviceForwardMilliseconds = "device_forward_ms"
             case deviceSamplesPerSecond = "device_samples_per_second"
+            case pipelinedSamplesPerSecond = "pipelined_samples_per_second"
+            case hostPrepareMilliseconds = "host_prepare_ms"
         }
     }
 
@@ -117,6 +124,9 @@ public enum EndToEndBenchmark {
             }
         }
         if let gpu = engine as? GPUEngine {
+            let pipelined = try pipelinedPredict(engine: gpu, batches: batches, seconds: seconds)
+            result.pipelinedSamplesPerSecond = pipelined.samplesPerSecond
+            result.hostPrepareMilliseconds = pipelined.prepareSeconds * 1e3
             result.autotuned = gpu.tuneReport?.choices
             let forward = try gpu.deviceForwardSeconds(batches[0], iterations: 30).dropFirst().median
             result.deviceForwardMilliseconds = forward * 1e3
@@ -126,6 +136,49 @@ public enum EndToEndBenchmark {
             }
         }
         return result
+    }
+}
+
+extension EndToEndBenchmark {
+    /// `predict`'s way through a stream of batches on one GPU: a second thread prepares (checks and packs) up to two
+    /// batches ahead, and each batch is submitted before the one before it is waited for. Returns samples/s over
+    /// `seconds` and the median host time of one `prepare`.
+    static func pipelinedPredict(engine: GPUEngine, batches: [Batch], seconds: Double) throws
+        -> (samplesPerSecond: Double, prepareSeconds: Double) {
+        final class Producer: @unchecked Sendable {
+            var next = 0
+            var seconds: [Double] = []
+            let lock = NSLock()
+        }
+        let producer = Producer()
+        let ahead = ReadAhead(depth: 2) { () -> PreparedBatch? in
+            let t0 = monotonicSeconds()
+            let prepared = try engine.prepare(batches[producer.next % batches.count])
+            producer.next += 1
+            let elapsed = monotonicSeconds() - t0
+            producer.lock.withLock { producer.seconds.append(elapsed) }
+            return prepared
+        }
+        defer { ahead.stop() }
+        var pending: PendingPrediction?
+        var samples = 0
+        func step() throws {
+            guard let prepared = try ahead.next() else { return }
+            let submitted = try engine.submit(prepared)
+            if let pending { samples += try pending.wait().count }
+            pending = submitted
+        }
+        for _ in 0..<4 { try step() }  // warm: pinned buffers and landing buffers allocated
+        _ = try pending?.wait()
+        pending = nil
+        samples = 0
+        let start = monotonicSeconds()
+        let end = start + seconds
+        repeat { try step() } while monotonicSeconds() < end
+        if let pending { samples += try pending.wait().count }
+        let elapsed = monotonicSeconds() - start
+        let times = producer.lock.withLock { producer.seconds }
+        return (Double(samples) / elapsed, times.median)
     }
 }
 

@@ -162,6 +162,12 @@ public final class ParitySuite {
                 try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: true, dtype: .int8, math: .fp8)
             }
         }
+        for preset in [ModelPreset.paper, .mlperfV2] {
+            record("forward \(preset.rawValue) submitted ahead (uploads beside forwards, a batch that outgrew its buffers, "
+                   + "an out-of-range index)") {
+                try checkSubmitted(preset: preset)
+            }
+        }
         record("forward terabyte tune (autotuner on the first batch, then its choice)") {
             try checkForward(preset: .terabyte, variant: nil, graphs: true)
         }
@@ -890,6 +896,80 @@ public final class ParitySuite {
         return "\(samples) samples, max |Δp| \(String(format: "%.1e", worst)); "
             + engine.plan.configs.map(\.spec).joined(separator: ", ")
             + (hbmShare == nil ? "" : "; \(split) tables split with the host tier")
+    }
+
+    /// Batches prepared and submitted ahead of the one waited for (`GPUEngine.prepare`, `submit`), as `predict` runs
+    /// them: six in flight at once through the two landing buffers, sizes that capture new graphs on the way, a sync
+    /// `predict` between submissions, and a batch prepared against buffers that a larger batch replaced before its
+    /// turn. Each must give the bits the engine's one-at-a-time `predict` gives (same graph), and that within fp32
+    /// tolerance of the CPU engine. Then an out-of-range index must stop `prepare` with `validate`'s error.
+    func checkSubmitted(preset: ModelPreset) throws -> String {
+        let config = preset.config(maxRows: 2000, lookups: preset == .paper ? 20 : nil)
+        let model = try Model.random(config: config, seed: seed &+ 0x5AB)
+        var generator = SyntheticGenerator(config: config, pattern: .zipf(exponent: 1.05),
+                                           bagLength: preset == .mlperfV2 ? .model : .uniform(0...40), seed: seed)
+        // cuBLASLt's heuristic choice, not timed ones: the graphs captured again after the buffers grow must run the
+        // same algorithms for the bits to compare.
+        let engine = try GPUEngine(
+            model: model, options: GPUEngineOptions(embedding: .fixed(EmbeddingBagConfig(.vectorized)), autotuneCache: false,
+                                                    timeMatmulAlgorithms: false),
+            context: context, library: library)
+        let cpu = CPUEngine(model: model)
+        // Buffers for 1500 samples, so that the batches below fit them and are packed ahead.
+        _ = try engine.predict(generator.nextBatch(size: 1500))
+        let batches = [1024, 700, 1024, 5, 1024, 300].map { generator.nextBatch(size: $0) }
+        let prepared = try batches.map { try engine.prepare($0) }
+        if let unpacked = prepared.firstIndex(where: { !$0.isPacked }) {
+            throw ParityFailure("batch \(unpacked) was not packed ahead: the submitted path was not checked")
+        }
+        var pending = try prepared.prefix(3).map { try engine.submit($0) }
+        let between = generator.nextBatch(size: 64)
+        let betweenGot = try engine.predict(between)
+        pending += try prepared.dropFirst(3).map { try engine.submit($0) }
+        var results = try pending.map { try $0.wait() }
+        // Prepared against the buffers of 1500; a batch of 3000 replaces them before its turn.
+        let late = generator.nextBatch(size: 900)
+        let latePrepared = try engine.prepare(late)
+        guard latePrepared.isPacked else { throw ParityFailure("the late batch was not packed ahead") }
+        let grown = generator.nextBatch(size: 3000)
+        let grownGot = try engine.predict(grown)
+        results.append(try engine.submit(latePrepared).wait())
+        var worst = 0.0
+        for (batch, got) in zip(batches + [late, between, grown], results + [betweenGot, grownGot]) {
+            let once = try engine.predict(batch)
+            let want = try cpu.predict(batch)
+            guard got.count == batch.size else { throw ParityFailure("batch \(batch.size): \(got.count) probabilities") }
+            for s in 0..<batch.size {
+                guard got[s].bitPattern == once[s].bitPattern else {
+                    throw ParityFailure("batch \(batch.size), sample \(s): submitted \(got[s]), predicted one at a time \(once[s])")
+                }
+                let error = abs(Double(got[s]) - Double(want[s]))
+                guard error <= 1e-5 * max(1, Double(want[s])) else {
+                    throw ParityFailure("batch \(batch.size), sample \(s): gpu \(got[s]), cpu \(want[s])")
+                }
+                worst = max(worst, error)
+            }
+        }
+        var bad = generator.nextBatch(size: 1024)
+        let t = config.tables.count - 1
+        let position = bad.sparse[t].indices.count - 1
+        var indices = bad.sparse[t].indices.asInts
+        indices[position] = config.tables[t].rows
+        bad.sparse[t].indices = IndexArray(indices, as: bad.sparse[t].indices.type)
+        let expected: String
+        do {
+            try bad.validate(for: config)
+            throw ParityFailure("validate accepted index \(config.tables[t].rows) in a table of \(config.tables[t].rows) rows")
+        } catch let error as BagelError { expected = error.message }
+        do {
+            _ = try engine.prepare(bad)
+            throw ParityFailure("prepare accepted an out-of-range index")
+        } catch let error as BagelError where error.kind == .invalidBatch {
+            guard error.message == expected else { throw ParityFailure("prepare said \"\(error.message)\", validate \"\(expected)\"") }
+        }
+        let total = (batches + [late, between, grown]).reduce(0) { $0 + $1.size }
+        return "\(total) samples in 9 batches, bit-identical to one at a time; max |Δp| against the CPU "
+            + String(format: "%.1e", worst) + "; the out-of-range index refused as validate does"
     }
 
     /// One table through the vectorized kernel all in HBM, then split with the host tier three ways
