@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -426,6 +426,66 @@ stage_e2e-host() {
         $BAGEL bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 --variant vectorized \
             --dataset medium --traces $TRACES $flag --json "$OUT/e2e-paper-host-$threads.json"
     done
+}
+
+# The host pipeline (issue 13): bench e2e's loop of predict calls and its pipelined loop (prepare on a second
+# thread, submit one batch ahead), the previous binary (.gpu/bagel-prev.xz) alternating, on the paper preset,
+# mlperf-v2 (int8 tables, bf16) and terabyte; then predict from MLPerf-layout files of the paper preset and mlperf-v2.
+stage_host-pipeline() {
+    local rc=0
+    for preset in paper mlperf-v2 terabyte; do
+        local batch=2048
+        [ $preset = mlperf-v2 ] && batch=8192
+        $BAGEL bench host --preset $preset --batch-size $batch || rc=1
+    done
+    $BAGEL init --preset paper --out $WORK/hp-paper --force > /dev/null || rc=1
+    $BAGEL generate mlperf --model $WORK/hp-paper --rows ${PAPER_ROWS:-204800} --out $WORK/hp-paper-data > /dev/null || rc=1
+    $BAGEL init --preset mlperf-v2 --max-rows 1000000 --dtype int8 --out $WORK/hp-mv2 --force > /dev/null || rc=1
+    $BAGEL generate mlperf --model $WORK/hp-mv2 --rows ${MLPERF_ROWS:-409600} --skew zipf --out $WORK/hp-mv2-data > /dev/null || rc=1
+    for round in $(seq ${ROUNDS:-2}); do
+        for bin in prev new; do
+            local exe=$BAGEL
+            [ $bin = prev ] && exe=$PREV
+            [ -x $exe ] || continue
+            echo "--- round $round: $bin"
+            $exe bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 --variant vectorized \
+                --dataset medium --traces $TRACES --json "$OUT/hp-paper-$bin-$round.json" || rc=1
+            $exe bench e2e --preset mlperf-v2 --max-rows 1000000 --dtype int8 --math bf16 --batch-size 8192 --device gpu \
+                --seconds 3 --json "$OUT/hp-mv2-$bin-$round.json" || rc=1
+            $exe bench e2e --preset terabyte --max-rows 1000000 --batch-size 2048 --device gpu --seconds 3 \
+                --json "$OUT/hp-tb-$bin-$round.json" || rc=1
+            $exe predict --model $WORK/hp-paper --data $WORK/hp-paper-data --batch-size 2048 --device gpu \
+                --variant vectorized --out $WORK/hp-p-paper-$bin-$round.txt 2> "$OUT/hp-predict-paper-$bin-$round.txt" || rc=1
+            $exe predict --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --device gpu --math bf16 \
+                --out $WORK/hp-p-mv2-$bin-$round.txt 2> "$OUT/hp-predict-mv2-$bin-$round.txt" || rc=1
+            tail -1 "$OUT/hp-predict-paper-$bin-$round.txt" "$OUT/hp-predict-mv2-$bin-$round.txt"
+        done
+    done
+    python3 - "$OUT" "$WORK" <<'PY' || rc=1
+import glob, json, os, re, sys
+out, work = sys.argv[1], sys.argv[2]
+print("| case | binary | forward ms | forward samples/s | predict loop | pipelined | pipelined / forward | host prepare ms |")
+print("|---|---|---|---|---|---|---|---|")
+for f in sorted(glob.glob(f"{out}/hp-*-*-*.json")):
+    _, case, bin, rnd = os.path.basename(f)[:-5].split("-")
+    d = json.load(open(f))
+    fwd = d["device_samples_per_second"]; pipe = d.get("pipelined_samples_per_second")
+    print(f"| {case} {rnd} | {bin} | {d['device_forward_ms']:.3f} | {fwd/1e6:.2f}M | {d['samples_per_second']/1e6:.2f}M | "
+          + (f"{pipe/1e6:.2f}M | {pipe/fwd*100:.0f}% | {d['host_prepare_ms']:.3f} |" if pipe else "— | — | — |"))
+for f in sorted(glob.glob(f"{out}/hp-predict-*.txt")):
+    m = re.findall(r"after the first batch (\d+) rows/s", open(f).read())
+    print(os.path.basename(f), "after the first batch:", m[-1] if m else "n/a")
+bad = 0
+for name in ["paper", "mv2"]:
+    files = sorted(glob.glob(f"{work}/hp-p-{name}-*.txt"))
+    rows = [[float(x) for x in open(p)] for p in files]
+    worst = max((abs(a - b) for other in rows[1:] for a, b in zip(rows[0], other)), default=0)
+    same = all(len(r) == len(rows[0]) for r in rows)
+    print(f"predict {name}: {len(files)} runs, {len(rows[0]) if rows else 0} rows each, max |dp| between them {worst:.2e}")
+    bad += not (rows and same and worst <= 1e-5)
+sys.exit(1 if bad else 0)
+PY
+    return $rc
 }
 
 # bagel serve on the GPU, terabyte preset; bagel loadgen at concurrency 1, 16, 128, batching on and off.
