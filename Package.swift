@@ -96,7 +96,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(name: "bagel", dependencies: ["BagelCLI"]),
+        .executableTarget(name: "bagel", dependencies: ["BagelCLI", "Core"]),
         // Helpers shared by the test targets (reference forward, temporary directories, random models).
         .target(name: "BagelTestSupport", dependencies: ["Core", "DLRM"], path: "Tests/Support"),
         .testTarget(name: "CoreTests", dependencies: ["Core"]),

@@ -1,3 +1,5 @@
 import BagelCLI
+import Core
 
+HostMemory.keepBatchArraysInTheHeap()
 await BagelCommand.runAsync()
