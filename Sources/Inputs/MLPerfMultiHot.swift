@@ -17,6 +17,9 @@ public final class MLPerfMultiHotReader: SampleReader {
     let labels: NumPyArray?
     // Keep the mappings alive while the arrays borrow them.
     let files: [AnyObject]
+    /// Where the dense features and the sparse archive are read from (`MappedFile.read`).
+    let denseFile: MappedFile
+    let sparseFile: MappedFile
     private var next = 0
 
     /// Whether `path` is a directory in this layout.
@@ -68,6 +71,8 @@ public final class MLPerfMultiHotReader: SampleReader {
             labels = nil
         }
         files = mapped
+        self.denseFile = denseFile
+        sparseFile = archive.file
     }
 
     public var bytesRead: Int { next * (config.denseFeatures * 4 + sparse.reduce(0) { $0 + $1.shape[1] * $1.type.byteWidth }) }
@@ -78,20 +83,23 @@ public final class MLPerfMultiHotReader: SampleReader {
         let range = next..<min(rows, next + maxSize)
         next = range.upperBound
         let f = config.denseFeatures
-        let dense: [Float] = Self.copy(dense.data, elements: (range.lowerBound * f)..<(range.upperBound * f))
-        // Large batches copy their tables on all cores (the paper's shape: 12 tables × 307,200 indices a batch).
+        // Large batches copy on all cores (the paper's shape: 2048 × 256 dense values, 12 tables × 307,200 indices).
         let lookups = sparse.reduce(0) { $0 + $1.shape[1] } * range.count
-        let sparse = self.sparse
+        let dense: [Float] = Self.copy(dense.data, elements: (range.lowerBound * f)..<(range.upperBound * f),
+                                       from: denseFile, parallel: HostParallel.worthIt(range.count * f))
+        let (sparse, sparseFile) = (self.sparse, self.sparseFile)
         let features = HostParallel.map(sparse.count, parallel: HostParallel.worthIt(lookups)) { t -> SparseFeature in
             let array = sparse[t]
             let hot = array.shape[1]
             let values = (range.lowerBound * hot)..<(range.upperBound * hot)
             let offsets = (0...range.count).map { $0 * hot }
+            // A table's pieces on all cores too: one table of a multi-hot model can hold half the batch's lookups.
+            let parallel = HostParallel.worthIt(values.count)
             if array.type == .int32 {
-                return SparseFeature(indices: .int32(Self.copy(array.data, elements: values)),
+                return SparseFeature(indices: .int32(Self.copy(array.data, elements: values, from: sparseFile, parallel: parallel)),
                                      offsets: .int32(offsets.map(Int32.init)))
             }
-            return SparseFeature(indices: .int64(Self.copy(array.data, elements: values)),
+            return SparseFeature(indices: .int64(Self.copy(array.data, elements: values, from: sparseFile, parallel: parallel)),
                                  offsets: .int64(offsets.map(Int64.init)))
         }
         let batchLabels = labels.map { array in
@@ -102,18 +110,24 @@ public final class MLPerfMultiHotReader: SampleReader {
                             labels: batchLabels, lineNumbers: range.map { $0 + 1 })
     }
 
-    /// Elements `elements` of a little-endian array, copied out byte-wise: npz members sit at any offset
-    /// in the archive, so the data may not be aligned for `T`.
-    static func copy<T: FixedWidthInteger & BitwiseCopyable>(_ data: UnsafeRawBufferPointer, elements: Range<Int>) -> [T] {
-        [T](unsafeUninitializedCapacity: elements.count) { buffer, count in
-            UnsafeMutableRawBufferPointer(buffer).copyMemory(
-                from: UnsafeRawBufferPointer(rebasing: data[(elements.lowerBound * MemoryLayout<T>.size)..<(elements.upperBound * MemoryLayout<T>.size)]))
+    /// Elements `elements` of a little-endian array (numbers on a little-endian host: the bytes as they are),
+    /// copied out byte-wise: npz members sit at any offset in the archive, so the data may not be aligned for `T`.
+    /// Read from `file` (`MappedFile.read`), in pieces of 1 MB on all cores when `parallel`.
+    static func copy<T: BitwiseCopyable>(_ data: UnsafeRawBufferPointer, elements: Range<Int>, from file: MappedFile,
+                                         parallel: Bool = false) -> [T] {
+        let size = MemoryLayout<T>.size
+        let source = SendableRawBuffer(UnsafeMutableRawBufferPointer(
+            mutating: UnsafeRawBufferPointer(rebasing: data[(elements.lowerBound * size)..<(elements.upperBound * size)])))
+        return [T](unsafeUninitializedCapacity: elements.count) { buffer, count in
+            let destination = SendableRawBuffer(UnsafeMutableRawBufferPointer(buffer))
+            let piece = 1 << 20
+            let bytes = elements.count * size
+            HostParallel.forEach((bytes + piece - 1) / piece, parallel: parallel) { p in
+                let part = (p * piece)..<min((p + 1) * piece, bytes)
+                file.read(UnsafeRawBufferPointer(rebasing: source.buffer[part]), into: destination.buffer.baseAddress! + part.lowerBound)
+            }
             count = elements.count
         }
-    }
-
-    static func copy(_ data: UnsafeRawBufferPointer, elements: Range<Int>) -> [Float] {
-        (copy(data, elements: elements) as [UInt32]).map { Float(bitPattern: $0) }
     }
 
     /// Writes `rows` samples of synthetic traffic for `config` in this layout (day 0): dense uniform in
