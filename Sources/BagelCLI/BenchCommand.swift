@@ -26,18 +26,28 @@ struct BenchCommand: ParsableCommand {
         defaultSubcommand: EndToEndBench.self)
 }
 
-/// `bagel bench host`: how long this machine's cores take to check and pack one batch for the GPU, on one thread
-/// and on all of them, beside the plain copy of the same bytes — whether the host can keep up with a forward.
+/// `bagel bench host`: how long this machine takes to read (from a data file, when given), check and pack one batch
+/// for the GPU, on one thread and on all cores — whether the host can keep up with a forward.
 struct HostBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "host",
-        abstract: "Host time to check and pack a batch for the GPU (as `predict` prepares each batch); no GPU needed.")
+        abstract: "Host time to read, check and pack a batch for the GPU (as `predict` prepares each batch); no GPU needed.",
+        discussion: """
+            Without --data, times synthetic batches of the preset's (or --model's) shapes, cycled; with --data, reads \
+            the file batch by batch as `predict` does and times the reading too.
+            """)
 
-    @Option(help: "Preset whose shapes the batches take.")
+    @Option(help: "Preset whose shapes the batches take (without --model).")
     var preset: ModelPreset = .paper
+    @Option(help: "Model directory whose shapes the batches take (only model.json is read).")
+    var model: String?
+    @Option(help: "Data file or MLPerf multi-hot directory to read the batches from (default: synthetic batches).")
+    var data: String?
+    @Option(help: "Input format of --data: criteo, jsonl, or mlperf (a directory is read as mlperf).")
+    var format: DataFormat = .criteo
     @Option(help: "Samples per batch.")
     var batchSize: Int = 2048
-    @Option(help: "Lookups per table (default: the preset's).")
+    @Option(help: "Lookups per table (synthetic batches; default: the preset's).")
     var lookups: Int?
     @Option(help: "Batches timed, each way.")
     var iterations: Int = 50
@@ -48,20 +58,45 @@ struct HostBench: ParsableCommand {
     }
 
     func run() throws {
-        let config = preset.config(lookups: lookups)
-        var generator = SyntheticGenerator(config: config, pattern: .uniform, bagLength: BagLength.of(config, lookups: lookups),
-                                           seed: 1)
-        // Four batches cycled, as `bench e2e` does: more bytes than a core's caches.
-        let batches = (0..<4).map { _ in generator.nextBatch(size: batchSize) }
-        let lookupsPerBatch = batches[0].indexCount
-        print("host: \(ProcessInfo.processInfo.activeProcessorCount) cores; \(preset.rawValue), batch \(batchSize), "
-              + "\(Console.count(lookupsPerBatch)) lookups a batch")
+        let config = try model.map { try ModelConfig.load(path: ($0 as NSString).appendingPathComponent(Model.configFileName)) }
+            ?? preset.config(lookups: lookups)
+        print("host: \(ProcessInfo.processInfo.activeProcessorCount) cores; \(config.name), batch \(batchSize)"
+              + (data.map { ", read from \($0)" } ?? ", synthetic batches"))
         for parallel in [false, true] {
-            let timing = try HostPacking.measure(batches: batches, config: config, parallel: parallel, iterations: iterations)
-            print((parallel ? "all cores" : "one thread").padding(toLength: 11, withPad: " ", startingAt: 0)
-                  + "structure check \(Console.seconds(timing.shapes)), pack with the value checks \(Console.seconds(timing.pack)) "
-                  + String(format: "(%.1f GB/s of %@ uploaded)", Double(timing.uploadBytes) / timing.pack / 1e9,
-                           Console.bytes(timing.uploadBytes)))
+            let packer = HostPacker(config: config, parallel: parallel)
+            var reads: [Double] = []
+            var structure: [Double] = []
+            var pack: [Double] = []
+            var bytes = 0
+            var lookups = 0
+            if let data {
+                let file = try DataFormat.detect(path: data, asked: format).reader(path: data, config: config)
+                for _ in 0..<iterations {
+                    let t0 = monotonicSeconds()
+                    guard let next = try file.nextBatch(maxSize: batchSize) else { break }
+                    reads.append(monotonicSeconds() - t0)
+                    let timing = try packer.pack(next.batch)
+                    (structure, pack, bytes, lookups) = (structure + [timing.structure], pack + [timing.pack],
+                                                         timing.uploadBytes, next.batch.indexCount)
+                }
+            } else {
+                var generator = SyntheticGenerator(config: config, pattern: .uniform,
+                                                   bagLength: BagLength.of(config, lookups: self.lookups), seed: 1)
+                // Four batches cycled, as `bench e2e` does; the first round touches the packer's pages.
+                let batches = (0..<4).map { _ in generator.nextBatch(size: batchSize) }
+                for i in 0..<(iterations + 2) {
+                    let timing = try packer.pack(batches[i % batches.count])
+                    if i >= 2 { (structure, pack) = (structure + [timing.structure], pack + [timing.pack]) }
+                    (bytes, lookups) = (timing.uploadBytes, batches[0].indexCount)
+                }
+            }
+            guard !pack.isEmpty else { throw BagelError(.invalidData, "\(data ?? ""): no batch to read") }
+            print((parallel ? "pack on all cores" : "pack on one thread").padding(toLength: 19, withPad: " ", startingAt: 0)
+                  + "\(Console.count(lookups)) lookups a batch, medians: "
+                  + (reads.isEmpty ? "" : "read \(Console.seconds(reads.median)), ")
+                  + "structure check \(Console.seconds(structure.median)), pack with the value checks "
+                  + "\(Console.seconds(pack.median)) "
+                  + String(format: "(%.1f GB/s of %@ uploaded)", Double(bytes) / pack.median / 1e9, Console.bytes(bytes)))
         }
     }
 }

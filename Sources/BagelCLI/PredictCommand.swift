@@ -78,19 +78,29 @@ struct PredictCommand: ParsableCommand {
                 batch = filtered.batch
                 dropped = filtered.dropped
             }
-            var prepared: PreparedBatch?
-            if prefetch, let gpu = engine as? GPUEngine {
-                // The engine's error about a batch gains the file and line here.
-                do { prepared = try gpu.prepare(batch) } catch let error as BagelError where error.kind == .invalidBatch {
-                    throw Self.locate(error, lines: next.lineNumbers, path: data)
-                }
-            }
-            return Item(read: next, batch: batch, prepared: prepared, dropped: dropped, bytesRead: file.bytesRead)
+            return Item(read: next, batch: batch, prepared: nil, dropped: dropped, bytesRead: file.bytesRead)
         }
-        // Reading ahead: the next two batches are read (and on the GPU checked and packed) on a thread of
-        // their own while the engine runs this one.
-        let ahead = prefetch ? ReadAhead(depth: 2, produce: read) : nil
-        defer { ahead?.stop() }
+        func prepare(_ item: Item) throws -> Item {
+            guard let gpu = engine as? GPUEngine else { return item }
+            // The engine's error about a batch gains the file and line here.
+            do {
+                return Item(read: item.read, batch: item.batch, prepared: try gpu.prepare(item.batch), dropped: item.dropped,
+                            bytesRead: item.bytesRead)
+            } catch let error as BagelError where error.kind == .invalidBatch {
+                throw Self.locate(error, lines: item.read.lineNumbers, path: data)
+            }
+        }
+        // Reading ahead: one thread reads the next batches while another (on the GPU) checks and packs the ones
+        // read, each up to two ahead, while the engine runs this one: reading and packing each copy a batch's
+        // bytes, so taking turns on one thread made either the limit.
+        let reading = prefetch ? ReadAhead(depth: 2, produce: read) : nil
+        let ahead = reading.map { reading in
+            ReadAhead(depth: 2) { try reading.next().map(prepare) }
+        }
+        defer {
+            ahead?.stop()
+            reading?.stop()
+        }
 
         var probabilities: [Float] = []
         var labels: [Float] = []

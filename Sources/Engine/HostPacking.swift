@@ -3,52 +3,60 @@ import DLRM
 import Foundation
 import Kernels
 
-/// The host's share of a GPU batch, measured without a GPU: checking its shapes, and packing it into one
-/// upload (the index ranges are checked in the same pass), as `GPUEngine.prepare` does. The packed bytes go
-/// to ordinary memory here rather than pinned memory; the copy is the same.
-public enum HostPacking {
+/// The host's share of a GPU batch, measured without a GPU: checking its structure, and packing it into one
+/// upload with its values checked in the same pass, as `GPUEngine.prepare` does. The packed bytes go to ordinary
+/// memory here rather than pinned memory; the copy is the same.
+public final class HostPacker {
     public struct Timing: Sendable {
-        /// Median seconds of the structure check (counts and types, a few comparisons per table).
-        public let shapes: Double
-        /// Median seconds of the pack with the checks it makes as it copies (values finite, offsets in order, index
+        /// Seconds of the structure check (counts and types, a few comparisons per table).
+        public let structure: Double
+        /// Seconds of the pack with the checks it makes as it copies (values finite, offsets in order, index
         /// ranges).
         public let pack: Double
-        /// Bytes one batch uploads.
+        /// Bytes the batch uploads.
         public let uploadBytes: Int
     }
 
-    /// Times `batches` (cycled) `iterations` times each way.
-    public static func measure(batches: [Batch], config: ModelConfig, parallel: Bool, iterations: Int) throws -> Timing {
-        precondition(!batches.isEmpty && iterations > 0)
-        let indexType: IndexType = config.tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .int32 : .int64
-        let layouts = batches.map { ArenaLayout(batch: $0, config: config, indexWidth: indexType, baselineScratch: false) }
-        let bytes = layouts.map(\.uploadBytes).max()!
-        // Two destinations, as a reading thread alternates staging buffers.
-        let staging = (0..<2).map { _ in UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096) }
-        defer { staging.forEach { $0.deallocate() } }
-        for buffer in staging { memset(buffer, 0, bytes) }
-        let bindings = config.tables.map {
+    let config: ModelConfig
+    let parallel: Bool
+    private let indexType: IndexType
+    private let bindings: [EmbeddingTableBinding]
+    /// Two destinations, as a reading thread alternates staging buffers.
+    private var staging: [UnsafeMutableRawBufferPointer] = []
+    private var next = 0
+
+    public init(config: ModelConfig, parallel: Bool) {
+        self.config = config
+        self.parallel = parallel
+        indexType = config.tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .int32 : .int64
+        bindings = config.tables.map {
             EmbeddingTableBinding(weights: 0, rows: $0.rows, indices: 0, offsets: 0, output: 0, outputStride: $0.dim)
         }
-        let slots = Array(config.tables.indices)
-        var shapes: [Double] = []
-        var pack: [Double] = []
-        for i in 0..<(iterations + 2) {
-            let batch = batches[i % batches.count]
-            let t0 = monotonic()
-            try batch.validateShapes(for: config, values: false)
-            let t1 = monotonic()
-            let report = layouts[i % batches.count].pack(batch, bindings: bindings, slots: slots, into: staging[i % 2],
-                                                         parallel: parallel)
-            try ArenaLayout.check(batch, report, config: config)
-            let t2 = monotonic()
-            if i >= 2 {  // the first two touch the pages
-                shapes.append(t1 - t0)
-                pack.append(t2 - t1)
-            }
-        }
-        return Timing(shapes: shapes.median, pack: pack.median, uploadBytes: bytes)
     }
 
-    private static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+    deinit { staging.forEach { $0.deallocate() } }
+
+    /// Checks and packs `batch`, timed; throws `Batch.validate`'s error for a bad batch.
+    public func pack(_ batch: Batch) throws -> Timing {
+        let layout = ArenaLayout(batch: batch, config: config, indexWidth: indexType, baselineScratch: false)
+        if staging.isEmpty || staging[0].count < layout.uploadBytes {
+            staging.forEach { $0.deallocate() }
+            // Touched once here, so that page faults stay out of the timing.
+            staging = (0..<2).map { _ in
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.uploadBytes, alignment: 4096)
+                buffer.initializeMemory(as: UInt8.self, repeating: 0)
+                return buffer
+            }
+        }
+        next = (next + 1) % staging.count
+        let t0 = Self.monotonic()
+        try batch.validateShapes(for: config, values: false)
+        let t1 = Self.monotonic()
+        let report = layout.pack(batch, bindings: bindings, slots: Array(config.tables.indices),
+                                 into: staging[next].baseAddress!, parallel: parallel)
+        try ArenaLayout.check(batch, report, config: config)
+        return Timing(structure: t1 - t0, pack: Self.monotonic() - t1, uploadBytes: layout.uploadBytes)
+    }
+
+    static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 }
