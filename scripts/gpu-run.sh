@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -442,6 +442,8 @@ stage_host-pipeline() {
     $BAGEL generate mlperf --model $WORK/hp-paper --rows ${PAPER_ROWS:-204800} --out $WORK/hp-paper-data > /dev/null || rc=1
     $BAGEL init --preset mlperf-v2 --max-rows 1000000 --dtype int8 --out $WORK/hp-mv2 --force > /dev/null || rc=1
     $BAGEL generate mlperf --model $WORK/hp-mv2 --rows ${MLPERF_ROWS:-409600} --skew zipf --out $WORK/hp-mv2-data > /dev/null || rc=1
+    $BAGEL bench host --model $WORK/hp-paper --data $WORK/hp-paper-data --iterations 40 || rc=1
+    $BAGEL bench host --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --iterations 40 || rc=1
     for round in $(seq ${ROUNDS:-2}); do
         for bin in prev new; do
             local exe=$BAGEL
@@ -485,6 +487,35 @@ for name in ["paper", "mv2"]:
     bad += not (rows and same and worst <= 1e-5)
 sys.exit(1 if bad else 0)
 PY
+    return $rc
+}
+
+# predict from MLPerf-layout files only (the file half of host-pipeline): bench host --data, then predict with this
+# binary and the previous one (.gpu/bagel-prev.xz), alternating, on the paper preset and mlperf-v2 (int8, bf16).
+stage_host-read() {
+    local rc=0
+    $BAGEL init --preset paper --out $WORK/hp-paper --force > /dev/null || rc=1
+    $BAGEL generate mlperf --model $WORK/hp-paper --rows ${PAPER_ROWS:-204800} --out $WORK/hp-paper-data > /dev/null || rc=1
+    $BAGEL init --preset mlperf-v2 --max-rows 1000000 --dtype int8 --out $WORK/hp-mv2 --force > /dev/null || rc=1
+    $BAGEL generate mlperf --model $WORK/hp-mv2 --rows ${MLPERF_ROWS:-409600} --skew zipf --out $WORK/hp-mv2-data > /dev/null || rc=1
+    $BAGEL bench host --model $WORK/hp-paper --data $WORK/hp-paper-data --iterations 40 || rc=1
+    $BAGEL bench host --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --iterations 40 || rc=1
+    for round in $(seq ${ROUNDS:-2}); do
+        for bin in prev new; do
+            local exe=$BAGEL
+            [ $bin = prev ] && exe=$PREV
+            [ -x $exe ] || continue
+            $exe predict --model $WORK/hp-paper --data $WORK/hp-paper-data --batch-size 2048 --device gpu \
+                --variant vectorized --out $WORK/hr-paper-$bin-$round.txt 2> "$OUT/hr-predict-paper-$bin-$round.txt" || rc=1
+            $exe predict --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --device gpu --math bf16 \
+                --out $WORK/hr-mv2-$bin-$round.txt 2> "$OUT/hr-predict-mv2-$bin-$round.txt" || rc=1
+            echo "$bin $round: paper $(grep -o 'after the first batch [0-9]* rows/s' "$OUT/hr-predict-paper-$bin-$round.txt"); " \
+                "mlperf-v2 $(grep -o 'after the first batch [0-9]* rows/s' "$OUT/hr-predict-mv2-$bin-$round.txt")"
+        done
+    done
+    for name in paper mv2; do
+        cmp -s $WORK/hr-$name-new-1.txt $WORK/hr-$name-new-2.txt || echo "$name: the new binary's two runs differ (cuBLASLt timing may pick other algorithms)"
+    done
     return $rc
 }
 
