@@ -31,7 +31,8 @@ struct BenchCommand: ParsableCommand {
 struct HostBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "host",
-        abstract: "Host time to read, check and pack a batch for the GPU (as `predict` prepares each batch); no GPU needed.",
+        abstract: "Host time to read, check and pack a batch for the GPU (as `predict` prepares each batch); "
+            + "no GPU needed.",
         discussion: """
             Without --data, times synthetic batches of the preset's (or --model's) shapes, cycled; with --data, reads \
             the file batch by batch as `predict` does and times the reading too.
@@ -58,8 +59,9 @@ struct HostBench: ParsableCommand {
     }
 
     func run() throws {
-        let config = try model.map { try ModelConfig.load(path: ($0 as NSString).appendingPathComponent(Model.configFileName)) }
-            ?? preset.config(lookups: lookups)
+        let config = try model.map {
+            try ModelConfig.load(path: ($0 as NSString).appendingPathComponent(Model.configFileName))
+        } ?? preset.config(lookups: lookups)
         print("host: \(ProcessInfo.processInfo.activeProcessorCount) cores; \(config.name), batch \(batchSize)"
               + (data.map { ", read from \($0)" } ?? ", synthetic batches"))
         for parallel in [false, true] {
@@ -91,12 +93,14 @@ struct HostBench: ParsableCommand {
                 }
             }
             guard !pack.isEmpty else { throw BagelError(.invalidData, "\(data ?? ""): no batch to read") }
-            print((parallel ? "pack on all cores" : "pack on one thread").padding(toLength: 19, withPad: " ", startingAt: 0)
+            let label = parallel ? "pack on all cores" : "pack on one thread"
+            print(label.padding(toLength: 19, withPad: " ", startingAt: 0)
                   + "\(Console.count(lookups)) lookups a batch, medians: "
                   + (reads.isEmpty ? "" : "read \(Console.seconds(reads.median)), ")
                   + "structure check \(Console.seconds(structure.median)), pack with the value checks "
                   + "\(Console.seconds(pack.median)) "
-                  + String(format: "(%.1f GB/s of %@ uploaded)", Double(bytes) / pack.median / 1e9, Console.bytes(bytes)))
+                  + String(format: "(%.1f GB/s of %@ uploaded)", Double(bytes) / pack.median / 1e9,
+                           Console.bytes(bytes)))
         }
     }
 }
@@ -242,7 +246,9 @@ struct EndToEndBench: ParsableCommand {
                   + "\(Console.seconds(forward / 1e3)) per batch = " + String(format: "%.0f", rate) + " samples/s")
         }
         if let pipelined = result.pipelinedSamplesPerSecond, let prepare = result.hostPrepareMilliseconds {
-            let share = result.deviceSamplesPerSecond.map { String(format: " = %.0f%% of the forward", pipelined / $0 * 100) } ?? ""
+            let share = result.deviceSamplesPerSecond.map {
+                String(format: " = %.0f%% of the forward", pipelined / $0 * 100)
+            } ?? ""
             print("predict, pipelined (check and pack on a second thread, upload beside the forward): "
                   + String(format: "%.0f", pipelined) + " samples/s\(share); host check + pack "
                   + "\(Console.seconds(prepare / 1e3)) per batch")

@@ -84,8 +84,8 @@ struct PredictCommand: ParsableCommand {
             guard let gpu = engine as? GPUEngine else { return item }
             // The engine's error about a batch gains the file and line here.
             do {
-                return Item(read: item.read, batch: item.batch, prepared: try gpu.prepare(item.batch), dropped: item.dropped,
-                            bytesRead: item.bytesRead)
+                return Item(read: item.read, batch: item.batch, prepared: try gpu.prepare(item.batch),
+                            dropped: item.dropped, bytesRead: item.bytesRead)
             } catch let error as BagelError where error.kind == .invalidBatch {
                 throw Self.locate(error, lines: item.read.lineNumbers, path: data)
             }

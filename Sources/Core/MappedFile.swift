@@ -46,8 +46,9 @@ public final class MappedFile: @unchecked Sendable {
     }
 
     /// Copies `region` (a part of `bytes`) to `destination` with read calls rather than through the mapping: a
-    /// batch read through the mapping page-faults on every 64 KB it touches the first time, which cost more than the
-    /// copy itself on the GPU machines' virtual CPUs. Falls back to the mapping where a read fails.
+    /// batch read through the mapping page-faults on every 64 KB it touches the first time, where a read copies from
+    /// the page cache without faults (reading a paper-preset batch on the H200 machine: 0.55–0.68 → 0.47–0.53 ms,
+    /// run 64). Falls back to the mapping where a read fails.
     public func read(_ region: UnsafeRawBufferPointer, into destination: UnsafeMutableRawPointer) {
         guard let start = region.baseAddress, let base = bytes.baseAddress, region.count > 0 else { return }
         precondition(start >= base && start + region.count <= base + bytes.count, "the region is not in this file")

@@ -111,7 +111,9 @@ public struct Batch: Sendable, Equatable {
     public func checkIndexRanges(largest: [UInt64], for config: ModelConfig) throws {
         precondition(largest.count == sparse.count)
         for (t, feature) in sparse.enumerated() where largest[t] >= UInt64(config.tables[t].rows) {
-            guard let (position, value) = Self.firstOutOfRange(feature.indices, rows: config.tables[t].rows) else { continue }
+            guard let (position, value) = Self.firstOutOfRange(feature.indices, rows: config.tables[t].rows) else {
+                continue
+            }
             let sample = feature.sample(containing: position)
             let inBag = position - feature.offsets[sample]
             throw BagelError(

@@ -303,15 +303,16 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                         baselineScratch: $0.plan.needsBaselineScratch)
         }
         guard batch.size > 0, let current, let layout, current.buffers.fits(layout: layout, batch: batch.size) else {
-            // Not packable yet (first batch, kernels to tune, or it outgrows the buffers): checked here, packed by `submit`.
+            // Not packable yet (first batch, kernels to tune, or it outgrows the buffers): checked here, packed by
+            // `submit`.
             try batch.validate(for: model.config, parallel: options.parallelHostWork)
             countTierHits(batch)
             return PreparedBatch(batch: batch)
         }
         try batch.validateShapes(for: model.config, values: false)  // the values are checked as they are packed
         let staging = try stagingPool.take(bytes: layout.uploadBytes)
-        let report = layout.pack(batch, bindings: bindings(layout: layout, buffers: current.buffers), slots: current.slots,
-                                 into: staging.pointer, parallel: options.parallelHostWork)
+        let report = layout.pack(batch, bindings: bindings(layout: layout, buffers: current.buffers),
+                                 slots: current.slots, into: staging.pointer, parallel: options.parallelHostWork)
         do {
             try ArenaLayout.check(batch, report, config: model.config)
         } catch {
@@ -336,7 +337,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         try context.makeCurrent()
-        guard let packed = prepared.packed, packed.buffers === buffers, packed.slots == slots, !plan.tuneOnFirstBatch else {
+        guard let packed = prepared.packed, packed.buffers === buffers, packed.slots == slots, !plan.tuneOnFirstBatch
+        else {
             // Packed against buffers or kernels that have changed since (or not packed): packed again and run here.
             let buffers = try packAndTune(batch)
             return PendingPrediction(probabilities: try execute(
@@ -376,7 +378,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             try stream.synchronize()
             landings = try (0..<2).map { _ in
                 Landing(buffer: try DeviceBuffer<UInt8>(context: context, count: bytes + bytes / 4),
-                        filled: try Event(context: context, timing: false), free: try Event(context: context, timing: false))
+                        filled: try Event(context: context, timing: false),
+                        free: try Event(context: context, timing: false))
             }
         }
         defer { nextLanding = (nextLanding + 1) % landings.count }

@@ -95,12 +95,13 @@ public final class MLPerfMultiHotReader: SampleReader {
             let offsets = (0...range.count).map { $0 * hot }
             // A table's pieces on all cores too: one table of a multi-hot model can hold half the batch's lookups.
             let parallel = HostParallel.worthIt(values.count)
-            if array.type == .int32 {
-                return SparseFeature(indices: .int32(Self.copy(array.data, elements: values, from: sparseFile, parallel: parallel)),
-                                     offsets: .int32(offsets.map(Int32.init)))
+            func read<T: BitwiseCopyable>() -> [T] {
+                Self.copy(array.data, elements: values, from: sparseFile, parallel: parallel)
             }
-            return SparseFeature(indices: .int64(Self.copy(array.data, elements: values, from: sparseFile, parallel: parallel)),
-                                 offsets: .int64(offsets.map(Int64.init)))
+            if array.type == .int32 {
+                return SparseFeature(indices: .int32(read()), offsets: .int32(offsets.map(Int32.init)))
+            }
+            return SparseFeature(indices: .int64(read()), offsets: .int64(offsets.map(Int64.init)))
         }
         let batchLabels = labels.map { array in
             range.map { array.type == .int32 ? Float(array.data.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self))
@@ -116,15 +117,17 @@ public final class MLPerfMultiHotReader: SampleReader {
     static func copy<T: BitwiseCopyable>(_ data: UnsafeRawBufferPointer, elements: Range<Int>, from file: MappedFile,
                                          parallel: Bool = false) -> [T] {
         let size = MemoryLayout<T>.size
-        let source = SendableRawBuffer(UnsafeMutableRawBufferPointer(
-            mutating: UnsafeRawBufferPointer(rebasing: data[(elements.lowerBound * size)..<(elements.upperBound * size)])))
+        let span = (elements.lowerBound * size)..<(elements.upperBound * size)
+        let source = SendableRawBuffer(
+            UnsafeMutableRawBufferPointer(mutating: UnsafeRawBufferPointer(rebasing: data[span])))
         return [T](unsafeUninitializedCapacity: elements.count) { buffer, count in
             let destination = SendableRawBuffer(UnsafeMutableRawBufferPointer(buffer))
             let piece = 1 << 20
             let bytes = elements.count * size
             HostParallel.forEach((bytes + piece - 1) / piece, parallel: parallel) { p in
                 let part = (p * piece)..<min((p + 1) * piece, bytes)
-                file.read(UnsafeRawBufferPointer(rebasing: source.buffer[part]), into: destination.buffer.baseAddress! + part.lowerBound)
+                file.read(UnsafeRawBufferPointer(rebasing: source.buffer[part]),
+                          into: destination.buffer.baseAddress! + part.lowerBound)
             }
             count = elements.count
         }

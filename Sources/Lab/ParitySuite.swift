@@ -163,8 +163,8 @@ public final class ParitySuite {
             }
         }
         for preset in [ModelPreset.paper, .mlperfV2] {
-            record("forward \(preset.rawValue) submitted ahead (uploads beside forwards, a batch that outgrew its buffers, "
-                   + "an out-of-range index)") {
+            record("forward \(preset.rawValue) submitted ahead (uploads beside forwards, a batch that outgrew its "
+                   + "buffers, an out-of-range index)") {
                 try checkSubmitted(preset: preset)
             }
         }
@@ -911,8 +911,9 @@ public final class ParitySuite {
         // cuBLASLt's heuristic choice, not timed ones: the graphs captured again after the buffers grow must run the
         // same algorithms for the bits to compare.
         let engine = try GPUEngine(
-            model: model, options: GPUEngineOptions(embedding: .fixed(EmbeddingBagConfig(.vectorized)), autotuneCache: false,
-                                                    timeMatmulAlgorithms: false),
+            model: model,
+            options: GPUEngineOptions(embedding: .fixed(EmbeddingBagConfig(.vectorized)), autotuneCache: false,
+                                      timeMatmulAlgorithms: false),
             context: context, library: library)
         let cpu = CPUEngine(model: model)
         // Buffers for 1500 samples, so that the batches below fit them and are packed ahead.
@@ -938,10 +939,13 @@ public final class ParitySuite {
         for (batch, got) in zip(batches + [late, between, grown], results + [betweenGot, grownGot]) {
             let once = try engine.predict(batch)
             let want = try cpu.predict(batch)
-            guard got.count == batch.size else { throw ParityFailure("batch \(batch.size): \(got.count) probabilities") }
+            guard got.count == batch.size else {
+                throw ParityFailure("batch \(batch.size): \(got.count) probabilities")
+            }
             for s in 0..<batch.size {
                 guard got[s].bitPattern == once[s].bitPattern else {
-                    throw ParityFailure("batch \(batch.size), sample \(s): submitted \(got[s]), predicted one at a time \(once[s])")
+                    throw ParityFailure(
+                        "batch \(batch.size), sample \(s): submitted \(got[s]), predicted one at a time \(once[s])")
                 }
                 let error = abs(Double(got[s]) - Double(want[s]))
                 guard error <= 1e-5 * max(1, Double(want[s])) else {
@@ -959,13 +963,16 @@ public final class ParitySuite {
         let expected: String
         do {
             try bad.validate(for: config)
-            throw ParityFailure("validate accepted index \(config.tables[t].rows) in a table of \(config.tables[t].rows) rows")
+            throw ParityFailure(
+                "validate accepted index \(config.tables[t].rows) in a table of \(config.tables[t].rows) rows")
         } catch let error as BagelError { expected = error.message }
         do {
             _ = try engine.prepare(bad)
             throw ParityFailure("prepare accepted an out-of-range index")
         } catch let error as BagelError where error.kind == .invalidBatch {
-            guard error.message == expected else { throw ParityFailure("prepare said \"\(error.message)\", validate \"\(expected)\"") }
+            guard error.message == expected else {
+                throw ParityFailure("prepare said \"\(error.message)\", validate \"\(expected)\"")
+            }
         }
         let total = (batches + [late, between, grown]).reduce(0) { $0 + $1.size }
         return "\(total) samples in 9 batches, bit-identical to one at a time; max |Δp| against the CPU "

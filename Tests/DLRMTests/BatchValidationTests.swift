@@ -126,11 +126,14 @@ import Testing
             #expect(Batch.largestUnsigned(IndexArray([], as: type)) == 0)
             #expect(Batch.largestUnsigned(IndexArray([3, -2, 0], as: type)) == UInt64.max, "\(type)")
         }
-        let huge = ModelConfig(name: "h", denseFeatures: 1, bottomMLP: [4], tables: [TableConfig(rows: 5_000_000_000, dim: 4)],
+        let huge = ModelConfig(name: "h", denseFeatures: 1, bottomMLP: [4],
+                               tables: [TableConfig(rows: 5_000_000_000, dim: 4)],
                                topMLP: [1])
-        let batch = Batch(size: 1, denseFeatures: 1, dense: [1], sparse: [SparseFeature(indices: .int32([7, -2]), offsets: .int32([0, 2]))])
+        let batch = Batch(size: 1, denseFeatures: 1, dense: [1],
+                          sparse: [SparseFeature(indices: .int32([7, -2]), offsets: .int32([0, 2]))])
         expectError(.invalidBatch, "table 0", "position 1", "index -2") { try batch.validate(for: huge) }
-        expectError(.invalidBatch, "index -2") { try batch.checkIndexRanges(largest: [Batch.largestUnsigned(batch.sparse[0].indices)], for: huge) }
+        let largest = [Batch.largestUnsigned(batch.sparse[0].indices)]
+        expectError(.invalidBatch, "index -2") { try batch.checkIndexRanges(largest: largest, for: huge) }
         try batch.checkIndexRanges(largest: [7], for: huge)
     }
 

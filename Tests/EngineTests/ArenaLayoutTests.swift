@@ -75,8 +75,9 @@ import Testing
     let rows = 1000
     let length = ArenaLayout.pieceIndices / 64 + 3  // 64 bags of it: the table spans two pieces
     var config: ModelConfig {
-        ModelConfig(name: "p", denseFeatures: ArenaLayout.pieceIndices / 32 + 1,  // 64 samples: the dense spans 3 pieces
-                    bottomMLP: [4], tables: [TableConfig(rows: rows, dim: 4), TableConfig(rows: 10, dim: 4)], topMLP: [1])
+        // 64 samples of this many dense values: the dense matrix spans 3 pieces.
+        ModelConfig(name: "p", denseFeatures: ArenaLayout.pieceIndices / 32 + 1, bottomMLP: [4],
+                    tables: [TableConfig(rows: rows, dim: 4), TableConfig(rows: 10, dim: 4)], topMLP: [1])
     }
 
     func batch(_ type: IndexType) -> (Batch, [Int]) {
@@ -92,8 +93,10 @@ import Testing
 
     func pack(_ batch: Batch, width: IndexType, parallel: Bool) -> (ArenaLayout.PackReport, [UInt8], ArenaLayout) {
         let layout = ArenaLayout(batch: batch, config: config, indexWidth: width, baselineScratch: false)
-        let bindings = [EmbeddingTableBinding(weights: 1, rows: rows, indices: 0, offsets: 0, output: 0, outputStride: 4),
-                        EmbeddingTableBinding(weights: 2, rows: 10, indices: 0, offsets: 0, output: 0, outputStride: 4)]
+        let bindings = [
+            EmbeddingTableBinding(weights: 1, rows: rows, indices: 0, offsets: 0, output: 0, outputStride: 4),
+            EmbeddingTableBinding(weights: 2, rows: 10, indices: 0, offsets: 0, output: 0, outputStride: 4),
+        ]
         var staging = [UInt8](repeating: 0, count: layout.uploadBytes)
         let report = staging.withUnsafeMutableBytes {
             layout.pack(batch, bindings: bindings, slots: [0, 1], into: $0.baseAddress!, parallel: parallel)
@@ -107,12 +110,15 @@ import Testing
         do { try batch.validate(for: config) } catch let error as BagelError { wanted = error.message } catch {}
         #expect(wanted.contains(what), "validate: \(wanted)")
         var got = "(nothing thrown)"
-        do { try ArenaLayout.check(batch, report, config: config) } catch let error as BagelError { got = error.message } catch {}
+        do {
+            try ArenaLayout.check(batch, report, config: config)
+        } catch let error as BagelError { got = error.message } catch {}
         #expect(got == wanted)
     }
 
     @Test func packFindsTheLargestIndexAcrossPieces() throws {
-        for (input, width) in [(IndexType.int64, IndexType.int32), (.int32, .int32), (.int32, .int64), (.int64, .int64)] {
+        let widths = [(IndexType.int64, IndexType.int32), (.int32, .int32), (.int32, .int64), (.int64, .int64)]
+        for (input, width) in widths {
             for parallel in [false, true] {
                 let (b, long) = batch(input)
                 let (report, staging, layout) = pack(b, width: width, parallel: parallel)
