@@ -289,9 +289,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
 
     // MARK: Prepared batches: the host work of the next batch beside the GPU work of this one
 
-    /// Checks and packs `batch` on the calling thread, ahead of its turn on the GPU (`run`), so that a
+    /// Checks and packs `batch` on the calling thread, ahead of its turn on the GPU (`submit`), so that a
     /// reading thread can prepare the next batch while the GPU runs this one. It is packed against the
-    /// engine's device buffers as they are now; `run` packs it again if they have changed since (a larger
+    /// engine's device buffers as they are now; `submit` packs it again if they have changed since (a larger
     /// batch grew them) or the kernels are still to be tuned.
     public func prepare(_ batch: Batch) throws -> PreparedBatch {
         let current = lock.withLock { () -> (buffers: BatchBuffers, slots: [Int], plan: EmbeddingPlan)? in
@@ -323,9 +323,6 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         return PreparedBatch(batch: batch, packed: .init(layout: layout, buffers: current.buffers, slots: current.slots,
                                                          staging: staging), pool: stagingPool)
     }
-
-    /// The probabilities of a prepared batch (checked already: `prepare`).
-    public func run(_ prepared: PreparedBatch) throws -> [Float] { try submit(prepared).wait() }
 
     /// Enqueues a prepared batch and returns without waiting for it: its upload (on a stream of its own, into one
     /// of two landing buffers) runs beside the forward of the batch submitted before it, then one device copy puts
