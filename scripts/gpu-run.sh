@@ -428,6 +428,32 @@ stage_e2e-host() {
     done
 }
 
+# The paper preset's and mlperf-v2's (int8 tables) models and MLPerf-layout files under $WORK/hp-*, and the host's
+# time to read, check and pack their batches (bench host --data).
+host_files() {
+    local rc=0
+    $BAGEL init --preset paper --out $WORK/hp-paper --force > /dev/null || rc=1
+    $BAGEL generate mlperf --model $WORK/hp-paper --rows ${PAPER_ROWS:-204800} --out $WORK/hp-paper-data > /dev/null || rc=1
+    $BAGEL init --preset mlperf-v2 --max-rows 1000000 --dtype int8 --out $WORK/hp-mv2 --force > /dev/null || rc=1
+    $BAGEL generate mlperf --model $WORK/hp-mv2 --rows ${MLPERF_ROWS:-409600} --skew zipf --out $WORK/hp-mv2-data > /dev/null || rc=1
+    $BAGEL bench host --model $WORK/hp-paper --data $WORK/hp-paper-data --iterations 40 || rc=1
+    $BAGEL bench host --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --iterations 40 || rc=1
+    return $rc
+}
+
+# predict from host_files' files with binary $1 (called $2, round $3): probabilities to $WORK/hp-p-<name>-$2-$3.txt,
+# its report to $OUT/hp-predict-<name>-$2-$3.txt; prints the rates after the first batch.
+host_predict() {
+    local exe=$1 bin=$2 round=$3 rc=0
+    $exe predict --model $WORK/hp-paper --data $WORK/hp-paper-data --batch-size 2048 --device gpu \
+        --variant vectorized --out $WORK/hp-p-paper-$bin-$round.txt 2> "$OUT/hp-predict-paper-$bin-$round.txt" || rc=1
+    $exe predict --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --device gpu --math bf16 \
+        --out $WORK/hp-p-mv2-$bin-$round.txt 2> "$OUT/hp-predict-mv2-$bin-$round.txt" || rc=1
+    echo "$bin $round: paper $(grep -o 'after the first batch [0-9]* rows/s' "$OUT/hp-predict-paper-$bin-$round.txt"); " \
+        "mlperf-v2 $(grep -o 'after the first batch [0-9]* rows/s' "$OUT/hp-predict-mv2-$bin-$round.txt")"
+    return $rc
+}
+
 # The host pipeline (issue 13): bench e2e's loop of predict calls and its pipelined loop (prepare on a second
 # thread, submit one batch ahead), the previous binary (.gpu/bagel-prev.xz) alternating, on the paper preset,
 # mlperf-v2 (int8 tables, bf16) and terabyte; then predict from MLPerf-layout files of the paper preset and mlperf-v2.
@@ -438,12 +464,7 @@ stage_host-pipeline() {
         [ $preset = mlperf-v2 ] && batch=8192
         $BAGEL bench host --preset $preset --batch-size $batch || rc=1
     done
-    $BAGEL init --preset paper --out $WORK/hp-paper --force > /dev/null || rc=1
-    $BAGEL generate mlperf --model $WORK/hp-paper --rows ${PAPER_ROWS:-204800} --out $WORK/hp-paper-data > /dev/null || rc=1
-    $BAGEL init --preset mlperf-v2 --max-rows 1000000 --dtype int8 --out $WORK/hp-mv2 --force > /dev/null || rc=1
-    $BAGEL generate mlperf --model $WORK/hp-mv2 --rows ${MLPERF_ROWS:-409600} --skew zipf --out $WORK/hp-mv2-data > /dev/null || rc=1
-    $BAGEL bench host --model $WORK/hp-paper --data $WORK/hp-paper-data --iterations 40 || rc=1
-    $BAGEL bench host --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --iterations 40 || rc=1
+    host_files || rc=1
     for round in $(seq ${ROUNDS:-2}); do
         for bin in prev new; do
             local exe=$BAGEL
@@ -456,11 +477,7 @@ stage_host-pipeline() {
                 --seconds 3 --json "$OUT/hp-mv2-$bin-$round.json" || rc=1
             $exe bench e2e --preset terabyte --max-rows 1000000 --batch-size 2048 --device gpu --seconds 3 \
                 --json "$OUT/hp-tb-$bin-$round.json" || rc=1
-            $exe predict --model $WORK/hp-paper --data $WORK/hp-paper-data --batch-size 2048 --device gpu \
-                --variant vectorized --out $WORK/hp-p-paper-$bin-$round.txt 2> "$OUT/hp-predict-paper-$bin-$round.txt" || rc=1
-            $exe predict --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --device gpu --math bf16 \
-                --out $WORK/hp-p-mv2-$bin-$round.txt 2> "$OUT/hp-predict-mv2-$bin-$round.txt" || rc=1
-            tail -1 "$OUT/hp-predict-paper-$bin-$round.txt" "$OUT/hp-predict-mv2-$bin-$round.txt"
+            host_predict $exe $bin $round || rc=1
         done
     done
     python3 - "$OUT" "$WORK" <<'PY' || rc=1
@@ -494,27 +511,17 @@ PY
 # binary and the previous one (.gpu/bagel-prev.xz), alternating, on the paper preset and mlperf-v2 (int8, bf16).
 stage_host-read() {
     local rc=0
-    $BAGEL init --preset paper --out $WORK/hp-paper --force > /dev/null || rc=1
-    $BAGEL generate mlperf --model $WORK/hp-paper --rows ${PAPER_ROWS:-204800} --out $WORK/hp-paper-data > /dev/null || rc=1
-    $BAGEL init --preset mlperf-v2 --max-rows 1000000 --dtype int8 --out $WORK/hp-mv2 --force > /dev/null || rc=1
-    $BAGEL generate mlperf --model $WORK/hp-mv2 --rows ${MLPERF_ROWS:-409600} --skew zipf --out $WORK/hp-mv2-data > /dev/null || rc=1
-    $BAGEL bench host --model $WORK/hp-paper --data $WORK/hp-paper-data --iterations 40 || rc=1
-    $BAGEL bench host --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --iterations 40 || rc=1
+    host_files || rc=1
     for round in $(seq ${ROUNDS:-2}); do
         for bin in prev new; do
             local exe=$BAGEL
             [ $bin = prev ] && exe=$PREV
             [ -x $exe ] || continue
-            $exe predict --model $WORK/hp-paper --data $WORK/hp-paper-data --batch-size 2048 --device gpu \
-                --variant vectorized --out $WORK/hr-paper-$bin-$round.txt 2> "$OUT/hr-predict-paper-$bin-$round.txt" || rc=1
-            $exe predict --model $WORK/hp-mv2 --data $WORK/hp-mv2-data --batch-size 8192 --device gpu --math bf16 \
-                --out $WORK/hr-mv2-$bin-$round.txt 2> "$OUT/hr-predict-mv2-$bin-$round.txt" || rc=1
-            echo "$bin $round: paper $(grep -o 'after the first batch [0-9]* rows/s' "$OUT/hr-predict-paper-$bin-$round.txt"); " \
-                "mlperf-v2 $(grep -o 'after the first batch [0-9]* rows/s' "$OUT/hr-predict-mv2-$bin-$round.txt")"
+            host_predict $exe $bin $round || rc=1
         done
     done
     for name in paper mv2; do
-        cmp -s $WORK/hr-$name-new-1.txt $WORK/hr-$name-new-2.txt || echo "$name: the new binary's two runs differ (cuBLASLt timing may pick other algorithms)"
+        cmp -s $WORK/hp-p-$name-new-1.txt $WORK/hp-p-$name-new-2.txt || echo "$name: the new binary's two runs differ (cuBLASLt timing may pick other algorithms)"
     done
     return $rc
 }
