@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Median and percentiles of a list of measurements (timings, latencies).
 public struct Percentiles: Sendable {
     public let sorted: [Double]
@@ -42,4 +44,9 @@ public func formatBytes(_ bytes: Int) -> String {
         unit += 1
     }
     return unit == 0 ? "\(bytes) B" : String(format: "%.1f ", value) + units[unit]
+}
+
+/// Monotonic seconds (for host-side timing).
+public func monotonicSeconds() -> Double {
+    Double(DispatchTime.now().uptimeNanoseconds) / 1e9
 }

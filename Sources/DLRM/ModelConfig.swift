@@ -192,6 +192,11 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     /// Width of the bottom MLP's output (x).
     public var bottomOutputWidth: Int { bottomMLP.last ?? denseFeatures }
 
+    /// The narrowest index type every table's rows fit: int32 unless a table has more than Int32.max rows.
+    public var narrowestIndexType: IndexType {
+        tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .int32 : .int64
+    }
+
     /// Width of the interaction output r, which is the top MLP's input.
     public var topInputWidth: Int {
         switch interaction {

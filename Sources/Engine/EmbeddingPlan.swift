@@ -218,7 +218,7 @@ public enum EmbeddingPlanner {
                 pinnedRows: knobs.l2 == .pinPass || tune ? keep : 0,
                 hotBitmap: hotRows != nil && (knobs.hints == .bitmap || tune), deviceRows: table.rows)
         }
-        let indexType: IndexType = config.tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .int32 : .int64
+        let indexType = config.narrowestIndexType
         return EmbeddingPlan(tables: tables, source: tune ? .autotuneNow : source, tuneOnFirstBatch: tune,
                              indexType: indexType, l2BudgetBytes: budget, device: device.name)
     }

@@ -28,7 +28,7 @@ public final class HostPacker {
     public init(config: ModelConfig, parallel: Bool) {
         self.config = config
         self.parallel = parallel
-        indexType = config.tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .int32 : .int64
+        indexType = config.narrowestIndexType
         bindings = config.tables.map {
             EmbeddingTableBinding(weights: 0, rows: $0.rows, indices: 0, offsets: 0, output: 0, outputStride: $0.dim)
         }
@@ -49,14 +49,13 @@ public final class HostPacker {
             }
         }
         next = (next + 1) % staging.count
-        let t0 = Self.monotonic()
+        let t0 = monotonicSeconds()
         try batch.validateShapes(for: config, values: false)
-        let t1 = Self.monotonic()
+        let t1 = monotonicSeconds()
         let report = layout.pack(batch, bindings: bindings, slots: Array(config.tables.indices),
                                  into: staging[next].baseAddress!, parallel: parallel)
         try ArenaLayout.check(batch, report, config: config)
-        return Timing(structure: t1 - t0, pack: Self.monotonic() - t1, uploadBytes: layout.uploadBytes)
+        return Timing(structure: t1 - t0, pack: monotonicSeconds() - t1, uploadBytes: layout.uploadBytes)
     }
 
-    static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 }

@@ -25,7 +25,7 @@ public final class CriteoTSVReader {
     public init(path: String, config: ModelConfig) throws {
         self.config = config
         self.lines = try LineReader(path: path)
-        self.indexType = config.tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .int32 : .int64
+        self.indexType = config.narrowestIndexType
     }
 
     public var path: String { lines.path }

@@ -119,7 +119,7 @@ public struct SyntheticGenerator: Sendable {
                 indexType: IndexType? = nil) {
         self.config = config
         self.bagLength = bagLength
-        self.indexType = indexType ?? (config.tables.allSatisfy { $0.rows <= Int(Int32.max) } ? .int32 : .int64)
+        self.indexType = indexType ?? config.narrowestIndexType
         self.streams = config.tables.enumerated().map {
             IndexStream(pattern: pattern, rows: $0.element.rows, seed: seed, table: $0.offset)
         }

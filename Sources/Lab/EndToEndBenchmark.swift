@@ -182,7 +182,3 @@ extension EndToEndBenchmark {
     }
 }
 
-/// Monotonic seconds (for host-side timing).
-public func monotonicSeconds() -> Double {
-    Double(DispatchTime.now().uptimeNanoseconds) / 1e9
-}
