@@ -29,7 +29,9 @@ let package = Package(
     targets: [
         // Small value types every layer shares: storage and index types, errors with a location,
         // statistics, cache directories, stable hashes, host parallelism.
-        .target(name: "Core"),
+        .target(name: "Core", dependencies: ["CHostCopy"]),
+        // The host's copy loops for packing batches (AVX2 with streaming stores where the CPU has it).
+        .target(name: "CHostCopy"),
         // C declarations of the CUDA driver / NVRTC / cuBLASLt types and function-pointer signatures
         // Bagel calls, so Swift gets the C ABI right, and the kernel ABI header (records the kernels
         // read, Sources/Kernels/cuda/kernel_abi.h). Declarations only: nothing links CUDA.
@@ -99,7 +101,7 @@ let package = Package(
         .executableTarget(name: "bagel", dependencies: ["BagelCLI", "Core"]),
         // Helpers shared by the test targets (reference forward, temporary directories, random models).
         .target(name: "BagelTestSupport", dependencies: ["Core", "DLRM"], path: "Tests/Support"),
-        .testTarget(name: "CoreTests", dependencies: ["Core"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "CHostCopy"]),
         .testTarget(name: "KernelsTests", dependencies: ["Core", "CCUDA", "Kernels", "CUDA"]),
         .testTarget(name: "EngineTests", dependencies: ["Core", "DLRM", "Inputs", "Kernels", "Engine", "Lab", "BagelTestSupport"]),
         .testTarget(

@@ -62,8 +62,9 @@ struct HostBench: ParsableCommand {
         let config = try model.map {
             try ModelConfig.load(path: ($0 as NSString).appendingPathComponent(Model.configFileName))
         } ?? preset.config(lookups: lookups)
-        print("host: \(ProcessInfo.processInfo.activeProcessorCount) cores; \(config.name), batch \(batchSize)"
-              + (data.map { ", read from \($0)" } ?? ", synthetic batches"))
+        print("host: \(ProcessInfo.processInfo.activeProcessorCount) cores, "
+              + (HostCopy.streams ? "AVX2 copies with streaming stores" : "plain copy loops")
+              + "; \(config.name), batch \(batchSize)" + (data.map { ", read from \($0)" } ?? ", synthetic batches"))
         for parallel in [false, true] {
             let packer = HostPacker(config: config, parallel: parallel)
             var reads: [Double] = []

@@ -148,34 +148,39 @@ struct ArenaLayout {
         try batch.checkIndexRanges(largest: report.largest, for: config)
     }
 
-    /// Copies `range` of `source` to the same positions at `out`; true when every value copied is finite (an OR
-    /// over the exponent bits: a loop the compiler vectorises).
+    /// Copies `range` of `source` to the same positions at `out`; true when every value copied is finite.
     private static func copyFinite(_ source: UnsafeBufferPointer<Float>, _ range: Range<Int>,
                                    to out: UnsafeMutablePointer<Float>) -> Bool {
-        guard let input = source.baseAddress else { return true }
-        let exponent: UInt32 = 0x7F80_0000  // all ones: infinity or NaN
-        var found: UInt32 = 0
-        for i in range {
-            let value = input[i]
-            out[i] = value
-            found |= (value.bitPattern & exponent) == exponent ? 1 : 0
-        }
-        return found == 0
+        guard let input = source.baseAddress, !range.isEmpty else { return true }
+        return HostCopy.copyCheckingFinite(input + range.lowerBound, to: out + range.lowerBound, count: range.count)
     }
 
     /// Copies `range` of an index array to the same positions at `destination`, converting to the engine's index
-    /// width, and returns the largest value read as unsigned (a negative value is huge) — one vectorised pass.
+    /// width, and returns the largest value read as unsigned (a negative value is huge) — one pass (HostCopy's loops
+    /// when the widths match).
     private func copy(_ values: IndexArray, _ range: Range<Int>, to destination: UnsafeMutableRawPointer) -> UInt64 {
         switch (values, indexWidth) {
-        case (.int32(let a), .int32): return Self.copy(a, range, to: destination.assumingMemoryBound(to: Int32.self))
-        case (.int64(let a), .int64): return Self.copy(a, range, to: destination.assumingMemoryBound(to: Int64.self))
+        case (.int32(let a), .int32):
+            let largest = a.withUnsafeBufferPointer { source -> UInt32 in
+                guard let input = source.baseAddress, !range.isEmpty else { return 0 }
+                let out = destination.assumingMemoryBound(to: Int32.self) + range.lowerBound
+                return HostCopy.copyReturningLargest(input + range.lowerBound, to: out, count: range.count)
+            }
+            return largest > UInt32(Int32.max) ? UInt64.max : UInt64(largest)  // above Int32.max: a negative value
+        case (.int64(let a), .int64):
+            let largest = a.withUnsafeBufferPointer { source -> UInt64 in
+                guard let input = source.baseAddress, !range.isEmpty else { return 0 }
+                let out = destination.assumingMemoryBound(to: Int64.self) + range.lowerBound
+                return HostCopy.copyReturningLargest(input + range.lowerBound, to: out, count: range.count)
+            }
+            return largest > UInt64(Int64.max) ? UInt64.max : largest
         case (.int64(let a), .int32): return Self.copy(a, range, to: destination.assumingMemoryBound(to: Int32.self))
         case (.int32(let a), .int64): return Self.copy(a, range, to: destination.assumingMemoryBound(to: Int64.self))
         }
     }
 
-    /// The loop of `copy`, a static generic without captured context so that each of its four uses is specialised
-    /// (a nested generic function capturing its surroundings ran unspecialised, element by element through
+    /// The loop of `copy` for the two conversions, a static generic without captured context so that each use is
+    /// specialised (a nested generic function capturing its surroundings ran unspecialised, element by element through
     /// witness tables).
     @inline(__always)
     private static func copy<S: FixedWidthInteger & SignedInteger, D: FixedWidthInteger>(
