@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read serve-pipeline-ab terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-width host-read terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -507,6 +507,54 @@ PY
     return $rc
 }
 
+# How many threads the host's copies (the pack, the MLPerf reader) should use beside the upload: this binary with
+# BAGEL_HOST_COPY_THREADS at 16, 8 and 4 (default: half the cores), alternating, two rounds — bench e2e's pipelined
+# loop on the paper preset and mlperf-v2 (int8, bf16), then predict from MLPerf-layout files, whose probabilities
+# must agree across widths.
+stage_host-width() {
+    local rc=0
+    host_files || rc=1
+    for round in $(seq ${ROUNDS:-2}); do
+        for width in ${WIDTHS:-16 8 4}; do
+            echo "--- round $round: $width copy threads"
+            BAGEL_HOST_COPY_THREADS=$width $BAGEL bench host --preset paper --iterations 40 | tail -1
+            BAGEL_HOST_COPY_THREADS=$width $BAGEL bench e2e --preset paper --batch-size 2048 --device gpu --seconds 3 \
+                --variant vectorized --dataset medium --traces $TRACES --json "$OUT/hp-paper-w$width-$round.json" \
+                > /dev/null || rc=1
+            BAGEL_HOST_COPY_THREADS=$width $BAGEL bench e2e --preset mlperf-v2 --max-rows 1000000 --dtype int8 \
+                --math bf16 --batch-size 8192 --device gpu --seconds 3 --json "$OUT/hp-mv2-w$width-$round.json" \
+                > /dev/null || rc=1
+            BAGEL_HOST_COPY_THREADS=$width host_predict $BAGEL w$width $round || rc=1
+        done
+    done
+    python3 - "$OUT" "$WORK" <<'PY' || rc=1
+import glob, json, os, re, sys
+out, work = sys.argv[1], sys.argv[2]
+print("| case | copy threads | round | forward ms | pipelined | pipelined / forward | host prepare ms |")
+print("|---|---|---|---|---|---|---|")
+for f in sorted(glob.glob(f"{out}/hp-*-w*-*.json")):
+    _, case, width, rnd = os.path.basename(f)[:-5].split("-")
+    d = json.load(open(f))
+    fwd, pipe = d["device_samples_per_second"], d["pipelined_samples_per_second"]
+    print(f"| {case} | {width[1:]} | {rnd} | {d['device_forward_ms']:.3f} | {pipe/1e6:.2f}M | {pipe/fwd*100:.0f}% | "
+          f"{d['host_prepare_ms']:.3f} |")
+for f in sorted(glob.glob(f"{out}/hp-predict-*.txt")):
+    m = re.findall(r"after the first batch (\d+) rows/s", open(f).read())
+    print(os.path.basename(f), "after the first batch:", m[-1] if m else "n/a")
+bad = 0
+for name in ["paper", "mv2"]:
+    files = sorted(glob.glob(f"{work}/hp-p-{name}-*.txt"))
+    rows = [[float(x) for x in open(p)] for p in files]
+    worst = max((abs(a - b) for other in rows[1:] for a, b in zip(rows[0], other)), default=0)
+    same = all(len(r) == len(rows[0]) for r in rows)
+    # cuBLASLt's timing may choose another algorithm in another process: last bits, not the width
+    print(f"predict {name}: {len(files)} runs, max |dp| between them {worst:.2e}")
+    bad += not (rows and same and worst <= 1e-5)
+sys.exit(1 if bad else 0)
+PY
+    return $rc
+}
+
 # predict from MLPerf-layout files only (the file half of host-pipeline): bench host --data, then predict with this
 # binary and the previous one (.gpu/bagel-prev.xz), alternating, on the paper preset and mlperf-v2 (int8, bf16).
 stage_host-read() {
@@ -563,49 +611,6 @@ stage_serve-p99() {
         kill -TERM $server
         wait $server
     done
-}
-
-# Issue 13's serving goal, pipelined batcher against the one-thread one (`--no-pipeline`, same binary), alternating,
-# two rounds: terabyte batch-64 binary requests at 16 and 128 clients, a fresh server per load so that each load's
-# /metrics (batch sizes, queue and engine time) are its own.
-stage_serve-pipeline-ab() {
-    $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/served --force > /dev/null
-    for round in $(seq ${ROUNDS:-2}); do
-        for mode in pipelined one-thread; do
-            local flag=""
-            [ $mode = one-thread ] && flag=--no-pipeline
-            for concurrency in 16 128; do
-                local name=$mode-c$concurrency-$round
-                $BAGEL serve --model $WORK/served --device gpu --port 18000 --grpc-port 18001 $flag > "$OUT/serve-$name.log" 2>&1 &
-                local server=$!
-                for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
-                echo "--- $name"
-                $BAGEL loadgen --url http://127.0.0.1:18000 --name terabyte --protocol binary --concurrency $concurrency \
-                    --duration ${LOAD_SECONDS:-6} --batch 64 --json "$OUT/spab-$name.json" | tail -3
-                curl -s http://127.0.0.1:18000/metrics | grep -v "^#" > "$OUT/metrics-$name.txt"
-                kill -TERM $server
-                wait $server
-            done
-        done
-    done
-    python3 - "$OUT" <<'PY'
-import glob, json, os, re, sys
-out = sys.argv[1]
-print("| batcher | clients | round | requests/s | p50 ms | p99 ms | samples a batch | engine ms (its batch) | queue ms |")
-print("|---|---|---|---|---|---|---|---|---|")
-for f in sorted(glob.glob(f"{out}/spab-*.json")):
-    mode, conc, rnd = os.path.basename(f)[5:-5].rsplit("-", 2)
-    d = json.load(open(f))
-    m = {}
-    for line in open(f"{out}/metrics-{mode}-{conc}-{rnd}.txt"):
-        k, _, v = line.rpartition(" ")
-        m[k] = float(v)
-    batches = m.get("bagel_batch_size_count", 0) or 1
-    requests = m.get("bagel_compute_seconds_count", 0) or 1
-    print(f"| {mode} | {conc[1:]} | {rnd} | {d['requestsPerSecond']:,.0f} | {d['p50']*1e3:.2f} | {d['p99']*1e3:.2f} | "
-          f"{m.get('bagel_batch_size_sum', 0)/batches:.0f} | {m.get('bagel_compute_seconds_sum', 0)/requests*1e3:.3f} | "
-          f"{m.get('bagel_queue_seconds_sum', 0)/requests*1e3:.3f} |")
-PY
 }
 
 # fp32 GEMM ceiling of this card through PyTorch's cuBLAS (TF32 off): a large square product and the mlperf-v2 shapes.

@@ -76,10 +76,6 @@ struct ServeCommand: AsyncParsableCommand {
     var authTokenFile: String?
     @Flag(help: "Run every request alone (no dynamic batching).")
     var noBatching = false
-    @Flag(help: ArgumentHelp(
-        "On the GPU, wait for each batch before merging the next (one thread), instead of enqueueing the next while "
-            + "the GPU runs the current one."))
-    var noPipeline = false
     @Option(help: "Embedding kernel variant on the GPU.")
     var variant: String?
     @Option(help: "MLP arithmetic on the GPU: fp32, tf32, bf16, fp8 (Hopper and newer).")
@@ -113,7 +109,7 @@ struct ServeCommand: AsyncParsableCommand {
                                             tiers: tiers, multiGPU: multiGPU)
         let batching = BatchingOptions(
             maxBatch: maxBatch, maxDelay: .microseconds(maxDelayUs), maxQueue: maxQueue, enabled: !noBatching,
-            bucketed: engine is GPUEngine || engine is ShardedEngine || engine is ReplicatedEngine, pipelined: !noPipeline)
+            bucketed: engine is GPUEngine || engine is ShardedEngine || engine is ReplicatedEngine)
         let configuration = ServerConfiguration(
             host: host, httpPort: port, grpcPort: grpcPort < 0 ? nil : grpcPort, modelName: name ?? loaded.config.name,
             maxBodyBytes: maxBodyBytes, batching: batching, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),

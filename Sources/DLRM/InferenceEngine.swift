@@ -15,20 +15,6 @@ public protocol InferenceEngine: AnyObject, Sendable {
     var tierCounts: [TierCount]? { get }
 }
 
-/// An engine whose host work on a batch (checks, packing, the launch) can run apart from its device work, so that a
-/// server prepares and enqueues the next batch while the device runs the current one (the GPU engine).
-public protocol PipelinedInferenceEngine: InferenceEngine {
-    /// Checks `batch` and enqueues it on the device; returns without waiting for the device. Throws what
-    /// `predict` throws for a bad batch.
-    func enqueue(_ batch: Batch) throws -> any PendingProbabilities
-}
-
-/// A batch enqueued on a device (`PipelinedInferenceEngine.enqueue`).
-public protocol PendingProbabilities: AnyObject, Sendable {
-    /// Waits for the device and returns one probability per sample.
-    func wait() throws -> [Float]
-}
-
 /// One split table's lookups so far: those whose row was in HBM, and all of them.
 public struct TierCount: Sendable, Equatable {
     public let table: Int

@@ -44,7 +44,7 @@ public struct GPUEngineOptions: Sendable {
 /// buffer in one copy, MLPs on cuBLASLt (bias and ReLU in the epilogue), embedding bags and the
 /// interaction from NVRTC kernels, each batch size's forward captured in a CUDA graph. The embedding
 /// stage follows an `EmbeddingPlan` made once by `EmbeddingPlanner`.
-public final class GPUEngine: PipelinedInferenceEngine, @unchecked Sendable {
+public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     public let model: Model
     public let context: CUDAContext
     public let options: GPUEngineOptions
@@ -324,18 +324,11 @@ public final class GPUEngine: PipelinedInferenceEngine, @unchecked Sendable {
                                                          staging: staging), pool: stagingPool)
     }
 
-    /// `prepare` and `submit` on the calling thread (a server's batcher). The returned batch's `wait()` spins on
-    /// its event rather than sleeping: a server waits for one small batch at a time and answers sooner.
-    public func enqueue(_ batch: Batch) throws -> any PendingProbabilities {
-        try submit(prepare(batch), spinning: true)
-    }
-
     /// Enqueues a prepared batch and returns without waiting for it: its upload (on a stream of its own, into one
     /// of two landing buffers) runs beside the forward of the batch submitted before it, then one device copy puts
     /// it where the captured forward reads its inputs. With one batch submitted ahead of the one waited for, the GPU
     /// goes from forward to forward while the host prepares the next (`predict` and `bench` do so).
-    /// `spinning`: `wait()` polls the GPU instead of sleeping until it is done (lower latency, one busy core).
-    public func submit(_ prepared: PreparedBatch, spinning: Bool = false) throws -> PendingPrediction {
+    public func submit(_ prepared: PreparedBatch) throws -> PendingPrediction {
         let batch = prepared.batch
         if batch.size == 0 { return PendingPrediction(probabilities: []) }
         lock.lock()
@@ -361,7 +354,7 @@ public final class GPUEngine: PipelinedInferenceEngine, @unchecked Sendable {
         try forward.run(on: stream)
         let output = try outputPool.take(bytes: batch.size * 4)
         try stream.copy(from: packed.buffers.probabilities.address, to: output.pointer, bytes: batch.size * 4)
-        let done = try Event(context: context, timing: false, blockingWait: !spinning)
+        let done = try Event(context: context, timing: false, blockingWait: true)
         try done.record(on: stream)
         return PendingPrediction(prepared: prepared, output: output, pool: outputPool, done: done)
     }
@@ -633,7 +626,7 @@ public final class PreparedBatch: @unchecked Sendable {
 
 /// A submitted batch (`GPUEngine.submit`): its probabilities once the GPU is done with it. Dropped without
 /// `wait()`, it still waits for the GPU before its buffers are reused.
-public final class PendingPrediction: PendingProbabilities, @unchecked Sendable {
+public final class PendingPrediction: @unchecked Sendable {
     private let prepared: PreparedBatch?
     private let output: PinnedBuffer?
     private let pool: StagingPool?
@@ -649,8 +642,7 @@ public final class PendingPrediction: PendingProbabilities, @unchecked Sendable 
         (self.prepared, self.output, self.pool, self.done) = (prepared, output, pool, done)
     }
 
-    /// Waits for the batch's forward and download (sleeping, unless submitted `spinning`), and returns its
-    /// probabilities.
+    /// Waits (sleeping, not spinning) for the batch's forward and download, and returns its probabilities.
     public func wait() throws -> [Float] {
         if let probabilities { return probabilities }
         try done!.synchronize()

@@ -17,15 +17,10 @@ public struct BatchingOptions: Sendable {
     /// A piece of a split request moves up one round for every `pieceAging` it waits, so steady small
     /// traffic delays a large request but never starves it.
     public var pieceAging: Duration
-    /// With an engine that can enqueue a batch without waiting for it (`PipelinedInferenceEngine`): prepare and
-    /// enqueue the next batch while the device runs this one, and answer on a thread of its own.
-    public var pipelined: Bool
 
     public init(maxBatch: Int = 2048, maxDelay: Duration = .microseconds(100), maxQueue: Int = 16384,
-                enabled: Bool = true, bucketed: Bool = false, pieceAging: Duration = .milliseconds(50),
-                pipelined: Bool = true) {
+                enabled: Bool = true, bucketed: Bool = false, pieceAging: Duration = .milliseconds(50)) {
         self.pieceAging = pieceAging
-        self.pipelined = pipelined
         self.maxBatch = maxBatch
         self.maxDelay = maxDelay
         self.maxQueue = maxQueue
@@ -46,19 +41,12 @@ public struct BatchTiming: Sendable {
 /// synchronous and CPU- or GPU-bound, so they stay off Swift's cooperative pool and NIO's event
 /// loops), then hands each request its own slice of the result.
 ///
-/// With an engine that enqueues a batch without waiting for it (the GPU engine) the batcher is pipelined: the
-/// worker merges, checks and enqueues batch n+1 while the device runs batch n, and a second thread waits for each
-/// batch and answers its requests. Batch n+1 closes when its window has passed and batch n is about to finish
-/// (expected: the device's recent time a batch, less the host's time to enqueue one), so requests that arrive while
-/// n runs still ride n+1, as they do when the worker waits for n itself.
-///
 /// Every engine computes a sample the same way whatever else is in its batch, so a merged
 /// request gets exactly what it would have got alone (the tests check it).
 public final class DynamicBatcher: @unchecked Sendable {
     public let engine: any InferenceEngine
     public let options: BatchingOptions
     private let onBatch: @Sendable (Int, Duration) -> Void
-    private let pipelinedEngine: (any PipelinedInferenceEngine)?
 
     private struct Job {
         let batch: Batch
@@ -111,39 +99,15 @@ public final class DynamicBatcher: @unchecked Sendable {
         }
     }
 
-    /// A batch enqueued on the device and not yet answered (pipelined).
-    private struct InFlight {
-        let jobs: [Job]
-        let size: Int
-        let started: ContinuousClock.Instant
-        let enqueued: ContinuousClock.Instant
-        let pending: any PendingProbabilities
-    }
-
-    /// Batches enqueued ahead of the one being waited for: the GPU engine has two landing buffers.
-    static let pipelineDepth = 2
-
     private let condition = NSCondition()
     private var queue: [Job] = []
     private var nextSequence = 0
-    /// The jobs of the engine call under way (one-thread batcher).
+    /// The jobs of the engine call under way.
     private var running: [Job] = []
-    /// Enqueued batches, oldest first, until the device is done with them; then `answering` counts those whose
-    /// requests are being answered (pipelined batcher).
-    private var inFlight: [InFlight] = []
-    private var answering = 0
-    /// Recent seconds of device work a batch (from when it could start to when it was done) and of host work to merge
-    /// and enqueue one: when the next batch should close (pipelined batcher).
-    private var deviceSeconds = 0.0
-    private var enqueueSeconds = 0.0
-    /// When the batch now at the end of `inFlight` is expected to be done.
-    private var expectedFree: ContinuousClock.Instant?
-    private var lastDone: ContinuousClock.Instant?
     private var queuedSamples = 0
     private var stopping = false
     private var finished = false
     private var worker: Thread?
-    private var completer: Thread?
 
     /// - Parameter onBatch: called after each engine call with (samples, compute time), for metrics.
     public init(engine: any InferenceEngine, options: BatchingOptions,
@@ -151,22 +115,11 @@ public final class DynamicBatcher: @unchecked Sendable {
         self.engine = engine
         self.options = options
         self.onBatch = onBatch
-        pipelinedEngine = options.pipelined ? engine as? any PipelinedInferenceEngine : nil
-        // The threads hold the batcher until shutdown() lets their loops end.
-        if pipelinedEngine != nil {
-            let worker = Thread { self.pipelinedWorkLoop() }
-            worker.name = "bagel-batcher"
-            let completer = Thread { self.completionLoop() }
-            completer.name = "bagel-answers"
-            (self.worker, self.completer) = (worker, completer)
-            worker.start()
-            completer.start()
-        } else {
-            let thread = Thread { self.workLoop() }
-            thread.name = "bagel-batcher"
-            worker = thread
-            thread.start()
-        }
+        // The thread holds the batcher until shutdown() lets its loop end.
+        let thread = Thread { self.workLoop() }
+        thread.name = "bagel-batcher"
+        worker = thread
+        thread.start()
     }
 
     /// Samples waiting now.
@@ -206,7 +159,7 @@ public final class DynamicBatcher: @unchecked Sendable {
             }
             nextSequence += 1
             queuedSamples += batch.size
-            condition.broadcast()  // the worker, not the completer or shutdown(), which wait on the same condition
+            condition.signal()
         }
     }
 
@@ -217,7 +170,7 @@ public final class DynamicBatcher: @unchecked Sendable {
     public func abandon() -> Int {
         condition.lock()
         stopping = true
-        let dropped = queue + running + inFlight.flatMap(\.jobs)
+        let dropped = queue + running
         queue = []
         queuedSamples = 0
         condition.broadcast()
@@ -236,8 +189,6 @@ public final class DynamicBatcher: @unchecked Sendable {
         while !finished { condition.wait() }
         condition.unlock()
     }
-
-    // MARK: One thread: merge, run, answer
 
     private func workLoop() {
         while true {
@@ -260,10 +211,30 @@ public final class DynamicBatcher: @unchecked Sendable {
                 }
             }
             // abandon() may have emptied the queue while the worker waited.
-            guard let (jobs, samples) = takeJobs() else {
+            if queue.isEmpty {
                 condition.unlock()
                 continue
             }
+            // Lower rounds first (see Job.round; a piece rises a round per `pieceAging` waited), then arrival order.
+            let now = ContinuousClock.now
+            let aging = Self.seconds(options.pieceAging)
+            let rounds = queue.map { job -> Int in
+                guard job.round > 0, aging > 0 else { return job.round }
+                return max(0, job.round - Int(Self.seconds(now - job.enqueued) / aging))
+            }
+            let order = queue.indices.sorted { (rounds[$0], queue[$0].sequence) < (rounds[$1], queue[$1].sequence) }
+            var taken: [Int] = []
+            var samples = 0
+            for i in order {
+                let size = queue[i].batch.size
+                guard taken.isEmpty || (options.enabled && samples + size <= options.maxBatch) else { break }
+                taken.append(i)
+                samples += size
+            }
+            let jobs = taken.map { queue[$0] }
+            let takenSet = Set(taken)
+            queue = queue.indices.filter { !takenSet.contains($0) }.map { queue[$0] }
+            queuedSamples -= samples
             running = jobs
             condition.unlock()
             run(jobs, samples: samples)
@@ -275,156 +246,22 @@ public final class DynamicBatcher: @unchecked Sendable {
 
     private func run(_ jobs: [Job], samples: Int) {
         let started = ContinuousClock.now
+        var merged = Batch.concatenate(jobs.map(\.batch))
+        if options.bucketed { merged = merged.padded(to: Self.bucket(samples)) }
         do {
-            let merged = merge(jobs, samples: samples)
             let probabilities = try engine.predict(merged)
-            answer(jobs, probabilities, started: started, batchSize: merged.size)
+            let compute = ContinuousClock.now - started
+            onBatch(merged.size, compute)
+            var start = 0
+            for job in jobs {
+                let slice = Array(probabilities[start..<(start + job.batch.size)])
+                start += job.batch.size
+                job.deliver(.success((slice, BatchTiming(queued: started - job.enqueued, compute: compute, batchSize: merged.size))))
+            }
         } catch {
-            fail(jobs, error)
-        }
-    }
-
-    // MARK: Pipelined: the worker merges and enqueues, the completer waits and answers
-
-    private func pipelinedWorkLoop() {
-        guard let engine = pipelinedEngine else { return }
-        while true {
-            condition.lock()
-            while queue.isEmpty && !stopping { condition.wait() }
-            if queue.isEmpty && stopping {
-                // Every batch enqueued is answered before the batcher reports itself finished.
-                while !inFlight.isEmpty || answering > 0 { condition.wait() }
-                finished = true
-                condition.broadcast()
-                condition.unlock()
-                return
+            for job in jobs {
+                job.deliver(.failure(RequestError(.internalError, "the engine failed: \(error)")))
             }
-            if options.enabled { waitToClose() }
-            // No more batches ahead of the device than it has landing buffers for.
-            while inFlight.count >= Self.pipelineDepth && !queue.isEmpty { condition.wait() }
-            guard let (jobs, samples) = takeJobs() else {
-                condition.unlock()
-                continue
-            }
-            condition.unlock()
-            let started = ContinuousClock.now
-            let enqueued: Result<(any PendingProbabilities, Int), Error> = Result {
-                let merged = merge(jobs, samples: samples)
-                return (try engine.enqueue(merged), merged.size)
-            }
-            switch enqueued {
-            case .failure(let error): fail(jobs, error)
-            case .success(let (pending, size)):
-                let now = ContinuousClock.now
-                condition.lock()
-                enqueueSeconds = Self.average(enqueueSeconds, Self.seconds(now - started))
-                let start = max(now, expectedFree ?? now)
-                expectedFree = start + .seconds(deviceSeconds)
-                inFlight.append(InFlight(jobs: jobs, size: size, started: started, enqueued: now, pending: pending))
-                condition.broadcast()
-                condition.unlock()
-            }
-        }
-    }
-
-    /// Under the lock: waits until the batch may close — its first request has waited `maxDelay` and the batch in
-    /// flight (if any) is expected to be done by the time this one is enqueued — or it is full.
-    private func waitToClose() {
-        while queuedSamples < options.maxBatch && !stopping && !queue.isEmpty {
-            let now = ContinuousClock.now
-            var closeAt = queue[0].enqueued + options.maxDelay
-            if !inFlight.isEmpty, let expectedFree {
-                closeAt = max(closeAt, expectedFree - .seconds(enqueueSeconds))
-            }
-            if now >= closeAt { return }
-            _ = condition.wait(until: Date().addingTimeInterval(Self.seconds(closeAt - now)))
-        }
-    }
-
-    private func completionLoop() {
-        while true {
-            condition.lock()
-            while inFlight.isEmpty && !finished { condition.wait() }
-            guard let batch = inFlight.first else {
-                condition.unlock()
-                return
-            }
-            condition.unlock()
-            let result = Result { try batch.pending.wait() }
-            let done = ContinuousClock.now
-            condition.lock()
-            // The device could start this batch once it was enqueued and the one before it was done.
-            let start = max(batch.enqueued, lastDone ?? batch.enqueued)
-            deviceSeconds = Self.average(deviceSeconds, Self.seconds(done - start))
-            lastDone = done
-            inFlight.removeFirst()
-            if inFlight.isEmpty { expectedFree = nil }
-            answering += 1
-            condition.broadcast()  // the worker may close the next batch now
-            condition.unlock()
-            switch result {
-            case .success(let probabilities): answer(batch.jobs, probabilities, started: batch.started, batchSize: batch.size)
-            case .failure(let error): fail(batch.jobs, error)
-            }
-            condition.lock()
-            answering -= 1
-            condition.broadcast()
-            condition.unlock()
-        }
-    }
-
-    /// An exponential average of recent values (the first value taken as is).
-    static func average(_ old: Double, _ new: Double) -> Double { old == 0 ? new : 0.8 * old + 0.2 * new }
-
-    // MARK: Shared steps
-
-    /// Under the lock: takes the next batch's jobs off the queue — lower rounds first (see Job.round; a piece rises
-    /// a round per `pieceAging` waited), then arrival order — or nil when abandon() emptied the queue.
-    private func takeJobs() -> (jobs: [Job], samples: Int)? {
-        guard !queue.isEmpty else { return nil }
-        let now = ContinuousClock.now
-        let aging = Self.seconds(options.pieceAging)
-        let rounds = queue.map { job -> Int in
-            guard job.round > 0, aging > 0 else { return job.round }
-            return max(0, job.round - Int(Self.seconds(now - job.enqueued) / aging))
-        }
-        let order = queue.indices.sorted { (rounds[$0], queue[$0].sequence) < (rounds[$1], queue[$1].sequence) }
-        var taken: [Int] = []
-        var samples = 0
-        for i in order {
-            let size = queue[i].batch.size
-            guard taken.isEmpty || (options.enabled && samples + size <= options.maxBatch) else { break }
-            taken.append(i)
-            samples += size
-        }
-        let jobs = taken.map { queue[$0] }
-        let takenSet = Set(taken)
-        queue = queue.indices.filter { !takenSet.contains($0) }.map { queue[$0] }
-        queuedSamples -= samples
-        return (jobs, samples)
-    }
-
-    /// The jobs' batches as one engine batch (padded to a power of two when bucketed).
-    private func merge(_ jobs: [Job], samples: Int) -> Batch {
-        let merged = Batch.concatenate(jobs.map(\.batch))
-        return options.bucketed ? merged.padded(to: Self.bucket(samples)) : merged
-    }
-
-    /// Gives each job its slice of the batch's probabilities.
-    private func answer(_ jobs: [Job], _ probabilities: [Float], started: ContinuousClock.Instant, batchSize: Int) {
-        let compute = ContinuousClock.now - started
-        onBatch(batchSize, compute)
-        var start = 0
-        for job in jobs {
-            let slice = Array(probabilities[start..<(start + job.batch.size)])
-            start += job.batch.size
-            job.deliver(.success((slice, BatchTiming(queued: started - job.enqueued, compute: compute, batchSize: batchSize))))
-        }
-    }
-
-    private func fail(_ jobs: [Job], _ error: Error) {
-        for job in jobs {
-            job.deliver(.failure(RequestError(.internalError, "the engine failed: \(error)")))
         }
     }
 
