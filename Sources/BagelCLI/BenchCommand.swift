@@ -27,7 +27,7 @@ struct BenchCommand: ParsableCommand {
 }
 
 /// `bagel bench host`: how long this machine takes to read (from a data file, when given), check and pack one batch
-/// for the GPU, on one thread and on `HostParallel.copyWidth` threads — whether the host can keep up with a forward.
+/// for the GPU, on one thread and on all cores — whether the host can keep up with a forward.
 struct HostBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "host",
@@ -94,8 +94,8 @@ struct HostBench: ParsableCommand {
                 }
             }
             guard !pack.isEmpty else { throw BagelError(.invalidData, "\(data ?? ""): no batch to read") }
-            let label = parallel ? "pack on \(HostParallel.copyWidth) threads" : "pack on one thread"
-            print(label.padding(toLength: 20, withPad: " ", startingAt: 0)
+            let label = parallel ? "pack on all cores" : "pack on one thread"
+            print(label.padding(toLength: 19, withPad: " ", startingAt: 0)
                   + "\(Console.count(lookups)) lookups a batch, medians: "
                   + (reads.isEmpty ? "" : "read \(Console.seconds(reads.median)), ")
                   + "structure check \(Console.seconds(structure.median)), pack with the value checks "

@@ -9,36 +9,18 @@ public enum HostParallel {
 
     public static func worthIt(_ indices: Int) -> Bool { indices >= minimumIndices }
 
-    /// Threads for work that mostly moves memory (packing a batch, reading a file): half the cores, at least two, or
-    /// `BAGEL_HOST_COPY_THREADS`. On the H200 machine of run 66 (16 cores) a pinned upload ran at 54 GB/s beside 4 or
-    /// 8 copying threads but at 36 GB/s beside 16, which also copied less (55 against 64 GB/s): past half the cores
-    /// the copies only take memory bandwidth from the upload and from each other.
-    public static let copyWidth: Int = {
-        if let text = ProcessInfo.processInfo.environment["BAGEL_HOST_COPY_THREADS"], let n = Int(text), n >= 1 {
-            return n
-        }
-        return max(2, ProcessInfo.processInfo.activeProcessorCount / 2)
-    }()
-
-    /// body(0..<count), on all cores (at most `width` threads) when `parallel`; results in index order.
-    public static func map<T: Sendable>(_ count: Int, parallel: Bool, width: Int? = nil,
-                                        _ body: @Sendable (Int) -> T) -> [T] {
+    /// body(0..<count), on all cores when `parallel`; results in index order.
+    public static func map<T: Sendable>(_ count: Int, parallel: Bool, _ body: @Sendable (Int) -> T) -> [T] {
         guard parallel && count > 1 else { return (0..<count).map(body) }
         let results = Slots<T>(count: count)
-        forEach(count, parallel: true, width: width) { i in results.set(i, body(i)) }
+        DispatchQueue.concurrentPerform(iterations: count) { i in results.set(i, body(i)) }
         return results.values.map { $0! }
     }
 
-    /// body(0..<count) for its side effects (disjoint writes), on all cores (at most `width` threads) when
-    /// `parallel`.
-    public static func forEach(_ count: Int, parallel: Bool, width: Int? = nil, _ body: @Sendable (Int) -> Void) {
+    /// body(0..<count) for its side effects (disjoint writes), on all cores when `parallel`.
+    public static func forEach(_ count: Int, parallel: Bool, _ body: @Sendable (Int) -> Void) {
         guard parallel && count > 1 else { return (0..<count).forEach(body) }
-        guard let width, width < count else { return DispatchQueue.concurrentPerform(iterations: count, execute: body) }
-        guard width > 1 else { return (0..<count).forEach(body) }
-        // `width` workers, each taking every width-th piece (the pieces are of a size).
-        DispatchQueue.concurrentPerform(iterations: width) { worker in
-            for i in stride(from: worker, to: count, by: width) { body(i) }
-        }
+        DispatchQueue.concurrentPerform(iterations: count, execute: body)
     }
 
     /// One slot per iteration, each written by one thread.

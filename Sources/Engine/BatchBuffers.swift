@@ -63,7 +63,7 @@ struct ArenaLayout {
     }
 
     /// Indices (or dense values) a piece of packing work copies: tables are cut into pieces of this many so that a
-    /// few large tables (the paper preset: 12 × 307,200) and a wide dense matrix spread evenly over the threads.
+    /// few large tables (the paper preset: 12 × 307,200) and a wide dense matrix spread evenly over all cores.
     static let pieceIndices = 1 << 15
 
     /// What the pack found in the values it copied: the checks of `Batch.validate` that read every value.
@@ -83,8 +83,8 @@ struct ArenaLayout {
         case offsetsAndWeights(table: Int)
     }
 
-    /// Writes the upload part into `staging`: TableArgs (records in `slots` order), dense, sparse, in pieces on
-    /// `HostParallel.copyWidth` threads for large batches (each writes its own part of the staging buffer). The value checks of
+    /// Writes the upload part into `staging`: TableArgs (records in `slots` order), dense, sparse, in pieces on all
+    /// cores for large batches (each writes its own part of the staging buffer). The value checks of
     /// `Batch.validate` happen in the same pass as the copy (`PackReport`): no pass of their own. The batch's
     /// structure must be valid (`Batch.validateShapes(for:values: false)`): the copy trusts its counts.
     @discardableResult
@@ -106,8 +106,7 @@ struct ArenaLayout {
         let shared = SendableRawBuffer(UnsafeMutableRawBufferPointer(start: staging, count: uploadBytes))
         let (layout, pieces) = (self, cut)
         let work = batch.indexCount + batch.dense.count
-        let results = HostParallel.map(pieces.count, parallel: parallel && HostParallel.worthIt(work),
-                                       width: HostParallel.copyWidth) {
+        let results = HostParallel.map(pieces.count, parallel: parallel && HostParallel.worthIt(work)) {
             p -> (table: Int?, largest: UInt64, clean: Bool) in
             let staging = shared.buffer.baseAddress!
             switch pieces[p] {

@@ -113,7 +113,7 @@ public final class MLPerfMultiHotReader: SampleReader {
 
     /// Elements `elements` of a little-endian array (numbers on a little-endian host: the bytes as they are),
     /// copied out byte-wise: npz members sit at any offset in the archive, so the data may not be aligned for `T`.
-    /// Read from `file` (`MappedFile.read`), in pieces of 1 MB on `HostParallel.copyWidth` threads when `parallel`.
+    /// Read from `file` (`MappedFile.read`), in pieces of 1 MB on all cores when `parallel`.
     static func copy<T: BitwiseCopyable>(_ data: UnsafeRawBufferPointer, elements: Range<Int>, from file: MappedFile,
                                          parallel: Bool = false) -> [T] {
         let size = MemoryLayout<T>.size
@@ -124,7 +124,7 @@ public final class MLPerfMultiHotReader: SampleReader {
             let destination = SendableRawBuffer(UnsafeMutableRawBufferPointer(buffer))
             let piece = 1 << 20
             let bytes = elements.count * size
-            HostParallel.forEach((bytes + piece - 1) / piece, parallel: parallel, width: HostParallel.copyWidth) { p in
+            HostParallel.forEach((bytes + piece - 1) / piece, parallel: parallel) { p in
                 let part = (p * piece)..<min((p + 1) * piece, bytes)
                 file.read(UnsafeRawBufferPointer(rebasing: source.buffer[part]),
                           into: destination.buffer.baseAddress! + part.lowerBound)
