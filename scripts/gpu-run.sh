@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-cores sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -563,6 +563,49 @@ stage_serve-p99() {
         kill -TERM $server
         wait $server
     done
+}
+
+# Issue 13's serving goal with the load generator on cores of its own: terabyte batch-64 binary requests at 16 clients,
+# server and loadgen sharing all cores (as serve-p99) against the server on cores 0-7 and loadgen on 8-15 (taskset),
+# alternating, two rounds, a fresh server per load with its own /metrics.
+stage_serve-cores() {
+    command -v taskset > /dev/null || { echo "no taskset on this machine"; return 1; }
+    $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/served --force > /dev/null
+    for round in $(seq ${ROUNDS:-2}); do
+        for mode in shared split; do
+            local server_cpus="" load_cpus=""
+            [ $mode = split ] && server_cpus="taskset -c 0-7" && load_cpus="taskset -c 8-15"
+            $server_cpus $BAGEL serve --model $WORK/served --device gpu --port 18000 --grpc-port 18001 \
+                > "$OUT/serve-$mode-$round.log" 2>&1 &
+            local server=$!
+            for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
+            echo "--- $mode $round"
+            $load_cpus $BAGEL loadgen --url http://127.0.0.1:18000 --name terabyte --protocol binary --concurrency 16 \
+                --duration ${LOAD_SECONDS:-6} --batch 64 --json "$OUT/cores-$mode-$round.json" | tail -2
+            curl -s http://127.0.0.1:18000/metrics | grep -v "^#" > "$OUT/metrics-$mode-$round.txt"
+            kill -TERM $server
+            wait $server
+        done
+    done
+    python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+out = sys.argv[1]
+print("| cores | round | requests/s | p50 ms | p99 ms | samples a batch | server ms a request (queue, engine) |")
+print("|---|---|---|---|---|---|---|")
+for f in sorted(glob.glob(f"{out}/cores-*.json")):
+    mode, rnd = os.path.basename(f)[6:-5].split("-")
+    d = json.load(open(f))
+    m = {}
+    for line in open(f"{out}/metrics-{mode}-{rnd}.txt"):
+        k, _, v = line.strip().rpartition(" ")
+        try: m[k] = float(v)
+        except ValueError: pass
+    n = m.get("bagel_request_seconds_count", 0) or 1
+    per = lambda k: m.get(k, 0) / n * 1e3
+    print(f"| {mode} | {rnd} | {d['requestsPerSecond']:,.0f} | {d['p50']*1e3:.2f} | {d['p99']*1e3:.2f} | "
+          f"{m.get('bagel_batch_size_sum', 0) / (m.get('bagel_batch_size_count', 0) or 1):.0f} | "
+          f"{per('bagel_request_seconds_sum'):.3f} ({per('bagel_queue_seconds_sum'):.3f}, {per('bagel_compute_seconds_sum'):.3f}) |")
+PY
 }
 
 # fp32 GEMM ceiling of this card through PyTorch's cuBLAS (TF32 off): a large square product and the mlperf-v2 shapes.
