@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-cores sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-cores serve-window sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -603,6 +603,51 @@ for f in sorted(glob.glob(f"{out}/cores-*.json")):
     n = m.get("bagel_request_seconds_count", 0) or 1
     per = lambda k: m.get(k, 0) / n * 1e3
     print(f"| {mode} | {rnd} | {d['requestsPerSecond']:,.0f} | {d['p50']*1e3:.2f} | {d['p99']*1e3:.2f} | "
+          f"{m.get('bagel_batch_size_sum', 0) / (m.get('bagel_batch_size_count', 0) or 1):.0f} | "
+          f"{per('bagel_request_seconds_sum'):.3f} ({per('bagel_queue_seconds_sum'):.3f}, {per('bagel_compute_seconds_sum'):.3f}) |")
+PY
+}
+
+# The batching window at 16 clients (terabyte batch-64 binary requests): 0 (merge whatever queued while the engine
+# was busy), 50 and 100 µs, alternating, two rounds, a fresh server per load with its own /metrics; then 128 clients at
+# 0 and 100 µs; and the engine alone on one padded batch of 512 (bench e2e) for its host + GPU time without load.
+stage_serve-window() {
+    $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/served --force > /dev/null
+    $BAGEL bench e2e --model $WORK/served --batch-size 512 --device gpu --seconds 2 --json "$OUT/tb-512.json" | tail -3
+    local loads="1:0:16 1:50:16 1:100:16 2:0:16 2:50:16 2:100:16 1:0:128 1:100:128"
+    for load in $loads; do
+        IFS=: read round window clients <<< "$load"
+        local name=w$window-c$clients-$round
+        $BAGEL serve --model $WORK/served --device gpu --port 18000 --grpc-port 18001 --max-delay-us $window \
+            > "$OUT/serve-$name.log" 2>&1 &
+        local server=$!
+        for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
+        echo "--- $name"
+        $BAGEL loadgen --url http://127.0.0.1:18000 --name terabyte --protocol binary --concurrency $clients \
+            --duration ${LOAD_SECONDS:-6} --batch 64 --json "$OUT/window-$name.json" | tail -2
+        curl -s http://127.0.0.1:18000/metrics | grep -v "^#" > "$OUT/metrics-$name.txt"
+        kill -TERM $server
+        wait $server
+    done
+    python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+out = sys.argv[1]
+print("| window µs | clients | round | requests/s | p50 ms | p99 ms | samples a batch | server ms a request (queue, engine) |")
+print("|---|---|---|---|---|---|---|---|")
+rows = []
+for f in glob.glob(f"{out}/window-*.json"):
+    window, clients, rnd = os.path.basename(f)[7:-5].split("-")
+    rows.append((int(clients[1:]), int(window[1:]), int(rnd), f))
+for clients, window, rnd, f in sorted(rows):
+    d = json.load(open(f))
+    m = {}
+    for line in open(f"{out}/metrics-w{window}-c{clients}-{rnd}.txt"):
+        k, _, v = line.strip().rpartition(" ")
+        try: m[k] = float(v)
+        except ValueError: pass
+    n = m.get("bagel_request_seconds_count", 0) or 1
+    per = lambda k: m.get(k, 0) / n * 1e3
+    print(f"| {window} | {clients} | {rnd} | {d['requestsPerSecond']:,.0f} | {d['p50']*1e3:.2f} | {d['p99']*1e3:.2f} | "
           f"{m.get('bagel_batch_size_sum', 0) / (m.get('bagel_batch_size_count', 0) or 1):.0f} | "
           f"{per('bagel_request_seconds_sum'):.3f} ({per('bagel_queue_seconds_sum'):.3f}, {per('bagel_compute_seconds_sum'):.3f}) |")
 PY
