@@ -101,7 +101,7 @@ let package = Package(
         .executableTarget(name: "bagel", dependencies: ["BagelCLI", "Core"]),
         // Helpers shared by the test targets (reference forward, temporary directories, random models).
         .target(name: "BagelTestSupport", dependencies: ["Core", "DLRM"], path: "Tests/Support"),
-        .testTarget(name: "CoreTests", dependencies: ["Core", "CHostCopy"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core"]),
         .testTarget(name: "KernelsTests", dependencies: ["Core", "CCUDA", "Kernels", "CUDA"]),
         .testTarget(name: "EngineTests", dependencies: ["Core", "DLRM", "Inputs", "Kernels", "Engine", "Lab", "BagelTestSupport"]),
         .testTarget(

@@ -1,6 +1,6 @@
 # Does host memory traffic (copies on N threads) slow the H2D upload of a pinned buffer? Run 66 (docs/PERF.md):
 # python3 Benchmarks/h2d_contention.py on the GPU machine (PyTorch, one GPU).
-import threading, time, sys
+import threading, time
 import numpy as np, torch
 
 SIZE = 16_545_000  # the paper preset's upload, bytes

@@ -565,92 +565,48 @@ stage_serve-p99() {
     done
 }
 
+# One load on a fresh server of $WORK/served (so that its /metrics are that load's alone): serve_load NAME CLIENTS
+# "SERVER_PREFIX" "LOAD_PREFIX" [serve flags...] writes $OUT/load-NAME.json and $OUT/metrics-NAME.txt
+# (Benchmarks/serve_summary.py tabulates them). The prefixes run each side under e.g. taskset.
+serve_load() {
+    local name=$1 clients=$2 server_prefix=$3 load_prefix=$4
+    shift 4
+    $server_prefix $BAGEL serve --model $WORK/served --device gpu --port 18000 --grpc-port 18001 "$@" \
+        > "$OUT/serve-$name.log" 2>&1 &
+    local server=$!
+    for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
+    echo "--- $name"
+    $load_prefix $BAGEL loadgen --url http://127.0.0.1:18000 --name terabyte --protocol binary --concurrency $clients \
+        --duration ${LOAD_SECONDS:-6} --batch 64 --json "$OUT/load-$name.json" | tail -2
+    curl -s http://127.0.0.1:18000/metrics | grep -v "^#" > "$OUT/metrics-$name.txt"
+    kill -TERM $server
+    wait $server
+}
+
 # Issue 13's serving goal with the load generator on cores of its own: terabyte batch-64 binary requests at 16 clients,
 # server and loadgen sharing all cores (as serve-p99) against the server on cores 0-7 and loadgen on 8-15 (taskset),
-# alternating, two rounds, a fresh server per load with its own /metrics.
+# alternating, two rounds.
 stage_serve-cores() {
     command -v taskset > /dev/null || { echo "no taskset on this machine"; return 1; }
     $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/served --force > /dev/null
     for round in $(seq ${ROUNDS:-2}); do
-        for mode in shared split; do
-            local server_cpus="" load_cpus=""
-            [ $mode = split ] && server_cpus="taskset -c 0-7" && load_cpus="taskset -c 8-15"
-            $server_cpus $BAGEL serve --model $WORK/served --device gpu --port 18000 --grpc-port 18001 \
-                > "$OUT/serve-$mode-$round.log" 2>&1 &
-            local server=$!
-            for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
-            echo "--- $mode $round"
-            $load_cpus $BAGEL loadgen --url http://127.0.0.1:18000 --name terabyte --protocol binary --concurrency 16 \
-                --duration ${LOAD_SECONDS:-6} --batch 64 --json "$OUT/cores-$mode-$round.json" | tail -2
-            curl -s http://127.0.0.1:18000/metrics | grep -v "^#" > "$OUT/metrics-$mode-$round.txt"
-            kill -TERM $server
-            wait $server
-        done
+        serve_load shared-$round 16 "" ""
+        serve_load split-$round 16 "taskset -c 0-7" "taskset -c 8-15"
     done
-    python3 - "$OUT" <<'PY'
-import glob, json, os, sys
-out = sys.argv[1]
-print("| cores | round | requests/s | p50 ms | p99 ms | samples a batch | server ms a request (queue, engine) |")
-print("|---|---|---|---|---|---|---|")
-for f in sorted(glob.glob(f"{out}/cores-*.json")):
-    mode, rnd = os.path.basename(f)[6:-5].split("-")
-    d = json.load(open(f))
-    m = {}
-    for line in open(f"{out}/metrics-{mode}-{rnd}.txt"):
-        k, _, v = line.strip().rpartition(" ")
-        try: m[k] = float(v)
-        except ValueError: pass
-    n = m.get("bagel_request_seconds_count", 0) or 1
-    per = lambda k: m.get(k, 0) / n * 1e3
-    print(f"| {mode} | {rnd} | {d['requestsPerSecond']:,.0f} | {d['p50']*1e3:.2f} | {d['p99']*1e3:.2f} | "
-          f"{m.get('bagel_batch_size_sum', 0) / (m.get('bagel_batch_size_count', 0) or 1):.0f} | "
-          f"{per('bagel_request_seconds_sum'):.3f} ({per('bagel_queue_seconds_sum'):.3f}, {per('bagel_compute_seconds_sum'):.3f}) |")
-PY
+    python3 Benchmarks/serve_summary.py "$OUT"
 }
 
 # The batching window at 16 clients (terabyte batch-64 binary requests): 0 (merge whatever queued while the engine
-# was busy), 50 and 100 µs, alternating, two rounds, a fresh server per load with its own /metrics; then 128 clients at
-# 0 and 100 µs; and the engine alone on one padded batch of 512 (bench e2e) for its host + GPU time without load.
+# was busy), 50 and 100 µs, alternating, two rounds; then 128 clients at 0 and 100 µs; and the engine alone on one
+# padded batch of 512 (bench e2e) for its host + GPU time without load.
 stage_serve-window() {
     $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/served --force > /dev/null
     $BAGEL bench e2e --model $WORK/served --batch-size 512 --device gpu --seconds 2 --json "$OUT/tb-512.json" | tail -3
-    local loads="1:0:16 1:50:16 1:100:16 2:0:16 2:50:16 2:100:16 1:0:128 1:100:128"
-    for load in $loads; do
+    for load in 1:0:16 1:50:16 1:100:16 2:0:16 2:50:16 2:100:16 1:0:128 1:100:128; do
         IFS=: read round window clients <<< "$load"
-        local name=w$window-c$clients-$round
-        $BAGEL serve --model $WORK/served --device gpu --port 18000 --grpc-port 18001 --max-delay-us $window \
-            > "$OUT/serve-$name.log" 2>&1 &
-        local server=$!
-        for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
-        echo "--- $name"
-        $BAGEL loadgen --url http://127.0.0.1:18000 --name terabyte --protocol binary --concurrency $clients \
-            --duration ${LOAD_SECONDS:-6} --batch 64 --json "$OUT/window-$name.json" | tail -2
-        curl -s http://127.0.0.1:18000/metrics | grep -v "^#" > "$OUT/metrics-$name.txt"
-        kill -TERM $server
-        wait $server
+        serve_load c$clients-w$window-$round $clients "" "" --max-delay-us $window
     done
-    python3 - "$OUT" <<'PY'
-import glob, json, os, sys
-out = sys.argv[1]
-print("| window µs | clients | round | requests/s | p50 ms | p99 ms | samples a batch | server ms a request (queue, engine) |")
-print("|---|---|---|---|---|---|---|---|")
-rows = []
-for f in glob.glob(f"{out}/window-*.json"):
-    window, clients, rnd = os.path.basename(f)[7:-5].split("-")
-    rows.append((int(clients[1:]), int(window[1:]), int(rnd), f))
-for clients, window, rnd, f in sorted(rows):
-    d = json.load(open(f))
-    m = {}
-    for line in open(f"{out}/metrics-w{window}-c{clients}-{rnd}.txt"):
-        k, _, v = line.strip().rpartition(" ")
-        try: m[k] = float(v)
-        except ValueError: pass
-    n = m.get("bagel_request_seconds_count", 0) or 1
-    per = lambda k: m.get(k, 0) / n * 1e3
-    print(f"| {window} | {clients} | {rnd} | {d['requestsPerSecond']:,.0f} | {d['p50']*1e3:.2f} | {d['p99']*1e3:.2f} | "
-          f"{m.get('bagel_batch_size_sum', 0) / (m.get('bagel_batch_size_count', 0) or 1):.0f} | "
-          f"{per('bagel_request_seconds_sum'):.3f} ({per('bagel_queue_seconds_sum'):.3f}, {per('bagel_compute_seconds_sum'):.3f}) |")
-PY
+    python3 Benchmarks/serve_summary.py "$OUT"
 }
 
 # fp32 GEMM ceiling of this card through PyTorch's cuBLAS (TF32 off): a large square product and the mlperf-v2 shapes.

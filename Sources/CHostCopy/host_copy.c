@@ -44,11 +44,8 @@ static int copy_float_plain(const float *source, float *destination, size_t coun
 
 #if defined(__x86_64__)
 
-static int have_avx2(void) {
-    static int cached = -1;  // a benign race: every thread computes the same answer
-    if (cached < 0) cached = __builtin_cpu_supports("avx2") ? 1 : 0;
-    return cached;
-}
+// The compiler runtime fills in the CPU's features once, before main; this only reads them.
+static int have_avx2(void) { return __builtin_cpu_supports("avx2") ? 1 : 0; }
 
 // Elements to copy one by one before `destination + i` sits on a 32-byte boundary (streamed stores need it).
 static size_t head_count(const void *destination, size_t element, size_t count) {
