@@ -32,6 +32,17 @@ static uint64_t copy_int64_plain(const int64_t *source, int64_t *destination, si
     return largest;
 }
 
+static uint32_t split_int32_plain(const int32_t *source, uint16_t *low, uint8_t *high, size_t count) {
+    uint32_t largest = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t value = (uint32_t)source[i];
+        low[i] = (uint16_t)value;
+        high[i] = (uint8_t)(value >> 16);
+        largest = value > largest ? value : largest;
+    }
+    return largest;
+}
+
 static int copy_float_plain(const float *source, float *destination, size_t count) {
     const uint32_t *bits = (const uint32_t *)source;
     uint32_t found = 0;
@@ -122,7 +133,46 @@ __attribute__((target("avx2"))) static int copy_float_avx2(const float *source, 
     return clean;
 }
 
+__attribute__((target("avx2"))) static uint32_t split_int32_avx2(const int32_t *source, uint16_t *low, uint8_t *high,
+                                                                 size_t count) {
+    // Streamed only when both destinations are aligned from the start (the pack's pieces are; no head loop).
+    int stream = count * sizeof(int32_t) >= STREAM_MIN_BYTES && ((uintptr_t)low & 31) == 0 && ((uintptr_t)high & 15) == 0;
+    const __m256i low_bits = _mm256_set1_epi32(0xFFFF), byte = _mm256_set1_epi32(0xFF);
+    __m256i a = _mm256_setzero_si256(), b = a;
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(source + i));
+        __m256i y = _mm256_loadu_si256((const __m256i *)(source + i + 8));
+        a = _mm256_max_epu32(a, x);
+        b = _mm256_max_epu32(b, y);
+        // packus works within 128-bit halves; the permute puts x's eight values before y's.
+        __m256i l = _mm256_packus_epi32(_mm256_and_si256(x, low_bits), _mm256_and_si256(y, low_bits));
+        l = _mm256_permute4x64_epi64(l, 0xD8);
+        __m256i h = _mm256_packus_epi32(_mm256_and_si256(_mm256_srli_epi32(x, 16), byte),
+                                        _mm256_and_si256(_mm256_srli_epi32(y, 16), byte));
+        h = _mm256_permute4x64_epi64(h, 0xD8);
+        __m128i h8 = _mm_packus_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        if (stream) {
+            _mm256_stream_si256((__m256i *)(low + i), l);
+            _mm_stream_si128((__m128i *)(high + i), h8);
+        } else {
+            _mm256_storeu_si256((__m256i *)(low + i), l);
+            _mm_storeu_si128((__m128i *)(high + i), h8);
+        }
+    }
+    uint32_t lanes[8], largest = 0;
+    _mm256_storeu_si256((__m256i *)lanes, _mm256_max_epu32(a, b));
+    for (int k = 0; k < 8; k++) largest = lanes[k] > largest ? lanes[k] : largest;
+    uint32_t tail = split_int32_plain(source + i, low + i, high + i, count - i);
+    if (stream) _mm_sfence();
+    return tail > largest ? tail : largest;
+}
+
 int bagel_host_copy_streams(void) { return have_avx2(); }
+
+uint32_t bagel_split_int32_largest(const int32_t *source, uint16_t *low, uint8_t *high, size_t count) {
+    return have_avx2() ? split_int32_avx2(source, low, high, count) : split_int32_plain(source, low, high, count);
+}
 
 uint32_t bagel_copy_int32_largest(const int32_t *source, int32_t *destination, size_t count) {
     return have_avx2() ? copy_int32_avx2(source, destination, count) : copy_int32_plain(source, destination, count);
@@ -139,6 +189,10 @@ int bagel_copy_float_finite(const float *source, float *destination, size_t coun
 #else
 
 int bagel_host_copy_streams(void) { return 0; }
+
+uint32_t bagel_split_int32_largest(const int32_t *source, uint16_t *low, uint8_t *high, size_t count) {
+    return split_int32_plain(source, low, high, count);
+}
 
 uint32_t bagel_copy_int32_largest(const int32_t *source, int32_t *destination, size_t count) {
     return copy_int32_plain(source, destination, count);

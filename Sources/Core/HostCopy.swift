@@ -18,6 +18,13 @@ public enum HostCopy {
         bagel_copy_int64_largest(source, destination, count)
     }
 
+    /// Copies `count` values as 24-bit indices in two arrays (bits 0-15 to `low`, 16-23 to `high`); returns the
+    /// largest source value read as unsigned (a negative value is huge).
+    public static func splitReturningLargest(_ source: UnsafePointer<Int32>, low: UnsafeMutablePointer<UInt16>,
+                                             high: UnsafeMutablePointer<UInt8>, count: Int) -> UInt32 {
+        bagel_split_int32_largest(source, low, high, count)
+    }
+
     /// Copies `count` values; true when every one is finite.
     public static func copyCheckingFinite(_ source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>,
                                           count: Int) -> Bool {

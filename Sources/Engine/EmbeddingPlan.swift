@@ -1,6 +1,7 @@
 import Core
 import CUDA
 import DLRM
+import Foundation
 import Kernels
 
 /// What the planner needs to know of the GPU: its name (autotune results are per GPU) and its L2.
@@ -83,13 +84,27 @@ public struct EmbeddingPlan: Sendable, Equatable, CustomStringConvertible {
     public var configs: [EmbeddingBagConfig] { tables.map(\.config).uniqueInOrder }
 
     public var usesAccessPolicyWindow: Bool { tables.contains { $0.config.knobs.l2 == .window } }
+    /// Indices uploaded as 24 bits in two arrays (16 + 8), a quarter fewer bytes than int32 (docs/PERF.md run 70):
+    /// int32 indices, every table of at most 2²⁴ rows, every launch on the vectorized kernels (the baseline family
+    /// reads whole indices), no table remapped on the device (that kernel rewrites int32 indices in place) and no
+    /// tuning to come (its candidates include the baseline family). `BAGEL_SPLIT_INDICES=0` turns it off.
+    public var splitIndices: Bool {
+        Self.splitIndicesAllowed && indexType == .int32 && !tuneOnFirstBatch
+            && tables.allSatisfy {
+                $0.rows <= ArenaLayout.splitIndexRows && $0.config.knobs.family == .vectorized && !$0.permuted
+            }
+    }
+
+    static let splitIndicesAllowed = ProcessInfo.processInfo.environment["BAGEL_SPLIT_INDICES"] != "0"
+
     /// Whether some launch needs PyTorch's offset2bag / bag_size scratch (the baseline family).
     public var needsBaselineScratch: Bool {
         tuneOnFirstBatch || tables.contains { $0.config.knobs.family == .baseline }
     }
 
     public var description: String {
-        var lines = ["embedding plan for \(device): \(tables.count) tables, \(indexType.rawValue) indices, "
+        var lines = ["embedding plan for \(device): \(tables.count) tables, \(indexType.rawValue) indices"
+            + (splitIndices ? " (uploaded as 24 bits)" : "") + ", "
             + "L2 budget for hot rows \(formatBytes(l2BudgetBytes)); configuration: \(source.rawValue)"
             + (tuneOnFirstBatch ? " (tuning on the first batch)" : "")]
         lines.append("table        rows   dim  dtype  placement     bytes  hot rows  kept as            kernel")

@@ -181,14 +181,17 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// One kernel per (dim, storage, knobs) group of tables.
     private func regroup() throws {
         (groups, slots) = try Self.group(tables: tables, knobs: plan.tables.map(\.config.knobs), library: library,
-                                         indexWidth: plan.indexType, outputAligned: outputAligned)
+                                         indexWidth: plan.indexType, outputAligned: outputAligned,
+                                         splitIndices: plan.splitIndices)
         forwards.removeAll()  // graphs hold the old kernels
     }
 
     /// One kernel per (dim, storage, knobs) group of `tables`, and the position of each table's TableArgs
     /// record (records are stored group by group, so a group's are contiguous and its kernel indexes them from 0).
     static func group(tables: [ResidentTable], knobs: [EmbeddingBagKnobs], library: KernelLibrary, indexWidth: IndexType,
-                      outputAligned: Bool) throws -> (groups: [(kernel: EmbeddingBagKernel, tables: [Int])], slots: [Int]) {
+                      outputAligned: Bool, splitIndices: Bool = false)
+        throws -> (groups: [(kernel: EmbeddingBagKernel, tables: [Int])], slots: [Int])
+    {
         var grouped: [(kernel: EmbeddingBagKernel, tables: [Int])] = []
         var seen: [String: Int] = [:]
         for (t, table) in tables.enumerated() {
@@ -198,7 +201,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             } else {
                 let kernel = try EmbeddingBagKernel(
                     library: library, knobs: knobs[t], dim: table.dim, storage: table.storage,
-                    indexWidth: indexWidth, outputAligned: outputAligned)
+                    indexWidth: indexWidth, outputAligned: outputAligned, splitIndices: splitIndices)
                 seen[key] = grouped.count
                 grouped.append((kernel, [t]))
             }
@@ -298,10 +301,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             guard let buffers, !plan.tuneOnFirstBatch else { return nil }
             return (buffers, slots, plan)
         }
-        let layout = current.map {
-            ArenaLayout(batch: batch, config: model.config, indexWidth: $0.plan.indexType,
-                        baselineScratch: $0.plan.needsBaselineScratch)
-        }
+        let layout = current.map { Self.layout(batch, config: model.config, plan: $0.plan) }
         guard batch.size > 0, let current, let layout, current.buffers.fits(layout: layout, batch: batch.size) else {
             // Not packable yet (first batch, kernels to tune, or it outgrows the buffers): checked here, packed by
             // `submit`.
@@ -334,7 +334,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         try context.makeCurrent()
-        guard let packed = prepared.packed, packed.buffers === buffers, packed.slots == slots, !plan.tuneOnFirstBatch
+        guard let packed = prepared.packed, packed.buffers === buffers, packed.slots == slots, !plan.tuneOnFirstBatch,
+              packed.layout.splitIndices == plan.splitIndices
         else {
             // Packed against buffers or kernels that have changed since (or not packed): packed again and run here.
             let buffers = try packAndTune(batch)
@@ -507,9 +508,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// engine's staging buffer, growing the buffers when needed.
     private func pack(_ batch: Batch) throws -> BatchBuffers {
         try batch.validateShapes(for: model.config, values: false)
-        // The baseline kernels write PyTorch's offset2bag/bag_size scratch; tuning may try them.
-        let layout = ArenaLayout(batch: batch, config: model.config, indexWidth: plan.indexType,
-                                 baselineScratch: plan.needsBaselineScratch)
+        let layout = Self.layout(batch, config: model.config, plan: plan)
         if buffers == nil || !buffers!.fits(layout: layout, batch: batch.size) {
             let grown = try BatchBuffers(
                 context: context, config: model.config, layout: layout, batch: batch.size, previous: buffers, math: options.math)
@@ -522,6 +521,13 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                                  into: buffers.staging.pointer, parallel: options.parallelHostWork)
         try ArenaLayout.check(batch, report, config: model.config)
         return buffers
+    }
+
+    /// Where `batch` goes in the arena under `plan`: its index width, split indices or not, and the scratch the
+    /// baseline kernels write (PyTorch's offset2bag/bag_size; tuning may try them).
+    static func layout(_ batch: Batch, config: ModelConfig, plan: EmbeddingPlan) -> ArenaLayout {
+        ArenaLayout(batch: batch, config: config, indexWidth: plan.indexType, baselineScratch: plan.needsBaselineScratch,
+                    splitIndices: plan.splitIndices)
     }
 
     /// The per-table kernel arguments for this layout.

@@ -20,6 +20,8 @@ public final class HostPacker {
     let config: ModelConfig
     let parallel: Bool
     private let indexType: IndexType
+    /// As the GPU engine's plan has it for a model on the vectorized kernels (`EmbeddingPlan.splitIndices`).
+    private let splitIndices: Bool
     private let bindings: [EmbeddingTableBinding]
     /// Two destinations, as a reading thread alternates staging buffers.
     private var staging: [UnsafeMutableRawBufferPointer] = []
@@ -29,6 +31,8 @@ public final class HostPacker {
         self.config = config
         self.parallel = parallel
         indexType = config.narrowestIndexType
+        splitIndices = EmbeddingPlan.splitIndicesAllowed && indexType == .int32
+            && config.tables.allSatisfy { $0.rows <= ArenaLayout.splitIndexRows }
         bindings = config.tables.map {
             EmbeddingTableBinding(weights: 0, rows: $0.rows, indices: 0, offsets: 0, output: 0, outputStride: $0.dim)
         }
@@ -38,7 +42,8 @@ public final class HostPacker {
 
     /// Checks and packs `batch`, timed; throws `Batch.validate`'s error for a bad batch.
     public func pack(_ batch: Batch) throws -> Timing {
-        let layout = ArenaLayout(batch: batch, config: config, indexWidth: indexType, baselineScratch: false)
+        let layout = ArenaLayout(batch: batch, config: config, indexWidth: indexType, baselineScratch: false,
+                                 splitIndices: splitIndices)
         if staging.isEmpty || staging[0].count < layout.uploadBytes {
             staging.forEach { $0.deallocate() }
             // Touched once here, so that page faults stay out of the timing.

@@ -295,6 +295,7 @@ extension ResidentTable {
             offset2bag: region.offset2bag.map { arena + DevicePointer($0) } ?? 0,
             bagSize: region.bagSize.map { arena + DevicePointer($0) } ?? 0,
             hotBitmap: hotBitmap?.address ?? 0, remap: remap?.address ?? 0,
-            hostWeights: hostAddress, deviceRows: deviceRows)
+            hostWeights: hostAddress, deviceRows: deviceRows,
+            indexHigh: region.indexHigh.map { arena + DevicePointer($0) } ?? 0)
     }
 }

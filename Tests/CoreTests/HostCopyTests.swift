@@ -80,6 +80,36 @@ import Testing
         }
     }
 
+    /// 24-bit split indices: low 16 bits and high 8 bits land in their arrays (aligned, streamed, or not), the
+    /// largest is of the source values (so an index past 24 bits or a negative one is seen, not truncated away).
+    @Test func int32SplitsInto16And8BitsAndFindsTheLargest() {
+        var random = Generator(state: 14)
+        for count in Self.lengths {
+            for (lowShift, highShift) in [(0, 0), (2, 1), (32, 16), (6, 3)] {
+                var source = (0..<count).map { _ in Int32(random.next() % (1 << 24)) }
+                if count > 0 {
+                    let at = [0, count / 2, count - 1][Int(random.next() % 3)]
+                    source[at] = random.next() % 2 == 0 ? -Int32(random.next() % 1000) - 1 : 1 << 24 | 5
+                }
+                let expected = source.map { UInt32(bitPattern: $0) }.max() ?? 0
+                var largest: UInt32 = 0
+                var high: [UInt8] = []
+                let low = Self.withDestination(UInt16.self, count: count, shift: lowShift) { lowOut in
+                    high = Self.withDestination(UInt8.self, count: count, shift: highShift) { highOut in
+                        largest = source.withUnsafeBufferPointer {
+                            HostCopy.splitReturningLargest($0.baseAddress ?? UnsafePointer(bitPattern: 8)!, low: lowOut,
+                                                           high: highOut, count: count)
+                        }
+                    }
+                }
+                let bits = source.map { UInt32(bitPattern: $0) }
+                #expect(low == bits.map { UInt16(truncatingIfNeeded: $0) }, "count \(count), shifts \(lowShift)/\(highShift)")
+                #expect(high == bits.map { UInt8(truncatingIfNeeded: $0 >> 16) }, "count \(count)")
+                #expect(largest == expected, "count \(count)")
+            }
+        }
+    }
+
     @Test func floatCopiesAndFindsInfinityOrNaNAnywhere() {
         var random = Generator(state: 13)
         for count in Self.lengths {

@@ -23,7 +23,7 @@ import Testing
         var spans: [Range<Int>] = [0..<(2 * TableArgs.recordBytes),
                                    ArenaLayout.denseOffset(tables: 2)..<(ArenaLayout.denseOffset(tables: 2) + 9 * 4)]
         for (t, region) in layout.tables.enumerated() {
-            #expect(region.offsets % 16 == 0 && region.indices % 16 == 0)
+            #expect(region.offsets % 16 == 0 && region.indices % 64 == 0)
             spans.append(region.offsets..<(region.offsets + 4 * 4))
             spans.append(region.indices..<(region.indices + region.count * 4))
             if let weights = region.weights { spans.append(weights..<(weights + region.count * 4)) }
@@ -135,6 +135,58 @@ import Testing
                     #expect((0..<b.dense.count).allSatisfy {
                         raw.load(fromByteOffset: denseStart + 4 * $0, as: Float.self) == b.dense[$0]
                     })
+                }
+            }
+        }
+    }
+
+    /// Split indices (24 bits: 16 in one array, 8 in another): every index decodes to what the batch holds, across
+    /// pieces, from int32 and int64 input, on one thread or all; the upload shrinks by a quarter of the indices; an
+    /// index out of range is refused with `validate`'s error, a negative one too (its low 24 bits would be in range).
+    @Test func splitIndicesDecodeToTheBatchAndBadOnesAreRefused() throws {
+        for input in [IndexType.int32, .int64] {
+            for parallel in [false, true] {
+                let (b, long) = batch(input)
+                let layout = ArenaLayout(batch: b, config: config, indexWidth: .int32, baselineScratch: false,
+                                         splitIndices: true)
+                let plain = ArenaLayout(batch: b, config: config, indexWidth: .int32, baselineScratch: false)
+                #expect(layout.uploadBytes < plain.uploadBytes)
+                #expect(layout.tables.allSatisfy { $0.indices % 64 == 0 && $0.indexHigh! % 64 == 0 })
+                #expect(layout.tables[0].indices + 2 * long.count <= layout.tables[0].indexHigh!)
+                let bindings = [
+                    EmbeddingTableBinding(weights: 1, rows: rows, indices: 0, offsets: 0, output: 0, outputStride: 4),
+                    EmbeddingTableBinding(weights: 2, rows: 10, indices: 0, offsets: 0, output: 0, outputStride: 4),
+                ]
+                var staging = [UInt8](repeating: 0xEE, count: layout.uploadBytes)
+                let report = staging.withUnsafeMutableBytes {
+                    layout.pack(b, bindings: bindings, slots: [0, 1], into: $0.baseAddress!, parallel: parallel)
+                }
+                #expect(report.largest == [777, 2], "\(input), parallel \(parallel)")
+                try ArenaLayout.check(b, report, config: config)
+                staging.withUnsafeBytes { raw in
+                    func index(_ t: Int, _ i: Int) -> Int {
+                        let region = layout.tables[t]
+                        return Int(raw.load(fromByteOffset: region.indices + 2 * i, as: UInt16.self))
+                            | Int(raw.load(fromByteOffset: region.indexHigh! + i, as: UInt8.self)) << 16
+                    }
+                    #expect(long.indices.allSatisfy { index(0, $0) == long[$0] }, "\(input), parallel \(parallel)")
+                    #expect((0..<64).map { index(1, $0) } == (0..<64).map { $0 % 3 })
+                }
+                for bad in [rows, 1 << 24 | 3, -1] {
+                    var broken = b
+                    switch broken.sparse[0].indices {
+                    case .int32(var a):
+                        a[a.count / 2] = Int32(bad)
+                        broken.sparse[0].indices = .int32(a)
+                    case .int64(var a):
+                        a[a.count / 2] = Int64(bad)
+                        broken.sparse[0].indices = .int64(a)
+                    }
+                    var scratch = [UInt8](repeating: 0, count: layout.uploadBytes)
+                    let found = scratch.withUnsafeMutableBytes {
+                        layout.pack(broken, bindings: bindings, slots: [0, 1], into: $0.baseAddress!, parallel: parallel)
+                    }
+                    expectSameError(broken, found, "out of range")
                 }
             }
         }

@@ -17,6 +17,11 @@ uint64_t bagel_copy_int64_largest(const int64_t *source, int64_t *destination, s
 // Copies `count` floats; returns 1 when every one is finite (no infinity, no NaN), else 0.
 int bagel_copy_float_finite(const float *source, float *destination, size_t count);
 
+// Copies `count` int32 values as 24-bit indices in two arrays, bits 0-15 to `low` and bits 16-23 to `high` (the GPU
+// engine's split upload); returns the largest source value read as unsigned (a negative value is huge), so that the
+// caller can refuse any index the 24 bits cannot hold.
+uint32_t bagel_split_int32_largest(const int32_t *source, uint16_t *low, uint8_t *high, size_t count);
+
 // 1 when the streaming AVX2 loops are in use on this CPU (for reports and tests).
 int bagel_host_copy_streams(void);
 

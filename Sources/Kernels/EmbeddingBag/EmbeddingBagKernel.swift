@@ -29,13 +29,17 @@ public struct EmbeddingTableBinding: Sendable {
     /// Host tier: stored rows [deviceRows, rows) in mapped host memory (0: every row in `weights`).
     public var hostWeights: DevicePointer = 0
     public var deviceRows: Int = 0
+    /// Kernels built with `splitIndices`: bits 16-23 of each index (one byte each), `indices` then holding bits 0-15
+    /// (two bytes each).
+    public var indexHigh: DevicePointer = 0
 
     public init(weights: DevicePointer, rows: Int, indices: DevicePointer, offsets: DevicePointer,
                 sampleWeights: DevicePointer = 0, output: DevicePointer, outputStride: Int, mean: Bool = false,
                 hotRows: Int = 0, pinList: DevicePointer = 0, pinCount: Int = 0, offset2bag: DevicePointer = 0,
                 bagSize: DevicePointer = 0, hotBitmap: DevicePointer = 0, remap: DevicePointer = 0,
-                hostWeights: DevicePointer = 0, deviceRows: Int? = nil) {
+                hostWeights: DevicePointer = 0, deviceRows: Int? = nil, indexHigh: DevicePointer = 0) {
         self.hostWeights = hostWeights
+        self.indexHigh = indexHigh
         self.deviceRows = deviceRows ?? rows
         self.weights = weights
         self.rows = rows
@@ -64,6 +68,8 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
     public let dim: Int
     public let storage: StorageType
     public let indexWidth: IndexType
+    /// Indices arrive as 24 bits in two arrays (`EmbeddingTableBinding.indexHigh`).
+    public let splitIndices: Bool
     public let spec: KernelSpec
     /// Threads per bag and bytes per load of the vectorized kernel.
     public let lanes: Int
@@ -77,9 +83,14 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
 
     /// - Parameter outputAligned: every table's output offset and stride are multiples of 4 floats
     ///   (lets the vectorized kernel store float4).
+    /// - Parameter splitIndices: each index arrives as 24 bits in two arrays, 16 (`indices`) and 8 (`indexHigh`), a
+    ///   quarter fewer bytes to upload than int32 (vectorized kernels, int32 indices, tables of at most 2²⁴ rows).
     public init(library: KernelLibrary, knobs: EmbeddingBagKnobs, dim: Int, storage: StorageType,
-                indexWidth: IndexType, outputAligned: Bool = true) throws {
+                indexWidth: IndexType, outputAligned: Bool = true, splitIndices: Bool = false) throws {
         try knobs.validate(storage: storage, dim: dim)  // before the tuner compiles anything
+        if splitIndices && (knobs.family != .vectorized || indexWidth != .int32) {
+            throw BagelError(.unsupported, "24-bit split indices need the vectorized kernel and int32 indices (\(knobs))")
+        }
         let knobs = try OccupancyTuning.resolve(
             knobs, dim: dim, storage: storage, indexWidth: indexWidth, architecture: library.architecture,
             nvrtc: library.nvrtc, cache: library.cache)
@@ -89,10 +100,12 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
         self.dim = dim
         self.storage = storage
         self.indexWidth = indexWidth
+        self.splitIndices = splitIndices
         let plan = Self.vectorPlan(dim: dim, storage: storage, lanes: knobs.lanes)
         lanes = plan.lanes
         vectorBytes = plan.vectorBytes
-        spec = Self.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: indexWidth, outputAligned: outputAligned)
+        spec = Self.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: indexWidth, outputAligned: outputAligned,
+                         splitIndices: splitIndices)
         switch knobs.family {
         case .baseline:
             main = try library.function("embedding_bag_baseline_table", of: spec)
@@ -106,7 +119,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
 
     /// The NVRTC specialisation for these parameters (also used by CI to compile every variant).
     public static func spec(knobs: EmbeddingBagKnobs, dim: Int, storage: StorageType, indexWidth: IndexType,
-                            outputAligned: Bool = true) -> KernelSpec {
+                            outputAligned: Bool = true, splitIndices: Bool = false) -> KernelSpec {
         var defines = storage.defines(dim: dim, indexType: indexWidth)
         let file: KernelFile
         switch knobs.family {
@@ -125,6 +138,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
             if knobs.hostTier { defines["HOST_TIER"] = "1" }
             if knobs.split > 1 { defines["SPLIT"] = "\(knobs.split)" }
             defines["OUT_VEC4"] = outputAligned ? "1" : "0"
+            if splitIndices { defines["INDEX_SPLIT"] = "1" }
         }
         return KernelSpec(file: file, defines: defines, maxRegisters: knobs.maxRegisters)
     }

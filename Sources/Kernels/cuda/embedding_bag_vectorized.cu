@@ -27,6 +27,9 @@
 #ifndef OUT_VEC4
 #define OUT_VEC4 1
 #endif
+#ifndef INDEX_SPLIT
+#define INDEX_SPLIT 0
+#endif
 #ifndef SPLIT
 #define SPLIT 1
 #endif
@@ -201,11 +204,17 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
 #endif
     // Each lane holds the index (and weight) of one position of the current chunk of LANES
     // positions; the next chunk is loaded while this one is worked through.
-    index_t chunk = begin + lane < end ? table.indices[begin + lane] : 0;
+    // INDEX_SPLIT=1: each index is 24 bits in two arrays (16 + 8), a quarter fewer bytes to upload than int32.
+#if INDEX_SPLIT
+#define LOAD_INDEX(i) ((index_t)((unsigned)((const unsigned short *)table.indices)[i] | ((unsigned)table.index_high[i] << 16)))
+#else
+#define LOAD_INDEX(i) (table.indices[i])
+#endif
+    index_t chunk = begin + lane < end ? LOAD_INDEX(begin + lane) : 0;
     float chunkWeight = weighted && begin + lane < end ? table.sample_weights[begin + lane] : 0.f;
     for (long long base = begin; base < end; base += LANES) {
         const long long ahead = base + LANES + lane;
-        const index_t nextChunk = ahead < end ? table.indices[ahead] : 0;
+        const index_t nextChunk = ahead < end ? LOAD_INDEX(ahead) : 0;
         const float nextWeight = weighted && ahead < end ? table.sample_weights[ahead] : 0.f;
         const int n = (int)(end - base < LANES ? end - base : LANES);
         int j = 0;

@@ -34,6 +34,8 @@ typedef struct BagelTableArgs {
     BAGEL_DEVICE_POINTER(const storage_t) host_weights; /* HOST_TIER=1: stored rows [device_rows, rows), */
     long long device_rows;                              /* mapped host memory read over the link; the */
                                                         /* first device_rows rows are `weights` in HBM */
+    BAGEL_DEVICE_POINTER(const unsigned char) index_high; /* INDEX_SPLIT=1: bits 16-23 of each index, and */
+                                                        /* `indices` holds bits 0-15 as unsigned shorts */
 } BagelTableArgs;
 
 #endif
