@@ -50,6 +50,23 @@ import Testing
         #expect(small.tables.allSatisfy { $0.config.spec == "vectorized" && $0.config.knobs.lanes == nil })
     }
 
+    /// Split indices only where every launch reads them: int32 indices, tables of at most 2²⁴ rows, vectorized
+    /// kernels, nothing remapped on the device, no tuning to come.
+    @Test func splitIndicesOnlyWhereEveryKernelReadsThem() throws {
+        func plan(_ config: ModelConfig, _ choice: EmbeddingChoice = .auto, hot: [[Int]]? = nil) throws -> EmbeddingPlan {
+            try EmbeddingPlanner.plan(config: config, choice: choice, hotRows: hot, device: device)
+        }
+        #expect(try plan(config()).splitIndices)
+        #expect(try plan(config(rows: 1 << 24)).splitIndices)
+        #expect(try !plan(config(rows: 1 << 24 + 1)).splitIndices)  // still int32, but past 24 bits
+        #expect(try !plan(config(), .fixed(.init(.baseline))).splitIndices)
+        #expect(try !plan(config(), .tune).splitIndices)
+        #expect(try plan(config(), hot: hot(3, 500)).splitIndices)  // bagel: a bitmap, rows in place
+        let permuted = try plan(config(variant: "vectorized:hints=permuted"), hot: hot(3, 500))
+        #expect(permuted.tables.contains(where: \.permuted) && !permuted.splitIndices)
+        #expect(try !plan(config(rows: 3_000_000_000)).splitIndices)  // int64 indices
+    }
+
     @Test func theModelsChoiceIsParsedOnceAndBeatsTheDefault() throws {
         let plan = try EmbeddingPlanner.plan(config: config(variant: "vectorized:unroll=16"), choice: .auto, hotRows: nil,
                                              device: device)
