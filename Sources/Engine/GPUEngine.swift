@@ -92,6 +92,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             : "per table: " + distinct.map(\.spec).joined(separator: ", ")
         return "gpu: \(context.device.name), embedding \(embedding)"
             + "\(plan.tuneOnFirstBatch ? " (tuning on the first batch)" : ""), "
+            + (plan.splitIndices ? "24-bit indices, " : "")
             + "MLP \(options.math.rawValue)" + (options.useGraphs ? ", CUDA graphs" : "")
     }
 
