@@ -91,8 +91,11 @@ import Testing
         return (batch, long)
     }
 
-    func pack(_ batch: Batch, width: IndexType, parallel: Bool) -> (ArenaLayout.PackReport, [UInt8], ArenaLayout) {
-        let layout = ArenaLayout(batch: batch, config: config, indexWidth: width, baselineScratch: false)
+    func pack(_ batch: Batch, width: IndexType, parallel: Bool, splitIndices: Bool = false)
+        -> (ArenaLayout.PackReport, [UInt8], ArenaLayout)
+    {
+        let layout = ArenaLayout(batch: batch, config: config, indexWidth: width, baselineScratch: false,
+                                 splitIndices: splitIndices)
         let bindings = [
             EmbeddingTableBinding(weights: 1, rows: rows, indices: 0, offsets: 0, output: 0, outputStride: 4),
             EmbeddingTableBinding(weights: 2, rows: 10, indices: 0, offsets: 0, output: 0, outputStride: 4),
@@ -147,20 +150,11 @@ import Testing
         for input in [IndexType.int32, .int64] {
             for parallel in [false, true] {
                 let (b, long) = batch(input)
-                let layout = ArenaLayout(batch: b, config: config, indexWidth: .int32, baselineScratch: false,
-                                         splitIndices: true)
+                let (report, staging, layout) = pack(b, width: .int32, parallel: parallel, splitIndices: true)
                 let plain = ArenaLayout(batch: b, config: config, indexWidth: .int32, baselineScratch: false)
                 #expect(layout.uploadBytes < plain.uploadBytes)
                 #expect(layout.tables.allSatisfy { $0.indices % 64 == 0 && $0.indexHigh! % 64 == 0 })
                 #expect(layout.tables[0].indices + 2 * long.count <= layout.tables[0].indexHigh!)
-                let bindings = [
-                    EmbeddingTableBinding(weights: 1, rows: rows, indices: 0, offsets: 0, output: 0, outputStride: 4),
-                    EmbeddingTableBinding(weights: 2, rows: 10, indices: 0, offsets: 0, output: 0, outputStride: 4),
-                ]
-                var staging = [UInt8](repeating: 0xEE, count: layout.uploadBytes)
-                let report = staging.withUnsafeMutableBytes {
-                    layout.pack(b, bindings: bindings, slots: [0, 1], into: $0.baseAddress!, parallel: parallel)
-                }
                 #expect(report.largest == [777, 2], "\(input), parallel \(parallel)")
                 try ArenaLayout.check(b, report, config: config)
                 staging.withUnsafeBytes { raw in
@@ -182,10 +176,7 @@ import Testing
                         a[a.count / 2] = Int64(bad)
                         broken.sparse[0].indices = .int64(a)
                     }
-                    var scratch = [UInt8](repeating: 0, count: layout.uploadBytes)
-                    let found = scratch.withUnsafeMutableBytes {
-                        layout.pack(broken, bindings: bindings, slots: [0, 1], into: $0.baseAddress!, parallel: parallel)
-                    }
+                    let (found, _, _) = pack(broken, width: .int32, parallel: parallel, splitIndices: true)
                     expectSameError(broken, found, "out of range")
                 }
             }
