@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-cores serve-window sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-cores serve-window sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -253,6 +253,21 @@ PY
 }
 
 # Per-kernel times of one mlperf-v2 forward in bf16 and fp8 math (Nsight Compute, no cache flushes).
+# The dot interaction's kernels alone, built with nvcc from interaction.cu as it is, against a CPU reference and the
+# copy bandwidth (Benchmarks/interaction_probe.cu).
+stage_interaction-probe() {
+    nvcc -O3 -arch=sm_90 -o $WORK/interaction_probe Benchmarks/interaction_probe.cu && $WORK/interaction_probe
+}
+# The dot interaction's kernels alone, built with nvcc from interaction.cu as it is, against a CPU reference and the
+# copy bandwidth (Benchmarks/interaction_probe.cu).
+stage_interaction-probe() {
+    nvcc -O3 -arch=sm_90 -o $WORK/interaction_probe Benchmarks/interaction_probe.cu && $WORK/interaction_probe
+}
+# Exact-fp32 Linear layers alone: Bagel's tiles (linear_f32.cu) against cuBLASLt, heuristic and exhaustive
+# (Benchmarks/linear_probe.cu).
+stage_linear-probe() {
+    nvcc -O3 -arch=sm_90 -std=c++17 -o $WORK/linear_probe Benchmarks/linear_probe.cu -lcublasLt && $WORK/linear_probe
+}
 stage_ncu-forward() { BAGEL=$BAGEL OUT=$OUT bash Benchmarks/ncu_forward.sh; }
 
 # The mlperf-v2 forward (1M caps, batch 8192) of this binary against the previous commit's (.gpu/bagel-prev.xz),
@@ -306,6 +321,49 @@ for batch in (2048, 16384):
     for bin in ("prev", "new"):
         ms = sorted(json.load(open(f))["device_forward_ms"] * 1000 for f in glob.glob(os.path.join(sys.argv[1], f"tb-{bin}-{batch}-*.json")))
         print(f"terabyte batch {batch} {bin}: " + " / ".join("%.1f us" % x for x in ms))
+PY
+}
+
+# The dot-interaction forwards, this binary against the previous one (alternating, two rounds), with PyTorch + CUDA
+# graphs on the same shapes and the copy probe in the same call. FORWARD_CASES: preset:math:batch.
+stage_forward-ab() {
+    local cases=${FORWARD_CASES:-terabyte:fp32:2048 terabyte:fp32:16384 terabyte:bf16:2048 terabyte:bf16:16384 mlperf-v1:fp32:2048 mlperf-v1:bf16:2048 kaggle:fp32:2048 paper:fp32:2048}
+    for round in 1 2; do
+        for bin in prev new; do
+            local exe=$BAGEL
+            [ $bin = prev ] && exe=$PREV
+            for c in $cases; do
+                IFS=: read -r preset math batch <<< "$c"
+                $exe bench e2e --preset $preset --max-rows 1000000 --batch-size $batch --device gpu --math $math \
+                    --seconds 2 --json "$OUT/fab_${bin}_${preset}_${math}_${batch}_$round.json" > /dev/null
+            done
+        done
+    done
+    for preset in terabyte mlperf-v1; do
+        $BAGEL init --preset $preset --max-rows 1000000 --config-only --out $WORK/$preset --force >/dev/null
+        python3 Benchmarks/torch_dlrm.py --config $WORK/$preset/model.json --batch 2048 16384 \
+            --json "$OUT/torch-dlrm-$preset.json"
+    done
+    python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+rows = {}
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "fab_*.json"))):
+    _, bin, preset, math, batch, rnd = os.path.basename(f)[:-5].split("_")
+    d = json.load(open(f))
+    st = {s["name"]: s["milliseconds"] * 1000 for s in d.get("stages", [])}
+    rows.setdefault((preset, math, batch), {}).setdefault(bin, []).append(
+        (d["device_forward_ms"] * 1000, st.get("bottom MLP", 0), st.get("interaction", 0), st.get("top MLP + sigmoid", 0),
+         (d.get("reference") or {}).get("max_abs_dp", -1)))
+print("| preset | math | batch | prev forward µs | new forward µs | new/prev | bottom µs prev→new | interaction µs prev→new | top µs prev→new | new max |Δp| |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for (preset, math, batch), r in rows.items():
+    p, n = r.get("prev", []), r.get("new", [])
+    if not p or not n: continue
+    m = lambda xs, i: min(x[i] for x in xs)
+    print(f"| {preset} | {math} | {batch} | {' / '.join('%.1f' % x[0] for x in p)} | {' / '.join('%.1f' % x[0] for x in n)} | "
+          f"{m(n, 0) / m(p, 0):.3f} | {m(p, 1):.1f} → {m(n, 1):.1f} | {m(p, 2):.1f} → {m(n, 2):.1f} | {m(p, 3):.1f} → {m(n, 3):.1f} | {max(x[4] for x in n):.2g} |")
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "torch-dlrm-*.json"))):
+    print(os.path.basename(f), json.dumps(json.load(open(f)))[:600])
 PY
 }
 

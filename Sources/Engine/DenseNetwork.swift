@@ -15,6 +15,9 @@ final class DenseNetwork {
     let matmul: MatmulContext
     let elementwise: ElementwiseKernels
     let interaction: InteractionKernel?
+    /// Bagel's own fp32 tiles, timed beside cuBLASLt's algorithms on every layer with fp32 operands (nil when
+    /// algorithms are not timed: they are only ever chosen by timing).
+    let fp32Kernels: LinearF32Kernels?
     let bottomWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
     let topWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]
     /// The cross network (dcn): per layer V (no bias: `crossZeroBias`), W and b.
@@ -45,7 +48,15 @@ final class DenseNetwork {
             }
             cross = try model.cross.map { (try bf16($0.v.weight), try bf16($0.w.weight), try bf16($0.w.bias)) }
             crossZeroBias = try model.cross.first.map { try bf16([Float](repeating: 0, count: $0.v.output)) }
-            top = try model.top.map { (try bf16($0.weight), try bf16($0.bias)) }
+            let padded = DenseNetwork.bf16TopInputPadding(model.config)
+            top = try model.top.enumerated().map { k, layer in
+                guard k == 0, let padded else { return (try bf16(layer.weight), try bf16(layer.bias)) }
+                var weight = [Float](repeating: 0, count: layer.output * padded)  // zeros past K
+                for o in 0..<layer.output {
+                    for i in 0..<layer.input { weight[o * padded + i] = layer.weight[o * layer.input + i] }
+                }
+                return (try bf16(weight), try bf16(layer.bias))
+            }
         }
     }
 
@@ -128,6 +139,7 @@ final class DenseNetwork {
         self.elementwise = elementwise
         matmul = try MatmulContext(context: context)
         interaction = config.interaction == .dot ? try InteractionKernel(library: library) : nil
+        fp32Kernels = timeAlgorithms ? try LinearF32Kernels(library: library) : nil
         func upload(_ layers: [DenseLayer]) throws -> [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)] {
             try layers.map {
                 (try DeviceBuffer<Float>(context: context, copying: $0.weight),
@@ -173,6 +185,16 @@ final class DenseNetwork {
 
     /// Row stride of the top MLP's bf16 input, padded to 8 elements (16-byte rows).
     static func bf16Stride(_ config: ModelConfig) -> Int { (config.topInputWidth + 7) & ~7 }
+
+    /// The K of the first top layer's bf16 product when it is padded (nil when it is not): for dot and cat models
+    /// whose r is not a multiple of 8 wide, r's bf16 copy carries zeros up to bf16Stride and the weights' bf16 rows
+    /// zero columns, so that both operands' rows are 16-byte aligned. Unaligned rows put cuBLASLt on an align-1
+    /// kernel (run 72, terabyte's K = 415 at batch 2048: 29.6 µs, against 6.2 µs for the 512 → 512 layer after it).
+    static func bf16TopInputPadding(_ config: ModelConfig) -> Int? {
+        guard config.interaction != .dcn, config.topInputWidth % 8 != 0, bf16Stride(config) <= topStride(config)
+        else { return nil }
+        return bf16Stride(config)
+    }
 
     /// Whether a forward needs the top MLP's input as bf16 (`Buffers.topInputBF16`): under bf16 math, and under
     /// fp8 when the first top layer stays bf16 or the cross network runs as under bf16 (it feeds its products
@@ -248,7 +270,8 @@ final class DenseNetwork {
                     matmul: matmul, weight: network.bottomWeights[k].weight.address,
                     bias: network.bottomWeights[k].bias.address, input: shape.input, output: shape.output, batch: batch,
                     ldx: k == 0 ? config.denseFeatures : shape.input,
-                    ldy: last ? DenseNetwork.outputStride(config) : shape.output, relu: true, mode: math)
+                    ldy: last ? DenseNetwork.outputStride(config) : shape.output, relu: true, mode: math,
+                    fp32Kernels: network.fp32Kernels)
             }
             let fp8 = network.fp8
             crossFP8Layers = fp8?.cross.count ?? 0
@@ -295,7 +318,7 @@ final class DenseNetwork {
                         matmul: matmul, weight: network.topWeights[k].weight.address,
                         bias: network.topWeights[k].bias.address, input: shape.input, output: shape.output, batch: batch,
                         ldx: k == 0 ? DenseNetwork.topStride(config) : shape.input, ldy: shape.output, relu: !last,
-                        mode: math)
+                        mode: math, fp32Kernels: network.fp32Kernels)
                 }
                 if let q = fp8?.top[k] {
                     return try LinearLayerOp(
@@ -306,7 +329,7 @@ final class DenseNetwork {
                 // bf16 operands throughout; the logit comes out fp32 (with the fp32 bias) for the sigmoid.
                 return try LinearLayerOp(
                     matmul: matmul, weight: bf16.top[k].weight.address,
-                    bias: last ? network.topWeights[k].bias.address : bf16.top[k].bias.address, input: shape.input,
+                    bias: last ? network.topWeights[k].bias.address : bf16.top[k].bias.address, input: k == 0 ? DenseNetwork.bf16TopInputPadding(config) ?? shape.input : shape.input,
                     output: shape.output, batch: batch, ldx: k == 0 ? DenseNetwork.bf16Stride(config) : shape.input,
                     ldy: shape.output, relu: !last, mode: math, operands: .bf16, result: last ? .fp32 : .bf16)
             }
@@ -454,7 +477,7 @@ final class DenseNetwork {
                     try network.crossKernel!.encodeToBF16(
                         source: buffers.topInput ?? buffers.interactionInput, sourceStride: DenseNetwork.topStride(config),
                         destination: half, destinationStride: DenseNetwork.bf16Stride(config), width: config.topInputWidth,
-                        batch: batch, stream: stream)
+                        paddedWidth: DenseNetwork.bf16TopInputPadding(config), batch: batch, stream: stream)
                 }
                 for (k, op) in self.top.enumerated() {
                     let y = k == self.top.count - 1 ? buffers.logits : act[k % 2]

@@ -7,6 +7,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
     case embeddingBagVectorized = "embedding_bag_vectorized.cu"
     case embeddingTable = "embedding_table.cu"
     case interaction = "interaction.cu"
+    case linearF32 = "linear_f32.cu"
     case crossNetwork = "cross_network.cu"
     case elementwise = "elementwise.cu"
     case sharding = "sharding.cu"
@@ -17,6 +18,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
         case .embeddingBagVectorized: return Self.text(PackageResources.embedding_bag_vectorized_cu)
         case .embeddingTable: return Self.text(PackageResources.embedding_table_cu)
         case .interaction: return Self.text(PackageResources.interaction_cu)
+        case .linearF32: return Self.text(PackageResources.linear_f32_cu)
         case .crossNetwork: return Self.text(PackageResources.cross_network_cu)
         case .elementwise: return Self.text(PackageResources.elementwise_cu)
         case .sharding: return Self.text(PackageResources.sharding_cu)
@@ -32,7 +34,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
                 NVRTC.Header(name: "kernel_abi.h", source: Self.text(PackageResources.kernel_abi_h)),
                 NVRTC.Header(name: "embedding_bag_common.cuh", source: Self.text(PackageResources.embedding_bag_common_cuh)),
             ]
-        case .interaction, .crossNetwork, .elementwise, .sharding:
+        case .interaction, .linearF32, .crossNetwork, .elementwise, .sharding:
             return []
         }
     }

@@ -78,6 +78,13 @@ public final class ParitySuite {
                 try checkInteraction(rows: rows, dim: dim, order: .upper)
             }
         }
+        // The tiled kernel on every row count a 4×4 block can meet (1–4 rows in the last group), both orders.
+        for (rows, dim, order) in [(2, 4, DotPairOrder.lower), (5, 8, .lower), (13, 128, .lower), (27, 16, .lower),
+                                   (27, 64, .lower), (30, 32, .lower), (2, 4, .upper), (27, 64, .upper)] {
+            record("interaction dot tiled \(rows) rows × dim \(dim)\(order == .upper ? ", upper" : "")") {
+                try checkInteraction(rows: rows, dim: dim, order: order, variant: .tiled)
+            }
+        }
         // Rows padded to 4 floats take the 16-byte path; +3 the scalar one; 66,000 samples stride over grid.y.
         for (width, batch, padded) in [(3456, 33, true), (3456, 33, false), (17, 2048, false), (8, 66_000, true)] {
             record("cross_combine width \(width) batch \(batch) \(padded ? "16-byte rows" : "odd stride")") {
@@ -95,6 +102,17 @@ public final class ParitySuite {
             for batch in quick ? [33] : [1, 33, 2048] {
                 record("linear \(input)→\(output)\(relu ? " relu" : "") batch \(batch) fp32") {
                     try checkLinear(input: input, output: output, relu: relu, batch: batch, mode: .fp32)
+                }
+            }
+        }
+        // Bagel's own fp32 tiles, each forced: scalar and float4 rows (ldx, ldy), batches and widths that end
+        // inside a tile.
+        for (t, tile) in LinearF32Kernels.tiles.enumerated() {
+            for (input, output, relu, batch, pad) in [(13, 512, true, 37, 2), (512, 256, true, 33, 4),
+                                                      (415, 64, true, 70, 4), (7, 3, false, 1, 2)] {
+                record("linear \(input)→\(output)\(relu ? " relu" : "") batch \(batch) fp32, \(tile.name)") {
+                    try checkLinear(input: input, output: output, relu: relu, batch: batch, mode: .fp32, tile: t,
+                                    ldyPadding: pad)
                 }
             }
         }
@@ -380,19 +398,22 @@ public final class ParitySuite {
 
     // MARK: Interaction, MLP, sigmoid, gather/remap
 
-    func checkInteraction(rows: Int, dim: Int, order: DotPairOrder = .lower) throws -> String {
+    /// `variant` nil: odd strides (the pairwise kernel, whatever the rows); `.tiled`: strides rounded to float4s
+    /// plus 4 floats, the kernel forced.
+    func checkInteraction(rows: Int, dim: Int, order: DotPairOrder = .lower,
+                          variant: InteractionKernel.Variant? = nil) throws -> String {
         var rng = SeededGenerator(seed: seed, stream: UInt64(rows * 1000 + dim))
         let batch = 37
-        let tStride = rows * dim + 5
         let pairs = rows * (rows - 1) / 2
-        let outStride = dim + pairs + 3
+        let tStride = variant == .tiled ? rows * dim + 4 : rows * dim + 5
+        let outStride = variant == .tiled ? (dim + pairs + 3) / 4 * 4 + 4 : dim + pairs + 3
         let t = (0..<(batch * tStride)).map { _ in Float(rng.nextGaussian()) }
         let kernel = try InteractionKernel(library: library)
         let tBuffer = try DeviceBuffer<Float>(context: context, copying: t)
         let out = try DeviceBuffer<Float>(context: context, count: batch * outStride)
         try out.fill(pattern: Self.poison)
         try kernel.encode(t: tBuffer.address, tStride: tStride, out: out.address, outStride: outStride, batch: batch,
-                          rows: rows, dim: dim, upper: order == .upper, stream: stream)
+                          rows: rows, dim: dim, upper: order == .upper, variant: variant, stream: stream)
         try stream.synchronize()
         let got = try out.download()
         var expected = [Float](repeating: 0, count: dim + pairs)
@@ -422,7 +443,9 @@ public final class ParitySuite {
         return "\(batch) samples, \(pairs) pairs, max err/scale \(String(format: "%.1e", worst))"
     }
 
-    func checkLinear(input: Int, output: Int, relu: Bool, batch: Int, mode: MathMode) throws -> String {
+    /// `tile`: one of Bagel's fp32 tiles forced (nil: cuBLASLt's pick); `ldyPadding`: Y's row stride past output.
+    func checkLinear(input: Int, output: Int, relu: Bool, batch: Int, mode: MathMode, tile: Int? = nil,
+                     ldyPadding: Int = 2) throws -> String {
         var rng = SeededGenerator(seed: seed, stream: UInt64(input * 7919 + output * 31 + batch))
         let weight = (0..<(input * output)).map { _ in Float(rng.nextGaussian() * (2.0 / Double(input + output)).squareRoot()) }
         let bias = (0..<output).map { _ in Float(rng.nextGaussian() * 0.1) }
@@ -431,11 +454,13 @@ public final class ParitySuite {
         let w = try DeviceBuffer<Float>(context: context, copying: weight)
         let b = try DeviceBuffer<Float>(context: context, copying: bias)
         let xd = try DeviceBuffer<Float>(context: context, copying: x)
-        let ldy = output + 2
+        let ldy = output + ldyPadding
         let y = try DeviceBuffer<Float>(context: context, count: batch * ldy)
         try y.fill(pattern: Self.poison)
         let op = try LinearLayerOp(matmul: matmul, weight: w.address, bias: b.address, input: input, output: output,
-                                   batch: batch, ldx: input, ldy: ldy, relu: relu, mode: mode)
+                                   batch: batch, ldx: input, ldy: ldy, relu: relu, mode: mode,
+                                   fp32Kernels: tile == nil ? nil : try LinearF32Kernels(library: library))
+        op.use(tile: tile)
         try op.encode(x: xd.address, y: y.address, stream: stream)
         try stream.synchronize()
         let got = try y.download()

@@ -48,9 +48,12 @@ public final class CrossNetworkKernel: @unchecked Sendable {
                                block: (Self.blockThreads, 1, 1), stream: stream, arguments: arguments)
     }
 
-    /// dst[s, i] = bf16(src[s, i]) for i < width (round to nearest even); strides in elements.
+    /// dst[s, i] = bf16(src[s, i]) for i < width (round to nearest even), 0 for width ≤ i < paddedWidth (nil:
+    /// width); strides in elements, each at least paddedWidth.
     public func encodeToBF16(source: DevicePointer, sourceStride: Int, destination: DevicePointer, destinationStride: Int,
-                             width: Int, batch: Int, stream: CUDAStream) throws {
+                             width: Int, paddedWidth: Int? = nil, batch: Int, stream: CUDAStream) throws {
+        let padded = paddedWidth ?? width
+        precondition(padded >= width && sourceStride >= padded && destinationStride >= padded)
         guard batch > 0, width > 0 else { return }
         var arguments = KernelArguments()
         arguments.add(source)
@@ -58,10 +61,11 @@ public final class CrossNetworkKernel: @unchecked Sendable {
         arguments.add(destination)
         arguments.add(Int64(destinationStride))
         arguments.add(Int32(width))
+        arguments.add(Int32(padded))
         arguments.add(Int32(batch))
-        arguments.add(Int32(Self.vectorizable(width: width, strides: [sourceStride, destinationStride],
+        arguments.add(Int32(Self.vectorizable(width: padded, strides: [sourceStride, destinationStride],
                                               pointers: [source, destination]) ? 1 : 0))
-        try convert.launch(grid: Self.grid(width: width, batch: batch, columnsPerThread: 4),
+        try convert.launch(grid: Self.grid(width: padded, batch: batch, columnsPerThread: 4),
                            block: (Self.blockThreads, 1, 1), stream: stream, arguments: arguments)
     }
 

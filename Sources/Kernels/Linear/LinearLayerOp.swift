@@ -1,13 +1,28 @@
 import CUDA
 
 /// One Linear layer of an MLP at one batch size on the GPU: Y[b, :] = act(X[b, :] · Wᵀ + bias), row-major
-/// fp32 in and out, the product, bias and ReLU in one cuBLASLt call (bias and ReLU in its epilogue).
-/// The CPU twin is `PackedLinear` (DLRM/CPU/Linear.swift).
+/// fp32 in and out, the product, bias and ReLU in one call: cuBLASLt's (bias and ReLU in its epilogue), or,
+/// for fp32 operands and results, one of Bagel's own exact-fp32 tiles (`LinearF32Kernels`) when `tune` finds
+/// one faster on this layer. The CPU twin is `PackedLinear` (DLRM/CPU/Linear.swift).
 public final class LinearLayerOp: @unchecked Sendable {
     let plan: MatmulPlan
+    /// Bagel's fp32 tiles, for a layer whose operands and result are fp32 (nil otherwise).
+    let fp32Kernels: LinearF32Kernels?
+    let weight: DevicePointer
+    let bias: DevicePointer
+    let ldx: Int
+    let ldy: Int
+    let relu: Bool
+    /// The tile of `fp32Kernels` that runs, or nil for cuBLASLt's algorithm.
+    public private(set) var tile: Int?
     public var input: Int { plan.input }
     public var output: Int { plan.output }
     public var batch: Int { plan.batch }
+    /// Bagel's tiles are timed on layers of at most this many FLOPs: run 73 saw them lose to cuBLASLt on every
+    /// layer above 0.13 GFLOP (2048 × 256 → 128), and timing them on large layers only lengthens the start.
+    public static let fp32TileFlops = 500_000_000
+    /// What runs: "cuBLASLt" or the tile's name.
+    public var kernelName: String { tile.map { LinearF32Kernels.tiles[$0].name } ?? "cuBLASLt" }
 
     /// - Parameters:
     ///   - weight: device [output × input] fp32; bias: device [output] fp32.
@@ -15,22 +30,59 @@ public final class LinearLayerOp: @unchecked Sendable {
     ///   - mode: the arithmetic of the product (fp32 exact; tf32 and bf16 on the tensor cores).
     ///   - operands, result: element types of W and X, and of Y and the bias (bf16 operands: bf16 copies of
     ///     the weights and activations, fp32 accumulation; e4m3 operands: fp8 codes with per-tensor `scales`).
+    ///   - fp32Kernels: Bagel's own tiles, which `tune` times beside cuBLASLt's when operands and result are
+    ///     fp32 (exact fp32, so they may stand in for a tf32 product too).
     public init(matmul: MatmulContext, weight: DevicePointer, bias: DevicePointer, input: Int, output: Int, batch: Int,
                 ldx: Int, ldy: Int, relu: Bool, mode: MathMode, operands: MatrixElement = .fp32,
-                result: MatrixElement = .fp32, scales: FP8Scales? = nil) throws {
+                result: MatrixElement = .fp32, scales: FP8Scales? = nil, fp32Kernels: LinearF32Kernels? = nil) throws {
         plan = try MatmulPlan(matmul: matmul, weight: weight, bias: bias, input: input, output: output, batch: batch,
                               ldx: ldx, ldy: ldy, relu: relu, mode: mode, operands: operands, result: result,
                               scales: scales)
+        let small = 2 * batch * input * output <= Self.fp32TileFlops
+        self.fp32Kernels = operands == .fp32 && result == .fp32 && small ? fp32Kernels : nil
+        (self.weight, self.bias, self.ldx, self.ldy, self.relu) = (weight, bias, ldx, ldy, relu)
     }
 
-    /// Times cuBLASLt's candidate algorithms on these buffers and keeps the fastest (`y` is overwritten).
+    /// Times cuBLASLt's candidate algorithms, then Bagel's tiles where the layer can take them, on these buffers
+    /// and keeps the fastest (`y` is overwritten). Returns its seconds a call.
     @discardableResult
     public func tune(x: DevicePointer, y: DevicePointer, stream: CUDAStream) throws -> Double {
-        try plan.tune(x: x, y: y, stream: stream)
+        let cuBLASLt = try plan.tune(x: x, y: y, stream: stream)
+        tile = nil
+        guard let fp32Kernels else { return cuBLASLt }
+        // Ten calls between two events, median of three: single calls of a few µs are at the events' resolution.
+        let timer = try DeviceTimer(stream: stream)
+        func seconds(_ call: () throws -> Void) throws -> Double {
+            try call()  // warm-up
+            let runs = try (0..<3).map { _ in try timer.time { for _ in 0..<10 { try call() } } / 10 }
+            return runs.sorted()[1]
+        }
+        var best = try seconds { try plan.encode(x: x, y: y, stream: stream) }
+        for t in LinearF32Kernels.tiles.indices {
+            let s = try seconds { try encodeTile(t, kernels: fp32Kernels, x: x, y: y, stream: stream) }
+            if s < best { (best, tile) = (s, t) }
+        }
+        return best
+    }
+
+    /// Runs a given tile from now on (nil: cuBLASLt), for checks of each tile; tiles need fp32 kernels.
+    public func use(tile: Int?) {
+        precondition(tile == nil || fp32Kernels != nil, "this layer has no fp32 tiles")
+        self.tile = tile
     }
 
     /// Enqueues Y = act(X·Wᵀ + bias) on `stream`.
     public func encode(x: DevicePointer, y: DevicePointer, stream: CUDAStream) throws {
-        try plan.encode(x: x, y: y, stream: stream)
+        if let tile, let fp32Kernels {
+            try encodeTile(tile, kernels: fp32Kernels, x: x, y: y, stream: stream)
+        } else {
+            try plan.encode(x: x, y: y, stream: stream)
+        }
+    }
+
+    private func encodeTile(_ tile: Int, kernels: LinearF32Kernels, x: DevicePointer, y: DevicePointer,
+                            stream: CUDAStream) throws {
+        try kernels.encode(tile: tile, x: x, weight: weight, bias: bias, y: y, batch: batch, input: input,
+                           output: output, ldx: ldx, ldy: ldy, relu: relu, stream: stream)
     }
 }

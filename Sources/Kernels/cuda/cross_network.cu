@@ -93,21 +93,28 @@ extern "C" __global__ void cross_combine_bf16(const unsigned short *__restrict__
     }
 }
 
-// dst[s, i] = bf16(src[s, i]) for i < width: an fp32 activation as the bf16 operand of the next product.
-// Laid out as cross_combine (4 columns a thread; `vector`: 16-byte loads, 8-byte stores).
+// dst[s, i] = bf16(src[s, i]) for i < width, 0 for width <= i < padded_width: an fp32 activation as the bf16
+// operand of the next product, its K padded with zeros to keep the operand's rows 16-byte aligned.
+// Laid out as cross_combine (4 columns a thread; `vector`: 16-byte loads, 8-byte stores; src_stride >= padded_width
+// there, so the loads past `width` stay inside the row and their values are dropped).
 extern "C" __global__ void convert_f32_bf16(const float *__restrict__ src, long long src_stride,
                                             unsigned short *__restrict__ dst, long long dst_stride, int width,
-                                            int batch, int vector) {
+                                            int padded_width, int batch, int vector) {
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
-    if (i >= width) return;
+    if (i >= padded_width) return;
     for (long long s = blockIdx.y; s < batch; s += gridDim.y) {
         if (vector) {
-            const float4 v = *reinterpret_cast<const float4 *>(src + s * src_stride + i);
+            float4 v = *reinterpret_cast<const float4 *>(src + s * src_stride + i);
+            if (i + 1 > width) v.x = 0.f;
+            if (i + 2 > width) v.y = 0.f;
+            if (i + 3 > width) v.z = 0.f;
+            if (i + 4 > width) v.w = 0.f;
             *reinterpret_cast<uint2 *>(dst + s * dst_stride + i) =
                 make_uint2(float2_to_bf16x2(v.x, v.y), float2_to_bf16x2(v.z, v.w));
             continue;
         }
-        for (int c = i; c < i + 4 && c < width; c++) dst[s * dst_stride + c] = bf16_from_float(src[s * src_stride + c]);
+        for (int c = i; c < i + 4 && c < padded_width; c++)
+            dst[s * dst_stride + c] = c < width ? bf16_from_float(src[s * src_stride + c]) : (unsigned short)0;
     }
 }
 
