@@ -367,6 +367,26 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "torch-dlrm-*.json"))):
 PY
 }
 
+# Issue 13's multi-hot mlperf-v1 case (20 lookups a bag) in fp32 and bf16, with PyTorch + CUDA graphs on the same
+# shapes in the same call.
+stage_mlperf-v1-multihot() {
+    for batch in 2048 16384; do
+        for math in fp32 bf16; do
+            $BAGEL bench e2e --preset mlperf-v1 --max-rows 1000000 --lookups 20 --batch-size $batch --device gpu \
+                --math $math --seconds 2 --json "$OUT/mv1-20-$math-$batch.json" > /dev/null
+        done
+    done
+    $BAGEL init --preset mlperf-v1 --max-rows 1000000 --config-only --out $WORK/mlperf-v1 --force >/dev/null
+    python3 Benchmarks/torch_dlrm.py --config $WORK/mlperf-v1/model.json --batch 2048 16384 --lookups 20 \
+        --json "$OUT/torch-dlrm-mlperf-v1-20.json"
+    python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "mv1-20-*.json"))):
+    d = json.load(open(f))
+    print(os.path.basename(f), "forward %.1f us" % (d["device_forward_ms"] * 1000), "max |dp| %.2g" % (d.get("reference") or {}).get("max_abs_dp", -1))
+PY
+}
+
 # Which lane counts the mlperf-v2 bags want per storage type (bf16 math, batch 8192): the default, the
 # autotuner's per-table choice and fixed variants.
 stage_mlperf-variants() {

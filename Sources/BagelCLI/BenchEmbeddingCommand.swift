@@ -180,12 +180,13 @@ struct EmbeddingBench: ParsableCommand {
     }
 
     /// Splits "a,b:k=1,j=2,c" into ["a", "b:k=1,j=2", "c"]: commas separate variants, except that a
-    /// `key=value` piece without a variant name continues the knobs of the spec before it.
+    /// `key=value` piece (or the bare `dedup` knob) without a variant name continues the knobs of the spec
+    /// before it.
     static func variantList(_ text: String) -> [String] {
         var specs: [String] = []
         for piece in text.split(separator: ",").map(String.init) {
-            if piece.contains("=") && !piece.contains(":"), let last = specs.popLast() {
-                specs.append(last + "," + piece)
+            if (piece.contains("=") || piece == "dedup") && !piece.contains(":"), let last = specs.popLast() {
+                specs.append(last + (last.contains(":") ? "," : ":") + piece)
             } else {
                 specs.append(piece)
             }

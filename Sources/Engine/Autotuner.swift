@@ -15,6 +15,7 @@ public enum EmbeddingAutotuner {
         "vectorized", "vectorized:lanes=8,unroll=4", "vectorized:lanes=8", "vectorized:lanes=4,unroll=4",
         "vectorized:unroll=16", "vectorized:split=2", "vectorized:unroll=16,split=2",
         "bagel", "bagel:lanes=8,unroll=4", "bagel:unroll=16", "bagel:split=2", "baseline", "optmt", "l2p",
+        "vectorized:lanes=8,unroll=4,dedup", "bagel:lanes=8,unroll=4,dedup",
     ]
     // Written by us and parsed once; a typo here fails the first test that plans.
     public static let candidates: [EmbeddingBagConfig] = candidateSpecs.map { try! EmbeddingBagConfig.parse($0) }

@@ -246,7 +246,7 @@ public final class ParitySuite {
         // permuted-table form of the hints, other prefetch distances.
         // Fewer lanes per bag: each lane loops over several chunks of a row.
         for extra in ["split=2", "split=4,unroll=16", "unroll=32", "hints=permuted,split=2", "lanes=8", "lanes=4,unroll=4",
-                      "lanes=1,unroll=2", "lanes=4,split=2"] {
+                      "lanes=1,unroll=2", "lanes=4,split=2", "dedup", "lanes=8,unroll=4,dedup", "lanes=4,split=2,dedup"] {
             for (storage, dim) in [(StorageType.fp32, 128), (.bf16, 64), (.fp32, 13), (.int8, 128), (.int4, 128)] {
                 cases.append(EmbeddingCase(variant: .bagel, storage: storage, width: .int32, dim: dim, extra: extra))
             }
@@ -280,7 +280,9 @@ public final class ParitySuite {
     /// Bags with the edge cases first: empty, one row, duplicates, the last row, a long bag
     /// (not a multiple of any unroll), then random lengths.
     func edgeCaseBags(rows: Int, count: Int, rng: inout SeededGenerator) -> [[Int]] {
-        var bags: [[Int]] = [[], [0], [5, 5, 5, 5, 5], [rows - 1], [rows - 1, 0, rows - 1], (0..<203).map { _ in rng.nextIndex(below: rows) }]
+        // Rows repeated across chunks of every lane count, and interleaved (what dedup folds).
+        var bags: [[Int]] = [[], [0], [5, 5, 5, 5, 5], [rows - 1], [rows - 1, 0, rows - 1], (0..<203).map { _ in rng.nextIndex(below: rows) },
+                             [Int](repeating: 7, count: 70), (0..<45).map { [3, rows - 1, 3, 9][$0 % 4] }]
         while bags.count < count {
             bags.append((0..<rng.nextIndex(below: 41)).map { _ in rng.nextIndex(below: rows) })
         }

@@ -148,6 +148,7 @@ func writeCriteo(_ path: String, rows: Int, seed: UInt64, labels: Bool = true) t
         #expect(EmbeddingBench.variantList("all,bagel:unroll=16,split=2,rpf:dist=8,baseline")
                 == ["all", "bagel:unroll=16,split=2", "rpf:dist=8", "baseline"])
         #expect(EmbeddingBench.variantList("vectorized") == ["vectorized"])
+        #expect(EmbeddingBench.variantList("vectorized:lanes=8,dedup,vectorized,dedup") == ["vectorized:lanes=8,dedup", "vectorized:dedup"])
     }
 
     /// The host's share of a GPU batch, timed without a GPU: valid synthetic batches must pass the pack's checks,

@@ -126,6 +126,20 @@ let nvrtc: NVRTC? = {
         #expect(EmbeddingBagKernel.spec(knobs: knobs, dim: 128, storage: .int4, indexWidth: .int32).defines["LANES"] == "8")
     }
 
+    @Test func dedupKnob() throws {
+        let config = try EmbeddingBagConfig.parse("vectorized:lanes=8,unroll=4,dedup")
+        #expect(config.knobs.dedup && config.knobs.description.hasSuffix("dedup"))
+        try config.knobs.validate(storage: .int8, dim: 128)
+        #expect(EmbeddingBagKernel.spec(knobs: config.knobs, dim: 128, storage: .fp32, indexWidth: .int64).defines["DEDUP"] == "1")
+        #expect(EmbeddingBagKernel.spec(knobs: try EmbeddingBagConfig.parse("vectorized").knobs, dim: 128, storage: .fp32,
+                                        indexWidth: .int64).defines["DEDUP"] == nil)
+        #expect(try !EmbeddingBagConfig.parse("vectorized:dedup=0").knobs.dedup)
+        #expect(throws: BagelError.self) { try EmbeddingBagConfig.parse("vectorized:dedup=2") }
+        #expect(throws: BagelError.self) { try EmbeddingBagConfig.parse("baseline:dedup").knobs.validate(storage: .fp32) }
+        // A table moved to the host tier keeps it.
+        #expect(config.onHostTier.knobs.dedup && config.onHostTier.spec.contains("dedup"))
+    }
+
     @Test func compileProblemsSayWhatIsWrong() {
         let entry = KernelCatalog.Entry(name: "remap int32", spec: IndexRemapKernel.spec(indexType: .int32),
                                         functions: ["remap_indices"])

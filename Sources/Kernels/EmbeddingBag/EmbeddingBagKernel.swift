@@ -139,6 +139,7 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
             if knobs.split > 1 { defines["SPLIT"] = "\(knobs.split)" }
             defines["OUT_VEC4"] = outputAligned ? "1" : "0"
             if splitIndices { defines["INDEX_SPLIT"] = "1" }
+            if knobs.dedup { defines["DEDUP"] = "1" }
         }
         return KernelSpec(file: file, defines: defines, maxRegisters: knobs.maxRegisters)
     }

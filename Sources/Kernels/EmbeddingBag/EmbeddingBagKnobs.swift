@@ -72,6 +72,9 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
     public var lanes: Int?
     /// Per-load L2 policies by hotness (vectorized).
     public var hints: HintSource = .none
+    /// Runs of one row within a chunk of a bag's indices are read once and added with the run's length
+    /// (vectorized, unweighted bags): for tables whose bags look up one row over and over.
+    public var dedup: Bool = false
     public var l2: L2Mode = .none
     /// Rows past a table's first `deviceRows` are read from mapped host memory (vectorized; set by
     /// the engine when its placement puts rows in the host tier).
@@ -107,6 +110,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if split > 1 { parts.append("split=\(split)") }
         if let lanes { parts.append("lanes=\(lanes)") }
         if hints != .none { parts.append("hints=\(hints.rawValue)") }
+        if dedup { parts.append("dedup") }
         if l2 != .none { parts.append("l2=\(l2.rawValue)") }
         if hostTier { parts.append("tier=host") }
         return parts.joined(separator: " ")
@@ -138,6 +142,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if ![1, 2, 4, 8, 16, 32].contains(unroll) { throw fail("unroll must be 1, 2, 4, 8, 16 or 32") }
         if ![1, 2, 4].contains(split) { throw fail("split must be 1, 2 or 4") }
         if family == .baseline && split > 1 { throw fail("split applies to the vectorized kernel") }
+        if family == .baseline && dedup { throw fail("dedup applies to the vectorized kernel") }
         if let lanes {
             if family == .baseline { throw fail("lanes applies to the vectorized kernel") }
             if ![1, 2, 4, 8, 16, 32].contains(lanes) { throw fail("lanes must be 1, 2, 4, 8, 16 or 32") }

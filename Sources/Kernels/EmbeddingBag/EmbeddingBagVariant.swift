@@ -100,6 +100,7 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
             if knobs.unroll != variant.knobs.unroll { settings.append("unroll=\(knobs.unroll)") }
             if knobs.split > 1 { settings.append("split=\(knobs.split)") }
             if let lanes = knobs.lanes { settings.append("lanes=\(lanes)") }
+            if knobs.dedup { settings.append("dedup") }
         }
         let base = variant == .bagel ? EmbeddingBagVariant.vectorized : variant
         return EmbeddingBagConfig(variant: base, knobs: knobs, spec: base.rawValue + ":" + settings.joined(separator: ","))
@@ -141,6 +142,9 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
                 case "unroll": knobs.unroll = try integer()
                 case "split": knobs.split = try integer()
                 case "lanes": knobs.lanes = try integer()
+                case "dedup":
+                    guard ["", "1", "0"].contains(value) else { throw fail("dedup is dedup, dedup=1 or dedup=0") }
+                    knobs.dedup = value != "0"
                 case "hints":
                     guard let source = value.isEmpty ? .bitmap : HintSource(rawValue: value) else {
                         throw fail("hints is none|permuted|bitmap")
@@ -160,7 +164,7 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
                     guard value == "host" || value == "hbm" else { throw fail("tier is hbm|host") }
                     knobs.hostTier = value == "host"
                 default:
-                    throw fail("unknown knob \(key) (regs, minblocks, dist, unroll, split, lanes, hints, prefetch, l2, tier)")
+                    throw fail("unknown knob \(key) (regs, minblocks, dist, unroll, split, lanes, dedup, hints, prefetch, l2, tier)")
                 }
             }
         }

@@ -8,6 +8,10 @@
 //       SPLIT=s               s lane groups share a bag, each summing a contiguous part in order; the parts are
 //                             added in part order through shared memory (more rows in flight when few bags).
 //       OUT_VEC4=1            every output row is 16-byte aligned: store float4.
+//       DEDUP=1               runs of equal indices within a chunk fold into their first position (unweighted
+//                             bags): the row is read once and added with the run's length as weight, so a bag
+//                             that looks up one row over and over (one_item) reads it once a chunk. Costs a
+//                             shuffle and a ballot a chunk, and a find-first-set a row.
 // fp32, fp16, bf16, and int8 and int4 row-wise storage. LANES may be fewer than a row needs: each lane then
 // covers several chunks of a row, and a warp instruction serves more rows (less per-row overhead).
 #include "embedding_bag_common.cuh"
@@ -32,6 +36,9 @@
 #endif
 #ifndef SPLIT
 #define SPLIT 1
+#endif
+#ifndef DEDUP
+#define DEDUP 0
 #endif
 
 #define ELEMS (VEC_BYTES * 8 / STORAGE_BITS)
@@ -212,19 +219,23 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
 #endif
     index_t chunk = begin + lane < end ? LOAD_INDEX(begin + lane) : 0;
     float chunkWeight = weighted && begin + lane < end ? table.sample_weights[begin + lane] : 0.f;
+    // Per-row arithmetic takes a weight when the bag has weights, or when DEDUP gives each row its count
+    // (a weight of 1 changes nothing: fmaf(1, x, acc) rounds as acc + x does).
+    const bool scaled = weighted || DEDUP;
     for (long long base = begin; base < end; base += LANES) {
         const long long ahead = base + LANES + lane;
         const index_t nextChunk = ahead < end ? LOAD_INDEX(ahead) : 0;
         const float nextWeight = weighted && ahead < end ? table.sample_weights[ahead] : 0.f;
         const int n = (int)(end - base < LANES ? end - base : LANES);
-        int j = 0;
-        for (; j + STEP <= n; j += STEP) {
+        // STEP rows at once, at chunk positions `at`: their indices and weights (the bag's, or `count`), the
+        // loads, then the sums.
+        auto rows_step = [&](const int (&at)[STEP], const float (&count)[STEP]) {
             index_t idx[STEP];
             float w[STEP];
 #pragma unroll
             for (int u = 0; u < STEP; u++) {
-                idx[u] = __shfl_sync(groupMask, chunk, j + u, LANES);
-                w[u] = weighted ? __shfl_sync(groupMask, chunkWeight, j + u, LANES) : 1.f;
+                idx[u] = __shfl_sync(groupMask, chunk, at[u], LANES);
+                w[u] = weighted ? __shfl_sync(groupMask, chunkWeight, at[u], LANES) : count[u];
             }
             raw_t v[STEP][CHUNKS];
             RowScale rs[STEP];
@@ -243,27 +254,66 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
 #pragma unroll
             for (int u = 0; u < STEP; u++) {
                 if ((unsigned long long)idx[u] >= (unsigned long long)table.rows) continue;
-                const float scale = row_factor(rs[u], w[u], weighted, biasSum);
+                const float scale = row_factor(rs[u], w[u], scaled, biasSum);
 #pragma unroll
                 for (int c = 0; c < CHUNKS; c++)
-                    if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w[u], weighted, scale);
+                    if (COLUMN(c) < DIM) accumulate(acc[c], v[u][c], w[u], scaled, scale);
             }
-        }
-        for (; j < n; j++) {
-            const index_t idx = __shfl_sync(groupMask, chunk, j, LANES);
-            const float w = weighted ? __shfl_sync(groupMask, chunkWeight, j, LANES) : 1.f;
-            if ((unsigned long long)idx >= (unsigned long long)table.rows) continue;
+        };
+        auto one_row = [&](int at, float count) {
+            const index_t idx = __shfl_sync(groupMask, chunk, at, LANES);
+            const float w = weighted ? __shfl_sync(groupMask, chunkWeight, at, LANES) : count;
+            if ((unsigned long long)idx >= (unsigned long long)table.rows) return;
             const storage_t *rowp = ROW_POINTER((long long)idx);
             const unsigned long long policy = POLICY((long long)idx);
             const RowScale rs = row_scale(rowp);
-            const float scale = row_factor(rs, w, weighted, biasSum);
+            const float scale = row_factor(rs, w, scaled, biasSum);
 #pragma unroll
             for (int c = 0; c < CHUNKS; c++) {
                 if (COLUMN(c) < DIM) {
                     raw_t v = load_row(reinterpret_cast<const raw_t *>(rowp + UNITS_BEFORE(COLUMN(c))), policy);
-                    accumulate(acc[c], v, w, weighted, scale);
+                    accumulate(acc[c], v, w, scaled, scale);
                 }
             }
+        };
+#if DEDUP
+        if (!weighted) {
+            // Runs of equal indices fold into their first position, read once with the run's length as weight.
+            const index_t previous = __shfl_up_sync(groupMask, chunk, 1, LANES);
+            const bool starts = lane < n && (lane == 0 || previous != chunk);
+            unsigned todo = __ballot_sync(groupMask, starts) >> ((threadIdx.x % 32) / LANES * LANES);
+            if (LANES < 32) todo &= (1u << LANES) - 1u;
+            // The same bits in every lane of the group: the loops below are uniform.
+            while (__popc(todo) >= STEP) {
+                int at[STEP];
+                float count[STEP];
+#pragma unroll
+                for (int u = 0; u < STEP; u++) {
+                    at[u] = __ffs(todo) - 1;
+                    todo &= todo - 1u;
+                }
+#pragma unroll
+                for (int u = 0; u < STEP; u++)
+                    count[u] = (float)((u + 1 < STEP ? at[u + 1] : todo ? __ffs(todo) - 1 : n) - at[u]);
+                rows_step(at, count);
+            }
+            while (todo) {
+                const int at = __ffs(todo) - 1;
+                todo &= todo - 1u;
+                one_row(at, (float)((todo ? __ffs(todo) - 1 : n) - at));
+            }
+        } else
+#endif
+        {
+            int j = 0;
+            for (; j + STEP <= n; j += STEP) {
+                int at[STEP];
+                float one[STEP];
+#pragma unroll
+                for (int u = 0; u < STEP; u++) at[u] = j + u, one[u] = 1.f;
+                rows_step(at, one);
+            }
+            for (; j < n; j++) one_row(j, 1.f);
         }
         chunk = nextChunk;
         chunkWeight = nextWeight;
