@@ -9,21 +9,13 @@
 // Σ|aᵢbᵢ| (a dot product's natural error scale). Outputs are poisoned with NaN before each kernel; a value left
 // unwritten, or a write past a sample's dim + pairs columns or past the batch, fails the shape.
 #include "../Sources/Kernels/cuda/interaction.cu"
+#include "probe_common.cuh"
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-
-#define CHECK(x)                                                                              \
-    do {                                                                                      \
-        cudaError_t e = (x);                                                                  \
-        if (e != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
 
 struct Shape {
     const char *name;
@@ -154,18 +146,7 @@ int main() {
                 }
             const bool ok = bad == 0 && worst < 1e-5;
             if (!ok) failures++;
-            cudaEvent_t e0, e1;
-            CHECK(cudaEventCreate(&e0));
-            CHECK(cudaEventCreate(&e1));
-            for (int i = 0; i < 20; i++) launch();
-            const int n = 500;
-            CHECK(cudaEventRecord(e0));
-            for (int i = 0; i < n; i++) launch();
-            CHECK(cudaEventRecord(e1));
-            CHECK(cudaEventSynchronize(e1));
-            float ms;
-            CHECK(cudaEventElapsedTime(&ms, e0, e1));
-            const double us = ms * 1e3 / n;
+            const double us = time_us(launch, 500, 20);
             printf("  %-36s %8.2f us  %5.0f%% of floor  max err/scale %.2e  %s\n", v.name, us, 100 * floor_us / us,
                    worst, ok ? "ok" : (bad ? "FAILED (unwritten or stray values)" : "FAILED (error)"));
         }

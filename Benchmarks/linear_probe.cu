@@ -7,6 +7,7 @@
 // Every variant's Y is poisoned with NaN first and checked against a double-precision CPU reference on 64 rows
 // (|error| / Σ|xᵢwᵢ| ≤ 1e-5), its padding columns must stay NaN. µs are the mean of 100 launches back to back.
 #include "../Sources/Kernels/cuda/linear_f32.cu"
+#include "probe_common.cuh"
 
 #include <cublasLt.h>
 
@@ -18,14 +19,6 @@
 #include <string>
 #include <vector>
 
-#define CHECK(x)                                                                              \
-    do {                                                                                      \
-        cudaError_t e = (x);                                                                  \
-        if (e != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
 #define LT(x)                                                                  \
     do {                                                                       \
         cublasStatus_t s = (x);                                                \
@@ -39,22 +32,6 @@ struct Layer {
     const char *model;
     int batch, in, out, ldx, relu;
 };
-
-static double time_us(const std::function<void()> &launch, int n = 100) {
-    cudaEvent_t e0, e1;
-    CHECK(cudaEventCreate(&e0));
-    CHECK(cudaEventCreate(&e1));
-    for (int i = 0; i < 10; i++) launch();
-    CHECK(cudaEventRecord(e0));
-    for (int i = 0; i < n; i++) launch();
-    CHECK(cudaEventRecord(e1));
-    CHECK(cudaEventSynchronize(e1));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    CHECK(cudaEventDestroy(e0));
-    CHECK(cudaEventDestroy(e1));
-    return ms * 1e3 / n;
-}
 
 typedef void (*LinearKernel)(const float *, const float *, const float *, float *, int, int, int, long long, long long,
                              int);

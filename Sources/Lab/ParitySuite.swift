@@ -278,9 +278,9 @@ public final class ParitySuite {
     }
 
     /// Bags with the edge cases first: empty, one row, duplicates, the last row, a long bag
-    /// (not a multiple of any unroll), then random lengths.
+    /// (not a multiple of any unroll), one row 70 times (a run across chunks of every lane count, which dedup
+    /// folds), rows interleaved (repeats that are not runs), then random lengths.
     func edgeCaseBags(rows: Int, count: Int, rng: inout SeededGenerator) -> [[Int]] {
-        // Rows repeated across chunks of every lane count, and interleaved (what dedup folds).
         var bags: [[Int]] = [[], [0], [5, 5, 5, 5, 5], [rows - 1], [rows - 1, 0, rows - 1], (0..<203).map { _ in rng.nextIndex(below: rows) },
                              [Int](repeating: 7, count: 70), (0..<45).map { [3, rows - 1, 3, 9][$0 % 4] }]
         while bags.count < count {

@@ -1,0 +1,32 @@
+// probe_common.cuh — what the nvcc probes (interaction_probe.cu, linear_probe.cu) share: a CUDA error check and
+// the mean time of a launch repeated back to back.
+#pragma once
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+
+#define CHECK(x)                                                                              \
+    do {                                                                                      \
+        cudaError_t e = (x);                                                                  \
+        if (e != cudaSuccess) {                                                               \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+// µs per launch: `warm` launches untimed, then the mean of `n` back to back between two events.
+static double time_us(const std::function<void()> &launch, int n = 100, int warm = 10) {
+    cudaEvent_t e0, e1;
+    CHECK(cudaEventCreate(&e0));
+    CHECK(cudaEventCreate(&e1));
+    for (int i = 0; i < warm; i++) launch();
+    CHECK(cudaEventRecord(e0));
+    for (int i = 0; i < n; i++) launch();
+    CHECK(cudaEventRecord(e1));
+    CHECK(cudaEventSynchronize(e1));
+    float ms;
+    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    CHECK(cudaEventDestroy(e0));
+    CHECK(cudaEventDestroy(e1));
+    return ms * 1e3 / n;
+}
