@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-cores serve-window sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe linear-probe forward-ab mlperf-v1-multihot dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-ab serve-cores serve-window sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -640,6 +640,26 @@ stage_serve-p99() {
             --duration ${LOAD_SECONDS:-6} --batch 64 --json "$OUT/p99-$mode.json" | tail -4
         kill -TERM $server
         wait $server
+    done
+}
+
+# Issue 13's serving load (terabyte, 16 binary clients, batch-64 requests, the default 100 µs window) on this binary
+# and the previous one (.gpu/bagel-prev.xz), alternating, two rounds: a change's effect on p99 on one machine.
+stage_serve-ab() {
+    $BAGEL init --preset terabyte --max-rows 1000000 --out $WORK/served --force > /dev/null
+    for round in 1 2; do
+        for bin in prev new; do
+            local exe=$BAGEL
+            [ $bin = prev ] && exe=$PREV
+            $exe serve --model $WORK/served --device gpu --port 18000 --grpc-port 18001 > "$OUT/serve-ab-$bin-$round.log" 2>&1 &
+            local server=$!
+            for _ in $(seq 300); do curl -sf http://127.0.0.1:18000/v2/health/ready > /dev/null && break; sleep 0.2; done
+            echo -n "$bin, round $round: "
+            $BAGEL loadgen --url http://127.0.0.1:18000 --name terabyte --protocol binary --concurrency 16 \
+                --duration ${LOAD_SECONDS:-6} --batch 64 --json "$OUT/serve-ab-$bin-$round.json" | tail -1
+            kill -TERM $server
+            wait $server
+        done
     done
 }
 

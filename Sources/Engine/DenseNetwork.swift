@@ -15,7 +15,7 @@ final class DenseNetwork {
     let matmul: MatmulContext
     let elementwise: ElementwiseKernels
     let interaction: InteractionKernel?
-    /// Bagel's own fp32 tiles, timed beside cuBLASLt's algorithms on every layer with fp32 operands (nil when
+    /// Bagel's own fp32 tiles, timed beside cuBLASLt's algorithms on thin layers with fp32 operands (nil when
     /// algorithms are not timed: they are only ever chosen by timing).
     let fp32Kernels: LinearF32Kernels?
     let bottomWeights: [(weight: DeviceBuffer<Float>, bias: DeviceBuffer<Float>)]

@@ -2,8 +2,9 @@ import CUDA
 
 /// Bagel's own exact-fp32 Linear kernels (linear_f32.cu): Y = act(X·Wᵀ + bias) in BM × BN tiles of FFMA, the
 /// bias and ReLU in the same pass. `LinearLayerOp.tune` times them beside cuBLASLt's candidates and keeps the
-/// fastest. They win where a layer is too thin for cuBLAS's tiles: run 73 (H200, batch 2048) timed 13 → 512 at
-/// 4.3 µs against cuBLASLt's best 7.1, and lost on the wide layers (512 → 512: 39 against 31 µs).
+/// fastest. They win where K is too small for cuBLAS's tiles: run 73 (H200, batch 2048) timed 13 → 512 at
+/// 4.3 µs against cuBLASLt's best 7.1, and lost on the wider layers (512 → 512: 39 against 31 µs), so only
+/// layers of K ≤ `LinearLayerOp.fp32TileMaxInput` time them.
 public final class LinearF32Kernels: @unchecked Sendable {
     public static let spec = KernelSpec(file: .linearF32)
 

@@ -13,13 +13,17 @@ public final class LinearLayerOp: @unchecked Sendable {
     let ldx: Int
     let ldy: Int
     let relu: Bool
+    /// Whether `tune` times the tiles here (thin layers only; any tile may still be forced with `use(tile:)`).
+    let timesTiles: Bool
     /// The tile of `fp32Kernels` that runs, or nil for cuBLASLt's algorithm.
     public private(set) var tile: Int?
     public var input: Int { plan.input }
     public var output: Int { plan.output }
     public var batch: Int { plan.batch }
-    /// Bagel's tiles are timed on layers of at most this many FLOPs: run 73 saw them lose to cuBLASLt on every
-    /// layer above 0.13 GFLOP (2048 × 256 → 128), and timing them on large layers only lengthens the start.
+    /// Bagel's tiles are timed only on thin layers: run 73 saw them beat cuBLASLt where K is tiny (13 → 512 at
+    /// batch 2048: 4.3 against 7.1 µs) and lose on every other layer it timed. Timing costs each new batch size's
+    /// first forward (`serve` meets many sizes), so layers where they cannot win are not timed.
+    public static let fp32TileMaxInput = 32
     public static let fp32TileFlops = 500_000_000
     /// What runs: "cuBLASLt" or the tile's name.
     public var kernelName: String { tile.map { LinearF32Kernels.tiles[$0].name } ?? "cuBLASLt" }
@@ -30,16 +34,16 @@ public final class LinearLayerOp: @unchecked Sendable {
     ///   - mode: the arithmetic of the product (fp32 exact; tf32 and bf16 on the tensor cores).
     ///   - operands, result: element types of W and X, and of Y and the bias (bf16 operands: bf16 copies of
     ///     the weights and activations, fp32 accumulation; e4m3 operands: fp8 codes with per-tensor `scales`).
-    ///   - fp32Kernels: Bagel's own tiles, which `tune` times beside cuBLASLt's when operands and result are
-    ///     fp32 (exact fp32, so they may stand in for a tf32 product too).
+    ///   - fp32Kernels: Bagel's own tiles, which `tune` times beside cuBLASLt's on thin layers whose operands and
+    ///     result are fp32 (exact fp32, so they may stand in for a tf32 product too).
     public init(matmul: MatmulContext, weight: DevicePointer, bias: DevicePointer, input: Int, output: Int, batch: Int,
                 ldx: Int, ldy: Int, relu: Bool, mode: MathMode, operands: MatrixElement = .fp32,
                 result: MatrixElement = .fp32, scales: FP8Scales? = nil, fp32Kernels: LinearF32Kernels? = nil) throws {
         plan = try MatmulPlan(matmul: matmul, weight: weight, bias: bias, input: input, output: output, batch: batch,
                               ldx: ldx, ldy: ldy, relu: relu, mode: mode, operands: operands, result: result,
                               scales: scales)
-        let small = 2 * batch * input * output <= Self.fp32TileFlops
-        self.fp32Kernels = operands == .fp32 && result == .fp32 && small ? fp32Kernels : nil
+        self.fp32Kernels = operands == .fp32 && result == .fp32 ? fp32Kernels : nil
+        timesTiles = input <= Self.fp32TileMaxInput && 2 * batch * input * output <= Self.fp32TileFlops
         (self.weight, self.bias, self.ldx, self.ldy, self.relu) = (weight, bias, ldx, ldy, relu)
     }
 
@@ -49,7 +53,7 @@ public final class LinearLayerOp: @unchecked Sendable {
     public func tune(x: DevicePointer, y: DevicePointer, stream: CUDAStream) throws -> Double {
         let cuBLASLt = try plan.tune(x: x, y: y, stream: stream)
         tile = nil
-        guard let fp32Kernels else { return cuBLASLt }
+        guard let fp32Kernels, timesTiles else { return cuBLASLt }
         // Ten calls between two events, median of three: single calls of a few µs are at the events' resolution.
         let timer = try DeviceTimer(stream: stream)
         func seconds(_ call: () throws -> Void) throws -> Double {
