@@ -27,19 +27,10 @@ static double copy_bandwidth() {
     void *a, *b;
     CHECK(cudaMalloc(&a, bytes));
     CHECK(cudaMalloc(&b, bytes));
-    cudaEvent_t e0, e1;
-    CHECK(cudaEventCreate(&e0));
-    CHECK(cudaEventCreate(&e1));
-    for (int i = 0; i < 3; i++) CHECK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CHECK(cudaEventRecord(e0));
-    for (int i = 0; i < 20; i++) CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CHECK(cudaEventRecord(e1));
-    CHECK(cudaEventSynchronize(e1));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    const double us = time_us([&]() { CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 20, 3);
     CHECK(cudaFree(a));
     CHECK(cudaFree(b));
-    return 2.0 * bytes * 20 / (ms * 1e-3);  // bytes read + written a second
+    return 2.0 * bytes / (us * 1e-6);  // bytes read + written a second
 }
 
 int main() {
