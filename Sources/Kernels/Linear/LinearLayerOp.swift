@@ -25,8 +25,6 @@ public final class LinearLayerOp: @unchecked Sendable {
     /// first forward (`serve` meets many sizes), so layers where they cannot win are not timed.
     public static let fp32TileMaxInput = 32
     public static let fp32TileFlops = 500_000_000
-    /// What runs: "cuBLASLt" or the tile's name.
-    public var kernelName: String { tile.map { LinearF32Kernels.tiles[$0].name } ?? "cuBLASLt" }
 
     /// - Parameters:
     ///   - weight: device [output × input] fp32; bias: device [output] fp32.
