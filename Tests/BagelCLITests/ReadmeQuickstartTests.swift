@@ -38,7 +38,7 @@ import Testing
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
         let port = try freePort()
-        var server: Process?
+        var server: ChildProcess?
         defer { if let server { stop(server) } }
         var served: [Double] = []
         for command in commands where command.hasPrefix("$B ") {
@@ -46,7 +46,7 @@ import Testing
             if arguments.last == "&" {
                 arguments.removeLast()
                 #expect(arguments.first == "serve")
-                server = try start(binary, arguments + ["--port", "\(port)", "--grpc-port=-1"], in: work)
+                server = try ChildProcess(binary, arguments + ["--port", "\(port)", "--grpc-port=-1"], in: work.path)
                 do {
                     try await waitForListener(port: port, seconds: 60)
                 } catch {
@@ -63,7 +63,7 @@ import Testing
         #expect(commands.contains("kill %1"))
         // kill %1: SIGTERM, and the server exits 0 after finishing what is in flight.
         let process = try #require(server)
-        kill(process.processIdentifier, SIGTERM)
+        process.signal(SIGTERM)
         let stopped = await waitForExit(process, seconds: 30)
         #expect(stopped, "the server did not stop within 30 s of SIGTERM")
         if stopped { #expect(process.terminationStatus == 0) }
@@ -81,43 +81,23 @@ import Testing
         init(_ description: String) { self.description = description }
     }
 
-    func start(_ binary: String, _ arguments: [String], in directory: URL) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
-    }
-
     /// SIGTERM, a bounded wait, then SIGKILL: a test never leaves a server holding its port. (Blocking:
     /// it runs from `defer`, on the way out.)
-    func stop(_ process: Process) {
+    func stop(_ process: ChildProcess) {
         guard process.isRunning else { return }
-        process.terminate()
+        process.signal(SIGTERM)
         var deadline = Date().addingTimeInterval(10)
         while process.isRunning && Date() < deadline { usleep(50_000) }
         if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
+            process.signal(SIGKILL)
             deadline = Date().addingTimeInterval(5)
             while process.isRunning && Date() < deadline { usleep(50_000) }
         }
     }
 
     func run(_ binary: String, _ arguments: [String], in directory: URL, seconds: Double) async throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
         let output = directory.appendingPathComponent("output-\(UUID().uuidString).txt")
-        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: output)
-        defer { try? handle.close() }
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
+        let process = try ChildProcess(binary, arguments, in: directory.path, outputPath: output.path)
         if !(await waitForExit(process, seconds: seconds)) {
             stop(process)
             throw QuickstartError("`bagel \(arguments.joined(separator: " "))` ran past \(Int(seconds)) s")
@@ -125,7 +105,7 @@ import Testing
         return (process.terminationStatus, (try? String(contentsOf: output, encoding: .utf8)) ?? "")
     }
 
-    func waitForExit(_ process: Process, seconds: Double) async -> Bool {
+    func waitForExit(_ process: ChildProcess, seconds: Double) async -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         return !process.isRunning
