@@ -1,11 +1,14 @@
-// linear_probe.cu — exact-fp32 Linear layers (Y = act(X·Wᵀ + b)) of the presets' MLPs, timed alone: Bagel's own
-// tiles (Sources/Kernels/cuda/linear_f32.cu, included as is) against cuBLASLt's heuristic candidates and against
-// cuBLASLt searched exhaustively (every algorithm id, tile and split-K it accepts for the shape).
+// linear_probe.cu — fp32 Linear layers (Y = act(X·Wᵀ + b)) of the presets' MLPs, timed alone: Bagel's own exact
+// tiles and its 3×TF32 tiles (Sources/Kernels/cuda/linear_f32.cu, included as is) against cuBLASLt's heuristic
+// candidates for exact fp32, for TF32 and for fp32 emulated with bf16×9 (CUBLAS_COMPUTE_32F_EMULATED_16BFX9,
+// where this cuBLAS and card run it) and, with EXHAUSTIVE=1, against exact-fp32 cuBLASLt searched exhaustively
+// (every algorithm id, tile and split-K it accepts for the shape).
 //
 //   nvcc -O3 -arch=sm_90 -std=c++17 -o /tmp/linear_probe Benchmarks/linear_probe.cu -lcublasLt && /tmp/linear_probe
 //
 // Every variant's Y is poisoned with NaN first and checked against a double-precision CPU reference on 64 rows
-// (|error| / Σ|xᵢwᵢ| ≤ 1e-5), its padding columns must stay NaN. µs are the mean of 100 launches back to back.
+// (|error| / Σ|xᵢwᵢ| ≤ 1e-5; TF32 is reported, not checked), its padding columns must stay NaN. µs are the mean of
+// 100 launches back to back.
 #include "../Sources/Kernels/cuda/linear_f32.cu"
 #include "probe_common.cuh"
 
@@ -48,6 +51,13 @@ int main() {
         {"own 128x64", linear_f32_128x64, 128, 64, 256},  {"own 64x128", linear_f32_64x128, 64, 128, 256},
         {"own 128x128", linear_f32_128x128, 128, 128, 256},
     };
+    const Tile tf32x3_tiles[] = {
+        {"3xtf32 32x32", linear_tf32x3_32x32, 32, 32, 128},    {"3xtf32 32x64", linear_tf32x3_32x64, 32, 64, 128},
+        {"3xtf32 64x32", linear_tf32x3_64x32, 64, 32, 128},    {"3xtf32 64x64", linear_tf32x3_64x64, 64, 64, 128},
+        {"3xtf32 128x64", linear_tf32x3_128x64, 128, 64, 256}, {"3xtf32 64x128", linear_tf32x3_64x128, 64, 128, 256},
+        {"3xtf32 128x128", linear_tf32x3_128x128, 128, 128, 256},
+    };
+    const bool exhaustive = getenv("EXHAUSTIVE") && atoi(getenv("EXHAUSTIVE"));
     const Layer layers[] = {
         {"terabyte bottom", 2048, 13, 512, 13, 1},    {"terabyte bottom", 2048, 512, 256, 512, 1},
         {"terabyte bottom", 2048, 256, 64, 256, 1},   {"terabyte top", 2048, 415, 512, 416, 1},
@@ -85,7 +95,7 @@ int main() {
         const double gflop = 2.0 * L.batch * L.in * L.out / 1e9;
         printf("\n%s: batch %d, %d -> %d (ldx %d)%s, %.3f GFLOP\n", L.model, L.batch, L.in, L.out, L.ldx,
                L.relu ? ", relu" : "", gflop);
-        auto verify = [&](const char *what) {
+        auto verify = [&](const char *what, double tolerance = 1e-5) {
             std::vector<float> y((size_t)L.batch * ldy);
             CHECK(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
             double worst = 0;
@@ -113,7 +123,7 @@ int main() {
             }
             for (size_t i = 0; i < y.size(); i++)
                 if ((int)(i % ldy) < L.out && std::isnan(y[i])) bad++;
-            const bool ok = bad == 0 && worst <= 1e-5;
+            const bool ok = bad == 0 && worst <= tolerance;
             if (!ok) {
                 failures++;
                 printf("  %s FAILED: %d unwritten or stray, max err/scale %.2e\n", what, bad, worst);
@@ -121,22 +131,30 @@ int main() {
             return worst;
         };
 
-        // Bagel's tiles.
-        double best_own = 1e30;
-        std::string best_own_name;
-        for (const Tile &t : tiles) {
-            dim3 grid((L.out + t.bn - 1) / t.bn, (L.batch + t.bm - 1) / t.bm);
-            auto launch = [&]() { t.kernel<<<grid, t.threads>>>(dx, dw, db, dy, L.batch, L.in, L.out, L.ldx, ldy, L.relu); };
-            CHECK(cudaMemset(dy, 0xff, (size_t)L.batch * ldy * 4));
-            launch();
-            CHECK(cudaGetLastError());
-            CHECK(cudaDeviceSynchronize());
-            const double err = verify(t.name);
-            const double us = time_us(launch);
-            printf("  %-22s %4d blocks %8.2f us %6.1f TFLOP/s  err %.1e\n", t.name, grid.x * grid.y, us,
-                   gflop / us * 1e3, err);
-            if (us < best_own) best_own = us, best_own_name = t.name;
-        }
+        // Bagel's tiles: exact FFMA, then 3×TF32.
+        auto time_tiles = [&](const Tile *list, int count, std::string *best_name) {
+            double best = 1e30;
+            for (int i = 0; i < count; i++) {
+                const Tile &t = list[i];
+                dim3 grid((L.out + t.bn - 1) / t.bn, (L.batch + t.bm - 1) / t.bm);
+                auto launch = [&]() {
+                    t.kernel<<<grid, t.threads>>>(dx, dw, db, dy, L.batch, L.in, L.out, L.ldx, ldy, L.relu);
+                };
+                CHECK(cudaMemset(dy, 0xff, (size_t)L.batch * ldy * 4));
+                launch();
+                CHECK(cudaGetLastError());
+                CHECK(cudaDeviceSynchronize());
+                const double err = verify(t.name);
+                const double us = time_us(launch);
+                printf("  %-22s %4d blocks %8.2f us %6.1f TFLOP/s  err %.1e\n", t.name, grid.x * grid.y, us,
+                       gflop / us * 1e3, err);
+                if (us < best) best = us, *best_name = t.name;
+            }
+            return best;
+        };
+        std::string best_own_name, best_x3_name;
+        const double best_own = time_tiles(tiles, sizeof tiles / sizeof *tiles, &best_own_name);
+        const double best_x3 = time_tiles(tf32x3_tiles, sizeof tf32x3_tiles / sizeof *tf32x3_tiles, &best_x3_name);
 
         // cuBLASLt, as Bagel's MatmulPlan calls it: A = W (transposed), B = X, column-major, bias/relu epilogue.
         cublasLtMatmulDesc_t desc;
@@ -188,6 +206,43 @@ int main() {
         printf("  %-22s %8.2f us %6.1f TFLOP/s (its first pick %.2f us; %d candidates)\n", "cuBLASLt heuristic best",
                best_heur, gflop / best_heur * 1e3, first, returned);
 
+        // The same call with TF32 and with bf16×9 emulation: heuristic candidates, best time, its error.
+        for (int compute : {(int)CUBLAS_COMPUTE_32F_FAST_TF32, 78 /* CUBLAS_COMPUTE_32F_EMULATED_16BFX9 */}) {
+            const char *what = compute == 78 ? "cuBLASLt bf16x9" : "cuBLASLt tf32";
+            cublasLtMatmulDesc_t other;
+            if (cublasLtMatmulDescCreate(&other, (cublasComputeType_t)compute, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) {
+                printf("  %-22s not available\n", what);
+                continue;
+            }
+            LT(cublasLtMatmulDescSetAttribute(other, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+            LT(cublasLtMatmulDescSetAttribute(other, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+            LT(cublasLtMatmulDescSetAttribute(other, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+            LT(cublasLtMatmulDescSetAttribute(other, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &db, sizeof db));
+            cublasLtMatmulHeuristicResult_t found[8];
+            int count = 0;
+            if (cublasLtMatmulAlgoGetHeuristic(lt, other, lw, lx, ly, ly, pref, 8, found, &count) != CUBLAS_STATUS_SUCCESS)
+                count = 0;
+            double best = 1e30, best_err = -1;
+            for (int i = 0; i < count; i++) {
+                auto call = [&]() {
+                    return cublasLtMatmul(lt, other, &alpha, dw, lw, dx, lx, &beta, dy, ly, dy, ly, &found[i].algo,
+                                          workspace, workspace_bytes, 0);
+                };
+                CHECK(cudaMemset(dy, 0xff, (size_t)L.batch * ldy * 4));
+                if (found[i].state != CUBLAS_STATUS_SUCCESS || call() != CUBLAS_STATUS_SUCCESS) continue;
+                CHECK(cudaDeviceSynchronize());
+                const double e = verify(what, compute == 78 ? 1e-5 : 1.0);
+                const double us = time_us([&]() { call(); });
+                if (us < best) best = us, best_err = e;
+            }
+            if (best < 1e30)
+                printf("  %-22s %8.2f us %6.1f TFLOP/s  err %.1e (%d candidates)\n", what, best, gflop / best * 1e3,
+                       best_err, count);
+            else
+                printf("  %-22s no algorithm\n", what);
+            cublasLtMatmulDescDestroy(other);
+        }
+
         // Exhaustive: every algorithm id × tile × split-K (with each reduction scheme) cuBLASLt accepts.
         int ids[128], nids = 0;
         LT(cublasLtMatmulAlgoGetIds(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_32F, CUDA_R_32F, CUDA_R_32F, CUDA_R_32F,
@@ -195,7 +250,7 @@ int main() {
         double best_ex = 1e30;
         char best_ex_name[128] = "none";
         int tried = 0;
-        for (int a = 0; a < nids; a++) {
+        for (int a = 0; exhaustive && a < nids; a++) {
             cublasLtMatmulAlgo_t algo;
             if (cublasLtMatmulAlgoInit(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_32F, CUDA_R_32F, CUDA_R_32F, CUDA_R_32F,
                                        ids[a], &algo) != CUBLAS_STATUS_SUCCESS)
@@ -237,10 +292,15 @@ int main() {
                 }
             }
         }
-        printf("  %-22s %8.2f us %6.1f TFLOP/s (%s; %d configurations)\n", "cuBLASLt exhaustive", best_ex,
-               gflop / best_ex * 1e3, best_ex_name, tried);
-        printf("  => own best %s %.2f us: %.2fx the heuristic's best, %.2fx the exhaustive best\n", best_own_name.c_str(),
-               best_own, best_heur / best_own, best_ex / best_own);
+        if (exhaustive)
+            printf("  %-22s %8.2f us %6.1f TFLOP/s (%s; %d configurations)\n", "cuBLASLt exhaustive", best_ex,
+                   gflop / best_ex * 1e3, best_ex_name, tried);
+        printf("  => own best %s %.2f us: %.2fx the heuristic's best", best_own_name.c_str(), best_own,
+               best_heur / best_own);
+        if (exhaustive) printf(", %.2fx the exhaustive best", best_ex / best_own);
+        printf("\n");
+        printf("  => 3xtf32 best %s %.2f us: %.2fx the heuristic's exact-fp32 best\n", best_x3_name.c_str(), best_x3,
+               best_heur / best_x3);
         cublasLtMatmulPreferenceDestroy(pref);
         cublasLtMatrixLayoutDestroy(lw);
         cublasLtMatrixLayoutDestroy(lx);

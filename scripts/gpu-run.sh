@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe linear-probe forward-ab mlperf-v1-multihot dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-ab serve-cores serve-window sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe linear-probe forward-ab forward-math mlperf-v1-multihot dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-ab serve-cores serve-window sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -258,13 +258,8 @@ PY
 stage_interaction-probe() {
     nvcc -O3 -arch=sm_90 -o $WORK/interaction_probe Benchmarks/interaction_probe.cu && $WORK/interaction_probe
 }
-# The dot interaction's kernels alone, built with nvcc from interaction.cu as it is, against a CPU reference and the
-# copy bandwidth (Benchmarks/interaction_probe.cu).
-stage_interaction-probe() {
-    nvcc -O3 -arch=sm_90 -o $WORK/interaction_probe Benchmarks/interaction_probe.cu && $WORK/interaction_probe
-}
-# Exact-fp32 Linear layers alone: Bagel's tiles (linear_f32.cu) against cuBLASLt, heuristic and exhaustive
-# (Benchmarks/linear_probe.cu).
+# fp32 Linear layers alone: Bagel's exact and 3×TF32 tiles (linear_f32.cu) against cuBLASLt's exact, TF32 and
+# bf16×9 heuristics, and exhaustive exact fp32 with EXHAUSTIVE=1 (Benchmarks/linear_probe.cu).
 stage_linear-probe() {
     nvcc -O3 -arch=sm_90 -std=c++17 -o $WORK/linear_probe Benchmarks/linear_probe.cu -lcublasLt && $WORK/linear_probe
 }
@@ -324,6 +319,15 @@ for batch in (2048, 16384):
 PY
 }
 
+# PyTorch + CUDA graphs on the terabyte and mlperf-v1 shapes (1M-row caps), batches 2048 and 16384.
+torch_dlrm_terabyte_mlperf_v1() {
+    for preset in terabyte mlperf-v1; do
+        $BAGEL init --preset $preset --max-rows 1000000 --config-only --out $WORK/$preset --force >/dev/null
+        python3 Benchmarks/torch_dlrm.py --config $WORK/$preset/model.json --batch 2048 16384 \
+            --json "$OUT/torch-dlrm-$preset.json"
+    done
+}
+
 # The dot-interaction forwards, this binary against the previous one (alternating, two rounds), with PyTorch + CUDA
 # graphs on the same shapes and the copy probe in the same call. FORWARD_CASES: preset:math:batch.
 stage_forward-ab() {
@@ -339,11 +343,7 @@ stage_forward-ab() {
             done
         done
     done
-    for preset in terabyte mlperf-v1; do
-        $BAGEL init --preset $preset --max-rows 1000000 --config-only --out $WORK/$preset --force >/dev/null
-        python3 Benchmarks/torch_dlrm.py --config $WORK/$preset/model.json --batch 2048 16384 \
-            --json "$OUT/torch-dlrm-$preset.json"
-    done
+    torch_dlrm_terabyte_mlperf_v1
     python3 - "$OUT" <<'PY'
 import glob, json, os, sys
 rows = {}
@@ -362,6 +362,45 @@ for (preset, math, batch), r in rows.items():
     m = lambda xs, i: min(x[i] for x in xs)
     print(f"| {preset} | {math} | {batch} | {' / '.join('%.1f' % x[0] for x in p)} | {' / '.join('%.1f' % x[0] for x in n)} | "
           f"{m(n, 0) / m(p, 0):.3f} | {m(p, 1):.1f} → {m(n, 1):.1f} | {m(p, 2):.1f} → {m(n, 2):.1f} | {m(p, 3):.1f} → {m(n, 3):.1f} | {max(x[4] for x in n):.2g} |")
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "torch-dlrm-*.json"))):
+    print(os.path.basename(f), json.dumps(json.load(open(f)))[:600])
+PY
+}
+
+# Exact fp32 against 3×TF32 (`--math tf32x3`) on this binary alone (older ones lack the mode), alternating, two
+# rounds, with mlperf-v1's 20-lookup case and PyTorch + CUDA graphs on the same shapes in the same call.
+# MATH_CASES: preset:math:batch[:lookups].
+stage_forward-math() {
+    local cases=${MATH_CASES:-terabyte:fp32:2048 terabyte:tf32x3:2048 terabyte:fp32:16384 terabyte:tf32x3:16384 mlperf-v1:fp32:2048 mlperf-v1:tf32x3:2048 mlperf-v1:fp32:2048:20 mlperf-v1:tf32x3:2048:20 mlperf-v2:fp32:8192 mlperf-v2:tf32x3:8192}
+    for round in 1 2; do
+        for c in $cases; do
+            IFS=: read -r preset math batch lookups <<< "$c"
+            $BAGEL bench e2e --preset $preset --max-rows 1000000 --batch-size $batch --device gpu --math $math \
+                ${lookups:+--lookups $lookups} --seconds 2 \
+                --json "$OUT/fm_${preset}_${math}_${batch}_${lookups:-1}_$round.json" > /dev/null
+        done
+    done
+    torch_dlrm_terabyte_mlperf_v1
+    python3 Benchmarks/torch_dlrm.py --config $WORK/mlperf-v1/model.json --batch 2048 --lookups 20 \
+        --json "$OUT/torch-dlrm-mlperf-v1-20.json"
+    python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+rows = {}
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "fm_*.json"))):
+    _, preset, math, batch, lookups, rnd = os.path.basename(f)[:-5].split("_")
+    d = json.load(open(f))
+    st = {s["name"]: s["milliseconds"] * 1000 for s in d.get("stages", [])}
+    rows.setdefault((preset, batch, lookups), {}).setdefault(math, []).append(
+        (d["device_forward_ms"] * 1000, st.get("bottom MLP", 0), st.get("top MLP + sigmoid", 0),
+         (d.get("reference") or {}).get("max_abs_dp", -1)))
+print("| preset | batch | lookups | math | forward µs (rounds) | bottom µs | top µs | max |Δp| |")
+print("|---|---|---|---|---|---|---|---|")
+for (preset, batch, lookups), r in rows.items():
+    for math, xs in r.items():
+        print(f"| {preset} | {batch} | {lookups} | {math} | {' / '.join('%.1f' % x[0] for x in xs)} | "
+              f"{min(x[1] for x in xs):.1f} | {min(x[2] for x in xs):.1f} | {max(x[3] for x in xs):.2g} |")
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "fm_*_tf32x3_*_1.json"))):
+    print(os.path.basename(f), "; ".join(json.load(open(f)).get("linear_layers") or []))
 for f in sorted(glob.glob(os.path.join(sys.argv[1], "torch-dlrm-*.json"))):
     print(os.path.basename(f), json.dumps(json.load(open(f)))[:600])
 PY

@@ -155,7 +155,7 @@ struct EndToEndBench: ParsableCommand {
     @Option(help: "Embedding kernel variant on the GPU.")
     var variant: String?
 
-    @Option(help: "MLP arithmetic on the GPU: fp32, tf32, bf16, fp8 (Hopper and newer).")
+    @Option(help: "MLP arithmetic on the GPU: fp32 (exact), tf32x3 (fp32-accurate on tensor cores), tf32, bf16, fp8 (Hopper and newer).")
     var math: MathMode = .fp32
 
     @Flag(inversion: .prefixedNo, help: "Replay CUDA graphs on the GPU.")
@@ -240,6 +240,9 @@ struct EndToEndBench: ParsableCommand {
             print("autotuned embedding kernels: "
                   + Dictionary(grouping: choices, by: { $0 }).map { "\($0.key) ×\($0.value.count)" }.sorted()
                     .joined(separator: ", "))
+        }
+        if let layers = result.linearLayers, math != .fp32 || layers.contains(where: { !$0.hasSuffix("cuBLASLt") }) {
+            print("MLP products: " + layers.joined(separator: "; "))
         }
         if let forward = result.deviceForwardMilliseconds, let rate = result.deviceSamplesPerSecond {
             print((result.gpus == nil ? "device forward" : "steps back to back") + " (inputs resident\(graphs ? ", graph replay" : "")): "

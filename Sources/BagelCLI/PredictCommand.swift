@@ -46,7 +46,7 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "Embedding kernel variant on the GPU (default: the model's choice, else auto).")
     var variant: String?
 
-    @Option(help: "MLP arithmetic on the GPU: fp32 (exact), tf32, bf16, fp8 (Hopper and newer).")
+    @Option(help: "MLP arithmetic on the GPU: fp32 (exact), tf32x3 (fp32-accurate on tensor cores), tf32, bf16, fp8 (Hopper and newer).")
     var math: MathMode = .fp32
 
     @Flag(inversion: .prefixedNo, help: "Read, parse and (on the GPU) check and pack the next batches on a thread of their own while the engine runs the current one.")

@@ -78,7 +78,7 @@ struct ServeCommand: AsyncParsableCommand {
     var noBatching = false
     @Option(help: "Embedding kernel variant on the GPU.")
     var variant: String?
-    @Option(help: "MLP arithmetic on the GPU: fp32, tf32, bf16, fp8 (Hopper and newer).")
+    @Option(help: "MLP arithmetic on the GPU: fp32 (exact), tf32x3 (fp32-accurate on tensor cores), tf32, bf16, fp8 (Hopper and newer).")
     var math: MathMode = .fp32
     @Option(help: "CPU threads (default: all cores).")
     var threads: Int?

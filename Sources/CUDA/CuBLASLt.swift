@@ -68,6 +68,11 @@ public enum MathMode: String, Sendable, CaseIterable {
     case fp32
     /// fp32 inputs rounded to TF32 on the tensor cores (≈1e-3 relative error).
     case tf32
+    /// fp32 to within fp32's rounding, on the tensor cores where that is faster: Bagel's 3×TF32 tiles (each
+    /// operand split into a TF32 part and a TF32 remainder, three products accumulated in fp32,
+    /// linear_f32.cu) are timed beside cuBLASLt's exact fp32 on every fp32 layer and the fastest kept. The results
+    /// are not FFMA's bits; the doctor holds them to the fp32 bound.
+    case tf32x3
     /// bf16 operands on the tensor cores, fp32 accumulation (≈1e-2 relative error): the engine keeps bf16
     /// copies of the large layers' weights and feeds them bf16 activations (`MatrixElement.bf16`); layers
     /// given fp32 operands round them to bf16 inside cuBLASLt.
@@ -82,7 +87,7 @@ public enum MathMode: String, Sendable, CaseIterable {
     /// The cuBLASLt compute type for fp32 operands (bf16 and fp8 operands always compute in 32F).
     var computeType: Int32 {
         switch self {
-        case .fp32: return 68  // CUBLAS_COMPUTE_32F
+        case .fp32, .tf32x3: return 68  // CUBLAS_COMPUTE_32F (cuBLAS has no 3×TF32: its candidate is exact fp32)
         case .tf32: return 77  // CUBLAS_COMPUTE_32F_FAST_TF32
         case .bf16, .fp8: return 75  // CUBLAS_COMPUTE_32F_FAST_16BF
         }
@@ -90,6 +95,9 @@ public enum MathMode: String, Sendable, CaseIterable {
 
     /// Whether the products run on bf16 or narrower operands (the engine keeps bf16 weight copies).
     public var narrowOperands: Bool { self == .bf16 || self == .fp8 }
+
+    /// Whether results are held to fp32's error bound (exact fp32, or 3×TF32 within its rounding).
+    public var fp32Accurate: Bool { self == .fp32 || self == .tf32x3 }
 }
 
 /// The element type of a matrix (and of the bias, which follows the result) in a cuBLASLt product.

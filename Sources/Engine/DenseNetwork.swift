@@ -203,7 +203,7 @@ final class DenseNetwork {
         switch math {
         case .bf16: return true
         case .fp8: return !topLayerTakesFP8(config, 0) || needsBF16CrossState(config, math: math)
-        case .fp32, .tf32: return false
+        case .fp32, .tf32, .tf32x3: return false
         }
     }
 
@@ -304,11 +304,13 @@ final class DenseNetwork {
                                       bias: bf16?.crossZeroBias!.address ?? network.crossZeroBias!.address,
                                       input: width, output: rank, batch: batch,
                                       ldx: bf16 == nil ? stride : DenseNetwork.bf16Stride(config), ldy: rank, relu: false,
-                                      mode: math, operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16),
+                                      mode: math, operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16,
+                                      fp32Kernels: network.fp32Kernels),
                     try LinearLayerOp(matmul: matmul, weight: bf16?.cross[l].w.address ?? layer.w.address,
                                       bias: bf16?.cross[l].bias.address ?? layer.bias.address, input: rank, output: width,
                                       batch: batch, ldx: rank, ldy: width, relu: false, mode: math,
-                                      operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16))
+                                      operands: bf16 == nil ? .fp32 : .bf16, result: bf16 == nil ? .fp32 : .bf16,
+                                      fp32Kernels: network.fp32Kernels))
             }
             let topShapes = ModelConfig.layerShapes(input: config.topInputWidth, widths: config.topMLP)
             top = try topShapes.enumerated().map { k, shape in
@@ -362,6 +364,14 @@ final class DenseNetwork {
                 let y = k == top.count - 1 ? buffers.logits : act[k % 2]
                 try op.tune(x: network.fp8?.top[k] != nil ? buffers.fp8Scratch! : topOperand(k), y: y, stream: stream)
             }
+        }
+
+        /// What each product runs after `tune`, in forward order ("top 512→512: bagel 3×tf32 64×64").
+        var layerChoices: [String] {
+            func describe(_ part: String, _ ops: [LinearLayerOp]) -> [String] {
+                ops.map { "\(part) \($0.input)→\($0.output): \($0.tile.map { LinearF32Kernels.tiles[$0].name } ?? "cuBLASLt")" }
+            }
+            return describe("bottom", bottom) + describe("cross", cross.flatMap { [$0.v, $0.w] }) + describe("top", top)
         }
 
         typealias Stage = (name: String, body: (CUDAStream) throws -> Void)

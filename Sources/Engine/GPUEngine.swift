@@ -473,6 +473,14 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         return try body(buffers, forward, try DeviceTimer(stream: stream))
     }
 
+    /// What each MLP product runs at batch size `size` (cuBLASLt or one of Bagel's tiles), once a forward of that
+    /// size has tuned them; nil before.
+    public func linearChoices(batchSize size: Int) -> [String]? {
+        lock.lock()
+        defer { lock.unlock() }
+        return forwards[size]?.dense.layerChoices
+    }
+
     /// Where the forward's time goes: each stage timed with device events (no graph, inputs resident),
     /// median over `iterations`, plus the input upload and the output download.
     public func stageSeconds(_ batch: Batch, iterations: Int) throws -> [(stage: String, seconds: Double)] {

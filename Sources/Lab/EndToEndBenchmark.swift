@@ -32,6 +32,8 @@ public enum EndToEndBenchmark {
         public var stages: [Stage]?
         /// The autotuner's choice per table, when the engine tuned itself or reused a cached choice.
         public var autotuned: [String]?
+        /// One GPU: what each MLP product ran (cuBLASLt or one of Bagel's tiles), as tuned at this batch size.
+        public var linearLayers: [String]?
         /// Several GPUs: each GPU's share of a step (sharded: embeddings, all-to-all, dense part).
         public var gpus: [GPUShare]?
         /// Sharded: bytes of pooled vectors that cross between GPUs per step.
@@ -47,6 +49,7 @@ public enum EndToEndBenchmark {
         enum CodingKeys: String, CodingKey {
             case engine, model, batch, lookups, dataset, batches, stages, autotuned, gpus, reference
             case exchangeBytes = "exchange_bytes"
+            case linearLayers = "linear_layers"
             case samplesPerSecond = "samples_per_second"
             case p50Milliseconds = "p50_ms"
             case p90Milliseconds = "p90_ms"
@@ -134,6 +137,7 @@ public enum EndToEndBenchmark {
             result.stages = try gpu.stageSeconds(batches[0], iterations: 20).map {
                 Stage(name: $0.stage, milliseconds: $0.seconds * 1e3)
             }
+            result.linearLayers = gpu.linearChoices(batchSize: size)
         }
         return result
     }

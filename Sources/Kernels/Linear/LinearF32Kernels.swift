@@ -1,27 +1,47 @@
 import CUDA
 
-/// Bagel's own exact-fp32 Linear kernels (linear_f32.cu): Y = act(X·Wᵀ + bias) in BM × BN tiles of FFMA, the
-/// bias and ReLU in the same pass. `LinearLayerOp.tune` times them beside cuBLASLt's candidates and keeps the
-/// fastest. They win where K is too small for cuBLAS's tiles: run 73 (H200, batch 2048) timed 13 → 512 at
-/// 4.3 µs against cuBLASLt's best 7.1, and lost on the wider layers (512 → 512: 39 against 31 µs), so only
-/// layers of K ≤ `LinearLayerOp.fp32TileMaxInput` time them.
+/// Bagel's own fp32 Linear kernels (linear_f32.cu): Y = act(X·Wᵀ + bias) in BM × BN tiles, the bias and ReLU in the
+/// same pass, in two arithmetics:
+/// - exact fp32 (FFMA). They win where K is too small for cuBLAS's tiles: run 73 (H200, batch 2048) timed 13 → 512
+///   at 4.3 µs against cuBLASLt's best 7.1, and lost on the wider layers (512 → 512: 39 against 31 µs), so only
+///   layers of K ≤ `LinearLayerOp.fp32TileMaxInput` time them.
+/// - 3×TF32 (`--math tf32x3`): each operand split into two TF32 parts, three tensor-core products accumulated in
+///   fp32 — within fp32's rounding, not FFMA's bits. Every fp32 layer times them under that mode.
+/// `LinearLayerOp.tune` times the candidates beside cuBLASLt's and keeps the fastest.
 public final class LinearF32Kernels: @unchecked Sendable {
     public static let spec = KernelSpec(file: .linearF32)
 
+    public enum Arithmetic: String, Sendable {
+        case ffma = "f32"
+        case tf32x3
+    }
+
     public struct Tile: Sendable, Equatable {
+        public let arithmetic: Arithmetic
         public let rows: Int  // BM: samples a block
         public let columns: Int  // BN: outputs a block
         public let threads: Int
-        public var function: String { "linear_f32_\(rows)x\(columns)" }
-        public var name: String { "bagel fp32 \(rows)×\(columns)" }
+        public var function: String { "linear_\(arithmetic.rawValue)_\(rows)x\(columns)" }
+        public var name: String { "bagel \(arithmetic == .ffma ? "fp32" : "3×tf32") \(rows)×\(columns)" }
     }
 
-    /// Every tile linear_f32.cu instantiates (LINEAR_F32), with its block size (BM/TM × BN/TN).
+    /// Every tile linear_f32.cu instantiates: LINEAR_F32 (block BM/TM × BN/TN threads) and LINEAR_TF32X3 (a warp
+    /// for each WM × WN of the tile).
     public static let tiles = [
-        Tile(rows: 32, columns: 32, threads: 64), Tile(rows: 32, columns: 64, threads: 128),
-        Tile(rows: 64, columns: 32, threads: 128), Tile(rows: 64, columns: 64, threads: 256),
-        Tile(rows: 128, columns: 64, threads: 256), Tile(rows: 64, columns: 128, threads: 256),
-        Tile(rows: 128, columns: 128, threads: 256),
+        Tile(arithmetic: .ffma, rows: 32, columns: 32, threads: 64),
+        Tile(arithmetic: .ffma, rows: 32, columns: 64, threads: 128),
+        Tile(arithmetic: .ffma, rows: 64, columns: 32, threads: 128),
+        Tile(arithmetic: .ffma, rows: 64, columns: 64, threads: 256),
+        Tile(arithmetic: .ffma, rows: 128, columns: 64, threads: 256),
+        Tile(arithmetic: .ffma, rows: 64, columns: 128, threads: 256),
+        Tile(arithmetic: .ffma, rows: 128, columns: 128, threads: 256),
+        Tile(arithmetic: .tf32x3, rows: 32, columns: 32, threads: 128),
+        Tile(arithmetic: .tf32x3, rows: 32, columns: 64, threads: 128),
+        Tile(arithmetic: .tf32x3, rows: 64, columns: 32, threads: 128),
+        Tile(arithmetic: .tf32x3, rows: 64, columns: 64, threads: 128),
+        Tile(arithmetic: .tf32x3, rows: 128, columns: 64, threads: 256),
+        Tile(arithmetic: .tf32x3, rows: 64, columns: 128, threads: 256),
+        Tile(arithmetic: .tf32x3, rows: 128, columns: 128, threads: 256),
     ]
 
     let functions: [Function]

@@ -2,8 +2,9 @@ import CUDA
 
 /// One Linear layer of an MLP at one batch size on the GPU: Y[b, :] = act(X[b, :] · Wᵀ + bias), row-major
 /// fp32 in and out, the product, bias and ReLU in one call: cuBLASLt's (bias and ReLU in its epilogue), or,
-/// for fp32 operands and results, one of Bagel's own exact-fp32 tiles (`LinearF32Kernels`) when `tune` finds
-/// one faster on this layer. The CPU twin is `PackedLinear` (DLRM/CPU/Linear.swift).
+/// for fp32 operands and results, one of Bagel's own tiles (`LinearF32Kernels`: exact fp32, or 3×TF32 under
+/// `--math tf32x3`) when `tune` finds one faster on this layer. The CPU twin is `PackedLinear`
+/// (DLRM/CPU/Linear.swift).
 public final class LinearLayerOp: @unchecked Sendable {
     let plan: MatmulPlan
     /// Bagel's fp32 tiles, for a layer whose operands and result are fp32 (nil otherwise).
@@ -13,18 +14,30 @@ public final class LinearLayerOp: @unchecked Sendable {
     let ldx: Int
     let ldy: Int
     let relu: Bool
-    /// Whether `tune` times the tiles here (thin layers only; any tile may still be forced with `use(tile:)`).
-    let timesTiles: Bool
+    /// The tiles `tune` times here (`candidateTiles`; any tile may still be forced with `use(tile:)`).
+    let candidates: [Int]
     /// The tile of `fp32Kernels` that runs, or nil for cuBLASLt's algorithm.
     public private(set) var tile: Int?
     public var input: Int { plan.input }
     public var output: Int { plan.output }
     public var batch: Int { plan.batch }
-    /// Bagel's tiles are timed only on thin layers: run 73 saw them beat cuBLASLt where K is tiny (13 → 512 at
-    /// batch 2048: 4.3 against 7.1 µs) and lose on every other layer it timed. Timing costs each new batch size's
-    /// first forward (`serve` meets many sizes), so layers where they cannot win are not timed.
+    /// Bagel's exact tiles are timed only on thin layers: run 73 saw them beat cuBLASLt where K is tiny (13 → 512
+    /// at batch 2048: 4.3 against 7.1 µs) and lose on every other layer it timed. Timing costs each new batch
+    /// size's first forward (`serve` meets many sizes), so layers where they cannot win are not timed.
     public static let fp32TileMaxInput = 32
     public static let fp32TileFlops = 500_000_000
+
+    /// The tiles `tune` times on a layer, as indices into `LinearF32Kernels.tiles`: the exact ones on thin layers
+    /// under any fp32-operand mode (exact fp32 may stand in for tf32 too), the 3×TF32 ones on every layer under
+    /// `tf32x3` only — never under `fp32`, whose results are FFMA's.
+    public static func candidateTiles(mode: MathMode, input: Int, output: Int, batch: Int) -> [Int] {
+        LinearF32Kernels.tiles.indices.filter { t in
+            switch LinearF32Kernels.tiles[t].arithmetic {
+            case .ffma: return input <= fp32TileMaxInput && 2 * batch * input * output <= fp32TileFlops
+            case .tf32x3: return mode == .tf32x3
+            }
+        }
+    }
 
     /// - Parameters:
     ///   - weight: device [output × input] fp32; bias: device [output] fp32.
@@ -32,8 +45,8 @@ public final class LinearLayerOp: @unchecked Sendable {
     ///   - mode: the arithmetic of the product (fp32 exact; tf32 and bf16 on the tensor cores).
     ///   - operands, result: element types of W and X, and of Y and the bias (bf16 operands: bf16 copies of
     ///     the weights and activations, fp32 accumulation; e4m3 operands: fp8 codes with per-tensor `scales`).
-    ///   - fp32Kernels: Bagel's own tiles, which `tune` times beside cuBLASLt's on thin layers whose operands and
-    ///     result are fp32 (exact fp32, so they may stand in for a tf32 product too).
+    ///   - fp32Kernels: Bagel's own tiles, which `tune` times beside cuBLASLt's on layers whose operands and result
+    ///     are fp32 (`candidateTiles` says which).
     public init(matmul: MatmulContext, weight: DevicePointer, bias: DevicePointer, input: Int, output: Int, batch: Int,
                 ldx: Int, ldy: Int, relu: Bool, mode: MathMode, operands: MatrixElement = .fp32,
                 result: MatrixElement = .fp32, scales: FP8Scales? = nil, fp32Kernels: LinearF32Kernels? = nil) throws {
@@ -41,17 +54,17 @@ public final class LinearLayerOp: @unchecked Sendable {
                               ldx: ldx, ldy: ldy, relu: relu, mode: mode, operands: operands, result: result,
                               scales: scales)
         self.fp32Kernels = operands == .fp32 && result == .fp32 ? fp32Kernels : nil
-        timesTiles = input <= Self.fp32TileMaxInput && 2 * batch * input * output <= Self.fp32TileFlops
+        candidates = Self.candidateTiles(mode: mode, input: input, output: output, batch: batch)
         (self.weight, self.bias, self.ldx, self.ldy, self.relu) = (weight, bias, ldx, ldy, relu)
     }
 
-    /// Times cuBLASLt's candidate algorithms, then Bagel's tiles where the layer can take them, on these buffers
-    /// and keeps the fastest (`y` is overwritten). Returns its seconds a call.
+    /// Times cuBLASLt's candidate algorithms, then Bagel's candidate tiles, on these buffers and keeps the fastest
+    /// (`y` is overwritten). Returns its seconds a call.
     @discardableResult
     public func tune(x: DevicePointer, y: DevicePointer, stream: CUDAStream) throws -> Double {
         let cuBLASLt = try plan.tune(x: x, y: y, stream: stream)
         tile = nil
-        guard let fp32Kernels, timesTiles else { return cuBLASLt }
+        guard let fp32Kernels, !candidates.isEmpty else { return cuBLASLt }
         // Ten calls between two events, median of three: single calls of a few µs are at the events' resolution.
         let timer = try DeviceTimer(stream: stream)
         func seconds(_ call: () throws -> Void) throws -> Double {
@@ -60,7 +73,7 @@ public final class LinearLayerOp: @unchecked Sendable {
             return runs.sorted()[1]
         }
         var best = try seconds { try plan.encode(x: x, y: y, stream: stream) }
-        for t in LinearF32Kernels.tiles.indices {
+        for t in candidates {
             let s = try seconds { try encodeTile(t, kernels: fp32Kernels, x: x, y: y, stream: stream) }
             if s < best { (best, tile) = (s, t) }
         }

@@ -1,5 +1,6 @@
-// linear_f32.cu — one Linear layer in exact fp32 (FFMA, no tensor cores): Y[b, :] = act(X[b, :] · Wᵀ + bias),
-// X row-major [batch × in] (row stride ldx), W row-major [out × in], Y row-major [batch × out] (row stride ldy).
+// linear_f32.cu — one Linear layer with fp32 operands and results: Y[b, :] = act(X[b, :] · Wᵀ + bias), X row-major
+// [batch × in] (row stride ldx), W row-major [out × in], Y row-major [batch × out] (row stride ldy). First the exact
+// tiles (FFMA, no tensor cores), then the 3×TF32 tiles (tensor cores, fp32's accuracy; `--math tf32x3`).
 //
 // Why: an inference MLP's products are skinny (batch 2048, 13–1024 wide), and cuBLAS's fp32 kernels use tiles
 // that leave most of an H200's 132 SMs with one 4-warp block or none (a 2048 × 512 × 512 layer at 31 TFLOP/s,
@@ -23,6 +24,25 @@ __device__ __forceinline__ float4 linear_fetch(const float *__restrict__ p, long
     if (col + 2 < cols) v.z = __ldg(r + 2);
     if (col + 3 < cols) v.w = __ldg(r + 3);
     return v;
+}
+
+// This thread's share of one K step: A4 float4s of X's BM × BK tile and B4 of W's BN × BK tile, from column k0
+// (element e of a tile is row e / (BK / 4), columns 4·(e % (BK / 4)) onwards).
+template <int BK, int THREADS, int A4, int B4>
+__device__ __forceinline__ void linear_fetch_step(float4 (&xr)[A4], float4 (&wr)[B4], const float *__restrict__ x,
+                                                  const float *__restrict__ w, long long ldx, int batch, int in,
+                                                  int out, int m0, int n0, int k0, bool xvec, bool wvec) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int l = 0; l < A4; l++) {
+        const int e = tid + l * THREADS;
+        xr[l] = linear_fetch(x, ldx, m0 + e / (BK / 4), batch, k0 + (e % (BK / 4)) * 4, in, xvec);
+    }
+#pragma unroll
+    for (int l = 0; l < B4; l++) {
+        const int e = tid + l * THREADS;
+        wr[l] = linear_fetch(w, in, n0 + e / (BK / 4), out, k0 + (e % (BK / 4)) * 4, in, wvec);
+    }
 }
 
 template <int BM, int BN, int TM, int TN>
@@ -51,16 +71,7 @@ __device__ __forceinline__ void linear_f32_tile(const float *__restrict__ x, con
 
     const int steps = (in + BK - 1) / BK;
     // Step 0's loads, then for each step: issue the next step's loads, multiply this one, store the next.
-#pragma unroll
-    for (int l = 0; l < A4; l++) {
-        const int e = tid + l * THREADS;
-        xr[l] = linear_fetch(x, ldx, m0 + e / (BK / 4), batch, (e % (BK / 4)) * 4, in, xvec);
-    }
-#pragma unroll
-    for (int l = 0; l < B4; l++) {
-        const int e = tid + l * THREADS;
-        wr[l] = linear_fetch(w, in, n0 + e / (BK / 4), out, (e % (BK / 4)) * 4, in, wvec);
-    }
+    linear_fetch_step<BK, THREADS>(xr, wr, x, w, ldx, batch, in, out, m0, n0, 0, xvec, wvec);
     for (int s = 0; s < steps; s++) {
         const int buf = s & 1;
 #pragma unroll
@@ -81,19 +92,8 @@ __device__ __forceinline__ void linear_f32_tile(const float *__restrict__ x, con
         }
         // One barrier a step: buffer buf was last read in step s - 2, before step s - 1's barrier.
         __syncthreads();
-        if (s + 1 < steps) {
-            const int k0 = (s + 1) * BK;
-#pragma unroll
-            for (int l = 0; l < A4; l++) {
-                const int e = tid + l * THREADS;
-                xr[l] = linear_fetch(x, ldx, m0 + e / (BK / 4), batch, k0 + (e % (BK / 4)) * 4, in, xvec);
-            }
-#pragma unroll
-            for (int l = 0; l < B4; l++) {
-                const int e = tid + l * THREADS;
-                wr[l] = linear_fetch(w, in, n0 + e / (BK / 4), out, k0 + (e % (BK / 4)) * 4, in, wvec);
-            }
-        }
+        if (s + 1 < steps)
+            linear_fetch_step<BK, THREADS>(xr, wr, x, w, ldx, batch, in, out, m0, n0, (s + 1) * BK, xvec, wvec);
 #pragma unroll
         for (int k = 0; k < BK; k++) {
             float a[TM], b[TN];
@@ -155,3 +155,150 @@ LINEAR_F32(64, 64, 4, 4)
 LINEAR_F32(128, 64, 8, 4)
 LINEAR_F32(64, 128, 4, 8)
 LINEAR_F32(128, 128, 8, 8)
+
+// ---------------------------------------------------------------------------------------------------------------
+// 3×TF32: the same layer on the tensor cores at fp32's accuracy. Each fp32 operand is split into a TF32 "big"
+// part (rounded to TF32's 10-bit mantissa) and a TF32 "small" part (the rounding remainder, rounded again), and
+// a·b is summed as small_a·big_b + big_a·small_b + big_a·big_b (small·small, ~2⁻²² of the product, is dropped),
+// accumulated in fp32 by `mma.sync.m16n8k8` (sm_80 and newer). The products carry ~21 of fp32's 24 mantissa bits
+// before accumulation, and the results stay within fp32 rounding of the exact sum (checked against a double
+// reference in linear_probe.cu and in `bagel doctor`), but they are not FFMA's bits: `--math tf32x3` asks for it.
+//
+// Why: FFMA runs an H200 at ~60 TFLOP/s at best and cuBLAS reaches 24–35 on the MLP layers at batch 2048 (run
+// 73); the tensor cores do TF32 at ~8× that rate, so three products still leave room.
+//
+// A block computes a BM × BN tile of Y with warps of WM × WN each, K in steps of 16 through two shared-memory
+// buffers (X's and W's rows k-contiguous, 4 floats of padding: a fragment's 32 loads hit 32 banks). Rows past
+// the batch, outputs past `out` and columns past `in` read as zeros and are never written.
+
+__device__ __forceinline__ unsigned tf32_round(float v) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+    return r;
+}
+
+__device__ __forceinline__ void tf32_split(float v, unsigned &big, unsigned &small) {
+    big = tf32_round(v);
+    small = tf32_round(v - __uint_as_float(big));
+}
+
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <int BM, int BN, int WM, int WN>
+__device__ __forceinline__ void linear_tf32x3_tile(const float *__restrict__ x, const float *__restrict__ w,
+                                                   const float *__restrict__ bias, float *__restrict__ y, int batch,
+                                                   int in, int out, long long ldx, long long ldy, int relu) {
+    constexpr int BK = 16, LDS = BK + 4;
+    constexpr int WARPS_N = BN / WN, THREADS = (BM / WM) * WARPS_N * 32;
+    constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles a warp: 16 rows × 8 outputs each
+    constexpr int A4 = BM * BK / 4 / THREADS, B4 = BN * BK / 4 / THREADS;
+    static_assert(A4 >= 1 && B4 >= 1 && BM * BK / 4 % THREADS == 0 && BN * BK / 4 % THREADS == 0, "tile shape");
+    __shared__ __align__(16) float xs[2][BM][LDS];
+    __shared__ __align__(16) float ws[2][BN][LDS];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;  // the fragment's row group and column within it
+    const int wm0 = (warp / WARPS_N) * WM, wn0 = (warp % WARPS_N) * WN;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const bool xvec = (ldx & 3) == 0 && (reinterpret_cast<unsigned long long>(x) & 15) == 0;
+    const bool wvec = (in & 3) == 0 && (reinterpret_cast<unsigned long long>(w) & 15) == 0;
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[i][j][q] = 0.f;
+
+    float4 xr[A4], wr[B4];
+    const int steps = (in + BK - 1) / BK;
+    linear_fetch_step<BK, THREADS>(xr, wr, x, w, ldx, batch, in, out, m0, n0, 0, xvec, wvec);
+    for (int s = 0; s < steps; s++) {
+        const int buf = s & 1;
+#pragma unroll
+        for (int l = 0; l < A4; l++) {
+            const int e = tid + l * THREADS;
+            *reinterpret_cast<float4 *>(&xs[buf][e / (BK / 4)][(e % (BK / 4)) * 4]) = xr[l];
+        }
+#pragma unroll
+        for (int l = 0; l < B4; l++) {
+            const int e = tid + l * THREADS;
+            *reinterpret_cast<float4 *>(&ws[buf][e / (BK / 4)][(e % (BK / 4)) * 4]) = wr[l];
+        }
+        // One barrier a step: buffer buf was last read in step s - 2, before step s - 1's barrier.
+        __syncthreads();
+        if (s + 1 < steps)
+            linear_fetch_step<BK, THREADS>(xr, wr, x, w, ldx, batch, in, out, m0, n0, (s + 1) * BK, xvec, wvec);
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 8) {
+            unsigned a_big[MT][4], a_small[MT][4], b_big[NT][2], b_small[NT][2];
+#pragma unroll
+            for (int i = 0; i < MT; i++) {
+                const int r = wm0 + i * 16 + g;
+                tf32_split(xs[buf][r][kk + t], a_big[i][0], a_small[i][0]);
+                tf32_split(xs[buf][r + 8][kk + t], a_big[i][1], a_small[i][1]);
+                tf32_split(xs[buf][r][kk + t + 4], a_big[i][2], a_small[i][2]);
+                tf32_split(xs[buf][r + 8][kk + t + 4], a_big[i][3], a_small[i][3]);
+            }
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const int c = wn0 + j * 8 + g;
+                tf32_split(ws[buf][c][kk + t], b_big[j][0], b_small[j][0]);
+                tf32_split(ws[buf][c][kk + t + 4], b_big[j][1], b_small[j][1]);
+            }
+            // The small terms first: they are added while the accumulator is still small.
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    mma_tf32(acc[i][j], a_small[i], b_big[j]);
+                    mma_tf32(acc[i][j], a_big[i], b_small[j]);
+                    mma_tf32(acc[i][j], a_big[i], b_big[j]);
+                }
+        }
+    }
+
+    // acc[i][j] holds rows (g, g + 8) × outputs (2t, 2t + 1) of mma tile (i, j).
+    const bool yvec = (ldy & 1) == 0 && (reinterpret_cast<unsigned long long>(y) & 7) == 0;
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int row = m0 + wm0 + i * 16 + g + half * 8;
+            if (row >= batch) continue;
+            float *yr = y + (long long)row * ldy;
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const int col = n0 + wn0 + j * 8 + 2 * t;
+                float v0 = col < out ? acc[i][j][2 * half] + bias[col] : 0.f;
+                float v1 = col + 1 < out ? acc[i][j][2 * half + 1] + bias[col + 1] : 0.f;
+                if (relu) v0 = fmaxf(v0, 0.f), v1 = fmaxf(v1, 0.f);
+                if (yvec && col + 2 <= out) {
+                    *reinterpret_cast<float2 *>(yr + col) = make_float2(v0, v1);
+                } else {
+                    if (col < out) yr[col] = v0;
+                    if (col + 1 < out) yr[col + 1] = v1;
+                }
+            }
+        }
+}
+
+// The 3×TF32 tiles the layer op times on each layer (LinearLayerOp, `--math tf32x3`): BMxBN, WMxWN a warp.
+#define LINEAR_TF32X3(BM, BN, WM, WN)                                                                             \
+    extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)                                     \
+        linear_tf32x3_##BM##x##BN(const float *__restrict__ x, const float *__restrict__ w,                      \
+                                  const float *__restrict__ bias, float *__restrict__ y, int batch, int in,      \
+                                  int out, long long ldx, long long ldy, int relu) {                             \
+        linear_tf32x3_tile<BM, BN, WM, WN>(x, w, bias, y, batch, in, out, ldx, ldy, relu);                       \
+    }
+LINEAR_TF32X3(32, 32, 16, 16)
+LINEAR_TF32X3(32, 64, 32, 16)
+LINEAR_TF32X3(64, 32, 32, 16)
+LINEAR_TF32X3(64, 64, 32, 32)
+LINEAR_TF32X3(128, 64, 32, 32)
+LINEAR_TF32X3(64, 128, 32, 32)
+LINEAR_TF32X3(128, 128, 64, 32)
