@@ -42,7 +42,8 @@ public final class LinearLayerOp: @unchecked Sendable {
     /// - Parameters:
     ///   - weight: device [output × input] fp32; bias: device [output] fp32.
     ///   - ldx, ldy: row strides (in floats) of X and Y, at least input and output.
-    ///   - mode: the arithmetic of the product (fp32 exact; tf32 and bf16 on the tensor cores).
+    ///   - mode: the arithmetic of the product (fp32 exact; tf32x3 within fp32's rounding; tf32 and bf16 on the
+    ///     tensor cores).
     ///   - operands, result: element types of W and X, and of Y and the bias (bf16 operands: bf16 copies of
     ///     the weights and activations, fp32 accumulation; e4m3 operands: fp8 codes with per-tensor `scales`).
     ///   - fp32Kernels: Bagel's own tiles, which `tune` times beside cuBLASLt's on layers whose operands and result

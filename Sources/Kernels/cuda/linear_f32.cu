@@ -161,8 +161,8 @@ LINEAR_F32(128, 128, 8, 8)
 // part (rounded to TF32's 10-bit mantissa) and a TF32 "small" part (the rounding remainder, rounded again), and
 // a·b is summed as small_a·big_b + big_a·small_b + big_a·big_b (small·small, ~2⁻²² of the product, is dropped),
 // accumulated in fp32 by `mma.sync.m16n8k8` (sm_80 and newer). The products carry ~21 of fp32's 24 mantissa bits
-// before accumulation, and the results stay within fp32 rounding of the exact sum (checked against a double
-// reference in linear_probe.cu and in `bagel doctor`), but they are not FFMA's bits: `--math tf32x3` asks for it.
+// before accumulation, which keeps the results within fp32 rounding of the exact sum (linear_probe.cu and `bagel
+// doctor` hold them to that against a double reference), but they are not FFMA's bits: `--math tf32x3` asks for it.
 //
 // Why: FFMA runs an H200 at ~60 TFLOP/s at best and cuBLAS reaches 24–35 on the MLP layers at batch 2048 (run
 // 73); the tensor cores do TF32 at ~8× that rate, so three products still leave room.
@@ -250,7 +250,7 @@ __device__ __forceinline__ void linear_tf32x3_tile(const float *__restrict__ x, 
                 tf32_split(ws[buf][c][kk + t], b_big[j][0], b_small[j][0]);
                 tf32_split(ws[buf][c][kk + t + 4], b_big[j][1], b_small[j][1]);
             }
-            // The small terms first: they are added while the accumulator is still small.
+            // Each product is exact in fp32 (11 × 11 significant bits); only the accumulation rounds.
 #pragma unroll
             for (int i = 0; i < MT; i++)
 #pragma unroll
