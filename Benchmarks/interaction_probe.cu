@@ -22,17 +22,6 @@ struct Shape {
     int rows, dim, batch, upper;
 };
 
-static double copy_bandwidth() {
-    const size_t bytes = 512ull << 20;
-    void *a, *b;
-    CHECK(cudaMalloc(&a, bytes));
-    CHECK(cudaMalloc(&b, bytes));
-    const double us = time_us([&]() { CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 20, 3);
-    CHECK(cudaFree(a));
-    CHECK(cudaFree(b));
-    return 2.0 * bytes / (us * 1e-6);  // bytes read + written a second
-}
-
 int main() {
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));

@@ -1,5 +1,5 @@
 // probe_common.cuh — what the nvcc probes (interaction_probe.cu, linear_probe.cu) share: a CUDA error check and
-// the mean time of a launch repeated back to back.
+// the mean time of a launch repeated back to back, and the device-to-device copy bandwidth.
 #pragma once
 #include <cstdio>
 #include <cstdlib>
@@ -29,4 +29,16 @@ static double time_us(const std::function<void()> &launch, int n = 100, int warm
     CHECK(cudaEventDestroy(e0));
     CHECK(cudaEventDestroy(e1));
     return ms * 1e3 / n;
+}
+
+// Device-to-device copy bandwidth, bytes read + written a second (the floors' yardstick).
+static double copy_bandwidth() {
+    const size_t bytes = 512ull << 20;
+    void *a, *b;
+    CHECK(cudaMalloc(&a, bytes));
+    CHECK(cudaMalloc(&b, bytes));
+    const double us = time_us([&]() { CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 20, 3);
+    CHECK(cudaFree(a));
+    CHECK(cudaFree(b));
+    return 2.0 * bytes / (us * 1e-6);
 }

@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe linear-probe forward-ab forward-math mlperf-v1-multihot dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-ab serve-cores serve-window sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe linear-probe row-layout-probe forward-ab forward-math mlperf-v1-multihot dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-ab serve-cores serve-window sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -262,6 +262,11 @@ stage_interaction-probe() {
 # bf16×9 heuristics, and exhaustive exact fp32 with EXHAUSTIVE=1 (Benchmarks/linear_probe.cu).
 stage_linear-probe() {
     nvcc -O3 -arch=sm_90 -std=c++17 -o $WORK/linear_probe Benchmarks/linear_probe.cu -lcublasLt && $WORK/linear_probe
+}
+# int8 and int4 row layouts (fused, padded to 16 bytes, codes split from scale/bias) timed on random rows of the paper
+# workload's shape, against their sector floors and fp32 rows of one 128-byte line.
+stage_row-layout-probe() {
+    nvcc -O3 -arch=sm_90 -std=c++17 -o $WORK/row_layout_probe Benchmarks/row_layout_probe.cu && $WORK/row_layout_probe
 }
 stage_ncu-forward() { BAGEL=$BAGEL OUT=$OUT bash Benchmarks/ncu_forward.sh; }
 
