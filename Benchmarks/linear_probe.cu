@@ -1,7 +1,8 @@
 // linear_probe.cu — fp32 Linear layers (Y = act(X·Wᵀ + b)) of the presets' MLPs, timed alone: Bagel's own exact
 // tiles and its 3×TF32 tiles (Sources/Kernels/cuda/linear_f32.cu, included as is) against cuBLASLt's heuristic
 // candidates for exact fp32, for TF32 and for fp32 emulated with bf16×9 (CUBLAS_COMPUTE_32F_EMULATED_16BFX9,
-// where this cuBLAS and card run it) and, with EXHAUSTIVE=1, against exact-fp32 cuBLASLt searched exhaustively
+// where this cuBLAS and card run it), 3×TF32 through cuBLASLt (one TF32 GEMM with K tripled: [Xb Xs Xb]·[Wb Wb Ws]ᵀ)
+// and, with EXHAUSTIVE=1, against exact-fp32 cuBLASLt searched exhaustively
 // (every algorithm id, tile and split-K it accepts for the shape).
 //
 //   nvcc -O3 -arch=sm_90 -std=c++17 -o /tmp/linear_probe Benchmarks/linear_probe.cu -lcublasLt && /tmp/linear_probe
@@ -18,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -30,6 +32,27 @@
             exit(1);                                                           \
         }                                                                      \
     } while (0)
+
+// 3×TF32 through cuBLASLt: X split into [Xb Xs Xb] (Xb = X rounded to TF32, Xs = X − Xb), K tripled, so that one
+// TF32 GEMM against [Wb Wb Ws] sums Xb·Wb + Xs·Wb + Xb·Ws in fp32.
+__global__ void split_tf32x3(const float *x, int ldx, int in, int batch, float *x3) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)batch * in) return;
+    const int row = (int)(i / in), k = (int)(i % in);
+    const float v = x[(long long)row * ldx + k];
+    const float big = __uint_as_float(tf32_round(v));
+    float *out = x3 + (long long)row * 3 * in;
+    out[k] = big, out[in + k] = v - big, out[2 * in + k] = big;
+}
+
+static float host_tf32_round(float v) {  // linear_f32.cu's tf32_round on the host (finite values)
+    unsigned u;
+    memcpy(&u, &v, 4);
+    u = (u + 0x1000u) & 0xffffe000u;
+    float r;
+    memcpy(&r, &u, 4);
+    return r;
+}
 
 struct Layer {
     const char *model;
@@ -241,6 +264,67 @@ int main() {
             else
                 printf("  %-22s no algorithm\n", what);
             cublasLtMatmulDescDestroy(other);
+        }
+
+        // 3×TF32 through cuBLASLt: one TF32 GEMM with K tripled, W split once (as a model's constant weights
+        // would be at load), X split by a pass of its own (timed apart).
+        {
+            const int k3 = 3 * L.in;
+            std::vector<float> w3((size_t)L.out * k3);
+            for (int o = 0; o < L.out; o++)
+                for (int k = 0; k < L.in; k++) {
+                    const float v = w[(size_t)o * L.in + k], big = host_tf32_round(v);
+                    w3[(size_t)o * k3 + k] = big, w3[(size_t)o * k3 + L.in + k] = big;
+                    w3[(size_t)o * k3 + 2 * L.in + k] = v - big;
+                }
+            float *dx3, *dw3;
+            CHECK(cudaMalloc(&dx3, (size_t)L.batch * k3 * 4));
+            CHECK(cudaMalloc(&dw3, w3.size() * 4));
+            CHECK(cudaMemcpy(dw3, w3.data(), w3.size() * 4, cudaMemcpyHostToDevice));
+            const long long elements = (long long)L.batch * L.in;
+            auto split = [&]() {
+                split_tf32x3<<<(unsigned)((elements + 255) / 256), 256>>>(dx, L.ldx, L.in, L.batch, dx3);
+            };
+            split();
+            CHECK(cudaGetLastError());
+            const double split_us = time_us(split);
+            cublasLtMatmulDesc_t d3;
+            LT(cublasLtMatmulDescCreate(&d3, CUBLAS_COMPUTE_32F_FAST_TF32, CUDA_R_32F));
+            LT(cublasLtMatmulDescSetAttribute(d3, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+            LT(cublasLtMatmulDescSetAttribute(d3, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+            LT(cublasLtMatmulDescSetAttribute(d3, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+            LT(cublasLtMatmulDescSetAttribute(d3, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &db, sizeof db));
+            cublasLtMatrixLayout_t lw3, lx3;
+            LT(cublasLtMatrixLayoutCreate(&lw3, CUDA_R_32F, k3, L.out, k3));
+            LT(cublasLtMatrixLayoutCreate(&lx3, CUDA_R_32F, k3, L.batch, k3));
+            cublasLtMatmulHeuristicResult_t found[8];
+            int count = 0;
+            if (cublasLtMatmulAlgoGetHeuristic(lt, d3, lw3, lx3, ly, ly, pref, 8, found, &count) != CUBLAS_STATUS_SUCCESS)
+                count = 0;
+            double best = 1e30, best_err = -1;
+            for (int i = 0; i < count; i++) {
+                auto call = [&]() {
+                    return cublasLtMatmul(lt, d3, &alpha, dw3, lw3, dx3, lx3, &beta, dy, ly, dy, ly, &found[i].algo,
+                                          workspace, workspace_bytes, 0);
+                };
+                CHECK(cudaMemset(dy, 0xff, (size_t)L.batch * ldy * 4));
+                if (found[i].state != CUBLAS_STATUS_SUCCESS || call() != CUBLAS_STATUS_SUCCESS) continue;
+                CHECK(cudaDeviceSynchronize());
+                const double e = verify("cuBLASLt 3xtf32 (K x3)");
+                const double us = time_us([&]() { call(); });
+                if (us < best) best = us, best_err = e;
+            }
+            if (best < 1e30)
+                printf("  %-22s %8.2f us + split %.2f us = %.2f us: %.2fx exact cuBLASLt  err %.1e (%d candidates)\n",
+                       "cuBLASLt 3xtf32 (K x3)", best, split_us, best + split_us, best_heur / (best + split_us),
+                       best_err, count);
+            else
+                printf("  %-22s no algorithm\n", "cuBLASLt 3xtf32 (K x3)");
+            cublasLtMatrixLayoutDestroy(lw3);
+            cublasLtMatrixLayoutDestroy(lx3);
+            cublasLtMatmulDescDestroy(d3);
+            CHECK(cudaFree(dx3));
+            CHECK(cudaFree(dw3));
         }
 
         // Exhaustive: every algorithm id × tile × split-K (with each reduction scheme) cuBLASLt accepts.

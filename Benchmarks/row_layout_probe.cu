@@ -160,12 +160,15 @@ __global__ void __launch_bounds__(256) bags(Args a) {
             }
         }
     };
+    // The next chunk of indices is loaded while this one is worked through (as the engine's kernel does).
+    int chunk = lane < kPooling ? indices[lane] : 0;
     for (int base = 0; base < kPooling; base += LANES) {
-        const int chunk = base + lane < kPooling ? indices[base + lane] : 0;
+        const int next = base + LANES + lane < kPooling ? indices[base + LANES + lane] : 0;
         const int n = kPooling - base < LANES ? kPooling - base : LANES;
         int j = 0;
         for (; j + STEP <= n; j += STEP) rows_at(chunk, j, std::integral_constant<int, STEP>());
         for (; j < n; j++) rows_at(chunk, j, std::integral_constant<int, 1>());
+        chunk = next;
     }
     float *out = a.out + ((long long)table * kBatch + bag) * DIM;
 #pragma unroll
@@ -342,6 +345,8 @@ int main() {
     run<8, SPLIT_F32, 16, 4, true>("int8 split fp32, 4 x 16 B, hints", 128, w, d_indices, bw, failures);
     run<8, SPLIT_F16, 16, 8, true>("int8 split fp16, 8 x 16 B, hints", 128, w, d_indices, bw, failures);
     run<8, SPLIT_F16, 16, 4, true>("int8 split fp16, 4 x 16 B, hints", 128, w, d_indices, bw, failures);
+    run<8, SPLIT_F16, 8, 16, true>("int8 split fp16, 16 x 8 B, hints", 128, w, d_indices, bw, failures);
+    run<8, SPLIT_F16, 8, 8, true>("int8 split fp16, 8 x 8 B, hints", 128, w, d_indices, bw, failures);
     printf("\nint4 dim 128\n");
     run<4, FUSED, 4, 16, false>("int4 fused (today), 16 x 4 B", 68, w, d_indices, bw, failures);
     run<4, FUSED, 4, 8, false>("int4 fused (today), 8 x 4 B", 68, w, d_indices, bw, failures);
@@ -350,6 +355,8 @@ int main() {
     run<4, SPLIT_F16, 16, 4, false>("int4 split fp16, 4 x 16 B", 64, w, d_indices, bw, failures);
     run<4, SPLIT_F16, 16, 4, true>("int4 split fp16, 4 x 16 B, hints", 64, w, d_indices, bw, failures);
     run<4, SPLIT_F16, 16, 2, true>("int4 split fp16, 2 x 16 B, hints", 64, w, d_indices, bw, failures);
+    run<4, SPLIT_F16, 8, 8, true>("int4 split fp16, 8 x 8 B, hints", 64, w, d_indices, bw, failures);
+    run<4, SPLIT_F16, 4, 16, true>("int4 split fp16, 16 x 4 B, hints", 64, w, d_indices, bw, failures);
     printf("\n%s\n", failures ? "SOME LAYOUTS FAILED" : "every layout within 1e-5 of the reference");
     return failures ? 1 : 0;
 }
