@@ -57,6 +57,8 @@ struct EmbeddingBench: ParsableCommand {
     var verify = false
     @Flag(help: "Run the autotuner on each dataset and compare its choice with the best variant measured.")
     var autotune = false
+    @Flag(help: "Keep int8/int4 rows fused on the GPU (codes, then scale and bias: FBGEMM's layout) instead of codes plus a scale/bias array.")
+    var fusedScales = false
     @Option(help: "GPU ordinal.")
     var device: Int = 0
     @Option(help: "Host tier: shares of the table bytes kept in HBM, comma separated (e.g. 25%,0%); each tier=host variant runs once per share, the hottest rows of the dataset in HBM, the rest read from pinned host memory.")
@@ -71,6 +73,7 @@ struct EmbeddingBench: ParsableCommand {
         if let bags { w.bags = bags }
         if let lookups { w.lookups = lookups }
         w.storage = dtype
+        w.splitScales = !fusedScales
         guard let width = IndexType(bits: indexBits) else { throw ValidationError("--index-bits is 32 or 64") }
         w.indexWidth = width
         let names = try datasets.split(separator: ",").map { name -> DatasetName in
@@ -105,7 +108,8 @@ struct EmbeddingBench: ParsableCommand {
         let copy = try bench.measureCopyBandwidth()
         print("GPU: \(context.device.name); copy bandwidth \(String(format: "%.2f", copy / 1e12)) TB/s (read + write)")
         print("workload: \(w.tables) tables × \(w.rows) rows × \(w.dim) \(w.storage.rawValue), \(w.bags) bags × "
-              + "\(w.lookups) lookups, \(w.indexWidth.rawValue) indices; hot rows kept: \(bench.hotRowBudget())")
+              + "\(w.lookups) lookups, \(w.indexWidth.rawValue) indices; hot rows kept: \(bench.hotRowBudget())"
+              + (dtype.isRowwiseQuantized ? "; rows \(fusedScales ? "fused" : "split from their scales where they allow")" : ""))
         let shares = try hbmBudget.map { list in
             try list.split(separator: ",").map { item -> Double in
                 guard let share = ByteSize.share(String(item)), share <= 1 else { throw ValidationError("--hbm-budget takes shares like 25%,0%") }

@@ -24,11 +24,16 @@ public struct GPUEngineOptions: Sendable {
     /// Time cuBLASLt's candidate algorithms for each layer and keep the fastest (false: its heuristic's
     /// first choice, the same in every run and process, so results compare bit for bit).
     public var timeMatmulAlgorithms: Bool
+    /// int8 and int4 tables held in HBM are stored as codes plus a scale/bias array where their scales allow
+    /// (`ScaleSplit`); false keeps FBGEMM's fused rows on the GPU too.
+    public var splitScales: Bool
 
     public init(embedding: EmbeddingChoice = .auto, math: MathMode = .fp32, useGraphs: Bool = true,
                 deviceOrdinal: Int = 0, hotRows: [[Int]]? = nil, parallelHostWork: Bool = true,
-                autotuneCache: Bool = true, placement: PlacementPlan? = nil, timeMatmulAlgorithms: Bool = true) {
+                autotuneCache: Bool = true, placement: PlacementPlan? = nil, timeMatmulAlgorithms: Bool = true,
+                splitScales: Bool = true) {
         self.placement = placement
+        self.splitScales = splitScales
         self.timeMatmulAlgorithms = timeMatmulAlgorithms
         self.embedding = embedding
         self.math = math
@@ -140,7 +145,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             return try ResidentTable(
                 table: table, context: context, stream: stream, elementwise: elementwise,
                 hot: hot.map { Array($0[t].prefix(planned.hotRows)) }, permute: planned.permuted,
-                pinCount: planned.pinnedRows, bitmap: planned.hotBitmap, tier: split)
+                pinCount: planned.pinnedRows, bitmap: planned.hotBitmap, tier: split,
+                splitScales: options.splitScales && planned.config.knobs.family == .vectorized && split == nil)
         }
 
         dense = try DenseNetwork(model: model, context: context, library: self.library, elementwise: elementwise,
@@ -187,7 +193,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         forwards.removeAll()  // graphs hold the old kernels
     }
 
-    /// One kernel per (dim, storage, knobs) group of `tables`, and the position of each table's TableArgs
+    /// One kernel per (dim, storage, scale layout, knobs) group of `tables`, and the position of each table's TableArgs
     /// record (records are stored group by group, so a group's are contiguous and its kernel indexes them from 0).
     static func group(tables: [ResidentTable], knobs: [EmbeddingBagKnobs], library: KernelLibrary, indexWidth: IndexType,
                       outputAligned: Bool, splitIndices: Bool = false)
@@ -196,13 +202,14 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         var grouped: [(kernel: EmbeddingBagKernel, tables: [Int])] = []
         var seen: [String: Int] = [:]
         for (t, table) in tables.enumerated() {
-            let key = "\(table.dim)/\(table.storage.rawValue)/\(knobs[t])"
+            let key = "\(table.dim)/\(table.storage.rawValue)/\(table.splitScales)/\(knobs[t])"
             if let g = seen[key] {
                 grouped[g].tables.append(t)
             } else {
                 let kernel = try EmbeddingBagKernel(
                     library: library, knobs: knobs[t], dim: table.dim, storage: table.storage,
-                    indexWidth: indexWidth, outputAligned: outputAligned, splitIndices: splitIndices)
+                    indexWidth: indexWidth, outputAligned: outputAligned, splitIndices: splitIndices,
+                    splitScales: table.splitScales)
                 seen[key] = grouped.count
                 grouped.append((kernel, [t]))
             }
@@ -226,10 +233,10 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             if tables.contains(where: { !knobs.family.supports(storage: $0.storage, dim: $0.dim) }) { return nil }
             var kernels: [String: EmbeddingBagKernel] = [:]
             return try tables.enumerated().map { t, table in
-                let key = "\(table.dim)/\(table.storage.rawValue)"
+                let key = "\(table.dim)/\(table.storage.rawValue)/\(table.splitScales)"
                 let kernel = try kernels[key] ?? EmbeddingBagKernel(
                     library: library, knobs: knobs, dim: table.dim, storage: table.storage, indexWidth: plan.indexType,
-                    outputAligned: outputAligned)
+                    outputAligned: outputAligned, splitScales: table.splitScales)
                 kernels[key] = kernel
                 let args = TableArgs.address(buffers.arena.address, record: slots[t])
                 var times: [Double] = []

@@ -81,13 +81,23 @@ public final class ResidentTable: @unchecked Sendable {
     public let pinList: DeviceBuffer<Int32>?
     /// A bit per row, set for hot rows (eviction hints without permuting the table).
     public let hotBitmap: DeviceBuffer<UInt32>?
+    /// Quantised tables stored split (`ScaleSplit`): `buffer` holds the codes, this each row's fp16 scale/bias
+    /// pair, to be multiplied by `scaleUnit`. nil: rows are fused (codes, then scale and bias).
+    public let scaleBias: DeviceBuffer<UInt8>?
+    public let scaleUnit: Double
 
-    public var rowBytes: Int { storage.rowBytes(dim: dim) }
+    /// Whether the kernels must be built with split scales for this table.
+    public var splitScales: Bool { scaleBias != nil }
+    /// Bytes of one stored row in `buffer`.
+    public var rowBytes: Int { splitScales ? storage.codeBytes(dim: dim) : storage.rowBytes(dim: dim) }
 
     /// Uploads `table`. With `permute`, stores the hot rows first (gathered on the device); the
-    /// first `pinCount` hot rows become the pin list; with `bitmap`, the hot rows' bits are set.
+    /// first `pinCount` hot rows become the pin list; with `bitmap`, the hot rows' bits are set. With
+    /// `splitScales`, a quantised table held entirely in HBM is stored split when its scales allow
+    /// (`ScaleSplit.unit`), fused otherwise.
     public init(table: EmbeddingTable, context: CUDAContext, stream: CUDAStream, elementwise: ElementwiseKernels,
-                hot: [Int]?, permute: Bool, pinCount: Int, bitmap: Bool = false, tier: TierSplit? = nil) throws {
+                hot: [Int]?, permute: Bool, pinCount: Int, bitmap: Bool = false, tier: TierSplit? = nil,
+                splitScales: Bool = false) throws {
         rows = table.rows
         dim = table.dim
         storage = table.dtype
@@ -138,6 +148,7 @@ public final class ResidentTable: @unchecked Sendable {
                 }
             }
             buffer = device
+            (scaleBias, scaleUnit) = (nil, 1)
             self.layout = layout
             (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: nil, rows: rows, pinCount: 0, bitmap: false,
                                                              context: context)
@@ -147,6 +158,17 @@ public final class ResidentTable: @unchecked Sendable {
         hostAddress = 0
         deviceRows = table.rows
         let layout = permute && hot != nil ? TableLayout.hotFirst(hot: hot!, rows: table.rows) : .identity
+        (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: hot, rows: rows, pinCount: pinCount,
+                                                         bitmap: bitmap, context: context)
+        self.layout = layout
+        if splitScales && storage.isRowwiseQuantized,
+           let unit = ScaleSplit.unit(fused: bytes, rows: rows, dim: dim, storage: storage) {
+            (buffer, scaleBias) = try Self.uploadSplit(fused: bytes.baseAddress!, order: layout.order, rows: rows, dim: dim,
+                                                        storage: storage, unit: unit, context: context)
+            scaleUnit = unit
+            return
+        }
+        (scaleBias, scaleUnit) = (nil, 1)
         let buffer = try DeviceBuffer<UInt8>(context: context, count: bytes.count)
         if let order = layout.order, rowBytes % 4 != 0 {
             // Rows of 2-byte multiples (odd dims in 16-bit storage): gather on the host.
@@ -164,18 +186,16 @@ public final class ResidentTable: @unchecked Sendable {
             try Self.upload(bytes, to: buffer)
         }
         self.buffer = buffer
-        self.layout = layout
-        (remap, pinList, hotBitmap) = try Self.helpers(layout: layout, hot: hot, rows: rows, pinCount: pinCount,
-                                                         bitmap: bitmap, context: context)
     }
 
     /// A table whose rows are already on the device (the embedding benchmark fills them there). With
     /// `permute`, a permuted copy is made and `rows` is left as it was; otherwise `rows` is used in place.
     /// With `tier`, the stored rows past `deviceRows` are copied to mapped host memory and read from
     /// there (the HBM copy keeps them too, unread: the benchmark measures reads, not the footprint).
+    /// With `splitScales`, a quantised table without a host tier is split on the way (through host memory).
     public init(deviceRows source: DeviceBuffer<UInt8>, rows: Int, dim: Int, storage: StorageType, mean: Bool = false,
                 context: CUDAContext, stream: CUDAStream, elementwise: ElementwiseKernels, hot: [Int]?, permute: Bool,
-                pinCount: Int, bitmap: Bool = false, tier: TierSplit? = nil) throws {
+                pinCount: Int, bitmap: Bool = false, tier: TierSplit? = nil, splitScales: Bool = false) throws {
         self.rows = rows
         self.dim = dim
         self.storage = storage
@@ -192,13 +212,27 @@ public final class ResidentTable: @unchecked Sendable {
         }
         // gather_rows moves 4-byte words; odd rows of 2-byte elements are only ever used in place here.
         precondition(layout.order == nil || rowBytes % 4 == 0, "a device-side permutation needs rows of whole words")
+        var stored = source
         if layout.order != nil {
-            buffer = try DeviceBuffer<UInt8>(context: context, count: rows * rowBytes)
-            try Self.gather(source, into: buffer, layout: layout, rowBytes: rowBytes, context: context, stream: stream,
+            stored = try DeviceBuffer<UInt8>(context: context, count: rows * rowBytes)
+            try Self.gather(source, into: stored, layout: layout, rowBytes: rowBytes, context: context, stream: stream,
                             elementwise: elementwise)
-        } else {
-            buffer = source
         }
+        var (scaleBias, scaleUnit): (DeviceBuffer<UInt8>?, Double) = (nil, 1)
+        if splitScales && split == nil && storage.isRowwiseQuantized {
+            var fused = [UInt8](repeating: 0, count: rows * rowBytes)
+            try fused.withUnsafeMutableBytes { try stored.download(into: $0.baseAddress!, offsetBytes: 0, bytes: $0.count) }
+            if let unit = fused.withUnsafeBytes({ ScaleSplit.unit(fused: $0, rows: rows, dim: dim, storage: storage) }) {
+                (stored, scaleBias) = try fused.withUnsafeBytes {
+                    try Self.uploadSplit(fused: $0.baseAddress!, order: nil, rows: rows, dim: dim, storage: storage,
+                                         unit: unit, context: context)
+                }
+                scaleUnit = unit
+            }
+        }
+        buffer = stored
+        self.scaleBias = scaleBias
+        self.scaleUnit = scaleUnit
         if let split {
             deviceRows = split.deviceRows
             let pinned = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
@@ -264,6 +298,35 @@ public final class ResidentTable: @unchecked Sendable {
         return (remap, pinList, hotBitmap)
     }
 
+    /// Uploads `rows` stored rows split (`ScaleSplit`) from fused rows in host memory: codes and pairs, built on
+    /// the host in 256 MB pieces.
+    private static func uploadSplit(fused: UnsafeRawPointer, order: [Int32]?, rows: Int, dim: Int, storage: StorageType,
+                                    unit: Double, context: CUDAContext) throws -> (DeviceBuffer<UInt8>, DeviceBuffer<UInt8>) {
+        let codeBytes = storage.codeBytes(dim: dim)
+        let pairBytes = ScaleSplit.pairBytes
+        let codes = try DeviceBuffer<UInt8>(context: context, count: max(rows * codeBytes, 1))
+        let pairs = try DeviceBuffer<UInt8>(context: context, count: max(rows * pairBytes, 1))
+        let piece = max(1, (256 << 20) / max(codeBytes, 1))
+        var codeStage = [UInt8](repeating: 0, count: min(rows, piece) * codeBytes)
+        var pairStage = [UInt8](repeating: 0, count: min(rows, piece) * pairBytes)
+        var start = 0
+        while start < rows {
+            let count = min(piece, rows - start)
+            try codeStage.withUnsafeMutableBytes { codeBuffer in
+                try pairStage.withUnsafeMutableBytes { pairBuffer in
+                    ScaleSplit.split(fused: fused, order: order, first: start, count: count, dim: dim, storage: storage,
+                                     unit: unit, codes: codeBuffer.baseAddress!, pairs: pairBuffer.baseAddress!)
+                    try codes.upload(UnsafeRawBufferPointer(rebasing: codeBuffer[0..<(count * codeBytes)]),
+                                     offsetBytes: start * codeBytes)
+                    try pairs.upload(UnsafeRawBufferPointer(rebasing: pairBuffer[0..<(count * pairBytes)]),
+                                     offsetBytes: start * pairBytes)
+                }
+            }
+            start += count
+        }
+        return (codes, pairs)
+    }
+
     /// Copies host bytes in 256 MB pieces (pageable memory; each piece synchronous).
     private static func upload(_ bytes: UnsafeRawBufferPointer, to buffer: DeviceBuffer<UInt8>) throws {
         let piece = 256 << 20
@@ -296,6 +359,7 @@ extension ResidentTable {
             bagSize: region.bagSize.map { arena + DevicePointer($0) } ?? 0,
             hotBitmap: hotBitmap?.address ?? 0, remap: remap?.address ?? 0,
             hostWeights: hostAddress, deviceRows: deviceRows,
-            indexHigh: region.indexHigh.map { arena + DevicePointer($0) } ?? 0)
+            indexHigh: region.indexHigh.map { arena + DevicePointer($0) } ?? 0,
+            scaleBias: scaleBias?.address ?? 0, scaleUnit: scaleUnit)
     }
 }

@@ -69,6 +69,21 @@ public enum KernelCatalog {
                 }
             }
         }
+        // Quantised tables split from their scales (ScaleSplit), with the knobs the autotuner turns.
+        for extra in ["", ":lanes=8", ":lanes=4,unroll=4", ":dedup", ":hints=permuted", ":split=2"] {
+            for width in IndexType.allCases {
+                for storage in [StorageType.int8, .int4] {
+                    for dim in [64, 128] {
+                        guard let knobs = try? EmbeddingBagConfig.parse("bagel\(extra)").knobs else { continue }
+                        entries.append(
+                            Entry(name: "bagel\(extra) split scales \(storage.rawValue) \(width.rawValue) dim \(dim)",
+                                  spec: EmbeddingBagKernel.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: width,
+                                                                splitScales: true),
+                                  functions: ["embedding_bag_vectorized"]))
+                    }
+                }
+            }
+        }
         return entries
     }
 

@@ -19,9 +19,12 @@ public struct EmbeddingWorkload: Sendable, Codable {
     public var batches = 4
     /// Hot rows the L2 variants keep (the paper: 60,000), capped by the device's persisting L2.
     public var hotRows = 60_000
+    /// int8 and int4 tables stored as codes plus a scale/bias array (`ScaleSplit`); false: FBGEMM's fused rows.
+    public var splitScales = true
 
     public init() {}
 
+    /// Bytes of one row as a file holds it (the fused layout).
     public var rowBytes: Int { storage.rowBytes(dim: dim) }
     public var tableBytes: Int { rows * rowBytes }
     /// Bytes a table's lookups read: bags × lookups × row bytes (int8: codes, scale and bias).
@@ -238,7 +241,8 @@ public final class EmbeddingBenchmark {
                 deviceRows: tables[t], rows: w.rows, dim: w.dim, storage: w.storage, context: context, stream: stream,
                 elementwise: elementwise, hot: knobs.needsHotRows ? dataset.hotRows[t] : nil,
                 permute: knobs.needsPermutedTable, pinCount: knobs.l2 == .pinPass ? dataset.hotRows[t].count : 0,
-                bitmap: knobs.hints == .bitmap, tier: placement.map { TierSplit($0.tables[t]) })
+                bitmap: knobs.hints == .bitmap, tier: placement.map { TierSplit($0.tables[t]) },
+                splitScales: w.splitScales && knobs.family == .vectorized && !knobs.hostTier)
         }
         func upload(_ values: [Int64]) throws -> DeviceBuffer<UInt8> {
             let buffer = try DeviceBuffer<UInt8>(context: context, count: values.count * w.indexWidth.byteWidth)
@@ -267,7 +271,8 @@ public final class EmbeddingBenchmark {
             offsets: inputs.offsets.address, output: output.address, outputStride: workload.dim,
             hotRows: table.layout.hotRows, pinList: table.pinList?.address ?? 0, pinCount: table.pinList?.count ?? 0,
             offset2bag: offset2bag.address, bagSize: bagSize.address, hotBitmap: table.hotBitmap?.address ?? 0,
-            hostWeights: table.hostAddress, deviceRows: table.deviceRows)
+            hostWeights: table.hostAddress, deviceRows: table.deviceRows, scaleBias: table.scaleBias?.address ?? 0,
+            scaleUnit: table.scaleUnit)
     }
 
     /// One configuration ready to run: its kernel, its device inputs and TableArgs per (table, batch).
@@ -280,9 +285,11 @@ public final class EmbeddingBenchmark {
 
         init(bench: EmbeddingBenchmark, dataset: Dataset, knobs: EmbeddingBagKnobs, placement: PlacementPlan? = nil) throws {
             let w = bench.workload
+            try knobs.validate(storage: w.storage, dim: w.dim)
+            // The tables first: whether they could be stored split decides the kernel.
+            let inputs = try bench.deviceInputs(dataset, knobs: knobs, placement: placement)
             kernel = try EmbeddingBagKernel(library: bench.library, knobs: knobs, dim: w.dim, storage: w.storage,
-                                            indexWidth: w.indexWidth)
-            let inputs = try bench.deviceInputs(dataset, knobs: kernel.knobs, placement: placement)
+                                            indexWidth: w.indexWidth, splitScales: inputs.tables[0].splitScales)
             self.inputs = inputs
             batches = w.batches
             bindings = (0..<w.tables).map { t in (0..<w.batches).map { b in bench.binding(inputs, table: t, batch: b) } }
@@ -423,9 +430,10 @@ public final class EmbeddingBenchmark {
     /// Checks a variant's output for table 0, batch 0 against the CPU on the same rows.
     public func verify(_ dataset: Dataset, knobs: EmbeddingBagKnobs) throws -> Double {
         let w = workload
+        try knobs.validate(storage: w.storage, dim: w.dim)
+        let inputs = try deviceInputs(dataset, knobs: knobs)
         let kernel = try EmbeddingBagKernel(library: library, knobs: knobs, dim: w.dim, storage: w.storage,
-                                            indexWidth: w.indexWidth)
-        let inputs = try deviceInputs(dataset, knobs: kernel.knobs)
+                                            indexWidth: w.indexWidth, splitScales: inputs.tables[0].splitScales)
         let table = binding(inputs, table: 0, batch: 0)
         let args = try TableArgs.upload([table], context: context)
         try output.fill(pattern: 0x7FC0_0000)

@@ -329,63 +329,73 @@ public final class ParitySuite {
                     for col in 0..<c.dim { magnitude[b * c.dim + col] /= Double(bag.count) }
                 }
             }
-            // GPU: resident (maybe permuted) table, indices remapped on the device when permuted.
-            let resident = try ResidentTable(
-                table: table, context: context, stream: stream, elementwise: elementwise, hot: knobs.needsHotRows ? hot : nil,
-                permute: knobs.needsPermutedTable, pinCount: knobs.l2 == .pinPass ? hot.count : 0,
-                bitmap: knobs.hints == .bitmap)
-            let aligned = c.dim % 4 == 0
-            let stride = aligned ? c.dim + 4 : c.dim + 3  // padding after each bag must stay poisoned
-            let kernel = try EmbeddingBagKernel(
-                library: library, knobs: knobs, dim: c.dim, storage: c.storage, indexWidth: c.width, outputAligned: aligned)
-            let indices = try feature.indices.withUnsafeBytes { try upload($0) }
-            let offsets = try feature.offsets.withUnsafeBytes { try upload($0) }
-            let sampleWeights = try weights.map { w in try w.flatMap { $0 }.withUnsafeBytes { try upload($0) } }
-            let output = try DeviceBuffer<Float>(context: context, count: batch * stride)
-            let offset2bag = try DeviceBuffer<UInt8>(context: context, count: max(feature.indices.count, 1) * 8)
-            let bagSize = try DeviceBuffer<UInt8>(context: context, count: batch * 8)
-            let binding = EmbeddingTableBinding(
-                weights: resident.buffer.address, rows: rows, indices: indices.address, offsets: offsets.address,
-                sampleWeights: sampleWeights?.address ?? 0, output: output.address, outputStride: stride,
-                mean: pooling == .mean, hotRows: resident.layout.hotRows, pinList: resident.pinList?.address ?? 0,
-                pinCount: resident.pinList?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address,
-                hotBitmap: resident.hotBitmap?.address ?? 0, remap: resident.remap?.address ?? 0)
-            let args = try TableArgs.upload([binding], context: context)
-            let remapKernel = resident.remap == nil ? nil : try IndexRemapKernel(library: library, indexType: c.width)
-
-            var entryPoints = ["table"]
-            if knobs.family == .baseline && !knobs.needsPermutedTable { entryPoints.append("direct") }
-            for entry in entryPoints {
-                try output.fill(pattern: Self.poison)
-                // Fresh indices each run (the remap rewrites them in place).
-                try feature.indices.withUnsafeBytes { try indices.upload($0) }
-                try remapKernel?.encode(tableArgs: args.address, tables: 1, batch: batch, stream: stream)
-                if entry == "table" {
-                    try kernel.encode(tables: [binding], tableArgs: args.address, batch: batch, stream: stream)
-                } else {
-                    try kernel.encodeBaselineDirect(binding, batch: batch, indexCount: feature.indices.count, stream: stream)
+            // GPU: resident (maybe permuted) table, indices remapped on the device when permuted; quantised
+            // tables both fused and split from their scales (ScaleSplit).
+            let layouts = c.storage.isRowwiseQuantized && knobs.family == .vectorized ? [false, true] : [false]
+            for splitScales in layouts {
+                let resident = try ResidentTable(
+                    table: table, context: context, stream: stream, elementwise: elementwise, hot: knobs.needsHotRows ? hot : nil,
+                    permute: knobs.needsPermutedTable, pinCount: knobs.l2 == .pinPass ? hot.count : 0,
+                    bitmap: knobs.hints == .bitmap, splitScales: splitScales)
+                guard resident.splitScales == splitScales else {
+                    throw ParityFailure("the table was not stored \(splitScales ? "split" : "fused") as asked")
                 }
-                try stream.synchronize()
-                let got = try output.download()
-                for b in 0..<batch {
-                    for col in 0..<stride {
-                        let g = got[b * stride + col]
-                        if col >= c.dim {
-                            guard g.isNaN else {
-                                throw ParityFailure("bag \(b) column \(col) (padding) was written: \(g)")
+                let aligned = c.dim % 4 == 0
+                let stride = aligned ? c.dim + 4 : c.dim + 3  // padding after each bag must stay poisoned
+                let kernel = try EmbeddingBagKernel(
+                    library: library, knobs: knobs, dim: c.dim, storage: c.storage, indexWidth: c.width, outputAligned: aligned,
+                    splitScales: splitScales)
+                let indices = try feature.indices.withUnsafeBytes { try upload($0) }
+                let offsets = try feature.offsets.withUnsafeBytes { try upload($0) }
+                let sampleWeights = try weights.map { w in try w.flatMap { $0 }.withUnsafeBytes { try upload($0) } }
+                let output = try DeviceBuffer<Float>(context: context, count: batch * stride)
+                let offset2bag = try DeviceBuffer<UInt8>(context: context, count: max(feature.indices.count, 1) * 8)
+                let bagSize = try DeviceBuffer<UInt8>(context: context, count: batch * 8)
+                let binding = EmbeddingTableBinding(
+                    weights: resident.buffer.address, rows: rows, indices: indices.address, offsets: offsets.address,
+                    sampleWeights: sampleWeights?.address ?? 0, output: output.address, outputStride: stride,
+                    mean: pooling == .mean, hotRows: resident.layout.hotRows, pinList: resident.pinList?.address ?? 0,
+                    pinCount: resident.pinList?.count ?? 0, offset2bag: offset2bag.address, bagSize: bagSize.address,
+                    hotBitmap: resident.hotBitmap?.address ?? 0, remap: resident.remap?.address ?? 0,
+                    scaleBias: resident.scaleBias?.address ?? 0, scaleUnit: resident.scaleUnit)
+                let args = try TableArgs.upload([binding], context: context)
+                let remapKernel = resident.remap == nil ? nil : try IndexRemapKernel(library: library, indexType: c.width)
+
+                var entryPoints = ["table"]
+                if knobs.family == .baseline && !knobs.needsPermutedTable { entryPoints.append("direct") }
+                for entry in entryPoints {
+                    try output.fill(pattern: Self.poison)
+                    // Fresh indices each run (the remap rewrites them in place).
+                    try feature.indices.withUnsafeBytes { try indices.upload($0) }
+                    try remapKernel?.encode(tableArgs: args.address, tables: 1, batch: batch, stream: stream)
+                    if entry == "table" {
+                        try kernel.encode(tables: [binding], tableArgs: args.address, batch: batch, stream: stream)
+                    } else {
+                        try kernel.encodeBaselineDirect(binding, batch: batch, indexCount: feature.indices.count, stream: stream)
+                    }
+                    try stream.synchronize()
+                    let got = try output.download()
+                    for b in 0..<batch {
+                        for col in 0..<stride {
+                            let g = got[b * stride + col]
+                            if col >= c.dim {
+                                guard g.isNaN else {
+                                    throw ParityFailure("bag \(b) column \(col) (padding) was written: \(g)")
+                                }
+                                continue
                             }
-                            continue
+                            let e = Double(expected[b * c.dim + col])
+                            let error = abs(Double(g) - e)
+                            let scale = max(abs(e), Self.summationRtol / Self.rtol * magnitude[b * c.dim + col])
+                            guard !g.isNaN, error <= Self.atol + Self.rtol * scale else {
+                                throw ParityFailure(
+                                    "\(pooling.rawValue)\(weighted ? " weighted" : "")\(splitScales ? " split" : "") [\(entry)]: "
+                                        + "bag \(b) (\(bags[b].count) rows) "
+                                        + "column \(col): gpu \(g), cpu \(e)")
+                            }
+                            worst = max(worst, error / max(scale, 1e-30))
+                            checked += 1
                         }
-                        let e = Double(expected[b * c.dim + col])
-                        let error = abs(Double(g) - e)
-                        let scale = max(abs(e), Self.summationRtol / Self.rtol * magnitude[b * c.dim + col])
-                        guard !g.isNaN, error <= Self.atol + Self.rtol * scale else {
-                            throw ParityFailure(
-                                "\(pooling.rawValue)\(weighted ? " weighted" : "") [\(entry)]: bag \(b) (\(bags[b].count) rows) "
-                                    + "column \(col): gpu \(g), cpu \(e)")
-                        }
-                        worst = max(worst, error / max(scale, 1e-30))
-                        checked += 1
                     }
                 }
             }

@@ -16,6 +16,22 @@ import Testing
         return (bytes, ok)
     }
 
+    @Test func shortFloatsRoundTowardTheSideAsked() {
+        let x: Float = 1 + 3 * Float.ulpOfOne  // needs more than 11 bits
+        #expect(ShortFloat.round(x, up: false) == 1)
+        #expect(ShortFloat.round(x, up: true) == 1 + 1.0 / 1024)
+        #expect(ShortFloat.round(-x, up: false) == -(1 + 1.0 / 1024))
+        #expect(ShortFloat.round(-x, up: true) == -1)
+        // Just below a power of two, rounding up carries into the exponent.
+        let below2 = Float(2).nextDown
+        #expect(ShortFloat.round(below2, up: true) == 2)
+        for v: Float in [0, 1, -0.75, 1 + 1.0 / 1024, .infinity] { #expect(ShortFloat.round(v, up: true) == v) }
+        #expect(ShortFloat.isShort(1 + 1.0 / 1024) && !ShortFloat.isShort(x))
+        // Any exponent: far outside fp16's range.
+        #expect(ShortFloat.isShort(ShortFloat.round(1.234e-30, up: true)))
+        #expect(Float16(ShortFloat.round(0.3, up: true)) == Float16(ShortFloat.round(0.3, up: true)))
+    }
+
     @Test func everyElementWithinHalfAStep() {
         var rng = SeededGenerator(seed: 8)
         for trial in 0..<300 {
@@ -25,16 +41,32 @@ import Testing
             let (bytes, ok) = quantized(row)
             #expect(ok)
             let (scale, bias) = bytes.withUnsafeBytes { RowwiseInt8.scaleAndBias(row: $0.baseAddress!, dim: dim) }
-            #expect(bias == row.min()!)
-            #expect(abs(scale - (row.max()! - row.min()!) / 255) <= 1e-6 * spread)
+            let exactScale = (row.max()! - row.min()!) / 255
+            if ShortFloat.isShort(scale) && ShortFloat.isShort(bias) && bias != row.min()! {
+                // fp16's precision: the bias at or below the minimum, the step at most 1/64 longer.
+                #expect(bias < row.min()!)
+                #expect(scale >= exactScale && scale <= exactScale * RowwiseInt8.shortScaleAllowance)
+            } else {
+                #expect(bias == row.min()!)
+                #expect(abs(scale - exactScale) <= 1e-6 * spread)
+            }
             for c in 0..<dim {
                 let back = bytes.withUnsafeBytes { RowwiseInt8.value(row: $0.baseAddress!, dim: dim, column: c) }
                 #expect(abs(back - row[c]) <= scale / 2 + 1e-6 * (abs(row[c]) + spread), "trial \(trial) column \(c)")
             }
-            // The extremes use the ends of the code range.
-            #expect(bytes[row.firstIndex(of: row.min()!)!] == 0)
-            #expect(bytes[row.firstIndex(of: row.max()!)!] == 255)
+            // The extremes use the ends of the code range (to within the longer step).
+            #expect(bytes[row.firstIndex(of: row.min()!)!] <= 4)
+            #expect(bytes[row.firstIndex(of: row.max()!)!] >= 251)
         }
+        // Typical rows keep fp16's precision; a narrow range far from 0 keeps fp32's.
+        let typical = (0..<64).map { Float($0 % 13) * 0.037 - 0.2 }
+        let (short, _) = quantized(typical)
+        let (typicalScale, typicalBias) = short.withUnsafeBytes { RowwiseInt8.scaleAndBias(row: $0.baseAddress!, dim: 64) }
+        #expect(ShortFloat.isShort(typicalScale) && ShortFloat.isShort(typicalBias))
+        let narrow = (0..<64).map { 1000.1 + Float($0) * 1e-4 }
+        let (long, _) = quantized(narrow)
+        let (_, narrowBias) = long.withUnsafeBytes { RowwiseInt8.scaleAndBias(row: $0.baseAddress!, dim: 64) }
+        #expect(narrowBias == narrow.min()! && !ShortFloat.isShort(narrowBias))
         // A constant row: scale 0, every element exact.
         let (flat, ok) = quantized([Float](repeating: -0.25, count: 8))
         #expect(ok)

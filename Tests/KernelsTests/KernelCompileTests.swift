@@ -208,17 +208,21 @@ let nvrtc: NVRTC? = {
         tiered.hostWeights = 0x9000
         tiered.deviceRows = 5
         tiered.indexHigh = 0xA000
-        #expect(TableArgs.recordBytes == 16 * 8)
+        tiered.scaleBias = 0xB000
+        tiered.scaleUnit = 0.25
+        #expect(TableArgs.recordBytes == 18 * 8)
         var bytes = [UInt8](repeating: 0xFF, count: 2 * TableArgs.recordBytes)
         bytes.withUnsafeMutableBytes { TableArgs.write([binding, tiered], into: $0.baseAddress!) }
         let words = bytes.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
-        // Without a host tier every row is in HBM: device_rows = rows.
-        #expect(Array(words[0..<16]) == [0x1000, 0x2000, 0x3000, 0, 0x4000, 7, 9, 3, 1, 0x5000, 0x6000, 0x7000, 0x8000, 0, 7, 0])
-        #expect(Array(words[16..<32])
-                == [0x1000, 0x2000, 0x3000, 0, 0x4000, 7, 9, 3, 1, 0x5000, 0x6000, 0x7000, 0x8000, 0x9000, 5, 0xA000])
+        // Without a host tier every row is in HBM: device_rows = rows. Without split scales the unit is 1.
+        #expect(Array(words[0..<18]) == [0x1000, 0x2000, 0x3000, 0, 0x4000, 7, 9, 3, 1, 0x5000, 0x6000, 0x7000, 0x8000, 0, 7, 0,
+                                         0, (1.0).bitPattern])
+        #expect(Array(words[18..<36])
+                == [0x1000, 0x2000, 0x3000, 0, 0x4000, 7, 9, 3, 1, 0x5000, 0x6000, 0x7000, 0x8000, 0x9000, 5, 0xA000,
+                    0xB000, (0.25).bitPattern])
     }
 
-    /// The device side of the ABI. Swift reads the record's offsets from kernel_abi.h (sixteen 8-byte
+    /// The device side of the ABI. Swift reads the record's offsets from kernel_abi.h (eighteen 8-byte
     /// fields in order, no padding); NVRTC (which has no offsetof) compiles the same header as the
     /// kernels see it, for every element and index type, with static_asserts that every field is 8
     /// bytes, the record is 8-aligned and as large as Swift says, so the device offsets are the same.
@@ -233,10 +237,12 @@ let nvrtc: NVRTC? = {
             MemoryLayout<BagelTableArgs>.offset(of: \.bag_size), MemoryLayout<BagelTableArgs>.offset(of: \.hot_bitmap),
             MemoryLayout<BagelTableArgs>.offset(of: \.remap), MemoryLayout<BagelTableArgs>.offset(of: \.host_weights),
             MemoryLayout<BagelTableArgs>.offset(of: \.device_rows), MemoryLayout<BagelTableArgs>.offset(of: \.index_high),
+            MemoryLayout<BagelTableArgs>.offset(of: \.scale_bias), MemoryLayout<BagelTableArgs>.offset(of: \.scale_unit),
         ]
-        #expect(offsets == (0..<16).map { $0 * 8 })
+        #expect(offsets == (0..<18).map { $0 * 8 })
         let fields = ["weights", "indices", "offsets", "sample_weights", "output", "rows", "out_stride", "hot_rows", "mean",
-                      "offset2bag", "bag_size", "hot_bitmap", "remap", "host_weights", "device_rows", "index_high"]
+                      "offset2bag", "bag_size", "hot_bitmap", "remap", "host_weights", "device_rows", "index_high",
+                      "scale_bias", "scale_unit"]
         var checks = "static_assert(sizeof(TableArgs) == \(TableArgs.recordBytes), \"size\");\n"
             + "static_assert(alignof(TableArgs) == 8, \"alignment\");\n"
         for name in fields { checks += "static_assert(sizeof(TableArgs::\(name)) == 8, \"\(name)\");\n" }

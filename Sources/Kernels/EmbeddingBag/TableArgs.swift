@@ -13,7 +13,8 @@ public enum TableArgs {
             output: table.output, rows: Int64(table.rows), out_stride: Int64(table.outputStride),
             hot_rows: Int64(table.hotRows), mean: table.mean ? 1 : 0, offset2bag: table.offset2bag,
             bag_size: table.bagSize, hot_bitmap: table.hotBitmap, remap: table.remap, host_weights: table.hostWeights,
-            device_rows: Int64(table.hostWeights == 0 ? table.rows : table.deviceRows), index_high: table.indexHigh)
+            device_rows: Int64(table.hostWeights == 0 ? table.rows : table.deviceRows), index_high: table.indexHigh,
+            scale_bias: table.scaleBias, scale_unit: table.scaleUnit)
     }
 
     /// Writes the records of `tables`, one after another, at `destination` (host memory, e.g. the

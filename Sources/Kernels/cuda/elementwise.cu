@@ -4,8 +4,8 @@
 //   fill_uniform_f32    p[i] = scale · (2u − 1), u uniform in [0, 1) from a counter-based hash of (seed, i):
 //   fill_uniform_f16    benchmark tables filled on the device (a 5M-row table would take seconds to
 //   fill_uniform_bf16   generate on the host and copy).
-//   fill_rows_i8        int8 row-wise rows (codes from the same hash, scale 2·scale/255, bias −scale: values
-//                       uniform in ±scale on a 256-step grid), for int8 benchmark tables.
+//   fill_rows_i8        int8 row-wise rows (codes from the same hash, scale 2·scale/255, bias −scale, both to
+//                       fp16's precision: values uniform in ±scale on a 256-step grid), for int8 benchmark tables.
 //   fill_rows_i4        int4 row-wise rows the same way (fp16 scale 2·scale/15 and bias −scale, 16 steps).
 //   gather_rows         dst row i = src row order[i] (building a table permuted so hot rows come first).
 
@@ -48,6 +48,15 @@ extern "C" __global__ void fill_uniform_bf16(unsigned short *__restrict__ p, lon
     }
 }
 
+// x kept to fp16's 11 significant bits, as the int8 quantiser keeps scales (so the tables can be stored split).
+__device__ __forceinline__ float short_float(float x) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    float back;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(back) : "h"(h));
+    return back;
+}
+
 extern "C" __global__ void fill_rows_i8(unsigned char *__restrict__ p, long long rows, int dim,
                                         unsigned long long seed, float scale) {
     const long long rowBytes = dim + 8;
@@ -55,8 +64,8 @@ extern "C" __global__ void fill_rows_i8(unsigned char *__restrict__ p, long long
         unsigned char *row = p + r * rowBytes;
         for (int c = 0; c < dim; c++) row[c] = (unsigned char)(hashed_unit(seed, r * dim + c) * 256.f);
         float *sb = reinterpret_cast<float *>(row + dim);  // dim % 4 == 0: 4-byte aligned
-        sb[0] = 2.f * scale / 255.f;
-        sb[1] = -scale;
+        sb[0] = short_float(2.f * scale / 255.f);
+        sb[1] = short_float(-scale);
     }
 }
 

@@ -5,7 +5,7 @@
 //          | 3 int8 row-wise (FBGEMM's fused 8-bit layout: DIM uint8 codes, then the row's fp32 scale and
 //          bias; element = scale · code + bias) | 4 int4 row-wise (FBGEMM's fused 4-bit layout: DIM/2 bytes,
 //          element 2i in the low nibble of byte i, then the row's fp16 scale and fp16 bias). The quantised
-//          types build the vectorized kernel only.
+//          types build the vectorized kernel only; with SPLIT_SCALES their scales and biases live apart.
 // Indices and offsets: INDEX_BITS=32 | 64. DIM is the row width in elements.
 // Out-of-range indices are skipped (the host validates first; this only keeps a bad batch from
 // reading outside the table).
@@ -43,11 +43,22 @@ typedef unsigned short storage_t;
 // Units of storage_t before element `col` of a row.
 #define UNITS_BEFORE(col) ((col) * STORAGE_BITS / (8 * (int)sizeof(storage_t)))
 
-// A row's stride in storage units: int8 rows carry 8 more bytes (fp32 scale, bias), int4 rows 4 (fp16).
-#if STORAGE == 3
+// SPLIT_SCALES=1 (quantised types): rows hold codes only; each row's scale and bias sit in an array of their
+// own (TableArgs.scale_bias, fp16 pairs), which stays in L2 while the codes stream as whole lines.
+#ifndef SPLIT_SCALES
+#define SPLIT_SCALES 0
+#endif
+
+// A row's stride in storage units: int8 rows carry 8 more bytes (fp32 scale, bias), int4 rows 4 (fp16),
+// unless their scales are split off.
+#if STORAGE == 3 && !SPLIT_SCALES
 #define ROW_ELEMS (DIM + 8)
-#elif STORAGE == 4
+#elif STORAGE == 3
+#define ROW_ELEMS DIM
+#elif STORAGE == 4 && !SPLIT_SCALES
 #define ROW_ELEMS (DIM / 2 + 4)
+#elif STORAGE == 4
+#define ROW_ELEMS (DIM / 2)
 #else
 #define ROW_ELEMS DIM
 #endif

@@ -12,6 +12,8 @@
 //                             bags): the row is read once and added with the run's length as weight, so a bag
 //                             that looks up one row over and over (one_item) reads it once a chunk. Costs a
 //                             shuffle and a ballot a chunk, and a find-first-set a row.
+//       SPLIT_SCALES=1        quantised rows are codes only; scale and bias come from their own array, read
+//                             evict_last so it stays in L2 (embedding_bag_common.cuh).
 // fp32, fp16, bf16, and int8 and int4 row-wise storage. LANES may be fewer than a row needs: each lane then
 // covers several chunks of a row, and a warp instruction serves more rows (less per-row overhead).
 #include "embedding_bag_common.cuh"
@@ -74,8 +76,22 @@ struct RowScale {
     float scale, bias;
 };
 
-__device__ __forceinline__ RowScale row_scale(const storage_t *row) {
-#if STORAGE == 3 && DIM % 8 == 0
+// `r` is the stored row (split scales); `keep` the evict_last policy the scale array is read with.
+__device__ __forceinline__ RowScale row_scale(const storage_t *row, const TableArgs &table, long long r,
+                                              unsigned long long keep) {
+#if !(QUANTIZED && SPLIT_SCALES)
+    (void)table, (void)r, (void)keep;
+#endif
+#if QUANTIZED && SPLIT_SCALES
+    (void)row;
+    unsigned sb;
+    asm("ld.global.nc.L2::cache_hint.u32 %0, [%1], %2;" : "=r"(sb) : "l"(table.scale_bias + r), "l"(keep));
+    float scale, bias;
+    asm("{.reg .f16 lo, hi;\n\tmov.b32 {lo, hi}, %2;\n\tcvt.f32.f16 %0, lo;\n\tcvt.f32.f16 %1, hi;}"
+        : "=f"(scale), "=f"(bias) : "r"(sb));
+    const float unit = (float)table.scale_unit;  // a power of two: exact
+    return RowScale{scale * unit, bias * unit};
+#elif STORAGE == 3 && DIM % 8 == 0
     const float2 sb = __ldg(reinterpret_cast<const float2 *>(row + DIM));  // rows start 8-byte aligned
     return RowScale{sb.x, sb.y};
 #elif STORAGE == 3
@@ -182,8 +198,10 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
         LANES == 32 ? 0xffffffffu : (((1u << LANES) - 1u) << (((threadIdx.x % 32) / LANES) * LANES));
     const bool weighted = table.sample_weights != 0;
     unsigned long long evictLast = 0, evictFirst = 0;
-#if EVICT_HINTS
+#if EVICT_HINTS || SPLIT_SCALES
     asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(evictLast));
+#endif
+#if EVICT_HINTS
     asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(evictFirst));
 #endif
     float acc[CHUNKS][ELEMS];
@@ -249,7 +267,7 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
                 for (int c = 0; c < CHUNKS; c++)
                     if (COLUMN(c) < DIM)
                         v[u][c] = load_row(reinterpret_cast<const raw_t *>(rowp + UNITS_BEFORE(COLUMN(c))), policy);
-                rs[u] = row_scale(rowp);
+                rs[u] = row_scale(rowp, table, r, evictLast);
             }
 #pragma unroll
             for (int u = 0; u < STEP; u++) {
@@ -266,7 +284,7 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
             if ((unsigned long long)idx >= (unsigned long long)table.rows) return;
             const storage_t *rowp = ROW_POINTER((long long)idx);
             const unsigned long long policy = POLICY((long long)idx);
-            const RowScale rs = row_scale(rowp);
+            const RowScale rs = row_scale(rowp, table, (long long)idx, evictLast);
             const float scale = row_factor(rs, w, scaled, biasSum);
 #pragma unroll
             for (int c = 0; c < CHUNKS; c++) {

@@ -36,6 +36,9 @@ typedef struct BagelTableArgs {
                                                         /* first device_rows rows are `weights` in HBM */
     BAGEL_DEVICE_POINTER(const unsigned char) index_high; /* INDEX_SPLIT=1: bits 16-23 of each index, and */
                                                         /* `indices` holds bits 0-15 as unsigned shorts */
+    BAGEL_DEVICE_POINTER(const unsigned) scale_bias;    /* SPLIT_SCALES=1: row r's fp16 scale (low half) and */
+    double scale_unit;                                  /* bias (high half) at scale_bias[r], each times */
+                                                        /* scale_unit (a power of two); `weights` holds codes */
 } BagelTableArgs;
 
 #endif
