@@ -33,18 +33,6 @@
         }                                                                      \
     } while (0)
 
-// 3×TF32 through cuBLASLt: X split into [Xb Xs Xb] (Xb = X rounded to TF32, Xs = X − Xb), K tripled, so that one
-// TF32 GEMM against [Wb Wb Ws] sums Xb·Wb + Xs·Wb + Xb·Ws in fp32.
-__global__ void split_tf32x3(const float *x, int ldx, int in, int batch, float *x3) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)batch * in) return;
-    const int row = (int)(i / in), k = (int)(i % in);
-    const float v = x[(long long)row * ldx + k];
-    const float big = __uint_as_float(tf32_round(v));
-    float *out = x3 + (long long)row * 3 * in;
-    out[k] = big, out[in + k] = v - big, out[2 * in + k] = big;
-}
-
 static float host_tf32_round(float v) {  // linear_f32.cu's tf32_round on the host (finite values)
     unsigned u;
     memcpy(&u, &v, 4);
@@ -266,24 +254,26 @@ int main() {
             cublasLtMatmulDescDestroy(other);
         }
 
-        // 3×TF32 through cuBLASLt: one TF32 GEMM with K tripled, W split once (as a model's constant weights
-        // would be at load), X split by a pass of its own (timed apart).
+        // 3×TF32 through cuBLASLt, as LinearLayerOp's tripled-K path runs it: one TF32 GEMM with K tripled (each
+        // block padded to 4 floats), W split once on the host (the engine splits it once on the device), X split by
+        // linear_f32.cu's tf32x3_split_rows (timed apart).
         {
-            const int k3 = 3 * L.in;
-            std::vector<float> w3((size_t)L.out * k3);
+            const int padded = (L.in + 3) / 4 * 4, k3 = 3 * padded;
+            std::vector<float> w3((size_t)L.out * k3, 0.f);
             for (int o = 0; o < L.out; o++)
                 for (int k = 0; k < L.in; k++) {
                     const float v = w[(size_t)o * L.in + k], big = host_tf32_round(v);
-                    w3[(size_t)o * k3 + k] = big, w3[(size_t)o * k3 + L.in + k] = big;
-                    w3[(size_t)o * k3 + 2 * L.in + k] = v - big;
+                    w3[(size_t)o * k3 + k] = big, w3[(size_t)o * k3 + padded + k] = big;
+                    w3[(size_t)o * k3 + 2 * padded + k] = v - big;
                 }
             float *dx3, *dw3;
             CHECK(cudaMalloc(&dx3, (size_t)L.batch * k3 * 4));
             CHECK(cudaMalloc(&dw3, w3.size() * 4));
             CHECK(cudaMemcpy(dw3, w3.data(), w3.size() * 4, cudaMemcpyHostToDevice));
-            const long long elements = (long long)L.batch * L.in;
+            const long long elements = (long long)L.batch * padded;
             auto split = [&]() {
-                split_tf32x3<<<(unsigned)((elements + 255) / 256), 256>>>(dx, L.ldx, L.in, L.batch, dx3);
+                tf32x3_split_rows<<<(unsigned)std::min<long long>(65535, (elements + 255) / 256), 256>>>(
+                    dx, L.ldx, L.in, padded, L.batch, 1, dx3);
             };
             split();
             CHECK(cudaGetLastError());

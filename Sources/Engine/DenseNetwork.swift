@@ -369,7 +369,11 @@ final class DenseNetwork {
         /// What each product runs after `tune`, in forward order ("top 512→512: bagel 3×tf32 64×64").
         var layerChoices: [String] {
             func describe(_ part: String, _ ops: [LinearLayerOp]) -> [String] {
-                ops.map { "\(part) \($0.input)→\($0.output): \($0.tile.map { LinearF32Kernels.tiles[$0].name } ?? "cuBLASLt")" }
+                ops.map { op in
+                    let runs = op.tile.map { LinearF32Kernels.tiles[$0].name }
+                        ?? (op.usesTripledK ? "cuBLASLt 3×tf32 (K×3)" : "cuBLASLt")
+                    return "\(part) \(op.input)→\(op.output): \(runs)"
+                }
             }
             return describe("bottom", bottom) + describe("cross", cross.flatMap { [$0.v, $0.w] }) + describe("top", top)
         }

@@ -7,7 +7,8 @@ import DLRM
 ///
 /// Why: a fused int8 row of dim 128 is 136 bytes and touches parts of three 64-byte DRAM granules; codes alone
 /// are one 128-byte line, and the pairs (4 bytes a row, 24 MB for the paper's 6M rows) stay in L2. Run 80's probe
-/// read random rows so at 102% of the fused layout's sector floor against 70% fused (H200).
+/// read random rows so at 102% of the fused layout's sector floor against 70% fused (H200); the engine's heavier
+/// kernel gains 5–9% on random rows and loses 7% on int8 rows served from L2 (run 84, docs/PERF.md).
 public enum ScaleSplit {
     /// Bytes of one row's pair.
     public static let pairBytes = 4

@@ -20,7 +20,7 @@ public enum KernelCatalog {
     public static func entries(architecture: String, nvrtc: NVRTC, cache: KernelCache) -> [Entry] {
         var entries: [Entry] = [
             Entry(name: "interaction", spec: InteractionKernel.spec, functions: ["interaction_dot", "interaction_dot_tiled"]),
-            Entry(name: "linear fp32", spec: LinearF32Kernels.spec, functions: LinearF32Kernels.tiles.map(\.function)),
+            Entry(name: "linear fp32", spec: LinearF32Kernels.spec, functions: LinearF32Kernels.functionNames),
             Entry(name: "cross network", spec: CrossNetworkKernel.spec, functions: CrossNetworkKernel.functions),
             Entry(name: "pooled assembly", spec: PooledAssemblyKernel.spec, functions: ["assemble_pooled"]),
             Entry(

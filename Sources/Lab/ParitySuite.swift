@@ -118,6 +118,15 @@ public final class ParitySuite {
                 }
             }
         }
+        // The tripled-K 3×TF32 product forced, held to the fp32 bound: K a multiple of 4 and not (the padding),
+        // a long K, one sample.
+        for (input, output, relu, batch, pad) in [(512, 256, true, 33, 4), (415, 512, true, 70, 2),
+                                                  (1024, 40, false, 130, 4), (7, 3, false, 1, 2)] {
+            record("linear \(input)→\(output)\(relu ? " relu" : "") batch \(batch) tf32x3, cuBLASLt 3×tf32 (K×3)") {
+                try checkLinear(input: input, output: output, relu: relu, batch: batch, mode: .tf32x3, tripledK: true,
+                                ldyPadding: pad)
+            }
+        }
         for mode in [MathMode.tf32, .bf16] {
             record("linear 512→256 relu batch 2048 \(mode.rawValue) (error reported, loose bound)") {
                 try checkLinear(input: 512, output: 256, relu: true, batch: 2048, mode: mode)
@@ -463,9 +472,10 @@ public final class ParitySuite {
         return "\(batch) samples, \(pairs) pairs, max err/scale \(String(format: "%.1e", worst))"
     }
 
-    /// `tile`: one of Bagel's fp32 tiles forced (nil: cuBLASLt's pick); `ldyPadding`: Y's row stride past output.
+    /// `tile`: one of Bagel's fp32 tiles forced (nil: cuBLASLt's pick); `tripledK`: the tripled-K 3×TF32 product forced;
+    /// `ldyPadding`: Y's row stride past output.
     func checkLinear(input: Int, output: Int, relu: Bool, batch: Int, mode: MathMode, tile: Int? = nil,
-                     ldyPadding: Int = 2) throws -> String {
+                     tripledK: Bool = false, ldyPadding: Int = 2) throws -> String {
         var rng = SeededGenerator(seed: seed, stream: UInt64(input * 7919 + output * 31 + batch))
         let weight = (0..<(input * output)).map { _ in Float(rng.nextGaussian() * (2.0 / Double(input + output)).squareRoot()) }
         let bias = (0..<output).map { _ in Float(rng.nextGaussian() * 0.1) }
@@ -479,8 +489,9 @@ public final class ParitySuite {
         try y.fill(pattern: Self.poison)
         let op = try LinearLayerOp(matmul: matmul, weight: w.address, bias: b.address, input: input, output: output,
                                    batch: batch, ldx: input, ldy: ldy, relu: relu, mode: mode,
-                                   fp32Kernels: tile == nil ? nil : try LinearF32Kernels(library: library))
+                                   fp32Kernels: tile == nil && !tripledK ? nil : try LinearF32Kernels(library: library))
         op.use(tile: tile)
+        if tripledK { try op.useTripledK(stream: stream) }
         try op.encode(x: xd.address, y: y.address, stream: stream)
         try stream.synchronize()
         let got = try y.download()

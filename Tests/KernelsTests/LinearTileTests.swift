@@ -47,6 +47,17 @@ import Testing
             == tiles.filter { $0.arithmetic == .tf32x3 }.count)
     }
 
+    /// The tripled-K product (a split pass, then one cuBLASLt TF32 GEMM) is timed under tf32x3 on wide layers only,
+    /// and its split kernel is compiled with the tiles (so CI's compile check covers it).
+    @Test func tripledKIsTimedUnderTF32x3OnWideLayersOnly() {
+        #expect(LinearLayerOp.timesTripledK(mode: .tf32x3, input: 512))
+        #expect(LinearLayerOp.timesTripledK(mode: .tf32x3, input: LinearLayerOp.tripledMinInput))
+        #expect(!LinearLayerOp.timesTripledK(mode: .tf32x3, input: 256))
+        for mode in [MathMode.fp32, .tf32, .bf16, .fp8] { #expect(!LinearLayerOp.timesTripledK(mode: mode, input: 1024)) }
+        #expect(LinearF32Kernels.functionNames.contains(LinearF32Kernels.splitFunction))
+        #expect(LinearF32Kernels.functionNames.count == LinearF32Kernels.tiles.count + 1)
+    }
+
     @Test func tf32x3IsHeldToFP32AndAsksCuBLASForExactFP32() {
         #expect(MathMode(rawValue: "tf32x3") == .tf32x3)
         #expect(MathMode.tf32x3.fp32Accurate && MathMode.fp32.fp32Accurate)

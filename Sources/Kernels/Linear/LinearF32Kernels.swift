@@ -44,10 +44,40 @@ public final class LinearF32Kernels: @unchecked Sendable {
         Tile(arithmetic: .tf32x3, rows: 128, columns: 128, threads: 256),
     ]
 
+    /// linear_f32.cu's other kernel: an operand's rows written as the three blocks of the tripled-K 3×TF32 product.
+    public static let splitFunction = "tf32x3_split_rows"
+    /// Every kernel of linear_f32.cu a run may use.
+    public static var functionNames: [String] { tiles.map(\.function) + [splitFunction] }
+
+    /// Which block of a tripled row holds the small parts: X's rows are (big, small, big), W's (big, big, small).
+    public enum TripledOperand: Int32, Sendable {
+        case input = 1
+        case weight = 2
+    }
+
     let functions: [Function]
+    let split: Function
 
     public init(library: KernelLibrary) throws {
         functions = try Self.tiles.map { try library.function($0.function, of: Self.spec) }
+        split = try library.function(Self.splitFunction, of: Self.spec)
+    }
+
+    /// Enqueues the tripled-K form of `rows` rows of `source` (row stride `ld`, `input` columns) into `destination`
+    /// (rows of 3 · `padded` floats; `padded` ≥ `input`, the extra columns zero).
+    public func encodeTripled(_ operand: TripledOperand, source: DevicePointer, ld: Int, input: Int, padded: Int,
+                              rows: Int, destination: DevicePointer, stream: CUDAStream) throws {
+        precondition(ld >= input && padded >= input && rows > 0 && input > 0)
+        var arguments = KernelArguments()
+        arguments.add(source)
+        arguments.add(Int64(ld))
+        arguments.add(Int32(input))
+        arguments.add(Int32(padded))
+        arguments.add(Int32(rows))
+        arguments.add(operand.rawValue)
+        arguments.add(destination)
+        let blocks = min(65535, (rows * padded + 255) / 256)
+        try split.launch(grid: (blocks, 1, 1), block: (256, 1, 1), stream: stream, arguments: arguments)
     }
 
     /// Enqueues Y = act(X·Wᵀ + bias) with tile `tile` (an index into `tiles`). X [batch × input] (row stride

@@ -302,3 +302,25 @@ LINEAR_TF32X3(64, 64, 32, 32)
 LINEAR_TF32X3(128, 64, 32, 32)
 LINEAR_TF32X3(64, 128, 32, 32)
 LINEAR_TF32X3(128, 128, 64, 32)
+
+// 3×TF32 through cuBLASLt's TF32 GEMM (LinearLayerOp's tripled-K path): one TF32 product with K tripled,
+// [Xb | Xs | Xb] · [Wb | Wb | Ws]ᵀ = Xb·Wb + Xs·Wb + Xb·Ws, accumulated in fp32 — the same three products as the
+// tiles above, on cuBLAS's kernels (run 80: 1.66–2.11× exact fp32 on the widest layers). This pass writes one
+// operand's rows in that form: row r of `src` (`ld` apart, `in` columns) becomes `rows`' row r of 3 · `padded`
+// floats — blocks (big, small, big) for X (`small_block` 1), (big, big, small) for W (`small_block` 2) — with the
+// columns past `in` zero in every block, so `padded` can keep cuBLAS's rows 16-byte aligned.
+extern "C" __global__ void tf32x3_split_rows(const float *__restrict__ src, long long ld, int in, int padded,
+                                             int rows, int small_block, float *__restrict__ dst) {
+    const long long total = (long long)rows * padded;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / padded;
+        const int k = (int)(i % padded);
+        const float v = k < in ? src[r * ld + k] : 0.f;
+        const float big = __uint_as_float(tf32_round(v));
+        float *row = dst + r * 3 * padded;
+        row[k] = big;
+        row[padded + k] = small_block == 1 ? v - big : big;
+        row[2 * padded + k] = small_block == 2 ? v - big : big;
+    }
+}
