@@ -105,8 +105,10 @@ public final class LinearLayerOp: @unchecked Sendable {
             let s = try seconds { try encodeTile(t, kernels: fp32Kernels, x: x, y: y, stream: stream) }
             if s < best { (best, tile) = (s, t) }
         }
-        if Self.timesTripledK(mode: mode, input: input) {
-            let candidate = try makeTripledK(kernels: fp32Kernels, stream: stream)
+        // A tripled-K product that cannot be built here (no TF32 algorithm, no memory for its buffers) is skipped,
+        // as cuBLASLt's own candidates are.
+        if Self.timesTripledK(mode: mode, input: input),
+           let candidate = try? makeTripledK(kernels: fp32Kernels, stream: stream) {
             try encodeTripledK(candidate, kernels: fp32Kernels, x: x, y: y, stream: stream)
             _ = try candidate.plan.tune(x: candidate.inputs.address, y: y, stream: stream)
             let s = try seconds { try encodeTripledK(candidate, kernels: fp32Kernels, x: x, y: y, stream: stream) }
