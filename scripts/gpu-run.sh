@@ -10,7 +10,9 @@
 #
 # The doctor-old and compare-* stages run a previous binary (.gpu/bagel-old.xz, e.g. main before a
 # change) next to this one in the same call; fbgemm times FBGEMM's TBE on the same workload (after
-# ../shared/tools/fbgemm/on-device.sh, with fbgemm_anchor.py copied to .gpu/fbgemm).
+# ../shared/tools/fbgemm/on-device.sh, with fbgemm_anchor.py copied to .gpu/fbgemm). A path carried in one
+# device call is gone in the next: carry .fbgemm/c1 and .fbgemm/c2 in two calls that copy them to /tmp, and in
+# the third (with .fbgemm/c3) copy them back into .fbgemm before on-device.sh (runs 81–82).
 #
 # Every stage logs to <results>/<stage>.txt; JSON results sit beside them; at the end everything is
 # packed into $OUT/results.tgz (the device tool returns at most 8 files). The PyTorch baselines and
