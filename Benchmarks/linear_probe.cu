@@ -217,38 +217,56 @@ int main() {
         printf("  %-22s %8.2f us %6.1f TFLOP/s (its first pick %.2f us; %d candidates)\n", "cuBLASLt heuristic best",
                best_heur, gflop / best_heur * 1e3, first, returned);
 
-        // The same call with TF32 and with bf16×9 emulation: heuristic candidates, best time, its error.
-        for (int compute : {(int)CUBLAS_COMPUTE_32F_FAST_TF32, 78 /* CUBLAS_COMPUTE_32F_EMULATED_16BFX9 */}) {
-            const char *what = compute == 78 ? "cuBLASLt bf16x9" : "cuBLASLt tf32";
-            cublasLtMatmulDesc_t other;
-            if (cublasLtMatmulDescCreate(&other, (cublasComputeType_t)compute, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) {
-                printf("  %-22s not available\n", what);
-                continue;
-            }
-            LT(cublasLtMatmulDescSetAttribute(other, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-            LT(cublasLtMatmulDescSetAttribute(other, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-            LT(cublasLtMatmulDescSetAttribute(other, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-            LT(cublasLtMatmulDescSetAttribute(other, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &db, sizeof db));
+        // A descriptor like `desc` for another compute type (nullptr where this cuBLAS has none), and the best of the
+        // heuristic's candidates for it on W (layout lw) and X (layout lx): each one's output checked, then timed.
+        auto make_desc = [&](int compute) -> cublasLtMatmulDesc_t {
+            cublasLtMatmulDesc_t d;
+            if (cublasLtMatmulDescCreate(&d, (cublasComputeType_t)compute, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS)
+                return nullptr;
+            LT(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+            LT(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+            LT(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+            LT(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &db, sizeof db));
+            return d;
+        };
+        struct Best {
+            double us = 1e30, err = -1;
+            int candidates = 0;
+        };
+        auto best_heuristic = [&](cublasLtMatmulDesc_t d, const float *wp, cublasLtMatrixLayout_t lwp, const float *xp,
+                                  cublasLtMatrixLayout_t lxp, const char *what, double tolerance) {
+            Best b;
             cublasLtMatmulHeuristicResult_t found[8];
-            int count = 0;
-            if (cublasLtMatmulAlgoGetHeuristic(lt, other, lw, lx, ly, ly, pref, 8, found, &count) != CUBLAS_STATUS_SUCCESS)
-                count = 0;
-            double best = 1e30, best_err = -1;
-            for (int i = 0; i < count; i++) {
+            if (cublasLtMatmulAlgoGetHeuristic(lt, d, lwp, lxp, ly, ly, pref, 8, found, &b.candidates) !=
+                CUBLAS_STATUS_SUCCESS)
+                b.candidates = 0;
+            for (int i = 0; i < b.candidates; i++) {
                 auto call = [&]() {
-                    return cublasLtMatmul(lt, other, &alpha, dw, lw, dx, lx, &beta, dy, ly, dy, ly, &found[i].algo,
+                    return cublasLtMatmul(lt, d, &alpha, wp, lwp, xp, lxp, &beta, dy, ly, dy, ly, &found[i].algo,
                                           workspace, workspace_bytes, 0);
                 };
                 CHECK(cudaMemset(dy, 0xff, (size_t)L.batch * ldy * 4));
                 if (found[i].state != CUBLAS_STATUS_SUCCESS || call() != CUBLAS_STATUS_SUCCESS) continue;
                 CHECK(cudaDeviceSynchronize());
-                const double e = verify(what, compute == 78 ? 1e-5 : 1.0);
+                const double e = verify(what, tolerance);
                 const double us = time_us([&]() { call(); });
-                if (us < best) best = us, best_err = e;
+                if (us < b.us) b.us = us, b.err = e;
             }
-            if (best < 1e30)
-                printf("  %-22s %8.2f us %6.1f TFLOP/s  err %.1e (%d candidates)\n", what, best, gflop / best * 1e3,
-                       best_err, count);
+            return b;
+        };
+
+        // The same call with TF32 and with bf16×9 emulation: heuristic candidates, best time, its error.
+        for (int compute : {(int)CUBLAS_COMPUTE_32F_FAST_TF32, 78 /* CUBLAS_COMPUTE_32F_EMULATED_16BFX9 */}) {
+            const char *what = compute == 78 ? "cuBLASLt bf16x9" : "cuBLASLt tf32";
+            cublasLtMatmulDesc_t other = make_desc(compute);
+            if (!other) {
+                printf("  %-22s not available\n", what);
+                continue;
+            }
+            const Best b = best_heuristic(other, dw, lw, dx, lx, what, compute == 78 ? 1e-5 : 1.0);
+            if (b.us < 1e30)
+                printf("  %-22s %8.2f us %6.1f TFLOP/s  err %.1e (%d candidates)\n", what, b.us, gflop / b.us * 1e3,
+                       b.err, b.candidates);
             else
                 printf("  %-22s no algorithm\n", what);
             cublasLtMatmulDescDestroy(other);
@@ -278,38 +296,21 @@ int main() {
             split();
             CHECK(cudaGetLastError());
             const double split_us = time_us(split);
-            cublasLtMatmulDesc_t d3;
-            LT(cublasLtMatmulDescCreate(&d3, CUBLAS_COMPUTE_32F_FAST_TF32, CUDA_R_32F));
-            LT(cublasLtMatmulDescSetAttribute(d3, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-            LT(cublasLtMatmulDescSetAttribute(d3, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-            LT(cublasLtMatmulDescSetAttribute(d3, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-            LT(cublasLtMatmulDescSetAttribute(d3, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &db, sizeof db));
+            cublasLtMatmulDesc_t d3 = make_desc(CUBLAS_COMPUTE_32F_FAST_TF32);
+            if (!d3) {
+                fprintf(stderr, "no TF32 matmul descriptor\n");
+                exit(1);
+            }
             cublasLtMatrixLayout_t lw3, lx3;
             LT(cublasLtMatrixLayoutCreate(&lw3, CUDA_R_32F, k3, L.out, k3));
             LT(cublasLtMatrixLayoutCreate(&lx3, CUDA_R_32F, k3, L.batch, k3));
-            cublasLtMatmulHeuristicResult_t found[8];
-            int count = 0;
-            if (cublasLtMatmulAlgoGetHeuristic(lt, d3, lw3, lx3, ly, ly, pref, 8, found, &count) != CUBLAS_STATUS_SUCCESS)
-                count = 0;
-            double best = 1e30, best_err = -1;
-            for (int i = 0; i < count; i++) {
-                auto call = [&]() {
-                    return cublasLtMatmul(lt, d3, &alpha, dw3, lw3, dx3, lx3, &beta, dy, ly, dy, ly, &found[i].algo,
-                                          workspace, workspace_bytes, 0);
-                };
-                CHECK(cudaMemset(dy, 0xff, (size_t)L.batch * ldy * 4));
-                if (found[i].state != CUBLAS_STATUS_SUCCESS || call() != CUBLAS_STATUS_SUCCESS) continue;
-                CHECK(cudaDeviceSynchronize());
-                const double e = verify("cuBLASLt 3xtf32 (K x3)");
-                const double us = time_us([&]() { call(); });
-                if (us < best) best = us, best_err = e;
-            }
-            if (best < 1e30)
+            const char *what = "cuBLASLt 3xtf32 (K x3)";
+            const Best b = best_heuristic(d3, dw3, lw3, dx3, lx3, what, 1e-5);
+            if (b.us < 1e30)
                 printf("  %-22s %8.2f us + split %.2f us = %.2f us: %.2fx exact cuBLASLt  err %.1e (%d candidates)\n",
-                       "cuBLASLt 3xtf32 (K x3)", best, split_us, best + split_us, best_heur / (best + split_us),
-                       best_err, count);
+                       what, b.us, split_us, b.us + split_us, best_heur / (b.us + split_us), b.err, b.candidates);
             else
-                printf("  %-22s no algorithm\n", "cuBLASLt 3xtf32 (K x3)");
+                printf("  %-22s no algorithm\n", what);
             cublasLtMatrixLayoutDestroy(lw3);
             cublasLtMatrixLayoutDestroy(lx3);
             cublasLtMatmulDescDestroy(d3);
