@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe linear-probe row-layout-probe forward-ab forward-math mlperf-v1-multihot dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-ab serve-cores serve-window sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types entry-ab mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe linear-probe row-layout-probe forward-ab forward-math mlperf-v1-multihot dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-ab serve-cores serve-window sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -172,6 +172,31 @@ stage_storage-types() {
     python3 Benchmarks/torch_embedding_bag.py --inputs $WORK/inputs-types --json "$OUT/torch-types.json" --runs "${RUNS:-21}"
     python3 Benchmarks/storage_types.py --bagel "$OUT"/types-*.json --torch "$OUT/torch-types.json" \
         ${FBGEMM_JSON:+--fbgemm $FBGEMM_JSON} | tee "$OUT/storage-types.md"
+}
+
+# The embedding kernel's two entries in one call (issue 13, run 86): every storage type with the entry that reads
+# per-sample weights (--weighing-entry, how every launch ran before) and the entry without them, alternating which
+# goes first, next to FBGEMM (fbgemm.json from the fbgemm stage) and PyTorch fp32 on the same inputs.
+stage_entry-ab() {
+    local variants=${AB_VARIANTS:-vectorized,vectorized:lanes=8,vectorized:lanes=8,unroll=4}
+    local n=0
+    for dtype in ${DTYPES:-fp32 fp16 int8 int4}; do
+        local order="weighing unweighted"
+        [ $((n % 2)) = 1 ] && order="unweighted weighing"
+        n=$((n + 1))
+        for entry in $order; do
+            local flag="" dump=""
+            [ $entry = weighing ] && flag=--weighing-entry
+            [ $dtype = fp32 ] && [ $entry = unweighted ] && { rm -rf $WORK/inputs-types; dump="--dump $WORK/inputs-types"; }
+            $BAGEL bench embedding --dtype $dtype --traces $TRACES --datasets "${DATASETS:-random,one_item,low,medium}" \
+                --variants "$variants" --runs "${RUNS:-21}" --table-batched --verify --json "$OUT/ab-$dtype-$entry.json" \
+                $flag $dump
+        done
+    done
+    python3 Benchmarks/torch_embedding_bag.py --inputs $WORK/inputs-types --json "$OUT/torch-types.json" --runs "${RUNS:-21}"
+    python3 Benchmarks/storage_types.py --bagel "$OUT"/ab-*-unweighted.json --torch "$OUT/torch-types.json" \
+        ${FBGEMM_JSON:+--fbgemm $FBGEMM_JSON} | tee "$OUT/storage-types.md"
+    python3 Benchmarks/entry_ab.py "$OUT"/ab-*.json | tee "$OUT/entry-ab.md"
 }
 
 # The mlperf-v2 forward (1M-row caps, batch 8192, bf16 math) with each storage type and lane count: the

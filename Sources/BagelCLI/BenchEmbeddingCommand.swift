@@ -59,6 +59,8 @@ struct EmbeddingBench: ParsableCommand {
     var autotune = false
     @Flag(help: "Keep int8/int4 rows fused on the GPU (codes, then scale and bias: FBGEMM's layout) instead of codes plus a scale/bias array.")
     var fusedScales = false
+    @Flag(help: "Launch Bagel's vectorized kernels through the entry that reads per-sample weights (as before the entry without them), to compare the two in one run.")
+    var weighingEntry = false
     @Option(help: "GPU ordinal.")
     var device: Int = 0
     @Option(help: "Host tier: shares of the table bytes kept in HBM, comma separated (e.g. 25%,0%); each tier=host variant runs once per share, the hottest rows of the dataset in HBM, the rest read from pinned host memory.")
@@ -74,6 +76,7 @@ struct EmbeddingBench: ParsableCommand {
         if let lookups { w.lookups = lookups }
         w.storage = dtype
         w.splitScales = !fusedScales
+        w.weighingEntry = weighingEntry
         guard let width = IndexType(bits: indexBits) else { throw ValidationError("--index-bits is 32 or 64") }
         w.indexWidth = width
         let names = try datasets.split(separator: ",").map { name -> DatasetName in
@@ -109,7 +112,8 @@ struct EmbeddingBench: ParsableCommand {
         print("GPU: \(context.device.name); copy bandwidth \(String(format: "%.2f", copy / 1e12)) TB/s (read + write)")
         print("workload: \(w.tables) tables × \(w.rows) rows × \(w.dim) \(w.storage.rawValue), \(w.bags) bags × "
               + "\(w.lookups) lookups, \(w.indexWidth.rawValue) indices; hot rows kept: \(bench.hotRowBudget())"
-              + (dtype.isRowwiseQuantized ? "; rows \(fusedScales ? "fused" : "split from their scales where they allow")" : ""))
+              + (dtype.isRowwiseQuantized ? "; rows \(fusedScales ? "fused" : "split from their scales where they allow")" : "")
+              + (weighingEntry ? "; the weighing kernel entry" : ""))
         let shares = try hbmBudget.map { list in
             try list.split(separator: ",").map { item -> Double in
                 guard let share = ByteSize.share(String(item)), share <= 1 else { throw ValidationError("--hbm-budget takes shares like 25%,0%") }

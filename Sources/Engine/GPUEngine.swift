@@ -83,7 +83,13 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     private let stagingPool: StagingPool
     /// Pinned buffers the probabilities of submitted batches come back in, reused.
     private let outputPool: StagingPool
-    private var forwards: [Int: Forward] = [:]
+    /// Forwards by batch size and by whether the batch has per-sample weights: the embedding launch takes the
+    /// kernel entry without weights when it has none, and a captured graph holds the entry it was captured with.
+    private var forwards: [ForwardKey: Forward] = [:]
+    private struct ForwardKey: Hashable {
+        let size: Int
+        let weighted: Bool
+    }
     /// Submitted batches upload on a stream of their own into one of two landing buffers, beside the forward
     /// of the batch before (`submit`).
     private let uploadStream: CUDAStream
@@ -485,7 +491,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     public func linearChoices(batchSize size: Int) -> [String]? {
         lock.lock()
         defer { lock.unlock() }
-        return forwards[size]?.dense.layerChoices
+        let forward = forwards[ForwardKey(size: size, weighted: false)] ?? forwards[ForwardKey(size: size, weighted: true)]
+        return forward?.dense.layerChoices
     }
 
     /// Where the forward's time goes: each stage timed with device events (no graph, inputs resident),
@@ -557,11 +564,12 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     }
 
     private func forward(for size: Int, buffers: BatchBuffers) throws -> Forward {
-        if let forward = forwards[size] { return forward }
+        let key = ForwardKey(size: size, weighted: buffers.currentLayout.tables.contains { $0.weights != nil })
+        if let forward = forwards[key] { return forward }
         let forward = try Forward(engine: self, batch: size, buffers: buffers)
         try forward.tune(on: stream)
         if options.useGraphs { try forward.capture(on: stream) }
-        forwards[size] = forward
+        forwards[key] = forward
         return forward
     }
 
@@ -598,9 +606,12 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
 
         /// The forward as named stages: bottom MLP → (index remap) → embedding bags → interaction or
         /// cross network → top MLP and sigmoid.
-        var stages: [DenseNetwork.Forward.Stage] {
+        var stages: [DenseNetwork.Forward.Stage] { [dense.bottomStage] + bagStages + dense.headStages }
+
+        /// The index remap (tables stored permuted) and the embedding bags.
+        var bagStages: [DenseNetwork.Forward.Stage] {
             let arena = buffers.arena.address
-            var result = [dense.bottomStage]
+            var result: [DenseNetwork.Forward.Stage] = []
             if let remap = engine.remap {
                 result.append(("index remap", { stream in
                     try remap.encode(tableArgs: arena, tables: self.engine.tables.count, batch: self.batch, stream: stream)
@@ -616,7 +627,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                         stream: stream)
                 }
             }))
-            return result + dense.headStages
+            return result
         }
     }
 }

@@ -44,9 +44,7 @@ public enum KernelCatalog {
                         let resolved = (try? OccupancyTuning.resolve(
                             knobs, dim: dim, storage: storage, indexWidth: width, architecture: architecture,
                             nvrtc: nvrtc, cache: cache)) ?? knobs
-                        let functions = knobs.family == .baseline
-                            ? ["embedding_bag_baseline", "embedding_bag_baseline_table"]
-                            : ["embedding_bag_vectorized"]
+                        let functions = EmbeddingBagKernel.entries(of: knobs.family)
                         entries.append(
                             Entry(
                                 name: "\(variant.rawValue) \(storage.rawValue) \(width.rawValue) dim \(dim)",
@@ -65,7 +63,7 @@ public enum KernelCatalog {
                     entries.append(
                         Entry(name: "bagel:\(extra) \(storage.rawValue) \(width.rawValue) dim \(dim)",
                               spec: EmbeddingBagKernel.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: width),
-                              functions: ["embedding_bag_vectorized"]))
+                              functions: EmbeddingBagKernel.vectorizedEntries))
                 }
             }
         }
@@ -79,7 +77,7 @@ public enum KernelCatalog {
                             Entry(name: "bagel\(extra) split scales \(storage.rawValue) \(width.rawValue) dim \(dim)",
                                   spec: EmbeddingBagKernel.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: width,
                                                                 splitScales: true),
-                                  functions: ["embedding_bag_vectorized"]))
+                                  functions: EmbeddingBagKernel.vectorizedEntries))
                     }
                 }
             }

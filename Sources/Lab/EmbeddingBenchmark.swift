@@ -21,6 +21,9 @@ public struct EmbeddingWorkload: Sendable, Codable {
     public var hotRows = 60_000
     /// int8 and int4 tables stored as codes plus a scale/bias array (`ScaleSplit`); false: FBGEMM's fused rows.
     public var splitScales = true
+    /// Bagel's vectorized launches take the entry that reads per-sample weights although the bags have none (how
+    /// every launch ran before the unweighted entry; for same-call comparisons).
+    public var weighingEntry = false
 
     public init() {}
 
@@ -282,6 +285,7 @@ public final class EmbeddingBenchmark {
         let args: DeviceBuffer<UInt8>
         let bindings: [[EmbeddingTableBinding]]  // [table][batch]
         let batches: Int
+        let weighingEntry: Bool
 
         init(bench: EmbeddingBenchmark, dataset: Dataset, knobs: EmbeddingBagKnobs, placement: PlacementPlan? = nil) throws {
             let w = bench.workload
@@ -292,6 +296,7 @@ public final class EmbeddingBenchmark {
                                             indexWidth: w.indexWidth, splitScales: inputs.tables[0].splitScales)
             self.inputs = inputs
             batches = w.batches
+            weighingEntry = w.weighingEntry
             bindings = (0..<w.tables).map { t in (0..<w.batches).map { b in bench.binding(inputs, table: t, batch: b) } }
             args = try TableArgs.upload(bindings.flatMap { $0 }, context: bench.context)
         }
@@ -307,7 +312,8 @@ public final class EmbeddingBenchmark {
                 // PyTorch's argument list, as the paper's baseline is called.
                 try kernel.encodeBaselineDirect(table, batch: bags, indexCount: bags * lookups, stream: stream)
             } else {
-                try kernel.encode(tables: [table], tableArgs: argsAddress(t, b), batch: bags, stream: stream)
+                try kernel.encode(tables: [table], tableArgs: argsAddress(t, b), batch: bags, stream: stream,
+                                  weighingEntry: weighingEntry)
             }
         }
     }
@@ -358,7 +364,8 @@ public final class EmbeddingBenchmark {
                 let bindings = (0..<w.tables).map { setup.bindings[$0][b] }
                 let batchedArgs = try TableArgs.upload(bindings, context: context)
                 let seconds = try timer.time {
-                    try setup.kernel.encode(tables: bindings, tableArgs: batchedArgs.address, batch: w.bags, stream: stream)
+                    try setup.kernel.encode(tables: bindings, tableArgs: batchedArgs.address, batch: w.bags, stream: stream,
+                                            weighingEntry: w.weighingEntry)
                 }
                 if record { times.append(seconds / Double(w.tables)) }
                 return
@@ -389,8 +396,10 @@ public final class EmbeddingBenchmark {
             warmupRun += 1
         } while Double(DispatchTime.now().uptimeNanoseconds - warmupStart) / 1e9 < warmupSeconds
         for run in 0..<runs { try pass(run, record: run > 0) }
-        // Of the kernel timed: baseline-family variants run through PyTorch's entry point (encode above).
-        let resources = try setups[0].kernel.resources(direct: setups[0].kernel.knobs.family == .baseline)
+        // Of the entry timed: baseline-family variants run through PyTorch's entry point, vectorized ones through the
+        // entry without weights unless asked for the other (encode above; the bags here have no weights).
+        let resources = try setups[0].kernel.resources(direct: setups[0].kernel.knobs.family == .baseline,
+                                                       unweighted: !w.weighingEntry)
         let med = times.median
         let bandwidth = Double(w.lookupBytes) / med
         return EmbeddingBenchResult(
@@ -437,7 +446,8 @@ public final class EmbeddingBenchmark {
         let table = binding(inputs, table: 0, batch: 0)
         let args = try TableArgs.upload([table], context: context)
         try output.fill(pattern: 0x7FC0_0000)
-        try kernel.encode(tables: [table], tableArgs: args.address, batch: w.bags, stream: stream)
+        try kernel.encode(tables: [table], tableArgs: args.address, batch: w.bags, stream: stream,
+                          weighingEntry: w.weighingEntry)
         try stream.synchronize()
         let got = try output.download()
         // The CPU twin over the original table and indices.

@@ -372,13 +372,16 @@ public final class ParitySuite {
 
                 var entryPoints = ["table"]
                 if knobs.family == .baseline && !knobs.needsPermutedTable { entryPoints.append("direct") }
+                // Unweighted bags take the entry compiled without weights; the weighing entry must give them the same.
+                if knobs.family == .vectorized && !weighted { entryPoints.append("weighing") }
                 for entry in entryPoints {
                     try output.fill(pattern: Self.poison)
                     // Fresh indices each run (the remap rewrites them in place).
                     try feature.indices.withUnsafeBytes { try indices.upload($0) }
                     try remapKernel?.encode(tableArgs: args.address, tables: 1, batch: batch, stream: stream)
-                    if entry == "table" {
-                        try kernel.encode(tables: [binding], tableArgs: args.address, batch: batch, stream: stream)
+                    if entry == "table" || entry == "weighing" {
+                        try kernel.encode(tables: [binding], tableArgs: args.address, batch: batch, stream: stream,
+                                          weighingEntry: entry == "weighing")
                     } else {
                         try kernel.encodeBaselineDirect(binding, batch: batch, indexCount: feature.indices.count, stream: stream)
                     }
@@ -409,9 +412,16 @@ public final class ParitySuite {
                 }
             }
         }
-        let resources = try kernel(for: c).resources()
-        return "\(checked) values, max err/scale \(String(format: "%.1e", worst)), \(resources.registers) regs, "
-            + "occupancy \(Int(resources.occupancy * 100))%"
+        let built = try kernel(for: c)
+        let resources = try built.resources()
+        guard knobs.family == .vectorized else {
+            return "\(checked) values, max err/scale \(String(format: "%.1e", worst)), \(resources.registers) regs, "
+                + "occupancy \(Int(resources.occupancy * 100))%"
+        }
+        let unweighted = try built.resources(unweighted: true)
+        return "\(checked) values, max err/scale \(String(format: "%.1e", worst)), \(resources.registers) regs "
+            + "(\(unweighted.registers) unweighted), occupancy \(Int(resources.occupancy * 100))% "
+            + "(\(Int(unweighted.occupancy * 100))%)"
     }
 
     private func kernel(for c: EmbeddingCase) throws -> EmbeddingBagKernel {
@@ -916,11 +926,18 @@ public final class ParitySuite {
         var worst = 0.0
         var samples = 0
         // A repeated size replays its graph; the paper preset's 1024 (≈ 245K lookups) is over
-        // HostParallel's threshold, so the batch is checked and packed on all cores.
+        // HostParallel's threshold, so the batch is checked and packed on all cores. The weighted 64 (per-sample
+        // weights on the last table) must take a forward of its own, not replay the unweighted one's kernel entry,
+        // and the 64 after it the unweighted one again.
         var sent: [[Int]] = Array(repeating: [], count: config.tables.count)
-        for size in preset == .paper ? [64, 1, 300, 1024, 64] : [64, 1, 300, 64] {
+        let sizes = (preset == .paper ? [64, 1, 300, 1024, 64] : [64, 1, 300, 64]).map { ($0, false) } + [(64, true), (64, false)]
+        for (size, weighted) in sizes {
             var batch = generator.nextBatch(size: size)
             if size == 1 { batch.sparse[0] = SparseFeature(bags: [[]], type: batch.sparse[0].indices.type) }
+            if weighted {
+                let last = batch.sparse.count - 1
+                batch.sparse[last].weights = (0..<batch.sparse[last].indices.count).map { i in Float(i % 7) * 0.25 - 0.5 }
+            }
             for t in sent.indices { sent[t] += batch.sparse[t].indices.asInts }
             let got = try engine.predict(batch)
             let want = try cpu.predict(batch)

@@ -50,6 +50,25 @@ let nvrtc: NVRTC? = {
         print("compiled \(results.count) kernel modules with NVRTC \(nvrtc!.versionString); most registers: \(worst.map { "\($0.function) \($0.registers)" } ?? "-")")
     }
 
+    /// The entry compiled without per-sample weights must drop their registers (NVRTC 13 for sm_90: 122 → 96 on split
+    /// int8, 96 → 54 on fp32), or launching it buys nothing.
+    @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
+    func unweightedEntryTakesFewerRegisters() throws {
+        let knobs = try EmbeddingBagConfig.parse("vectorized").knobs
+        for (storage, split) in [(StorageType.int8, true), (.fp32, false)] {
+            let spec = EmbeddingBagKernel.spec(knobs: knobs, dim: 128, storage: storage, indexWidth: .int32,
+                                               splitScales: split)
+            let output = try spec.compile(architecture: "sm_90", nvrtc: nvrtc!, cache: KernelCache(directory: nil))
+            let reports = PtxasReport.parse(output.log)
+            let registers = EmbeddingBagKernel.vectorizedEntries.map { name in reports.first { $0.function == name }?.registers }
+            guard let weighing = registers[0], let unweighted = registers[1] else {
+                Issue.record("\(storage): an entry is missing from ptxas's report: \(reports.map(\.function))")
+                continue
+            }
+            #expect(unweighted + 16 <= weighing, "\(storage): \(unweighted) registers unweighted, \(weighing) weighing")
+        }
+    }
+
     @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
     func compileErrorsCarryTheLog() throws {
         do {

@@ -278,7 +278,13 @@ final class ShardMember {
     /// Every sample's probability (gathered from all ranks when they live in other processes).
     private var gathered: DeviceBuffer<Float>?
     private var output: PinnedBuffer?
-    private var steps: [Int: Step] = [:]
+    /// Steps by batch size and by whether the batch has per-sample weights (the captured bag launch holds the
+    /// kernel entry for one or the other; EmbeddingBagKernel.encode).
+    private var steps: [StepKey: Step] = [:]
+    private struct StepKey: Hashable {
+        let batch: Int
+        let weighted: Bool
+    }
 
     init(model: Model, layout: ShardLayout, communicator: NCCLCommunicator, options: GPUEngineOptions) throws {
         rank = communicator.rank
@@ -403,7 +409,8 @@ final class ShardMember {
     }
 
     private func step(batch: Int, samples: Range<Int>, buffers: BatchBuffers) throws -> Step {
-        if let step = steps[batch] { return step }
+        let key = StepKey(batch: batch, weighted: buffers.currentLayout.tables.contains { $0.weights != nil })
+        if let step = steps[key] { return step }
         let config = layout.config
         let denseBuffers = buffers.denseBuffers(tables: tables.count)
         // The bottom MLP reads this GPU's samples of the dense matrix (every sample's rows are uploaded).
@@ -449,7 +456,7 @@ final class ShardMember {
                 step.bottom = try side.capture { try bottom(side) }
             }
         }
-        steps[batch] = step
+        steps[key] = step
         return step
     }
 

@@ -70,6 +70,16 @@ public struct EmbeddingTableBinding: Sendable {
 public final class EmbeddingBagKernel: @unchecked Sendable {
     public static let baselineGrid = 1024
     public static let vectorBlockThreads = 256
+    /// The vectorized kernel's entry points: one that reads each table's per-sample weights when it has them, and
+    /// one compiled without them (26–42 fewer registers; docs/PERF.md), launched when no table of a launch has any.
+    public static let vectorizedEntries = ["embedding_bag_vectorized", "embedding_bag_vectorized_unweighted"]
+    /// The baseline's entry points: one table per launch from the table records, and PyTorch's argument list.
+    public static let baselineEntries = ["embedding_bag_baseline", "embedding_bag_baseline_table"]
+
+    /// The entries of `family`'s kernel (what ptxas reports and the catalog checks for spills).
+    public static func entries(of family: EmbeddingBagKnobs.Family) -> [String] {
+        family == .baseline ? baselineEntries : vectorizedEntries
+    }
 
     public let knobs: EmbeddingBagKnobs
     public let dim: Int
@@ -86,6 +96,8 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
     /// Bytes of one stored row (of its codes, with split scales).
     public var rowBytes: Int { splitScales ? storage.codeBytes(dim: dim) : storage.rowBytes(dim: dim) }
     let main: Function
+    /// The vectorized kernel compiled without per-sample weights.
+    let unweighted: Function?
     let baselineDirect: Function?
     let pin: L2PinKernel?
     let library: KernelLibrary
@@ -126,8 +138,10 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
         case .baseline:
             main = try library.function("embedding_bag_baseline_table", of: spec)
             baselineDirect = try library.function("embedding_bag_baseline", of: spec)
+            unweighted = nil
         case .vectorized:
-            main = try library.function("embedding_bag_vectorized", of: spec)
+            main = try library.function(Self.vectorizedEntries[0], of: spec)
+            unweighted = try library.function(Self.vectorizedEntries[1], of: spec)
             baselineDirect = nil
         }
         pin = knobs.l2 == .pinPass ? try L2PinKernel(library: library) : nil
@@ -183,8 +197,12 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
     }
 
     /// Enqueues the lookups of every table on `stream`. `tableArgs` is the device copy of the
-    /// records `writeTableArgs` made for `tables`, in the same order.
-    public func encode(tables: [EmbeddingTableBinding], tableArgs: DevicePointer, batch: Int, stream: CUDAStream) throws {
+    /// records `writeTableArgs` made for `tables`, in the same order. The vectorized kernel's entry without
+    /// weights runs when no table has per-sample weights, unless `weighingEntry` asks for the other (the doctor
+    /// checks both on unweighted bags). A CUDA graph captured from this holds the entry chosen here: graphs are
+    /// keyed by whether the batch has weights (GPUEngine).
+    public func encode(tables: [EmbeddingTableBinding], tableArgs: DevicePointer, batch: Int, stream: CUDAStream,
+                       weighingEntry: Bool = false) throws {
         guard batch > 0, !tables.isEmpty else { return }
         switch knobs.family {
         case .vectorized:
@@ -193,7 +211,9 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
             var arguments = KernelArguments()
             arguments.add(tableArgs)
             arguments.add(Int32(batch))
-            try main.launch(
+            let anyWeights = tables.contains { $0.sampleWeights != 0 }
+            let function = anyWeights || weighingEntry ? main : (unweighted ?? main)
+            try function.launch(
                 grid: ((batch + bagsPerBlock - 1) / bagsPerBlock, tables.count, 1), block: (Self.vectorBlockThreads, 1, 1),
                 stream: stream, arguments: arguments)
         case .baseline:
@@ -250,9 +270,11 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
 
     /// Registers, local bytes and theoretical occupancy on this GPU of the main kernel or, with
     /// `direct`, of the baseline's PyTorch-argument entry (what the one-table benchmark times; ptxas
-    /// allocates the two differently, e.g. 62 vs 63 registers for rpf).
-    public func resources(direct: Bool = false) throws -> (registers: Int, localBytes: Int, occupancy: Double) {
-        let function = direct ? (baselineDirect ?? main) : main
+    /// allocates the two differently, e.g. 62 vs 63 registers for rpf), or with `unweighted` of the vectorized
+    /// kernel's entry without per-sample weights (what unweighted launches run).
+    public func resources(direct: Bool = false, unweighted: Bool = false) throws
+        -> (registers: Int, localBytes: Int, occupancy: Double) {
+        let function = direct ? (baselineDirect ?? main) : unweighted ? (self.unweighted ?? main) : main
         let r = try function.resources()
         let blockSize = knobs.family == .baseline ? 256 : Self.vectorBlockThreads
         return (r.registers, r.localBytes, try function.occupancy(blockSize: blockSize))

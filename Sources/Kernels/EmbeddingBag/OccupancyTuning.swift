@@ -33,8 +33,7 @@ public enum OccupancyTuning {
         var uncapped = knobs
         uncapped.autoRegisterCap = false
         uncapped.maxRegisters = nil
-        let functions = knobs.family == .baseline
-            ? ["embedding_bag_baseline", "embedding_bag_baseline_table"] : ["embedding_bag_vectorized"]
+        let functions = EmbeddingBagKernel.entries(of: knobs.family)
         func reports(_ k: EmbeddingBagKnobs) throws -> [PtxasReport] {
             let spec = EmbeddingBagKernel.spec(knobs: k, dim: dim, storage: storage, indexWidth: indexWidth)
             let output = try spec.compile(architecture: architecture, nvrtc: nvrtc, cache: cache)

@@ -14,6 +14,8 @@
 //                             shuffle and a ballot a chunk, and a find-first-set a row.
 //       SPLIT_SCALES=1        quantised rows are codes only; scale and bias come from their own array, read
 //                             evict_last so it stays in L2 (embedding_bag_common.cuh).
+//   embedding_bag_vectorized_unweighted   the same, compiled without per-sample weights (fewer registers, more
+//                             rows in flight): launched when no table of the launch has any.
 // fp32, fp16, bf16, and int8 and int4 row-wise storage. LANES may be fewer than a row needs: each lane then
 // covers several chunks of a row, and a warp instruction serves more rows (less per-row overhead).
 #include "embedding_bag_common.cuh"
@@ -174,9 +176,10 @@ __device__ __forceinline__ void accumulate(float *acc, raw_t v, float weight, bo
 #endif
 }
 
-// No __launch_bounds__: with it ptxas holds 2-byte-storage specialisations to 64 registers and
-// spills; without it they take ~70 and none spill.
-extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict__ tables, int batch) {
+// The kernel's body. MAY_WEIGH=false is the entry for launches where no table has per-sample weights: the
+// weights' shuffles and scaled arithmetic then leave the kernel, 26–42 fewer registers (docs/PERF.md).
+template <bool MAY_WEIGH>
+__device__ __forceinline__ void embedding_bag(const TableArgs *__restrict__ tables, int batch) {
     const TableArgs table = tables[blockIdx.y];
     const int lane = threadIdx.x % LANES;
     const int group = threadIdx.x / LANES;
@@ -196,7 +199,7 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
 #endif
     const unsigned groupMask =
         LANES == 32 ? 0xffffffffu : (((1u << LANES) - 1u) << (((threadIdx.x % 32) / LANES) * LANES));
-    const bool weighted = table.sample_weights != 0;
+    const bool weighted = MAY_WEIGH && table.sample_weights != 0;
     unsigned long long evictLast = 0, evictFirst = 0;
 #if EVICT_HINTS || SPLIT_SCALES
     asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(evictLast));
@@ -387,4 +390,15 @@ extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict_
 #endif
     }
 #undef COLUMN
+}
+
+// No __launch_bounds__: with it ptxas holds 2-byte-storage specialisations to 64 registers and
+// spills; without it they take ~70 and none spill.
+extern "C" __global__ void embedding_bag_vectorized(const TableArgs *__restrict__ tables, int batch) {
+    embedding_bag<true>(tables, batch);
+}
+
+// Every table of the launch has sample_weights == 0 (its weights are not read).
+extern "C" __global__ void embedding_bag_vectorized_unweighted(const TableArgs *__restrict__ tables, int batch) {
+    embedding_bag<false>(tables, batch);
 }
