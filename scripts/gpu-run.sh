@@ -404,12 +404,18 @@ PY
 # MATH_CASES: preset:math:batch[:lookups].
 stage_forward-math() {
     local cases=${MATH_CASES:-terabyte:fp32:2048 terabyte:tf32x3:2048 terabyte:fp32:16384 terabyte:tf32x3:16384 mlperf-v1:fp32:2048 mlperf-v1:tf32x3:2048 mlperf-v1:fp32:2048:20 mlperf-v1:tf32x3:2048:20 mlperf-v2:fp32:8192 mlperf-v2:tf32x3:8192}
+    # BOTTOM_ORDERS="in-order beside beside-first": each case under each --bottom-mlp, labelled <math>-<order>,
+    # alternating within each round.
     for round in 1 2; do
         for c in $cases; do
             IFS=: read -r preset math batch lookups <<< "$c"
-            $BAGEL bench e2e --preset $preset --max-rows 1000000 --batch-size $batch --device gpu --math $math \
-                ${lookups:+--lookups $lookups} --seconds 2 \
-                --json "$OUT/fm_${preset}_${math}_${batch}_${lookups:-1}_$round.json" > /dev/null
+            for order in ${BOTTOM_ORDERS:-default}; do
+                local label=$math flag=""
+                [ $order != default ] && { label=$math-$order; flag="--bottom-mlp $order"; }
+                $BAGEL bench e2e --preset $preset --max-rows 1000000 --batch-size $batch --device gpu --math $math \
+                    ${lookups:+--lookups $lookups} --seconds 2 $flag \
+                    --json "$OUT/fm_${preset}_${label}_${batch}_${lookups:-1}_$round.json" > /dev/null
+            done
         done
     done
     torch_dlrm_terabyte_mlperf_v1
@@ -521,10 +527,15 @@ stage_ncu() {
     mkdir -p "$OUT/ncu"
     for variant in ${NCU_VARIANTS:-baseline optmt optmt:regs=32 rpf rpf:dist=4 rpf-smem rpf-l1 l2p combined vectorized vectorized:split=2 bagel}; do
         for dataset in ${NCU_DATASETS:-medium random}; do
+            # NCU_TABLES=12: all tables in one launch as the engine runs them; ncu then profiles the second launch
+            # of each grid shape (the one-table launches and the batched one).
+            local tables=${NCU_TABLES:-1} batched=""
+            [ "$tables" -gt 1 ] && batched="--table-batched"
             $ncu --clock-control none --kernel-name regex:embedding_bag --launch-skip 1 --launch-count 1 \
+                ${batched:+--filter-mode per-launch-config} \
                 --csv --page raw --metrics "$NCU_METRICS" --log-file "$OUT/ncu/${variant//:/_}-$dataset${NCU_DTYPE:+-$NCU_DTYPE}.csv" \
-                $BAGEL bench embedding --tables 1 --runs 2 --datasets $dataset --variants $variant --traces $TRACES \
-                    --dtype "${NCU_DTYPE:-fp32}" \
+                $BAGEL bench embedding --tables $tables $batched --runs 2 --datasets $dataset --variants $variant \
+                    --traces $TRACES --dtype "${NCU_DTYPE:-fp32}" \
                 > /dev/null 2>> "$OUT/ncu/errors.txt" || echo "ncu failed for $variant $dataset"
         done
     done

@@ -161,6 +161,9 @@ struct EndToEndBench: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Replay CUDA graphs on the GPU.")
     var graphs = true
 
+    @Option(help: "Where the bottom MLP runs against the embedding bags (GPU, one GPU): in-order (one stream), beside (a second stream), beside-first (a second stream of the greatest priority).")
+    var bottomMLP: BottomMLPOrder = .inOrder
+
     @Option(help: "Write the results as JSON.")
     var json: String?
     @Option(help: "Write the probabilities of the first batch here, one per line (to compare engines, placements or machines: the same seed gives the same model and inputs).")
@@ -220,7 +223,7 @@ struct EndToEndBench: ParsableCommand {
         let baseline = scaling ? try oneGPUBaseline(model: loaded, batch: batches[0], hotRows: hotRows) : nil
         let engine = try EngineFactory.make(
             model: loaded, device: device, threads: threads, variant: variant, math: math, graphs: graphs,
-            hotRows: hotRows, tiers: tiers, traffic: traffic, multiGPU: multiGPU)
+            hotRows: hotRows, tiers: tiers, traffic: traffic, multiGPU: multiGPU, bottomMLP: bottomMLP)
         print("engine: \(engine.description)")
         if let probabilitiesOut {
             let probabilities = try engine.predict(batches[0])

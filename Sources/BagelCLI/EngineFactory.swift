@@ -6,6 +6,7 @@ import Engine
 import Kernels
 
 extension MathMode: ExpressibleByArgument {}
+extension BottomMLPOrder: ExpressibleByArgument {}
 
 /// Picks the engine for `--device`: `auto` takes the GPU when one is usable and says why when not.
 enum EngineFactory {
@@ -14,7 +15,7 @@ enum EngineFactory {
     static func make(model: Model, device: DeviceChoice, threads: Int? = nil, variant: String? = nil,
                      math: MathMode = .fp32, graphs: Bool = true, hotRows: [[Int]]? = nil,
                      tiers: TierOptions? = nil, traffic: [[Int]]? = nil,
-                     multiGPU: MultiGPUOptions? = nil) throws -> any InferenceEngine {
+                     multiGPU: MultiGPUOptions? = nil, bottomMLP: BottomMLPOrder = .inOrder) throws -> any InferenceEngine {
         let embedding = try variant.map(EmbeddingChoice.parse) ?? .auto
         // --threads 1 also keeps the GPU engine's batch preparation on one thread.
         let placement = try tiers?.placement(for: model.config, traffic: traffic)
@@ -24,7 +25,7 @@ enum EngineFactory {
             if device == .cpu { Console.status("--hbm-budget places rows for the GPU; the CPU engine keeps every row in memory") }
         }
         let options = GPUEngineOptions(embedding: embedding, math: math, useGraphs: graphs, hotRows: hotRows,
-                                       parallelHostWork: threads != 1, placement: placement)
+                                       parallelHostWork: threads != 1, placement: placement, bottomMLP: bottomMLP)
         if let multiGPU, multiGPU.isActive {
             guard device != .cpu else { throw BagelError(.invalidData, "--gpus and --coordinator run on GPUs; leave out --device cpu") }
             if let engine = try multiGPU.makeEngine(model: model, options: options) { return engine }

@@ -34,6 +34,8 @@ public final class Driver: @unchecked Sendable {
     let cuMemsetD32Async: PFN_cuMemsetD32Async
     let cuMemsetD8Async: PFN_cuMemsetD8Async
     let cuStreamCreate: PFN_cuStreamCreate
+    let cuStreamCreateWithPriority: PFN_cuStreamCreateWithPriority
+    let cuCtxGetStreamPriorityRange: PFN_cuCtxGetStreamPriorityRange
     let cuStreamDestroy: PFN_cuStreamDestroy
     let cuStreamSynchronize: PFN_cuStreamSynchronize
     let cuStreamSetAttribute: PFN_cuStreamSetAttribute
@@ -92,6 +94,8 @@ public final class Driver: @unchecked Sendable {
         cuMemsetD32Async = try load("cuMemsetD32Async", PFN_cuMemsetD32Async.self)
         cuMemsetD8Async = try load("cuMemsetD8Async", PFN_cuMemsetD8Async.self)
         cuStreamCreate = try load("cuStreamCreate", PFN_cuStreamCreate.self)
+        cuStreamCreateWithPriority = try load("cuStreamCreateWithPriority", PFN_cuStreamCreateWithPriority.self)
+        cuCtxGetStreamPriorityRange = try load("cuCtxGetStreamPriorityRange", PFN_cuCtxGetStreamPriorityRange.self)
         cuStreamDestroy = try load("cuStreamDestroy_v2", PFN_cuStreamDestroy.self)
         cuStreamSynchronize = try load("cuStreamSynchronize", PFN_cuStreamSynchronize.self)
         cuStreamSetAttribute = try load("cuStreamSetAttribute", PFN_cuStreamSetAttribute.self)

@@ -6,11 +6,21 @@ public final class CUDAStream: @unchecked Sendable {
     public let context: CUDAContext
     let handle: CUstream
 
-    public init(context: CUDAContext) throws {
+    /// - Parameter highPriority: the device's greatest stream priority: where kernels of several streams wait for
+    ///   room on the SMs, this stream's blocks go first (graphs captured from it keep that: `capture`).
+    public init(context: CUDAContext, highPriority: Bool = false) throws {
         self.context = context
         try context.makeCurrent()
         var stream: CUstream?
-        try context.driver.check(context.driver.cuStreamCreate(&stream, 1), "cuStreamCreate")
+        if highPriority {
+            var least: Int32 = 0, greatest: Int32 = 0
+            try context.driver.check(context.driver.cuCtxGetStreamPriorityRange(&least, &greatest),
+                                     "cuCtxGetStreamPriorityRange")
+            try context.driver.check(context.driver.cuStreamCreateWithPriority(&stream, 1, greatest),
+                                     "cuStreamCreateWithPriority")
+        } else {
+            try context.driver.check(context.driver.cuStreamCreate(&stream, 1), "cuStreamCreate")
+        }
         handle = stream!
     }
 
@@ -93,7 +103,8 @@ public final class CUDAStream: @unchecked Sendable {
         try context.driver.check(endResult, "cuStreamEndCapture")
         defer { _ = context.driver.cuGraphDestroy(graph) }
         var exec: CUgraphExec?
-        try context.driver.check(context.driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiate")
+        // USE_NODE_PRIORITY: kernels captured from a high-priority stream keep their priority in the graph.
+        try context.driver.check(context.driver.cuGraphInstantiateWithFlags(&exec, graph, 8), "cuGraphInstantiate")
         return Graph(context: context, exec: exec!)
     }
 }

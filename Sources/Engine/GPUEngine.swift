@@ -27,11 +27,15 @@ public struct GPUEngineOptions: Sendable {
     /// int8 and int4 tables held in HBM are stored as codes plus a scale/bias array where their scales allow
     /// (`ScaleSplit`); false keeps FBGEMM's fused rows on the GPU too.
     public var splitScales: Bool
+    /// Where the bottom MLP runs against the embedding bags (they write different columns of the interaction input
+    /// and read nothing of each other's).
+    public var bottomMLP: BottomMLPOrder
 
     public init(embedding: EmbeddingChoice = .auto, math: MathMode = .fp32, useGraphs: Bool = true,
                 deviceOrdinal: Int = 0, hotRows: [[Int]]? = nil, parallelHostWork: Bool = true,
                 autotuneCache: Bool = true, placement: PlacementPlan? = nil, timeMatmulAlgorithms: Bool = true,
-                splitScales: Bool = true) {
+                splitScales: Bool = true, bottomMLP: BottomMLPOrder = .inOrder) {
+        self.bottomMLP = bottomMLP
         self.placement = placement
         self.splitScales = splitScales
         self.timeMatmulAlgorithms = timeMatmulAlgorithms
@@ -43,6 +47,16 @@ public struct GPUEngineOptions: Sendable {
         self.parallelHostWork = parallelHostWork
         self.autotuneCache = autotuneCache
     }
+}
+
+/// Where the forward runs the bottom MLP against the embedding bags.
+public enum BottomMLPOrder: String, Sendable, CaseIterable {
+    /// Every stage in order on one stream.
+    case inOrder = "in-order"
+    /// On a second stream beside the index remap and the bags, joined before the interaction.
+    case beside
+    /// Beside, on a stream of the device's greatest priority: its blocks take the SMs before the bags' waiting ones.
+    case besideFirst = "beside-first"
 }
 
 /// The DLRM forward on one GPU: weights resident, inputs uploaded through one pinned staging
@@ -93,6 +107,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     /// Submitted batches upload on a stream of their own into one of two landing buffers, beside the forward
     /// of the batch before (`submit`).
     private let uploadStream: CUDAStream
+    /// The bottom MLP's stream when it runs beside the bags (`GPUEngineOptions.bottomMLP`), forked from `stream`
+    /// after the batch's upload and joined before the interaction.
+    private let bottomSide: (stream: CUDAStream, fork: Event, join: Event)?
     private var landings: [Landing] = []
     private var nextLanding = 0
 
@@ -104,7 +121,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         return "gpu: \(context.device.name), embedding \(embedding)"
             + "\(plan.tuneOnFirstBatch ? " (tuning on the first batch)" : ""), "
             + (plan.splitIndices ? "24-bit indices, " : "")
-            + "MLP \(options.math.rawValue)" + (options.useGraphs ? ", CUDA graphs" : "")
+            + "MLP \(options.math.rawValue)" + (options.bottomMLP == .inOrder ? "" : ", bottom MLP \(options.bottomMLP.rawValue) the bags")
+            + (options.useGraphs ? ", CUDA graphs" : "")
     }
 
     /// Device memory in use on this GPU (weights, tables, buffers of every process).
@@ -125,6 +143,9 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         self.library = try library ?? KernelLibrary(context: context)
         stream = try CUDAStream(context: context)
         uploadStream = try CUDAStream(context: context)
+        bottomSide = options.bottomMLP == .inOrder ? nil
+            : (try CUDAStream(context: context, highPriority: options.bottomMLP == .besideFirst),
+               try Event(context: context, timing: false), try Event(context: context, timing: false))
         elementwise = try ElementwiseKernels(library: self.library)
         let config = model.config
         outputAligned = DenseNetwork.outputOffsets(config).allSatisfy { $0 % 4 == 0 } && DenseNetwork.outputStride(config) % 4 == 0
@@ -600,12 +621,24 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             if let graph { try graph.launch(on: stream) } else { try encode(on: stream) }
         }
 
+        /// The forward on `stream` (what a graph captures): the bottom MLP forked onto the side stream where the
+        /// engine has one, beside the index remap and the bags, joined before the interaction.
         func encode(on stream: CUDAStream) throws {
-            for stage in stages { try stage.body(stream) }
+            guard let side = engine.bottomSide else {
+                for stage in stages { try stage.body(stream) }
+                return
+            }
+            try side.fork.record(on: stream)
+            try side.stream.wait(for: side.fork)
+            try dense.bottomStage.body(side.stream)
+            try side.join.record(on: side.stream)
+            for stage in bagStages { try stage.body(stream) }
+            try stream.wait(for: side.join)
+            for stage in dense.headStages { try stage.body(stream) }
         }
 
-        /// The forward as named stages: bottom MLP → (index remap) → embedding bags → interaction or
-        /// cross network → top MLP and sigmoid.
+        /// The forward as named stages, in order on one stream (how they are timed one by one): bottom MLP →
+        /// (index remap) → embedding bags → interaction or cross network → top MLP and sigmoid.
         var stages: [DenseNetwork.Forward.Stage] { [dense.bottomStage] + bagStages + dense.headStages }
 
         /// The index remap (tables stored permuted) and the embedding bags.

@@ -163,6 +163,14 @@ public final class ParitySuite {
         record("forward mlperf-v2 vectorized, host tier (25% of rows in HBM, hottest by profile)") {
             try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: true, hbmShare: 0.25)
         }
+        for order in [BottomMLPOrder.beside, .besideFirst] {
+            record("forward terabyte vectorized, the bottom MLP \(order.rawValue) the bags (second stream)") {
+                try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, bottomMLP: order)
+            }
+        }
+        record("forward mlperf-v2 vectorized (no graph), the bottom MLP beside-first the bags") {
+            try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: false, bottomMLP: .besideFirst)
+        }
         record("forward terabyte vectorized, upper-triangle pairs (TorchRec DLRM)") {
             try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, pairs: .upper)
         }
@@ -891,7 +899,8 @@ public final class ParitySuite {
     ///   generated traffic) and the rest in the host tier; nil: every row in HBM.
     func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant?, graphs: Bool,
                       dtype: StorageType = .fp32, pairs: DotPairOrder = .lower, math: MathMode = .fp32,
-                      hbmShare: Double? = nil, crossRank: Int? = nil) throws -> String {
+                      hbmShare: Double? = nil, crossRank: Int? = nil,
+                      bottomMLP: BottomMLPOrder = .inOrder) throws -> String {
         var config = preset.config(maxRows: 2000, dtype: dtype, lookups: preset == .paper ? 20 : preset == .mlperfV2 ? nil : 1)
         if pairs == .upper { config.dotPairs = .upper }
         if let crossRank { config.crossNetwork?.lowRank = crossRank }
@@ -917,7 +926,8 @@ public final class ParitySuite {
         let engine = try GPUEngine(
             model: model,
             options: GPUEngineOptions(embedding: variant.map { .fixed(EmbeddingBagConfig($0)) } ?? .tune, math: math,
-                                      useGraphs: graphs, hotRows: hot, autotuneCache: false, placement: placement),
+                                      useGraphs: graphs, hotRows: hot, autotuneCache: false, placement: placement,
+                                      bottomMLP: bottomMLP),
             context: context, library: library)
         if let placement, !engine.plan.tables.contains(where: { $0.placement == .hostTier }) || !placement.hasHostTier {
             throw ParityFailure("the placement split no table: nothing of the host tier was checked")

@@ -68,6 +68,8 @@ typedef CUresult (*PFN_cuMemcpyDtoDAsync)(CUdeviceptr destination, CUdeviceptr s
 typedef CUresult (*PFN_cuMemsetD32Async)(CUdeviceptr destination, unsigned int value, size_t count, CUstream stream);
 typedef CUresult (*PFN_cuMemsetD8Async)(CUdeviceptr destination, unsigned char value, size_t count, CUstream stream);
 typedef CUresult (*PFN_cuStreamCreate)(CUstream *stream, unsigned int flags);
+typedef CUresult (*PFN_cuStreamCreateWithPriority)(CUstream *stream, unsigned int flags, int priority);
+typedef CUresult (*PFN_cuCtxGetStreamPriorityRange)(int *least, int *greatest);
 typedef CUresult (*PFN_cuStreamDestroy)(CUstream stream);
 typedef CUresult (*PFN_cuStreamSynchronize)(CUstream stream);
 typedef CUresult (*PFN_cuStreamSetAttribute)(CUstream stream, int attribute, const BagelStreamAttrValue *value);
