@@ -63,13 +63,16 @@ stage_compare-embedding() {
             [ $bin = old ] && exe=$OLD
             [ $bin = new ] && [ $round = 1 ] && dump="--dump $WORK/inputs-compare"
             $exe bench embedding --traces $TRACES --datasets $datasets --variants $variants --runs "${RUNS:-21}" \
-                --table-batched --json "$OUT/compare-$bin-$round.json" $dump
+                --table-batched --json "$OUT/compare-$bin-$round.json" $dump ${CMP_DTYPE:+--dtype $CMP_DTYPE}
         done
     done
     python3 Benchmarks/torch_embedding_bag.py --inputs $WORK/inputs-compare --json "$OUT/torch-compare.json" \
         --runs "${RUNS:-21}"
+    # torch has no int8/int4 EmbeddingBag: no torch-compare.json then.
+    local torch=""
+    [ -f "$OUT/torch-compare.json" ] && torch="--torch $OUT/torch-compare.json"
     python3 Benchmarks/compare_binaries.py --old "$OUT"/compare-old-*.json --new "$OUT"/compare-new-*.json \
-        --torch "$OUT/torch-compare.json" ${FBGEMM_JSON:+--fbgemm $FBGEMM_JSON} | tee "$OUT/compare-embedding.md"
+        $torch ${FBGEMM_JSON:+--fbgemm $FBGEMM_JSON} | tee "$OUT/compare-embedding.md"
 }
 
 # The forward end to end (terabyte and paper presets), this binary and the previous one alternating.
