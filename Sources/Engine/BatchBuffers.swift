@@ -20,6 +20,10 @@ struct ArenaLayout {
         var bagSize: Int?
     }
 
+    /// Whether any table of the batch has per-sample weights (the embedding launch then takes the weighing kernel
+    /// entry; forwards and their graphs are keyed by it).
+    var hasSampleWeights: Bool { tables.contains { $0.weights != nil } }
+
     let batch: Int
     let indexWidth: IndexType
     /// Indices uploaded as 24 bits in two arrays, a quarter fewer bytes than int32 (`EmbeddingPlan.splitIndices`).

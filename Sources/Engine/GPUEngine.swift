@@ -585,7 +585,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
     }
 
     private func forward(for size: Int, buffers: BatchBuffers) throws -> Forward {
-        let key = ForwardKey(size: size, weighted: buffers.currentLayout.tables.contains { $0.weights != nil })
+        let key = ForwardKey(size: size, weighted: buffers.currentLayout.hasSampleWeights)
         if let forward = forwards[key] { return forward }
         let forward = try Forward(engine: self, batch: size, buffers: buffers)
         try forward.tune(on: stream)

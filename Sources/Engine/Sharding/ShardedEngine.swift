@@ -409,7 +409,7 @@ final class ShardMember {
     }
 
     private func step(batch: Int, samples: Range<Int>, buffers: BatchBuffers) throws -> Step {
-        let key = StepKey(batch: batch, weighted: buffers.currentLayout.tables.contains { $0.weights != nil })
+        let key = StepKey(batch: batch, weighted: buffers.currentLayout.hasSampleWeights)
         if let step = steps[key] { return step }
         let config = layout.config
         let denseBuffers = buffers.denseBuffers(tables: tables.count)
