@@ -20,6 +20,10 @@ public final class CuBLASLt: @unchecked Sendable {
     let cublasLtMatmulPreferenceSetAttribute: PFN_cublasLtMatmulPreferenceSetAttribute
     let cublasLtMatmulAlgoGetHeuristic: PFN_cublasLtMatmulAlgoGetHeuristic
     let cublasLtMatmul: PFN_cublasLtMatmul
+    let cublasLtMatmulAlgoCapGetAttribute: PFN_cublasLtMatmulAlgoCapGetAttribute
+    let cublasLtMatmulAlgoConfigSetAttribute: PFN_cublasLtMatmulAlgoConfigSetAttribute
+    let cublasLtMatmulAlgoConfigGetAttribute: PFN_cublasLtMatmulAlgoConfigGetAttribute
+    let cublasLtMatmulAlgoCheck: PFN_cublasLtMatmulAlgoCheck
 
     private init() throws {
         let library = try DynamicLibrary.open(
@@ -41,6 +45,13 @@ public final class CuBLASLt: @unchecked Sendable {
             "cublasLtMatmulPreferenceSetAttribute", PFN_cublasLtMatmulPreferenceSetAttribute.self)
         cublasLtMatmulAlgoGetHeuristic = try load("cublasLtMatmulAlgoGetHeuristic", PFN_cublasLtMatmulAlgoGetHeuristic.self)
         cublasLtMatmul = try load("cublasLtMatmul", PFN_cublasLtMatmul.self)
+        cublasLtMatmulAlgoCapGetAttribute = try load(
+            "cublasLtMatmulAlgoCapGetAttribute", PFN_cublasLtMatmulAlgoCapGetAttribute.self)
+        cublasLtMatmulAlgoConfigSetAttribute = try load(
+            "cublasLtMatmulAlgoConfigSetAttribute", PFN_cublasLtMatmulAlgoConfigSetAttribute.self)
+        cublasLtMatmulAlgoConfigGetAttribute = try load(
+            "cublasLtMatmulAlgoConfigGetAttribute", PFN_cublasLtMatmulAlgoConfigGetAttribute.self)
+        cublasLtMatmulAlgoCheck = try load("cublasLtMatmulAlgoCheck", PFN_cublasLtMatmulAlgoCheck.self)
         let getVersion = try load("cublasLtGetVersion", PFN_cublasLtGetVersion.self)
         version = Int(getVersion())
         path = library.resolvedPath(anySymbol: "cublasLtCreate")
@@ -173,6 +184,16 @@ enum MatmulAttribute {
     static let outerVectorScales: Int32 = 3  // CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F
     /// cublasLtMatmulPreferenceAttributes_t
     static let maxWorkspaceBytes: Int32 = 1  // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES
+    /// cublasLtMatmulAlgoCapAttributes_t
+    static let capSplitKSupport: Int32 = 0  // CUBLASLT_ALGO_CAP_SPLITK_SUPPORT (int32)
+    static let capReductionSchemes: Int32 = 1  // CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK (uint32)
+    /// cublasLtMatmulAlgoConfigAttributes_t (uint32 values)
+    static let configSplitK: Int32 = 2  // CUBLASLT_ALGO_CONFIG_SPLITK_NUM
+    static let configReduction: Int32 = 3  // CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME
+    /// cublasLtReductionScheme_t: the parts summed in order in the output itself (counters in the workspace), or
+    /// in a workspace buffer of the compute type that a second kernel reduces (and applies the epilogue to).
+    static let reductionInPlace: UInt32 = 1  // CUBLASLT_REDUCTION_SCHEME_INPLACE
+    static let reductionComputeType: UInt32 = 2  // CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE
     /// cublasOperation_t
     static let noTranspose: Int32 = 0  // CUBLAS_OP_N
     static let transpose: Int32 = 1  // CUBLAS_OP_T
@@ -196,7 +217,7 @@ public final class MatmulPlan: @unchecked Sendable {
     let layoutX: cublasLtMatrixLayout_t
     let layoutY: cublasLtMatrixLayout_t
     var algo: BagelMatmulAlgo
-    /// The heuristic's candidates (best first), for `tune`.
+    /// The heuristic's candidates (best first), then split-K variants of its first ones, for `tune`.
     let candidates: [BagelMatmulAlgo]
     let weight: DevicePointer
     public let input: Int
@@ -278,14 +299,83 @@ public final class MatmulPlan: @unchecked Sendable {
                 call: "cublasLtMatmulAlgoGetHeuristic")
         }
         algo = best.algo
-        candidates = results.prefix(Int(returned)).filter { $0.state == MatmulAttribute.success }.map(\.algo)
+        let heuristic = results.prefix(Int(returned)).filter { $0.state == MatmulAttribute.success }.map(\.algo)
+        candidates = heuristic + Self.splitKVariants(
+            of: heuristic, library: lt, handle: matmul.handle, desc: desc!, layouts: (layoutW, layoutX, layoutY),
+            input: input, workspaceBytes: matmul.workspace.byteCount)
     }
 
-    /// Times each of the heuristic's candidate algorithms on these buffers and keeps the fastest
-    /// (the heuristic's first pick is often not the fastest for the small batches of inference).
+    /// The K splits `tune` adds to a candidate: cuBLASLt's heuristic does not offer them for inference's short
+    /// products, whose tiles leave SMs idle. Timed, they rarely win (run 92: kept on mlperf-v1's 1024 → 512 at batch
+    /// 2048, on no terabyte layer — the reduction costs what the extra blocks give). Parts under 32 of K are not tried.
+    static let splitCounts: [UInt32] = [2, 3, 4, 6, 8]
+    /// How many of the heuristic's candidates get split variants (the first, best ranked).
+    static let splitBases = 3
+
+    /// Split-K variants of the heuristic's first candidates that cuBLASLt accepts for this product (AlgoCheck) within
+    /// the workspace, each reduction scheme the algorithm offers of the two that keep the parts' order fixed.
+    private static func splitKVariants(
+        of heuristic: [BagelMatmulAlgo], library lt: CuBLASLt, handle: cublasLtHandle_t, desc: cublasLtMatmulDesc_t,
+        layouts: (cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t), input: Int,
+        workspaceBytes: Int
+    ) -> [BagelMatmulAlgo] {
+        var variants: [BagelMatmulAlgo] = []
+        for base in heuristic.filter({ Self.splitK(of: $0, library: lt) == 1 }).prefix(splitBases) {
+            var supported: Int32 = 0
+            var schemes: UInt32 = 0
+            var written = 0
+            guard lt.cublasLtMatmulAlgoCapGetAttribute([base], MatmulAttribute.capSplitKSupport, &supported, 4, &written) == 0,
+                  supported != 0,
+                  lt.cublasLtMatmulAlgoCapGetAttribute([base], MatmulAttribute.capReductionSchemes, &schemes, 4, &written) == 0
+            else { continue }
+            for scheme in [MatmulAttribute.reductionInPlace, MatmulAttribute.reductionComputeType]
+            where schemes & scheme != 0 {
+                for count in splitCounts where input / Int(count) >= 32 {
+                    var variant = base
+                    var (k, r) = (count, scheme)
+                    guard lt.cublasLtMatmulAlgoConfigSetAttribute(&variant, MatmulAttribute.configSplitK, &k, 4) == 0,
+                          lt.cublasLtMatmulAlgoConfigSetAttribute(&variant, MatmulAttribute.configReduction, &r, 4) == 0
+                    else { continue }
+                    var check = BagelMatmulHeuristicResult()
+                    let status = lt.cublasLtMatmulAlgoCheck(
+                        handle, desc, layouts.0, layouts.1, layouts.2, layouts.2, &variant, &check)
+                    guard status == 0, check.state == MatmulAttribute.success, check.workspaceSize <= workspaceBytes,
+                          !(heuristic + variants).contains(where: { Self.same($0, check.algo) })
+                    else { continue }
+                    variants.append(check.algo)
+                }
+            }
+        }
+        return variants
+    }
+
+    private static func same(_ a: BagelMatmulAlgo, _ b: BagelMatmulAlgo) -> Bool {
+        withUnsafeBytes(of: a) { x in withUnsafeBytes(of: b) { y in x.elementsEqual(y) } }
+    }
+
+    private static func splitK(of algo: BagelMatmulAlgo, library lt: CuBLASLt) -> UInt32 {
+        var count: UInt32 = 1
+        var written = 0
+        _ = lt.cublasLtMatmulAlgoConfigGetAttribute([algo], MatmulAttribute.configSplitK, &count, 4, &written)
+        return max(count, 1)
+    }
+
+    /// How many parts K is split into by the algorithm that runs (1: not split).
+    public var splitK: Int { Int(Self.splitK(of: algo, library: matmul.library)) }
+
+    /// How many algorithms `tune` times (the heuristic's, then the split-K variants).
+    public var candidateCount: Int { candidates.count }
+
+    /// Runs candidate `index` from now on (the doctor checks each).
+    public func use(candidate index: Int) {
+        algo = candidates[index]
+    }
+
+    /// Times each candidate algorithm on these buffers and keeps the fastest (the heuristic's first pick is often
+    /// not the fastest for the small batches of inference, and it does not split K to fill the GPU).
     /// `y` is overwritten.
     @discardableResult
-    public func tune(x: DevicePointer, y: DevicePointer, stream: CUDAStream, repeats: Int = 5) throws -> Double {
+    public func tune(x: DevicePointer, y: DevicePointer, stream: CUDAStream, repeats: Int = 3) throws -> Double {
         guard candidates.count > 1 else { return 0 }
         let timer = try DeviceTimer(stream: stream)
         var best = (index: 0, seconds: Double.infinity)
@@ -293,8 +383,11 @@ public final class MatmulPlan: @unchecked Sendable {
             algo = candidate
             do {
                 try encode(x: x, y: y, stream: stream)  // warm-up
+                // Ten calls between two events: one call of a few µs is at the events' resolution.
                 var times: [Double] = []
-                for _ in 0..<repeats { times.append(try timer.time { try encode(x: x, y: y, stream: stream) }) }
+                for _ in 0..<repeats {
+                    times.append(try timer.time { for _ in 0..<10 { try encode(x: x, y: y, stream: stream) } } / 10)
+                }
                 let median = times.median
                 if median < best.seconds { best = (i, median) }
             } catch {

@@ -256,6 +256,9 @@ final class DenseNetwork {
         let cross: [(v: LinearLayerOp, w: LinearLayerOp)]
         /// Cross layers whose products take fp8 (all or none).
         let crossFP8Layers: Int
+        /// The last top layer (one output, fp32 operands) and the sigmoid run as Bagel's one-warp-a-sample kernel
+        /// instead of cuBLASLt and a second launch, where `tune` timed it faster.
+        private(set) var fusedLogit = false
 
         init(network: DenseNetwork, batch: Int, buffers: Buffers) throws {
             self.network = network
@@ -364,6 +367,37 @@ final class DenseNetwork {
                 let y = k == top.count - 1 ? buffers.logits : act[k % 2]
                 try op.tune(x: network.fp8?.top[k] != nil ? buffers.fp8Scratch! : topOperand(k), y: y, stream: stream)
             }
+            if canFuseLogit, let kernels = network.fp32Kernels {
+                let timer = try DeviceTimer(stream: stream)
+                func seconds(_ call: () throws -> Void) throws -> Double {
+                    try call()  // warm-up
+                    return try (0..<3).map { _ in try timer.time { for _ in 0..<10 { try call() } } / 10 }.sorted()[1]
+                }
+                let separate = try seconds { try self.encodeLastLayer(fused: false, kernels: kernels, stream: stream) }
+                let fused = try seconds { try self.encodeLastLayer(fused: true, kernels: kernels, stream: stream) }
+                fusedLogit = fused < separate
+            }
+        }
+
+        /// Whether the last top layer can run fused with the sigmoid: one output, fp32 operands and weights.
+        private var canFuseLogit: Bool {
+            network.config.topMLP.last == 1 && network.bf16 == nil && network.fp8 == nil && network.fp32Kernels != nil
+        }
+
+        /// The last top layer and the sigmoid: fused (Bagel's kernel), or cuBLASLt's product then the sigmoid.
+        private func encodeLastLayer(fused: Bool, kernels: LinearF32Kernels?, stream: CUDAStream) throws {
+            let last = top.count - 1
+            if fused, let kernels {
+                let ldx = last == 0 ? DenseNetwork.topStride(network.config) : top[last].input
+                try kernels.encodeLogitSigmoid(
+                    x: topOperand(last), ldx: ldx, weight: network.topWeights[last].weight.address,
+                    bias: network.topWeights[last].bias.address, input: top[last].input, batch: batch,
+                    logits: buffers.logits, probabilities: buffers.probabilities, stream: stream)
+                return
+            }
+            try top[last].encode(x: topOperand(last), y: buffers.logits, stream: stream)
+            try network.elementwise.encodeSigmoid(
+                y: buffers.logits, yStride: 1, p: buffers.probabilities, count: batch, stream: stream)
         }
 
         /// What each product runs after `tune`, in forward order ("top 512→512: bagel 3×tf32 64×64").
@@ -371,11 +405,16 @@ final class DenseNetwork {
             func describe(_ part: String, _ ops: [LinearLayerOp]) -> [String] {
                 ops.map { op in
                     let runs = op.tile.map { LinearF32Kernels.tiles[$0].name }
-                        ?? (op.usesTripledK ? "cuBLASLt 3×tf32 (K×3)" : "cuBLASLt")
+                        ?? (op.usesTripledK ? "cuBLASLt 3×tf32 (K×3)"
+                            : op.cuBLASLtSplitK > 1 ? "cuBLASLt split-K \(op.cuBLASLtSplitK)" : "cuBLASLt")
                     return "\(part) \(op.input)→\(op.output): \(runs)"
                 }
             }
-            return describe("bottom", bottom) + describe("cross", cross.flatMap { [$0.v, $0.w] }) + describe("top", top)
+            var choices = describe("bottom", bottom) + describe("cross", cross.flatMap { [$0.v, $0.w] }) + describe("top", top)
+            if fusedLogit, let last = top.last {
+                choices[choices.count - 1] = "top \(last.input)→1: bagel logit + sigmoid"
+            }
+            return choices
         }
 
         typealias Stage = (name: String, body: (CUDAStream) throws -> Void)
@@ -494,8 +533,13 @@ final class DenseNetwork {
                         paddedWidth: DenseNetwork.bf16TopInputPadding(config), batch: batch, stream: stream)
                 }
                 for (k, op) in self.top.enumerated() {
-                    let y = k == self.top.count - 1 ? buffers.logits : act[k % 2]
+                    let last = k == self.top.count - 1
+                    let y = last ? buffers.logits : act[k % 2]
                     guard topFP8.indices.contains(k), topFP8[k] != nil else {
+                        if last {  // the logit and the sigmoid, fused or not
+                            try self.encodeLastLayer(fused: self.fusedLogit, kernels: network.fp32Kernels, stream: stream)
+                            return
+                        }
                         try op.encode(x: self.topOperand(k), y: y, stream: stream)
                         continue
                     }
@@ -510,6 +554,7 @@ final class DenseNetwork {
                     }  // else the cross network's last combine has written x_L's E4M3 rows
                     try op.encode(x: buffers.fp8Scratch!, y: y, stream: stream)
                 }
+                // Reached only when the last top layer took fp8 (a top MLP of one layer).
                 try network.elementwise.encodeSigmoid(
                     y: buffers.logits, yStride: 1, p: buffers.probabilities, count: batch, stream: stream)
             }))

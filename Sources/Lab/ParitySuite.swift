@@ -127,6 +127,12 @@ public final class ParitySuite {
                                 ldyPadding: pad)
             }
         }
+        // Every algorithm `tune` may pick, split-K variants among them, on the terabyte model's thin-output layers.
+        for (input, output, relu, batch) in [(512, 256, true, 2048), (256, 64, true, 2048), (415, 512, true, 300)] {
+            record("linear \(input)→\(output)\(relu ? " relu" : "") batch \(batch) fp32, every cuBLASLt candidate") {
+                try checkLinear(input: input, output: output, relu: relu, batch: batch, mode: .fp32, everyCandidate: true)
+            }
+        }
         for mode in [MathMode.tf32, .bf16] {
             record("linear 512→256 relu batch 2048 \(mode.rawValue) (error reported, loose bound)") {
                 try checkLinear(input: 512, output: 256, relu: true, batch: 2048, mode: mode)
@@ -153,6 +159,11 @@ public final class ParitySuite {
             }
         }
         record("sigmoid") { try checkSigmoid() }
+        for (input, batch, ldx) in [(256, 2048, 256), (7, 33, 9), (1024, 5, 1028), (415, 300, 416)] {
+            record("logit_sigmoid input \(input) batch \(batch) ldx \(ldx)") {
+                try checkLogitSigmoid(input: input, batch: batch, ldx: ldx)
+            }
+        }
         record("gather_rows + remap_indices") { try checkGatherAndRemap() }
         for (storage, dim, width) in [(StorageType.fp32, 128, IndexType.int32), (.int8, 128, .int64), (.bf16, 13, .int32),
                                       (.fp16, 64, .int64), (.int4, 64, .int32)] {
@@ -491,9 +502,10 @@ public final class ParitySuite {
     }
 
     /// `tile`: one of Bagel's fp32 tiles forced (nil: cuBLASLt's pick); `tripledK`: the tripled-K 3×TF32 product forced;
-    /// `ldyPadding`: Y's row stride past output.
+    /// `everyCandidate`: each algorithm cuBLASLt's `tune` would time (split-K variants among them) run and checked in
+    /// turn; `ldyPadding`: Y's row stride past output.
     func checkLinear(input: Int, output: Int, relu: Bool, batch: Int, mode: MathMode, tile: Int? = nil,
-                     tripledK: Bool = false, ldyPadding: Int = 2) throws -> String {
+                     tripledK: Bool = false, everyCandidate: Bool = false, ldyPadding: Int = 2) throws -> String {
         var rng = SeededGenerator(seed: seed, stream: UInt64(input * 7919 + output * 31 + batch))
         let weight = (0..<(input * output)).map { _ in Float(rng.nextGaussian() * (2.0 / Double(input + output)).squareRoot()) }
         let bias = (0..<output).map { _ in Float(rng.nextGaussian() * 0.1) }
@@ -504,18 +516,14 @@ public final class ParitySuite {
         let xd = try DeviceBuffer<Float>(context: context, copying: x)
         let ldy = output + ldyPadding
         let y = try DeviceBuffer<Float>(context: context, count: batch * ldy)
-        try y.fill(pattern: Self.poison)
         let op = try LinearLayerOp(matmul: matmul, weight: w.address, bias: b.address, input: input, output: output,
                                    batch: batch, ldx: input, ldy: ldy, relu: relu, mode: mode,
                                    fp32Kernels: tile == nil && !tripledK ? nil : try LinearF32Kernels(library: library))
         op.use(tile: tile)
         if tripledK { try op.useTripledK(stream: stream) }
-        try op.encode(x: xd.address, y: y.address, stream: stream)
-        try stream.synchronize()
-        let got = try y.download()
-        var worstRelative = 0.0
-        var errorSquares = 0.0
-        var referenceSquares = 0.0
+        // The fp64 reference and each term's magnitude, once for every run checked.
+        var reference = [Double](repeating: 0, count: batch * output)
+        var magnitudes = [Double](repeating: 0, count: batch * output)
         for s in 0..<batch {
             for n in 0..<output {
                 var e = Double(bias[n])
@@ -525,28 +533,98 @@ public final class ParitySuite {
                     e += term
                     magnitude += abs(term)
                 }
-                if relu { e = max(e, 0) }
-                let g = got[s * ldy + n]
-                guard !g.isNaN else { throw ParityFailure("sample \(s) output \(n) not written") }
-                let error = abs(Double(g) - e)
-                errorSquares += error * error
-                referenceSquares += e * e
-                // fp32: relative to the magnitude of the summed terms (cancellation is the input's).
-                if mode.fp32Accurate && error > Self.atol + Self.rtol * magnitude {
-                    throw ParityFailure("sample \(s) output \(n): gpu \(g), reference \(e)")
-                }
-                worstRelative = max(worstRelative, error / max(magnitude, 1e-30))
-            }
-            for pad in output..<ldy where !got[s * ldy + pad].isNaN {
-                throw ParityFailure("sample \(s) column \(pad) (padding) was written")
+                reference[s * output + n] = relu ? max(e, 0) : e
+                magnitudes[s * output + n] = magnitude
             }
         }
-        let relative = (errorSquares / max(referenceSquares, 1e-30)).squareRoot()
         let bound = mode.fp32Accurate ? 1e-5 : mode == .tf32 ? 5e-3 : 3e-2
-        guard relative <= bound else {
-            throw ParityFailure("‖gpu − ref‖/‖ref‖ = \(String(format: "%.2e", relative)) above \(bound)")
+        /// Runs the op as set and returns ‖Δ‖/‖ref‖ and the worst error per |terms|.
+        func run(_ what: String) throws -> (relative: Double, worst: Double) {
+            try y.fill(pattern: Self.poison)
+            try op.encode(x: xd.address, y: y.address, stream: stream)
+            try stream.synchronize()
+            let got = try y.download()
+            var worstRelative = 0.0
+            var errorSquares = 0.0
+            var referenceSquares = 0.0
+            for s in 0..<batch {
+                for n in 0..<output {
+                    let (e, magnitude) = (reference[s * output + n], magnitudes[s * output + n])
+                    let g = got[s * ldy + n]
+                    guard !g.isNaN else { throw ParityFailure("\(what)sample \(s) output \(n) not written") }
+                    let error = abs(Double(g) - e)
+                    errorSquares += error * error
+                    referenceSquares += e * e
+                    // fp32: relative to the magnitude of the summed terms (cancellation is the input's).
+                    if mode.fp32Accurate && error > Self.atol + Self.rtol * magnitude {
+                        throw ParityFailure("\(what)sample \(s) output \(n): gpu \(g), reference \(e)")
+                    }
+                    worstRelative = max(worstRelative, error / max(magnitude, 1e-30))
+                }
+                for pad in output..<ldy where !got[s * ldy + pad].isNaN {
+                    throw ParityFailure("\(what)sample \(s) column \(pad) (padding) was written")
+                }
+            }
+            let relative = (errorSquares / max(referenceSquares, 1e-30)).squareRoot()
+            guard relative <= bound else {
+                throw ParityFailure("\(what)‖gpu − ref‖/‖ref‖ = \(String(format: "%.2e", relative)) above \(bound)")
+            }
+            return (relative, worstRelative)
         }
-        return "‖Δ‖/‖ref‖ = \(String(format: "%.2e", relative)), max err/|terms| \(String(format: "%.1e", worstRelative))"
+        guard everyCandidate else {
+            let (relative, worst) = try run("")
+            return "‖Δ‖/‖ref‖ = \(String(format: "%.2e", relative)), max err/|terms| \(String(format: "%.1e", worst))"
+        }
+        var (relative, worst, split) = (0.0, 0.0, 0)
+        for candidate in 0..<op.cuBLASLtCandidates {
+            op.use(cuBLASLtCandidate: candidate)
+            if op.cuBLASLtSplitK > 1 { split += 1 }
+            let r = try run("candidate \(candidate) (split-K \(op.cuBLASLtSplitK)): ")
+            (relative, worst) = (max(relative, r.relative), max(worst, r.worst))
+        }
+        return "\(op.cuBLASLtCandidates) algorithms (\(split) split-K), worst ‖Δ‖/‖ref‖ = "
+            + "\(String(format: "%.2e", relative)), max err/|terms| \(String(format: "%.1e", worst))"
+    }
+
+    /// The last layer of one output fused with the sigmoid, against fp64: float4 rows (ldx and input multiples of 4)
+    /// and scalar ones, a batch that ends inside a block.
+    func checkLogitSigmoid(input: Int, batch: Int, ldx: Int) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: UInt64(input * 131 + batch))
+        let x = (0..<(batch * ldx)).map { _ in Float(rng.nextGaussian()) }
+        let weight = (0..<input).map { _ in Float(rng.nextGaussian() / Double(input).squareRoot()) }
+        let bias: Float = 0.25
+        let kernels = try LinearF32Kernels(library: library)
+        let xd = try DeviceBuffer<Float>(context: context, copying: x)
+        let wd = try DeviceBuffer<Float>(context: context, copying: weight)
+        let bd = try DeviceBuffer<Float>(context: context, copying: [bias])
+        let logits = try DeviceBuffer<Float>(context: context, count: batch + 1)
+        let probabilities = try DeviceBuffer<Float>(context: context, count: batch + 1)
+        try logits.fill(pattern: Self.poison)
+        try probabilities.fill(pattern: Self.poison)
+        try kernels.encodeLogitSigmoid(x: xd.address, ldx: ldx, weight: wd.address, bias: bd.address, input: input,
+                                       batch: batch, logits: logits.address, probabilities: probabilities.address,
+                                       stream: stream)
+        try stream.synchronize()
+        let (gotLogits, gotP) = (try logits.download(), try probabilities.download())
+        guard gotLogits[batch].isNaN, gotP[batch].isNaN else { throw ParityFailure("wrote past the batch") }
+        var worst = 0.0
+        for s in 0..<batch {
+            var e = Double(bias)
+            var magnitude = abs(e)
+            for k in 0..<input {
+                let term = Double(x[s * ldx + k]) * Double(weight[k])
+                e += term
+                magnitude += abs(term)
+            }
+            let p = 1 / (1 + exp(-e))
+            let (g, gp) = (Double(gotLogits[s]), Double(gotP[s]))
+            guard !g.isNaN, !gp.isNaN else { throw ParityFailure("sample \(s) not written") }
+            guard abs(g - e) <= Self.atol + Self.rtol * magnitude, abs(gp - p) <= 1e-6 else {
+                throw ParityFailure("sample \(s): logit \(g) p \(gp), reference \(e) p \(p)")
+            }
+            worst = max(worst, abs(g - e) / max(magnitude, 1e-30))
+        }
+        return "max err/|terms| \(String(format: "%.1e", worst))"
     }
 
     func checkSigmoid() throws -> String {

@@ -159,6 +159,17 @@ typedef cublasStatus_t (*PFN_cublasLtMatmul)(cublasLtHandle_t handle, cublasLtMa
                                               cublasLtMatrixLayout_t cLayout, void *d, cublasLtMatrixLayout_t dLayout,
                                               const BagelMatmulAlgo *algo, void *workspace, size_t workspaceBytes,
                                               CUstream stream);
+// An algorithm's capabilities and configuration (split-K variants of the heuristic's candidates).
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoCapGetAttribute)(const BagelMatmulAlgo *algo, int attribute, void *value,
+                                                                 size_t size, size_t *written);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoConfigSetAttribute)(BagelMatmulAlgo *algo, int attribute,
+                                                                    const void *value, size_t size);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoConfigGetAttribute)(const BagelMatmulAlgo *algo, int attribute,
+                                                                    void *value, size_t size, size_t *written);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoCheck)(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                                                      cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                                      cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                                      const BagelMatmulAlgo *algo, BagelMatmulHeuristicResult *result);
 
 // ---- NCCL (collectives across GPUs; libnccl.so.2, loaded at run time) -------------------------
 typedef int ncclResult_t;            /* ncclSuccess = 0 */

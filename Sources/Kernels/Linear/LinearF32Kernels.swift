@@ -46,8 +46,10 @@ public final class LinearF32Kernels: @unchecked Sendable {
 
     /// linear_f32.cu's other kernel: an operand's rows written as the three blocks of the tripled-K 3×TF32 product.
     public static let splitFunction = "tf32x3_split_rows"
+    /// linear_f32.cu's last-layer kernel: one output, then the sigmoid.
+    public static let logitFunction = "logit_sigmoid"
     /// Every kernel of linear_f32.cu a run may use.
-    public static var functionNames: [String] { tiles.map(\.function) + [splitFunction] }
+    public static var functionNames: [String] { tiles.map(\.function) + [splitFunction, logitFunction] }
 
     /// Which block of a tripled row holds the small parts: X's rows are (big, small, big), W's (big, big, small).
     public enum TripledOperand: Int32, Sendable {
@@ -57,10 +59,32 @@ public final class LinearF32Kernels: @unchecked Sendable {
 
     let functions: [Function]
     let split: Function
+    let logit: Function
 
     public init(library: KernelLibrary) throws {
         functions = try Self.tiles.map { try library.function($0.function, of: Self.spec) }
         split = try library.function(Self.splitFunction, of: Self.spec)
+        logit = try library.function(Self.logitFunction, of: Self.spec)
+    }
+
+    /// Enqueues the last layer of one output and the sigmoid: logits[s] = X[s, :]·w + bias[0] and
+    /// probabilities[s] = 1 / (1 + e^−logits[s]). X [batch × input] (row stride ldx), w [input], all fp32.
+    public func encodeLogitSigmoid(x: DevicePointer, ldx: Int, weight: DevicePointer, bias: DevicePointer, input: Int,
+                                   batch: Int, logits: DevicePointer, probabilities: DevicePointer,
+                                   stream: CUDAStream) throws {
+        precondition(ldx >= input && batch > 0 && input > 0)
+        var arguments = KernelArguments()
+        arguments.add(x)
+        arguments.add(Int64(ldx))
+        arguments.add(weight)
+        arguments.add(bias)
+        arguments.add(Int32(input))
+        arguments.add(Int32(batch))
+        arguments.add(logits)
+        arguments.add(probabilities)
+        let warpsPerBlock = 8
+        try logit.launch(grid: ((batch + warpsPerBlock - 1) / warpsPerBlock, 1, 1), block: (warpsPerBlock * 32, 1, 1),
+                         stream: stream, arguments: arguments)
     }
 
     /// Enqueues the tripled-K form of `rows` rows of `source` (row stride `ld`, `input` columns) into `destination`

@@ -117,6 +117,17 @@ public final class LinearLayerOp: @unchecked Sendable {
         return best
     }
 
+    /// How many parts cuBLASLt's algorithm splits K into (1: not split).
+    public var cuBLASLtSplitK: Int { plan.splitK }
+    /// How many cuBLASLt algorithms `tune` times here (the heuristic's and their split-K variants).
+    public var cuBLASLtCandidates: Int { plan.candidateCount }
+
+    /// Runs cuBLASLt's candidate `index` from now on, for checks of each.
+    public func use(cuBLASLtCandidate index: Int) {
+        plan.use(candidate: index)
+        (tile, tripled) = (nil, nil)
+    }
+
     /// Runs a given tile from now on (nil: cuBLASLt), for checks of each tile; tiles need fp32 kernels.
     public func use(tile: Int?) {
         precondition(tile == nil || fp32Kernels != nil, "this layer has no fp32 tiles")
