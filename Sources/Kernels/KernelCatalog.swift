@@ -68,7 +68,7 @@ public enum KernelCatalog {
             }
         }
         // Quantised tables split from their scales (ScaleSplit), with the knobs the autotuner turns.
-        for extra in ["", ":lanes=8", ":lanes=4,unroll=4", ":dedup", ":hints=permuted", ":split=2"] {
+        for extra in ["", ":lanes=8", ":lanes=4,unroll=4", ":dedup", ":hints=permuted", ":split=2", ":lanes=8,unroll=4,vec=4"] {
             for width in IndexType.allCases {
                 for storage in [StorageType.int8, .int4] {
                     for dim in [64, 128] {

@@ -37,14 +37,20 @@ import Testing
             let long = (mlperf.tables[t].multiHot ?? 1) >= 32
             #expect(table.config.spec == (long ? "vectorized" : "vectorized:lanes=8,unroll=4"), "table \(t)")
         }
-        for (dtype, spec) in [(StorageType.int8, "vectorized:lanes=8"), (.int4, "vectorized:lanes=8,unroll=4"),
-                              (.fp16, "vectorized:lanes=8,unroll=4")] {
+        for (dtype, spec) in [(StorageType.int8, "vectorized:lanes=8"), (.int4, "vectorized:lanes=8,unroll=4,vec=4"),
+                              (.fp16, "vectorized:lanes=8"), (.bf16, "vectorized:lanes=8")] {
             let quantised = ModelPreset.paper.config(maxRows: 100, dtype: dtype)  // 150-lookup bags
             let planned = try EmbeddingPlanner.plan(config: quantised, choice: .auto, hotRows: hot(quantised.tables.count, 10),
                                                     device: device)
             #expect(planned.tables.allSatisfy { $0.config.spec == spec.replacingOccurrences(of: "vectorized", with: "bagel") })
             #expect(planned.tables.allSatisfy { $0.config.knobs.lanes == 8 && $0.config.knobs.hints == .bitmap })
         }
+        // int4 tables load 4 bytes a lane (a lane's output stays 8 floats) whatever their bags, so mlperf-v2's bags of
+        // 1–100 stay one launch.
+        let int4 = ModelPreset.mlperfV2.config(maxRows: 100, dtype: .int4)
+        let planned = try EmbeddingPlanner.plan(config: int4, choice: .auto, hotRows: nil, device: device)
+        #expect(planned.tables.allSatisfy { $0.config.spec == "vectorized:lanes=8,unroll=4,vec=4" })
+        #expect(planned.tables.allSatisfy { $0.config.knobs.vectorBytes == 4 })
         // Rows that eight lanes already cover keep the variant as named.
         let small = try EmbeddingPlanner.plan(config: config(dim: 16, dtype: .fp16), choice: .auto, hotRows: nil, device: device)
         #expect(small.tables.allSatisfy { $0.config.spec == "vectorized" && $0.config.knobs.lanes == nil })

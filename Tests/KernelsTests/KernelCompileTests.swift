@@ -159,6 +159,25 @@ let nvrtc: NVRTC? = {
         #expect(config.onHostTier.knobs.dedup && config.onHostTier.spec.contains("dedup"))
     }
 
+    /// `vec` narrows a lane's loads (and so its share of the output row), never past what the row allows.
+    @Test func vecKnobNarrowsTheLoads() throws {
+        let config = try EmbeddingBagConfig.parse("vectorized:lanes=8,unroll=4,vec=4")
+        #expect(config.knobs.vectorBytes == 4 && config.knobs.description.contains("vec=4"))
+        try config.knobs.validate(storage: .int4, dim: 128)
+        let narrow = EmbeddingBagKernel.spec(knobs: config.knobs, dim: 128, storage: .int4, indexWidth: .int64,
+                                             splitScales: true)
+        #expect(narrow.defines["VEC_BYTES"] == "4" && narrow.defines["LANES"] == "8")
+        // Without it split int4 rows load 8 bytes a lane; the 16 natural lanes of 4-byte loads need two chunks of 8.
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 128, storage: .int4, splitScales: true) == (8, 8))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 128, storage: .int4, vectorBytes: 4, splitScales: true) == (16, 4))
+        // A row narrower than the knob keeps its own width; 16 bytes stay capped at 8 for split rows.
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 2, storage: .fp32, vectorBytes: 16) == (1, 8))
+        #expect(EmbeddingBagKernel.vectorPlan(dim: 128, storage: .int8, vectorBytes: 16, splitScales: true).vectorBytes == 8)
+        #expect(throws: BagelError.self) { try EmbeddingBagConfig.parse("vectorized:vec=3").knobs.validate(storage: .fp32) }
+        #expect(throws: BagelError.self) { try EmbeddingBagConfig.parse("baseline:vec=4").knobs.validate(storage: .fp32) }
+        #expect(config.onHostTier.spec.contains("vec=4"))
+    }
+
     @Test func compileProblemsSayWhatIsWrong() {
         let entry = KernelCatalog.Entry(name: "remap int32", spec: IndexRemapKernel.spec(indexType: .int32),
                                         functions: ["remap_indices"])

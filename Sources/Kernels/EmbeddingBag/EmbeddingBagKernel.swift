@@ -129,7 +129,8 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
         self.indexWidth = indexWidth
         self.splitIndices = splitIndices
         self.splitScales = splitScales
-        let plan = Self.vectorPlan(dim: dim, storage: storage, lanes: knobs.lanes, splitScales: splitScales)
+        let plan = Self.vectorPlan(dim: dim, storage: storage, lanes: knobs.lanes, vectorBytes: knobs.vectorBytes,
+                                   splitScales: splitScales)
         lanes = plan.lanes
         vectorBytes = plan.vectorBytes
         spec = Self.spec(knobs: knobs, dim: dim, storage: storage, indexWidth: indexWidth, outputAligned: outputAligned,
@@ -161,7 +162,8 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
             if let minBlocks = knobs.minBlocks { defines["MIN_BLOCKS"] = "\(minBlocks)" }
         case .vectorized:
             file = .embeddingBagVectorized
-            let plan = vectorPlan(dim: dim, storage: storage, lanes: knobs.lanes, splitScales: splitScales)
+            let plan = vectorPlan(dim: dim, storage: storage, lanes: knobs.lanes, vectorBytes: knobs.vectorBytes,
+                                  splitScales: splitScales)
             defines["LANES"] = "\(plan.lanes)"
             defines["VEC_BYTES"] = "\(plan.vectorBytes)"
             defines["UNROLL"] = "\(knobs.unroll)"
@@ -182,12 +184,13 @@ public final class EmbeddingBagKernel: @unchecked Sendable {
     /// loads stay aligned. With split scales the stride is the codes, and loads are at most 8 bytes: run 80's
     /// probe read random int8 rows of 128 code bytes at 102% of their floor with 16 lanes × 8 bytes against 87%
     /// with 8 × 16, int4 rows of 64 at 66% with 8 × 8 against 51% with 4 × 16.)
-    public static func vectorPlan(dim: Int, storage: StorageType, lanes requested: Int? = nil,
+    /// `vectorBytes` (the `vec` knob) narrows the load further.
+    public static func vectorPlan(dim: Int, storage: StorageType, lanes requested: Int? = nil, vectorBytes: Int? = nil,
                                   splitScales: Bool = false) -> (lanes: Int, vectorBytes: Int) {
         let codeBytes = storage.codeBytes(dim: dim)
         let stride = splitScales ? codeBytes : storage.rowBytes(dim: dim)
         let unit = max(1, storage.bits / 8)  // the narrowest load: one element (int4: a byte of two)
-        var bytes = splitScales ? 8 : 16
+        var bytes = min(splitScales ? 8 : 16, vectorBytes ?? 16)
         while bytes > unit && (codeBytes % bytes != 0 || stride % bytes != 0) { bytes /= 2 }
         let elements = bytes * 8 / storage.bits
         let needed = (dim + elements - 1) / elements

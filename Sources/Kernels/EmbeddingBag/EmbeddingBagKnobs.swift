@@ -70,6 +70,11 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
     /// that. Fewer lanes loop over the row in chunks and serve more rows per warp instruction (less
     /// per-row overhead, fewer bags in flight).
     public var lanes: Int?
+    /// Bytes a lane loads at a time (vectorized: 4, 8 or 16), at most what the row allows; nil takes the widest
+    /// (16, or 8 for quantised rows split from their scales). Narrower loads give each lane fewer elements, so a
+    /// lane group's output stores cover consecutive 16-byte pieces: int4 rows of 64 bytes read 8 bytes a lane
+    /// write 16 floats a lane, and bags of one lookup are bound by those stores (run 95).
+    public var vectorBytes: Int?
     /// Per-load L2 policies by hotness (vectorized).
     public var hints: HintSource = .none
     /// Runs of one row within a chunk of a bag's indices are read once and added with the run's length
@@ -109,6 +114,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if family == .vectorized { parts.append("unroll=\(unroll)") }
         if split > 1 { parts.append("split=\(split)") }
         if let lanes { parts.append("lanes=\(lanes)") }
+        if let vectorBytes { parts.append("vec=\(vectorBytes)") }
         if hints != .none { parts.append("hints=\(hints.rawValue)") }
         if dedup { parts.append("dedup") }
         if l2 != .none { parts.append("l2=\(l2.rawValue)") }
@@ -129,7 +135,7 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if family == .vectorized && split > 1, let dim {
             // The parts of a bag meet in shared memory: a row's worth of floats for every lane group of
             // the block, which must stay within the 48 KB a block may declare.
-            let plan = EmbeddingBagKernel.vectorPlan(dim: dim, storage: storage, lanes: lanes)
+            let plan = EmbeddingBagKernel.vectorPlan(dim: dim, storage: storage, lanes: lanes, vectorBytes: vectorBytes)
             let elements = plan.vectorBytes * 8 / storage.bits
             let rowFloats = (dim + plan.lanes * elements - 1) / (plan.lanes * elements) * plan.lanes * elements
             let bytes = EmbeddingBagKernel.vectorBlockThreads / plan.lanes * rowFloats * 4
@@ -146,6 +152,10 @@ public struct EmbeddingBagKnobs: Hashable, Sendable, Codable, CustomStringConver
         if let lanes {
             if family == .baseline { throw fail("lanes applies to the vectorized kernel") }
             if ![1, 2, 4, 8, 16, 32].contains(lanes) { throw fail("lanes must be 1, 2, 4, 8, 16 or 32") }
+        }
+        if let vectorBytes {
+            if family == .baseline { throw fail("vec applies to the vectorized kernel") }
+            if ![4, 8, 16].contains(vectorBytes) { throw fail("vec must be 4, 8 or 16 (bytes a lane loads)") }
         }
         if family == .baseline && hostTier { throw fail("the host tier runs on the vectorized kernel") }
         if let maxRegisters, !(16...255).contains(maxRegisters) { throw fail("register cap must be 16...255") }

@@ -72,17 +72,26 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
     /// when bags are short (mlperf-v2's multi-hot bags: 1.55×), but not for fp32 bags of 150 lookups
     /// (medium 0.89×), where a row of 32 lanes keeps its place. That exception reads the shape, not the
     /// traffic: on mlperf-v2's random rows its 100-hot table would be faster with eight lanes too (run 47).
+    /// The unroll: 8 rows in flight for 1- and 2-byte elements (run 86, fp16 against 4: medium 1.10×, one_item
+    /// 1.04×, random and low within 1%), 4 for int4 and fp32 (fp32 one_item 7.4 against 9.7 µs at 8). int4 rows
+    /// load 4 bytes a lane (`vec=4`): a lane then writes 8 consecutive output floats, not 16, and bags of one lookup,
+    /// bound by those stores, ran 1.35–1.46× faster (run 96), level at 20 lookups, 2% slower at 150; mlperf-v2's
+    /// int4 bags (1–100 lookups) 7–9% faster in one launch (run 98). Every int4 table takes it whatever its bags:
+    /// tables whose knobs differ go in separate launches (run 97 split mlperf-v2 by bag size and lost 1.5%).
     public static func shapeDefault(_ variant: EmbeddingBagVariant, storage: StorageType, dim: Int,
                                     lookups: Int) -> EmbeddingBagConfig {
         let natural = EmbeddingBagKernel.vectorPlan(dim: dim, storage: storage).lanes
         guard variant.knobs.family == .vectorized, natural > 8, storage != .fp32 || lookups < 32 else {
             return EmbeddingBagConfig(variant)
         }
-        let unroll = storage == .int8 ? 8 : 4
+        let unroll = storage == .int4 || storage == .fp32 ? 4 : 8
+        let narrowLoads = storage == .int4
         let spec = variant.rawValue + ":lanes=8" + (unroll == variant.knobs.unroll ? "" : ",unroll=\(unroll)")
+            + (narrowLoads ? ",vec=4" : "")
         var knobs = variant.knobs
         knobs.lanes = 8
         knobs.unroll = unroll
+        if narrowLoads { knobs.vectorBytes = 4 }
         return EmbeddingBagConfig(variant: variant, knobs: knobs, spec: spec)
     }
 
@@ -100,6 +109,7 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
             if knobs.unroll != variant.knobs.unroll { settings.append("unroll=\(knobs.unroll)") }
             if knobs.split > 1 { settings.append("split=\(knobs.split)") }
             if let lanes = knobs.lanes { settings.append("lanes=\(lanes)") }
+            if let vectorBytes = knobs.vectorBytes { settings.append("vec=\(vectorBytes)") }
             if knobs.dedup { settings.append("dedup") }
         }
         let base = variant == .bagel ? EmbeddingBagVariant.vectorized : variant
@@ -142,6 +152,7 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
                 case "unroll": knobs.unroll = try integer()
                 case "split": knobs.split = try integer()
                 case "lanes": knobs.lanes = try integer()
+                case "vec": knobs.vectorBytes = try integer()
                 case "dedup":
                     guard ["", "1", "0"].contains(value) else { throw fail("dedup is dedup, dedup=1 or dedup=0") }
                     knobs.dedup = value != "0"
@@ -164,7 +175,7 @@ public struct EmbeddingBagConfig: Hashable, Sendable, CustomStringConvertible {
                     guard value == "host" || value == "hbm" else { throw fail("tier is hbm|host") }
                     knobs.hostTier = value == "host"
                 default:
-                    throw fail("unknown knob \(key) (regs, minblocks, dist, unroll, split, lanes, dedup, hints, prefetch, l2, tier)")
+                    throw fail("unknown knob \(key) (regs, minblocks, dist, unroll, split, lanes, vec, dedup, hints, prefetch, l2, tier)")
                 }
             }
         }
