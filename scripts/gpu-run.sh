@@ -164,17 +164,25 @@ stage_embedding-5m() {
 # Every storage type (fp32, fp16, int8, int4) on Bagel's kernels with lane counts, next to FBGEMM's TBE
 # timed in the same call (fbgemm.json from the fbgemm stage, run first) and PyTorch fp32 on the same
 # inputs; Benchmarks/storage_types.py prints the table with each type's bytes floor.
+# BENCH_SHAPE: extra bench embedding arguments (e.g. "--bags 8192 --lookups 20": DLRM-v2's multi-hot bags).
 stage_storage-types() {
     local variants=${STORAGE_VARIANTS:-vectorized,vectorized:lanes=16,vectorized:lanes=8,vectorized:lanes=8,unroll=4,vectorized:lanes=4,unroll=4}
     for dtype in ${DTYPES:-fp32 fp16 int8 int4}; do
         local dump=""
         [ $dtype = fp32 ] && { rm -rf $WORK/inputs-types; dump="--dump $WORK/inputs-types"; }
         $BAGEL bench embedding --dtype $dtype --traces $TRACES --datasets "${DATASETS:-random,one_item,low,medium}" \
-            --variants "$variants" --runs "${RUNS:-21}" --table-batched --verify --json "$OUT/types-$dtype.json" $dump
+            --variants "$variants" --runs "${RUNS:-21}" --table-batched --verify --json "$OUT/types-$dtype.json" $dump \
+            ${BENCH_SHAPE:-}
     done
     python3 Benchmarks/torch_embedding_bag.py --inputs $WORK/inputs-types --json "$OUT/torch-types.json" --runs "${RUNS:-21}"
+    # FBGEMM_TBE=1: FBGEMM's TBE timed on these very inputs (any BENCH_SHAPE), in place of the paper-shape anchor.
+    local fbgemm=${FBGEMM_JSON:-}
+    if [ "${FBGEMM_TBE:-0}" = 1 ]; then
+        python3 Benchmarks/fbgemm_tbe.py --inputs $WORK/inputs-types --out "$OUT/fbgemm-tbe.json" --iters "${RUNS:-21}"
+        fbgemm=$OUT/fbgemm-tbe.json
+    fi
     python3 Benchmarks/storage_types.py --bagel "$OUT"/types-*.json --torch "$OUT/torch-types.json" \
-        ${FBGEMM_JSON:+--fbgemm $FBGEMM_JSON} | tee "$OUT/storage-types.md"
+        ${fbgemm:+--fbgemm $fbgemm} | tee "$OUT/storage-types.md"
 }
 
 # The embedding kernel's two entries in one call (issue 13, run 86): every storage type with the entry that reads
@@ -538,7 +546,7 @@ stage_ncu() {
                 ${batched:+--filter-mode per-launch-config} \
                 --csv --page raw --metrics "$NCU_METRICS" --log-file "$OUT/ncu/${variant//:/_}-$dataset${NCU_DTYPE:+-$NCU_DTYPE}.csv" \
                 $BAGEL bench embedding --tables $tables $batched --runs 2 --datasets $dataset --variants $variant \
-                    --traces $TRACES --dtype "${NCU_DTYPE:-fp32}" \
+                    --traces $TRACES --dtype "${NCU_DTYPE:-fp32}" ${BENCH_SHAPE:-} \
                 > /dev/null 2>> "$OUT/ncu/errors.txt" || echo "ncu failed for $variant $dataset"
         done
     done
