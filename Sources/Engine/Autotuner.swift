@@ -16,6 +16,7 @@ public enum EmbeddingAutotuner {
         "vectorized:unroll=16", "vectorized:split=2", "vectorized:unroll=16,split=2",
         "bagel", "bagel:lanes=8,unroll=4", "bagel:unroll=16", "bagel:split=2", "baseline", "optmt", "l2p",
         "vectorized:lanes=8,unroll=4,dedup", "bagel:lanes=8,unroll=4,dedup",
+        "vectorized:lanes=8,unroll=4,vec=4", "bagel:lanes=8,unroll=4,vec=4",
     ]
     // Written by us and parsed once; a typo here fails the first test that plans.
     public static let candidates: [EmbeddingBagConfig] = candidateSpecs.map { try! EmbeddingBagConfig.parse($0) }

@@ -56,7 +56,8 @@ public enum KernelCatalog {
         }
         // The knobs the autotuner turns (see Engine/Autotuner.swift) and the permuted-table hints.
         for extra in ["hints=permuted", "split=2", "unroll=16", "unroll=16,split=2", "tier=host", "hints=permuted,tier=host",
-                      "lanes=16", "lanes=8", "lanes=8,unroll=4", "lanes=4,unroll=4", "lanes=8,unroll=4,dedup", "dedup"] {
+                      "lanes=16", "lanes=8", "lanes=8,unroll=4", "lanes=4,unroll=4", "lanes=8,unroll=4,dedup", "dedup",
+                      "lanes=8,unroll=4,vec=4"] {
             for width in IndexType.allCases {
                 for (storage, dim) in [(StorageType.fp32, 64), (.fp32, 128), (.bf16, 128), (.fp16, 128), (.int8, 128), (.int4, 128)] {
                     guard let knobs = try? EmbeddingBagConfig.parse("bagel:\(extra)").knobs else { continue }

@@ -280,9 +280,10 @@ public final class ParitySuite {
         }
         // The knobs the autotuner and the benchmarks turn: bag splitting, deeper unrolling, the
         // permuted-table form of the hints, other prefetch distances.
-        // Fewer lanes per bag: each lane loops over several chunks of a row.
+        // Fewer lanes per bag: each lane loops over several chunks of a row. Narrower loads (`vec`): int4's default.
         for extra in ["split=2", "split=4,unroll=16", "unroll=32", "hints=permuted,split=2", "lanes=8", "lanes=4,unroll=4",
-                      "lanes=1,unroll=2", "lanes=4,split=2", "dedup", "lanes=8,unroll=4,dedup", "lanes=4,split=2,dedup"] {
+                      "lanes=1,unroll=2", "lanes=4,split=2", "dedup", "lanes=8,unroll=4,dedup", "lanes=4,split=2,dedup",
+                      "lanes=8,unroll=4,vec=4", "vec=4,dedup"] {
             for (storage, dim) in [(StorageType.fp32, 128), (.bf16, 64), (.fp32, 13), (.int8, 128), (.int4, 128)] {
                 cases.append(EmbeddingCase(variant: .bagel, storage: storage, width: .int32, dim: dim, extra: extra))
             }
