@@ -120,7 +120,7 @@ let package = Package(
         .testTarget(
             name: "BagelCLITests",
             dependencies: [
-                "BagelCLI", "Core", "DLRM", "Inputs", "Kernels", "BagelTestSupport",
+                "BagelCLI", "Core", "DLRM", "Inputs", "Kernels", "Serving", "BagelTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
     ],

@@ -76,6 +76,9 @@ struct ServeCommand: AsyncParsableCommand {
     var authTokenFile: String?
     @Flag(help: "Run every request alone (no dynamic batching).")
     var noBatching = false
+    @Flag(inversion: .prefixedNo,
+          help: "Before listening (and before a reloaded version takes over), run one synthetic batch of every size the batcher hands a GPU engine, so that no request waits while its size's forward is built (MLP algorithms timed, CUDA graph captured).")
+    var warmUp = true
     @Option(help: "Embedding kernel variant on the GPU.")
     var variant: String?
     @Option(help: "MLP arithmetic on the GPU: fp32 (exact), tf32x3 (fp32-accurate on tensor cores), tf32, bf16, fp8 (Hopper and newer).")
@@ -102,6 +105,15 @@ struct ServeCommand: AsyncParsableCommand {
 
     func bearerToken() throws -> String? { try readBearerToken(file: authTokenFile) }
 
+    /// Runs one synthetic batch (uniform rows, the model's bag lengths, seed 1) of each size through `engine` and
+    /// returns the seconds it took.
+    static func warmUp(_ engine: InferenceEngine, sizes: [Int]) throws -> Double {
+        var generator = SyntheticGenerator(config: engine.model.config, pattern: .uniform, bagLength: .model, seed: 1)
+        let start = monotonicSeconds()
+        for size in sizes { _ = try engine.predict(generator.nextBatch(size: size)) }
+        return monotonicSeconds() - start
+    }
+
     func run() async throws {
         let logger = Logs.logger("bagel.serve")
         let loaded = try Model.load(directory: model)
@@ -110,6 +122,12 @@ struct ServeCommand: AsyncParsableCommand {
         let batching = BatchingOptions(
             maxBatch: maxBatch, maxDelay: .microseconds(maxDelayUs), maxQueue: maxQueue, enabled: !noBatching,
             bucketed: engine is GPUEngine || engine is ShardedEngine || engine is ReplicatedEngine)
+        // Only bucketed engines build a forward per batch size; the CPU engine has nothing to build.
+        let warmSizes = warmUp && batching.bucketed ? batching.bucketSizes : []
+        if !warmSizes.isEmpty {
+            let seconds = try Self.warmUp(engine, sizes: warmSizes)
+            logger.info("warmed up batch sizes \(warmSizes.first!)–\(warmSizes.last!) in \(String(format: "%.2f", seconds)) s")
+        }
         let configuration = ServerConfiguration(
             host: host, httpPort: port, grpcPort: grpcPort < 0 ? nil : grpcPort, modelName: name ?? loaded.config.name,
             maxBodyBytes: maxBodyBytes, batching: batching, idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
@@ -126,8 +144,10 @@ struct ServeCommand: AsyncParsableCommand {
             if sharded {
                 throw BagelError(.unsupported, "a model sharded over GPUs is not reloaded in place; restart the server to load new weights")
             }
-            return try EngineFactory.make(model: try Model.load(directory: directory), device: device, threads: threads,
-                                          variant: variant, math: math, tiers: tiers, multiGPU: multiGPU)
+            let next = try EngineFactory.make(model: try Model.load(directory: directory), device: device, threads: threads,
+                                              variant: variant, math: math, tiers: tiers, multiGPU: multiGPU)
+            _ = try Self.warmUp(next, sizes: warmSizes)
+            return next
         }
         logger.info("engine: \(engine.description)")
         let batchingNote = noBatching ? "no batching" : "batches of up to \(maxBatch), \(maxDelayUs) µs"

@@ -27,6 +27,12 @@ public struct BatchingOptions: Sendable {
         self.enabled = enabled
         self.bucketed = bucketed
     }
+
+    /// The batch sizes a bucketed batcher hands the engine: every power of two up to `maxBatch`'s (requests larger
+    /// than `maxBatch` are split into pieces, so no call is larger).
+    public var bucketSizes: [Int] {
+        Array(sequence(first: 1) { $0 * 2 }.prefix { $0 <= DynamicBatcher.bucket(maxBatch) })
+    }
 }
 
 /// Where one request's time went.
