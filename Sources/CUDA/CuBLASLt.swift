@@ -375,21 +375,15 @@ public final class MatmulPlan: @unchecked Sendable {
     /// not the fastest for the small batches of inference, and it does not split K to fill the GPU).
     /// `y` is overwritten.
     @discardableResult
-    public func tune(x: DevicePointer, y: DevicePointer, stream: CUDAStream, repeats: Int = 3) throws -> Double {
+    public func tune(x: DevicePointer, y: DevicePointer, stream: CUDAStream) throws -> Double {
         guard candidates.count > 1 else { return 0 }
         let timer = try DeviceTimer(stream: stream)
         var best = (index: 0, seconds: Double.infinity)
         for (i, candidate) in candidates.enumerated() {
             algo = candidate
             do {
-                try encode(x: x, y: y, stream: stream)  // warm-up
-                // Ten calls between two events: one call of a few µs is at the events' resolution.
-                var times: [Double] = []
-                for _ in 0..<repeats {
-                    times.append(try timer.time { for _ in 0..<10 { try encode(x: x, y: y, stream: stream) } } / 10)
-                }
-                let median = times.median
-                if median < best.seconds { best = (i, median) }
+                let seconds = try timer.secondsPerCall { try encode(x: x, y: y, stream: stream) }
+                if seconds < best.seconds { best = (i, seconds) }
             } catch {
                 continue  // a candidate that refuses these buffers is skipped
             }

@@ -191,6 +191,13 @@ public struct DeviceTimer {
         try end.record(on: stream)
         return try end.seconds(since: start)
     }
+
+    /// Seconds one call of `body` takes: a warm-up call, then the median of `rounds` timings of `calls` calls between
+    /// the two events (one call of a few µs is at the events' resolution).
+    public func secondsPerCall(calls: Int = 10, rounds: Int = 3, _ body: () throws -> Void) throws -> Double {
+        try body()
+        return try (0..<rounds).map { _ in try time { for _ in 0..<calls { try body() } } / Double(calls) }.median
+    }
 }
 
 /// The driver's access-policy numbers (cuda.h), named.

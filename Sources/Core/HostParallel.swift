@@ -42,6 +42,14 @@ public struct SendablePointer<T>: @unchecked Sendable {
     public init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
 }
 
+/// A raw address handed to the worker threads of `concurrentPerform`; each reads or writes a disjoint range.
+public struct SendableRawPointer: @unchecked Sendable {
+    public let pointer: UnsafeMutableRawPointer
+    public init(_ pointer: UnsafeMutableRawPointer) { self.pointer = pointer }
+    /// An address the workers only read through.
+    public init(_ pointer: UnsafeRawPointer) { self.pointer = UnsafeMutableRawPointer(mutating: pointer) }
+}
+
 /// A raw buffer handed to the worker threads of `concurrentPerform`; each writes a disjoint range.
 public struct SendableRawBuffer: @unchecked Sendable {
     public let buffer: UnsafeMutableRawBufferPointer

@@ -369,13 +369,10 @@ final class DenseNetwork {
             }
             if canFuseLogit, let kernels = network.fp32Kernels {
                 let timer = try DeviceTimer(stream: stream)
-                func seconds(_ call: () throws -> Void) throws -> Double {
-                    try call()  // warm-up
-                    return try (0..<3).map { _ in try timer.time { for _ in 0..<10 { try call() } } / 10 }.sorted()[1]
+                let seconds = try [false, true].map { fused in
+                    try timer.secondsPerCall { try self.encodeLastLayer(fused: fused, kernels: kernels, stream: stream) }
                 }
-                let separate = try seconds { try self.encodeLastLayer(fused: false, kernels: kernels, stream: stream) }
-                let fused = try seconds { try self.encodeLastLayer(fused: true, kernels: kernels, stream: stream) }
-                fusedLogit = fused < separate
+                fusedLogit = seconds[1] < seconds[0]
             }
         }
 

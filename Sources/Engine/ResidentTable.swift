@@ -112,12 +112,12 @@ public final class ResidentTable: @unchecked Sendable {
             let order = layout.order
             deviceRows = tier.deviceRows
             let device = try DeviceBuffer<UInt8>(context: context, count: max(deviceRows * rowBytes, 1))
-            let source = RawRows(base: UnsafeMutableRawPointer(mutating: bytes.baseAddress!))
+            let source = SendableRawPointer(bytes.baseAddress!)
             // In place only where the table owns whole pages (registration locks whole pages, and the
             // kernel's vector loads need the rows aligned as in HBM); borrowed file bytes are copied.
             if order == nil && table.storage.ownsWholePages {
                 let registered = try RegisteredHostMemory(
-                    context: context, pointer: UnsafeRawPointer(source.base + deviceRows * rowBytes),
+                    context: context, pointer: UnsafeRawPointer(source.pointer + deviceRows * rowBytes),
                     byteCount: (rows - deviceRows) * rowBytes, owner: table.storage)
                 host = registered
                 hostAddress = registered.deviceAddress
@@ -125,7 +125,7 @@ public final class ResidentTable: @unchecked Sendable {
                 let pinned = try PinnedBuffer(context: context, byteCount: (rows - deviceRows) * rowBytes, mapped: true)
                 // Host part: stored row deviceRows + i ← source row order[deviceRows + i].
                 Self.gatherOnHost(from: source, order: order, first: deviceRows, count: rows - deviceRows, rowBytes: rowBytes,
-                                  into: RawRows(base: pinned.pointer))
+                                  into: SendableRawPointer(pinned.pointer))
                 host = pinned
                 hostAddress = pinned.deviceAddress
             }
@@ -140,7 +140,7 @@ public final class ResidentTable: @unchecked Sendable {
                     let count = min(piece, deviceRows - start)
                     try staging.withUnsafeMutableBytes { stage in
                         Self.gatherOnHost(from: source, order: order, first: start, count: count, rowBytes: rowBytes,
-                                          into: RawRows(base: stage.baseAddress!))
+                                          into: SendableRawPointer(stage.baseAddress!))
                         try device.upload(UnsafeRawBufferPointer(rebasing: stage[0..<(count * rowBytes)]),
                                           offsetBytes: start * rowBytes)
                     }
@@ -252,8 +252,8 @@ public final class ResidentTable: @unchecked Sendable {
 
     /// Stored rows [first, first + count) ← source rows order[...] (or the same rows without an order),
     /// copied into `destination` on all cores.
-    private static func gatherOnHost(from source: RawRows, order: [Int32]?, first: Int, count: Int, rowBytes: Int,
-                                     into target: RawRows) {
+    private static func gatherOnHost(from source: SendableRawPointer, order: [Int32]?, first: Int, count: Int,
+                                     rowBytes: Int, into target: SendableRawPointer) {
         let chunk = 65536
         HostParallel.forEach((count + chunk - 1) / chunk, parallel: count > chunk) { c in
             let start = c * chunk
@@ -261,11 +261,12 @@ public final class ResidentTable: @unchecked Sendable {
             if let order {
                 for i in start..<end {
                     let row = Int(order[first + i])
-                    (target.base + i * rowBytes).copyMemory(from: source.base + row * rowBytes, byteCount: rowBytes)
+                    (target.pointer + i * rowBytes).copyMemory(from: source.pointer + row * rowBytes,
+                                                               byteCount: rowBytes)
                 }
             } else {
-                (target.base + start * rowBytes).copyMemory(
-                    from: source.base + (first + start) * rowBytes, byteCount: (end - start) * rowBytes)
+                (target.pointer + start * rowBytes).copyMemory(
+                    from: source.pointer + (first + start) * rowBytes, byteCount: (end - start) * rowBytes)
             }
         }
     }
@@ -337,11 +338,6 @@ public final class ResidentTable: @unchecked Sendable {
             offset = end
         }
     }
-}
-
-/// Rows in host memory handed to the gathering threads (each writes its own range).
-private struct RawRows: @unchecked Sendable {
-    let base: UnsafeMutableRawPointer
 }
 
 extension ResidentTable {

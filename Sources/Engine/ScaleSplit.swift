@@ -19,15 +19,16 @@ public enum ScaleSplit {
     public static func unit(fused: UnsafeRawBufferPointer, rows: Int, dim: Int, storage: StorageType) -> Double? {
         precondition(storage.isRowwiseQuantized && fused.count >= rows * storage.rowBytes(dim: dim))
         guard storage == .int8 else { return 1 }
+        guard let address = fused.baseAddress else { return 1 }  // no rows
         let rowBytes = storage.rowBytes(dim: dim)
-        let base = SendableRawPointer(fused.baseAddress)
+        let base = SendableRawPointer(address)
         let block = 1 << 16
         let blocks = (rows + block - 1) / block
         // Per block: whether every value is short, and the largest exponent of a nonzero value.
         let scans = HostParallel.map(blocks, parallel: blocks > 1) { b -> (short: Bool, exponent: Int?) in
             var exponent: Int?
             for r in (b * block)..<min(rows, (b + 1) * block) {
-                let (scale, bias) = scaleAndBias(base.pointer!, row: r, rowBytes: rowBytes, dim: dim)
+                let (scale, bias) = scaleAndBias(base.pointer, row: r, rowBytes: rowBytes, dim: dim)
                 guard ShortFloat.isShort(scale) && ShortFloat.isShort(bias) else { return (false, nil) }
                 if scale != 0 { exponent = max(exponent ?? Int.min, Int(scale.exponent)) }
                 if bias != 0 { exponent = max(exponent ?? Int.min, Int(bias.exponent)) }
@@ -44,7 +45,7 @@ public enum ScaleSplit {
             // value / unit is exact (a power of two); it must survive the round trip through fp16.
             func fits(_ value: Float) -> Bool { Float(Float16(value / unit)) == value / unit }
             for r in (b * block)..<min(rows, (b + 1) * block) {
-                let (scale, bias) = scaleAndBias(base.pointer!, row: r, rowBytes: rowBytes, dim: dim)
+                let (scale, bias) = scaleAndBias(base.pointer, row: r, rowBytes: rowBytes, dim: dim)
                 if !fits(scale) || !fits(bias) { return false }
             }
             return true
@@ -67,8 +68,8 @@ public enum ScaleSplit {
         HostParallel.forEach(blocks, parallel: blocks > 1) { b in
             for i in (b * block)..<min(count, (b + 1) * block) {
                 let row = order.map { Int($0[first + i]) } ?? first + i
-                let from = source.pointer! + row * rowBytes
-                (codeTarget.pointer! + i * codeBytes).copyMemory(from: from, byteCount: codeBytes)
+                let from = source.pointer + row * rowBytes
+                (codeTarget.pointer + i * codeBytes).copyMemory(from: from, byteCount: codeBytes)
                 let bits: UInt32
                 if storage == .int4 {
                     bits = from.loadUnaligned(fromByteOffset: codeBytes, as: UInt32.self)
@@ -76,7 +77,7 @@ public enum ScaleSplit {
                     let (scale, bias) = scaleAndBias(from, row: 0, rowBytes: rowBytes, dim: dim)
                     bits = UInt32(Float16(scale / unit).bitPattern) | UInt32(Float16(bias / unit).bitPattern) << 16
                 }
-                (pairTarget.pointer! + i * pairBytes).storeBytes(of: bits, as: UInt32.self)
+                (pairTarget.pointer + i * pairBytes).storeBytes(of: bits, as: UInt32.self)
             }
         }
     }
@@ -86,11 +87,4 @@ public enum ScaleSplit {
     private static func scaleAndBias(_ base: UnsafeRawPointer, row: Int, rowBytes: Int, dim: Int) -> (Float, Float) {
         RowwiseInt8.scaleAndBias(row: base + row * rowBytes, dim: dim)
     }
-}
-
-/// A raw address handed to the worker threads (each touches its own rows).
-private struct SendableRawPointer: @unchecked Sendable {
-    let pointer: UnsafeMutableRawPointer?
-    init(_ pointer: UnsafeRawPointer?) { self.pointer = UnsafeMutableRawPointer(mutating: pointer) }
-    init(_ pointer: UnsafeMutableRawPointer) { self.pointer = pointer }
 }

@@ -93,16 +93,10 @@ public final class LinearLayerOp: @unchecked Sendable {
         let cuBLASLt = try plan.tune(x: x, y: y, stream: stream)
         (tile, tripled) = (nil, nil)
         guard let fp32Kernels, !candidates.isEmpty else { return cuBLASLt }
-        // Ten calls between two events, median of three: single calls of a few µs are at the events' resolution.
         let timer = try DeviceTimer(stream: stream)
-        func seconds(_ call: () throws -> Void) throws -> Double {
-            try call()  // warm-up
-            let runs = try (0..<3).map { _ in try timer.time { for _ in 0..<10 { try call() } } / 10 }
-            return runs.sorted()[1]
-        }
-        var best = try seconds { try plan.encode(x: x, y: y, stream: stream) }
+        var best = try timer.secondsPerCall { try plan.encode(x: x, y: y, stream: stream) }
         for t in candidates {
-            let s = try seconds { try encodeTile(t, kernels: fp32Kernels, x: x, y: y, stream: stream) }
+            let s = try timer.secondsPerCall { try encodeTile(t, kernels: fp32Kernels, x: x, y: y, stream: stream) }
             if s < best { (best, tile) = (s, t) }
         }
         // A tripled-K product that cannot be built here (no TF32 algorithm, no memory for its buffers) is skipped,
@@ -111,7 +105,9 @@ public final class LinearLayerOp: @unchecked Sendable {
            let candidate = try? makeTripledK(kernels: fp32Kernels, stream: stream) {
             try encodeTripledK(candidate, kernels: fp32Kernels, x: x, y: y, stream: stream)
             _ = try candidate.plan.tune(x: candidate.inputs.address, y: y, stream: stream)
-            let s = try seconds { try encodeTripledK(candidate, kernels: fp32Kernels, x: x, y: y, stream: stream) }
+            let s = try timer.secondsPerCall {
+                try encodeTripledK(candidate, kernels: fp32Kernels, x: x, y: y, stream: stream)
+            }
             if s < best { (best, tile, tripled) = (s, nil, candidate) }  // otherwise its buffers go
         }
         return best

@@ -78,6 +78,14 @@ struct RowScale {
     float scale, bias;
 };
 
+// An fp16 scale (low half) and bias (high half) in one word, widened.
+__device__ __forceinline__ RowScale fp16_pair(unsigned sb) {
+    float scale, bias;
+    asm("{.reg .f16 lo, hi;\n\tmov.b32 {lo, hi}, %2;\n\tcvt.f32.f16 %0, lo;\n\tcvt.f32.f16 %1, hi;}"
+        : "=f"(scale), "=f"(bias) : "r"(sb));
+    return RowScale{scale, bias};
+}
+
 // `r` is the stored row (split scales); `keep` the evict_last policy the scale array is read with.
 __device__ __forceinline__ RowScale row_scale(const storage_t *row, const TableArgs &table, long long r,
                                               unsigned long long keep) {
@@ -88,11 +96,9 @@ __device__ __forceinline__ RowScale row_scale(const storage_t *row, const TableA
     (void)row;
     unsigned sb;
     asm("ld.global.nc.L2::cache_hint.u32 %0, [%1], %2;" : "=r"(sb) : "l"(table.scale_bias + r), "l"(keep));
-    float scale, bias;
-    asm("{.reg .f16 lo, hi;\n\tmov.b32 {lo, hi}, %2;\n\tcvt.f32.f16 %0, lo;\n\tcvt.f32.f16 %1, hi;}"
-        : "=f"(scale), "=f"(bias) : "r"(sb));
+    const RowScale rs = fp16_pair(sb);
     const float unit = (float)table.scale_unit;  // a power of two: exact
-    return RowScale{scale * unit, bias * unit};
+    return RowScale{rs.scale * unit, rs.bias * unit};
 #elif STORAGE == 3 && DIM % 8 == 0
     const float2 sb = __ldg(reinterpret_cast<const float2 *>(row + DIM));  // rows start 8-byte aligned
     return RowScale{sb.x, sb.y};
@@ -101,11 +107,7 @@ __device__ __forceinline__ RowScale row_scale(const storage_t *row, const TableA
     return RowScale{__ldg(sb), __ldg(sb + 1)};
 #elif STORAGE == 4
     // fp16 scale and bias in one 4-byte load (DIM % 8 == 0: rows start 4-byte aligned).
-    const unsigned sb = __ldg(reinterpret_cast<const unsigned *>(row + DIM / 2));
-    float scale, bias;
-    asm("{.reg .f16 lo, hi;\n\tmov.b32 {lo, hi}, %2;\n\tcvt.f32.f16 %0, lo;\n\tcvt.f32.f16 %1, hi;}"
-        : "=f"(scale), "=f"(bias) : "r"(sb));
-    return RowScale{scale, bias};
+    return fp16_pair(__ldg(reinterpret_cast<const unsigned *>(row + DIM / 2)));
 #else
     (void)row;
     return RowScale{1.f, 0.f};
