@@ -56,6 +56,7 @@ let package = Package(
                 .embedInCode("cuda/embedding_table.cu"),
                 .embedInCode("cuda/interaction.cu"),
                 .embedInCode("cuda/linear_f32.cu"),
+                .embedInCode("cuda/mlp_f32.cu"),
                 .embedInCode("cuda/cross_network.cu"),
                 .embedInCode("cuda/elementwise.cu"),
                 .embedInCode("cuda/sharding.cu"),

@@ -24,14 +24,6 @@
 #include <string>
 #include <vector>
 
-#define LT(x)                                                                  \
-    do {                                                                       \
-        cublasStatus_t s = (x);                                                \
-        if (s != CUBLAS_STATUS_SUCCESS) {                                      \
-            fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, s); \
-            exit(1);                                                           \
-        }                                                                      \
-    } while (0)
 
 static float host_tf32_round(float v) {  // linear_f32.cu's tf32_round on the host (finite values)
     unsigned u;

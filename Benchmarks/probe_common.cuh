@@ -1,5 +1,5 @@
-// probe_common.cuh — what the nvcc probes (interaction_probe.cu, linear_probe.cu) share: a CUDA error check and
-// the mean time of a launch repeated back to back, and the device-to-device copy bandwidth.
+// probe_common.cuh — what the nvcc probes (interaction_probe.cu, linear_probe.cu, mlp_probe.cu, ...) share: CUDA and
+// cuBLASLt error checks, the mean time of a launch repeated back to back, and the device-to-device copy bandwidth.
 #pragma once
 #include <cstdio>
 #include <cstdlib>
@@ -14,15 +14,25 @@
         }                                                                                     \
     } while (0)
 
-// µs per launch: `warm` launches untimed, then the mean of `n` back to back between two events.
-static double time_us(const std::function<void()> &launch, int n = 100, int warm = 10) {
+// A cuBLASLt status check, for the probes that link cuBLASLt (include <cublasLt.h> before using it).
+#define LT(x)                                                                    \
+    do {                                                                         \
+        cublasStatus_t s = (x);                                                  \
+        if (s != CUBLAS_STATUS_SUCCESS) {                                        \
+            fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, s); \
+            exit(1);                                                             \
+        }                                                                        \
+    } while (0)
+
+// µs per launch: `warm` launches untimed, then the mean of `n` back to back between two events on `stream`.
+static double time_us(const std::function<void()> &launch, int n = 100, int warm = 10, cudaStream_t stream = 0) {
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0));
     CHECK(cudaEventCreate(&e1));
     for (int i = 0; i < warm; i++) launch();
-    CHECK(cudaEventRecord(e0));
+    CHECK(cudaEventRecord(e0, stream));
     for (int i = 0; i < n; i++) launch();
-    CHECK(cudaEventRecord(e1));
+    CHECK(cudaEventRecord(e1, stream));
     CHECK(cudaEventSynchronize(e1));
     float ms;
     CHECK(cudaEventElapsedTime(&ms, e0, e1));

@@ -3,7 +3,7 @@
 # repository root, with the static binary built here (scripts/build-static.sh → dist/bagel.xz)
 # and the access traces in .gpu/data. Everything it measures goes to $OUT (default ./gpu-out).
 #
-#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types entry-ab mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe linear-probe row-layout-probe forward-ab forward-math mlperf-v1-multihot dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-ab serve-cores serve-window sweep ncu e2e e2e-host serve
+#   scripts/gpu-run.sh STAGE...     stages: env doctor doctor-quick embedding embedding-5m int8 storage-types entry-ab mlperf-lanes e2e-default precision fp8 ncu-forward interaction-probe linear-probe row-layout-probe mlp-probe forward-ab forward-math mlperf-v1-multihot dense-ab torch-dcn mlperf-full-int8 sgemm-ceiling host-pipeline host-read terabyte-ab mlperf-variants serve-p99 serve-ab serve-cores serve-window sweep ncu e2e e2e-host serve
 #                                   serving-tools tiers tiers-fbgemm predict predict-prefetch
 #                                   doctor-old compare-embedding compare-e2e fbgemm torchrec mlperf
 #                                   nccl shard-scaling shard-overlap shard-ranks shard-serve shard-full   (several GPUs; NCCL_NVLS_ENABLE=0)
@@ -306,6 +306,42 @@ stage_linear-probe() {
 stage_row-layout-probe() {
     nvcc -O3 -arch=sm_90 -std=c++17 -o $WORK/row_layout_probe Benchmarks/row_layout_probe.cu && $WORK/row_layout_probe
 }
+# The fused MLP chains (mlp_f32.cu) against cuBLASLt layer by layer, both graph-replayed: the presets' chains
+# (MLP_CHAINS, default all four) in each variant of MLP_VARIANTS ("label:DEFINE=value ..." separated by ';'; default
+# 8, 16 and 32 samples a block) at MLP_BATCHES (default 256 1024 2048 8192 16384). MLP_NCU=1 adds Nsight Compute's
+# warp stall reasons for each variant's fused kernel at batch 2048.
+stage_mlp-probe() {
+    local chains=("terabyte-bottom:MLP_WIDTHS=16,512,256,64 MLP_INPUT=13 MLP_OUTPUT=64"
+                  "terabyte-top:MLP_WIDTHS=416,512,512,256 MLP_INPUT=415 MLP_LOGIT=1"
+                  "mlperf-v1-bottom:MLP_WIDTHS=16,512,256,128 MLP_INPUT=13 MLP_OUTPUT=128"
+                  "mlperf-v1-top:MLP_WIDTHS=480,1024,1024,512,256 MLP_INPUT=479 MLP_LOGIT=1")
+    local variants
+    IFS=';' read -ra variants <<< "${MLP_VARIANTS:-rows8:MLP_ROWS=8;rows16:MLP_ROWS=16;rows32:MLP_ROWS=32}"
+    local built=()
+    for chain in "${chains[@]}"; do
+        local name=${chain%%:*}
+        [ -n "${MLP_CHAINS:-}" ] && [[ " $MLP_CHAINS " != *" $name "* ]] && continue
+        for variant in "${variants[@]}"; do
+            local exe=$WORK/mlp_probe_${name}_${variant%%:*}
+            # nvcc splits a -D value at its commas: the shape goes in through a header instead.
+            printf '#define %s\n' ${chain#*:} ${variant#*:} | sed 's/=/ /' > $exe.h
+            nvcc -O3 -arch=sm_90 -std=c++17 -include $exe.h -o $exe Benchmarks/mlp_probe.cu -lcublasLt 2> $exe.log &
+            built+=("$exe")
+        done
+    done
+    wait
+    for exe in "${built[@]}"; do
+        [ -x $exe ] || { echo "$(basename $exe) did not build (shared memory or registers?):"; head -5 $exe.log; continue; }
+        $exe "$(basename $exe)" ${MLP_BATCHES:-256 1024 2048 8192 16384}
+        if [ "${MLP_NCU:-0}" = 1 ]; then
+            ncu -k mlp_f32 -c 1 --section WarpStateStats --section SchedulerStats --section SpeedOfLight \
+                --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio" \
+                $exe "$(basename $exe)" 2048 > $OUT/ncu-$(basename $exe).txt 2>&1
+            grep -E "stalled_|Issued|Eligible|Warp Cycles|Duration|Throughput|cycles being stalled" \
+                $OUT/ncu-$(basename $exe).txt | awk '$NF+0 > 0.05 || /cycles/' | head -30
+        fi
+    done
+}
 stage_ncu-forward() { BAGEL=$BAGEL OUT=$OUT bash Benchmarks/ncu_forward.sh; }
 
 # The mlperf-v2 forward (1M caps, batch 8192) of this binary against the previous commit's (.gpu/bagel-prev.xz),
@@ -421,11 +457,17 @@ stage_forward-math() {
         for c in $cases; do
             IFS=: read -r preset math batch lookups <<< "$c"
             for order in ${BOTTOM_ORDERS:-default}; do
-                local label=$math flag=""
-                [ $order != default ] && { label=$math-$order; flag="--bottom-mlp $order"; }
-                $BAGEL bench e2e --preset $preset --max-rows 1000000 --batch-size $batch --device gpu --math $math \
-                    ${lookups:+--lookups $lookups} --seconds 2 $flag \
-                    --json "$OUT/fm_${preset}_${label}_${batch}_${lookups:-1}_$round.json" > /dev/null
+                # CHAIN_AB=1: each fp32 case also with the MLP chains off (BAGEL_MLP_CHAINS=0), labelled fp32-layers.
+                for chains in default ${CHAIN_AB:+layers}; do
+                    [ $chains = layers ] && [ $math != fp32 ] && continue
+                    local label=$math flag=""
+                    [ $order != default ] && { label=$math-$order; flag="--bottom-mlp $order"; }
+                    [ $chains = layers ] && label=$label-layers
+                    BAGEL_MLP_CHAINS=$([ $chains = layers ] && echo 0 || echo 1) \
+                    $BAGEL bench e2e --preset $preset --max-rows 1000000 --batch-size $batch --device gpu --math $math \
+                        ${lookups:+--lookups $lookups} --seconds 2 $flag \
+                        --json "$OUT/fm_${preset}_${label}_${batch}_${lookups:-1}_$round.json" > /dev/null
+                done
             done
         done
     done
@@ -448,7 +490,7 @@ for (preset, batch, lookups), r in rows.items():
     for math, xs in r.items():
         print(f"| {preset} | {batch} | {lookups} | {math} | {' / '.join('%.1f' % x[0] for x in xs)} | "
               f"{min(x[1] for x in xs):.1f} | {min(x[2] for x in xs):.1f} | {max(x[3] for x in xs):.2g} |")
-for f in sorted(glob.glob(os.path.join(sys.argv[1], "fm_*_tf32x3_*_1.json"))):
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "fm_*_1.json"))):
     print(os.path.basename(f), "; ".join(json.load(open(f)).get("linear_layers") or []))
 for f in sorted(glob.glob(os.path.join(sys.argv[1], "torch-dlrm-*.json"))):
     print(os.path.basename(f), json.dumps(json.load(open(f)))[:600])

@@ -29,6 +29,11 @@ final class DenseNetwork {
     let bf16: BF16Weights?
     /// E4M3 copies of the weights of the products that take fp8 under `--math fp8` (nil otherwise).
     let fp8: FP8Weights?
+    /// The bottom MLP, and the top MLP with its logit and sigmoid, as one launch each (exact fp32 with timed layers;
+    /// nil where a chain cannot run: math, widths, shared memory, or `mlpChains` off).
+    let bottomChain: MLPChainKernel?
+    let topChain: MLPChainKernel?
+    let mlpChains: MLPChainChoice
     /// fp8 products keep their partial sums in the tensor cores' accumulator without promoting them to fp32 every
     /// few steps: on by default (runs 53–54, mlperf-v2 at batch 8192: 3–4% faster; max |Δp| 5.6e-4 against 5.2e-4,
     /// next to what the E4M3 operands cost); `BAGEL_FP8_FAST_ACCUM=0` turns it off.
@@ -125,7 +130,7 @@ final class DenseNetwork {
     }
 
     init(model: Model, context: CUDAContext, library: KernelLibrary, elementwise: ElementwiseKernels, math: MathMode,
-         timeAlgorithms: Bool = true) throws {
+         timeAlgorithms: Bool = true, mlpChains: MLPChainChoice = .tune) throws {
         if math == .fp8 {
             let (major, minor) = context.device.computeCapability
             guard major >= 9 else {
@@ -160,6 +165,25 @@ final class DenseNetwork {
         bf16 = math.narrowOperands ? try BF16Weights(model: model, context: context) : nil
         fp8 = math == .fp8 ? try FP8Weights(model: model, context: context) : nil
         fastAccumulation = ProcessInfo.processInfo.environment["BAGEL_FP8_FAST_ACCUM"] != "0"
+        self.mlpChains = mlpChains
+        // Chains are exact fp32 and only ever chosen by timing (or forced by a check), as the fp32 tiles are.
+        // BAGEL_MLP_CHAINS=0 turns them off (A/B runs against the layers one by one).
+        let chains = math == .fp32 && timeAlgorithms && mlpChains != .off
+            && ProcessInfo.processInfo.environment["BAGEL_MLP_CHAINS"] != "0"
+        func layers(_ dense: ArraySlice<DenseLayer>) -> [MLPChainKernel.Layer] {
+            dense.map { MLPChainKernel.Layer(weight: $0.weight, bias: $0.bias, input: $0.input, output: $0.output) }
+        }
+        bottomChain = chains ? try MLPChainKernel(library: library, layers: layers(model.bottom[...]), logit: nil) : nil
+        // The top chain ends in the logit (one output, no ReLU) and the sigmoid; behind the dot interaction it
+        // begins with it (reading T, never writing r).
+        let dot = config.interaction == .dot
+            ? MLPChainKernel.DotInteraction(vectors: config.tables.count + 1, dim: config.bottomOutputWidth,
+                                            upper: config.pairOrder == .upper)
+            : nil
+        topChain = chains && model.top.count > 1 && model.top.last!.output == 1
+            ? try MLPChainKernel(library: library, layers: layers(model.top.dropLast()),
+                                 logit: (topWeights.last!.weight.address, topWeights.last!.bias.address), dot: dot)
+            : nil
     }
 
     // MARK: Layout of the interaction input
@@ -259,6 +283,10 @@ final class DenseNetwork {
         /// The last top layer (one output, fp32 operands) and the sigmoid run as Bagel's one-warp-a-sample kernel
         /// instead of cuBLASLt and a second launch, where `tune` timed it faster.
         private(set) var fusedLogit = false
+        /// The config the bottom MLP and the top MLP (with the logit) run as one launch under, where `tune` timed
+        /// the chain faster than the layers one by one (or a check forced it); nil: layer by layer.
+        private(set) var bottomChainConfig: MLPChainKernel.Config?
+        private(set) var topChainConfig: MLPChainKernel.Config?
 
         init(network: DenseNetwork, batch: Int, buffers: Buffers) throws {
             self.network = network
@@ -351,12 +379,7 @@ final class DenseNetwork {
         func tune(on stream: CUDAStream) throws {
             guard network.timeAlgorithms else { return }
             let act = [buffers.activations.0, buffers.activations.1]
-            var x = buffers.dense
-            for (k, op) in bottom.enumerated() {
-                let y = k == bottom.count - 1 ? buffers.interactionInput : act[k % 2]
-                try op.tune(x: x, y: y, stream: stream)
-                x = y
-            }
+            try forEachBottomLayer { op, x, y in try op.tune(x: x, y: y, stream: stream) }
             for (l, layer) in cross.enumerated() {
                 let fp8 = l < crossFP8Layers
                 try layer.v.tune(x: fp8 ? buffers.fp8Scratch! : buffers.crossX0BF16 ?? buffers.interactionInput, y: act[0],
@@ -373,6 +396,33 @@ final class DenseNetwork {
                     try timer.secondsPerCall { try self.encodeLastLayer(fused: fused, kernels: kernels, stream: stream) }
                 }
                 fusedLogit = seconds[1] < seconds[0]
+            }
+            bottomChainConfig = try pickChain(network.bottomChain, stream: stream, layerByLayer: encodeBottomLayers,
+                                              chain: encodeBottomChain)
+            // Against the interaction and the layers when the chain does the interaction too.
+            topChainConfig = try pickChain(network.topChain, stream: stream, layerByLayer: { stream in
+                if self.network.topChain?.dot != nil { try self.encodeInteraction(stream: stream) }
+                try self.encodeTopLayers(stream: stream)
+            }, chain: encodeTopChain)
+        }
+
+        /// The chain config to run (nil: the layers one by one): forced, or the fastest config if it beats the layers.
+        private func pickChain(_ kernel: MLPChainKernel?, stream: CUDAStream,
+                               layerByLayer: (CUDAStream) throws -> Void,
+                               chain: (MLPChainKernel.Config, CUDAStream) throws -> Void) throws -> MLPChainKernel.Config? {
+            guard let kernel else { return nil }
+            switch network.mlpChains {
+            case .off: return nil
+            case .force(let config): return kernel.configs.contains(config) ? config : nil
+            case .tune:
+                let timer = try DeviceTimer(stream: stream)
+                var best = try timer.secondsPerCall { try layerByLayer(stream) }
+                var choice: MLPChainKernel.Config?
+                for config in kernel.configs {
+                    let seconds = try timer.secondsPerCall { try chain(config, stream) }
+                    if seconds < best { (best, choice) = (seconds, config) }
+                }
+                return choice
             }
         }
 
@@ -407,11 +457,17 @@ final class DenseNetwork {
                     return "\(part) \(op.input)→\(op.output): \(runs)"
                 }
             }
-            var choices = describe("bottom", bottom) + describe("cross", cross.flatMap { [$0.v, $0.w] }) + describe("top", top)
-            if fusedLogit, let last = top.last {
-                choices[choices.count - 1] = "top \(last.input)→1: bagel logit + sigmoid"
+            func chain(_ part: String, _ ops: [LinearLayerOp], _ config: MLPChainKernel.Config) -> [String] {
+                let widths = ([ops[0].input] + ops.map(\.output)).map(String.init).joined(separator: "→")
+                let interaction = part == "top" && network.topChain?.dot != nil ? "interaction + " : ""
+                return ["\(interaction)\(part) \(widths): bagel chain, \(config)" + (part == "top" ? " + sigmoid" : "")]
             }
-            return choices
+            var tail = describe("top", top)
+            if fusedLogit, let last = top.last {
+                tail[tail.count - 1] = "top \(last.input)→1: bagel logit + sigmoid"
+            }
+            return (bottomChainConfig.map { chain("bottom", bottom, $0) } ?? describe("bottom", bottom))
+                + describe("cross", cross.flatMap { [$0.v, $0.w] }) + (topChainConfig.map { chain("top", top, $0) } ?? tail)
         }
 
         typealias Stage = (name: String, body: (CUDAStream) throws -> Void)
@@ -419,14 +475,59 @@ final class DenseNetwork {
         /// The bottom MLP: dense features → the first columns of the interaction input.
         var bottomStage: Stage {
             ("bottom MLP", { stream in
-                let act = [self.buffers.activations.0, self.buffers.activations.1]
-                var x = self.buffers.dense
-                for (k, op) in self.bottom.enumerated() {
-                    let y = k == self.bottom.count - 1 ? self.buffers.interactionInput : act[k % 2]
-                    try op.encode(x: x, y: y, stream: stream)
-                    x = y
+                if let config = self.bottomChainConfig {
+                    try self.encodeBottomChain(config, stream: stream)
+                } else {
+                    try self.encodeBottomLayers(stream: stream)
                 }
             })
+        }
+
+        private func encodeBottomLayers(stream: CUDAStream) throws {
+            try forEachBottomLayer { op, x, y in try op.encode(x: x, y: y, stream: stream) }
+        }
+
+        /// Each bottom layer in order with what it reads and writes: the dense features, the activation buffers in
+        /// turn, and the interaction input's first columns last.
+        private func forEachBottomLayer(_ body: (LinearLayerOp, DevicePointer, DevicePointer) throws -> Void) rethrows {
+            let act = [buffers.activations.0, buffers.activations.1]
+            var x = buffers.dense
+            for (k, op) in bottom.enumerated() {
+                let y = k == bottom.count - 1 ? buffers.interactionInput : act[k % 2]
+                try body(op, x, y)
+                x = y
+            }
+        }
+
+        private func encodeBottomChain(_ config: MLPChainKernel.Config, stream: CUDAStream) throws {
+            try network.bottomChain!.encode(
+                config: config, x: buffers.dense, ldx: network.config.denseFeatures, batch: batch,
+                y: buffers.interactionInput, ldy: DenseNetwork.outputStride(network.config), stream: stream)
+        }
+
+        /// The top MLP (fp32 operands: r or x_L in, probabilities out) layer by layer, as `tune` left them.
+        private func encodeTopLayers(stream: CUDAStream) throws {
+            let act = [buffers.activations.0, buffers.activations.1]
+            for (k, op) in top.enumerated().dropLast() { try op.encode(x: topOperand(k), y: act[k % 2], stream: stream) }
+            try encodeLastLayer(fused: fusedLogit, kernels: network.fp32Kernels, stream: stream)
+        }
+
+        private func encodeTopChain(_ config: MLPChainKernel.Config, stream: CUDAStream) throws {
+            let chain = network.topChain!
+            let (x, ldx) = chain.dot != nil
+                ? (buffers.interactionInput, DenseNetwork.outputStride(network.config))
+                : (topOperand(0), DenseNetwork.topStride(network.config))
+            try chain.encode(config: config, x: x, ldx: ldx, batch: batch, logits: buffers.logits,
+                             probabilities: buffers.probabilities, stream: stream)
+        }
+
+        /// r from T (dot models): the bottom output, then every pair's dot product.
+        private func encodeInteraction(stream: CUDAStream) throws {
+            let config = network.config
+            try network.interaction!.encode(
+                t: buffers.interactionInput, tStride: DenseNetwork.outputStride(config), out: buffers.topInput!,
+                outStride: DenseNetwork.topStride(config), batch: batch, rows: config.tables.count + 1,
+                dim: config.bottomOutputWidth, upper: config.pairOrder == .upper, stream: stream)
         }
 
         /// Quantises an activation into the fp8 scratch (one scale per row) for the product that reads it next.
@@ -447,13 +548,11 @@ final class DenseNetwork {
             let topFP8 = network.fp8?.top ?? []
             let firstTopFP8 = topFP8.first.map { $0 != nil } ?? false
             var result: [Stage] = []
-            if let interaction = network.interaction {
+            if network.interaction != nil {
                 result.append(("interaction", { stream in
-                    try interaction.encode(
-                        t: buffers.interactionInput, tStride: DenseNetwork.outputStride(config),
-                        out: buffers.topInput!, outStride: DenseNetwork.topStride(config), batch: batch,
-                        rows: config.tables.count + 1, dim: config.bottomOutputWidth, upper: config.pairOrder == .upper,
-                        stream: stream)
+                    // The top chain builds r itself where it runs with the interaction.
+                    guard self.topChainConfig == nil || network.topChain?.dot == nil else { return }
+                    try self.encodeInteraction(stream: stream)
                 }))
             }
             if let crossKernel = network.crossKernel, !network.crossWeights.isEmpty {
@@ -522,6 +621,10 @@ final class DenseNetwork {
                 }))
             }
             result.append(("top MLP + sigmoid", { stream in
+                if let config = self.topChainConfig {  // exact fp32: no bf16 copy, no fp8 layer
+                    try self.encodeTopChain(config, stream: stream)
+                    return
+                }
                 if let half = buffers.topInputBF16, config.interaction != .dcn {
                     // dot and cat: r as bf16 (dcn's cross network has written its bf16 copy already).
                     try network.crossKernel!.encodeToBF16(

@@ -30,12 +30,15 @@ public struct GPUEngineOptions: Sendable {
     /// Where the bottom MLP runs against the embedding bags (they write different columns of the interaction input
     /// and read nothing of each other's).
     public var bottomMLP: BottomMLPOrder
+    /// Whether the exact-fp32 MLPs may run as one launch each (`MLPChainKernel`).
+    public var mlpChains: MLPChainChoice
 
     public init(embedding: EmbeddingChoice = .auto, math: MathMode = .fp32, useGraphs: Bool = true,
                 deviceOrdinal: Int = 0, hotRows: [[Int]]? = nil, parallelHostWork: Bool = true,
                 autotuneCache: Bool = true, placement: PlacementPlan? = nil, timeMatmulAlgorithms: Bool = true,
-                splitScales: Bool = true, bottomMLP: BottomMLPOrder = .inOrder) {
+                splitScales: Bool = true, bottomMLP: BottomMLPOrder = .inOrder, mlpChains: MLPChainChoice = .tune) {
         self.bottomMLP = bottomMLP
+        self.mlpChains = mlpChains
         self.placement = placement
         self.splitScales = splitScales
         self.timeMatmulAlgorithms = timeMatmulAlgorithms
@@ -47,6 +50,16 @@ public struct GPUEngineOptions: Sendable {
         self.parallelHostWork = parallelHostWork
         self.autotuneCache = autotuneCache
     }
+}
+
+/// Whether the bottom and top MLPs run as one launch each (`MLPChainKernel`, exact fp32 only) or layer by layer.
+public enum MLPChainChoice: Sendable, Equatable {
+    /// Timed against the layers one by one at each batch size's first forward; the faster runs.
+    case tune
+    /// Layer by layer.
+    case off
+    /// As a chain under this config wherever it can run (checks of each config).
+    case force(MLPChainKernel.Config)
 }
 
 /// Where the forward runs the bottom MLP against the embedding bags.
@@ -177,7 +190,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         }
 
         dense = try DenseNetwork(model: model, context: context, library: self.library, elementwise: elementwise,
-                                 math: options.math, timeAlgorithms: options.timeMatmulAlgorithms)
+                                 math: options.math, timeAlgorithms: options.timeMatmulAlgorithms,
+                                 mlpChains: options.mlpChains)
 
         if plan.usesAccessPolicyWindow {
             savedPersistingL2 = try context.persistingL2Limit()

@@ -29,6 +29,20 @@ public enum KernelCatalog {
                             "fill_rows_i4", "gather_rows"]),
         ]
         entries.append(Entry(name: "l2 pin pass", spec: L2PinKernel.spec, functions: ["l2_pin_rows"]))
+        // The MLP chains of the dot presets (terabyte's bottom and top, mlperf-v1's 1024-wide top, kaggle's 16-wide
+        // bottom end) in every config that runs them.
+        for (name, input, outputs, logit) in [("terabyte bottom", 13, [512, 256, 64], false), ("terabyte top", 415, [512, 512, 256], true),
+                                              ("mlperf-v1 top", 479, [1024, 1024, 512, 256], true),
+                                              ("kaggle bottom", 13, [512, 256, 64, 16], false)] {
+            // The top chains of dot models begin with the interaction (terabyte: 27 vectors of 64, lower pairs).
+            let dot = name == "terabyte top" ? MLPChainKernel.DotInteraction(vectors: 27, dim: 64, upper: false) : nil
+            for config in MLPChainKernel.configs where MLPChainKernel.supports(outputs: outputs, config: config) {
+                entries.append(Entry(name: "mlp chain \(name), \(config)",
+                                     spec: MLPChainKernel.spec(input: input, outputs: outputs, logit: logit, dot: dot,
+                                                               config: config),
+                                     functions: [MLPChainKernel.function]))
+            }
+        }
         for width in IndexType.allCases {
             entries.append(
                 Entry(name: "remap \(width.rawValue)", spec: IndexRemapKernel.spec(indexType: width),

@@ -8,6 +8,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
     case embeddingTable = "embedding_table.cu"
     case interaction = "interaction.cu"
     case linearF32 = "linear_f32.cu"
+    case mlpF32 = "mlp_f32.cu"
     case crossNetwork = "cross_network.cu"
     case elementwise = "elementwise.cu"
     case sharding = "sharding.cu"
@@ -19,6 +20,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
         case .embeddingTable: return Self.text(PackageResources.embedding_table_cu)
         case .interaction: return Self.text(PackageResources.interaction_cu)
         case .linearF32: return Self.text(PackageResources.linear_f32_cu)
+        case .mlpF32: return Self.text(PackageResources.mlp_f32_cu)
         case .crossNetwork: return Self.text(PackageResources.cross_network_cu)
         case .elementwise: return Self.text(PackageResources.elementwise_cu)
         case .sharding: return Self.text(PackageResources.sharding_cu)
@@ -34,7 +36,7 @@ public enum KernelFile: String, CaseIterable, Sendable, Hashable {
                 NVRTC.Header(name: "kernel_abi.h", source: Self.text(PackageResources.kernel_abi_h)),
                 NVRTC.Header(name: "embedding_bag_common.cuh", source: Self.text(PackageResources.embedding_bag_common_cuh)),
             ]
-        case .interaction, .linearF32, .crossNetwork, .elementwise, .sharding:
+        case .interaction, .linearF32, .mlpF32, .crossNetwork, .elementwise, .sharding:
             return []
         }
     }

@@ -164,6 +164,32 @@ public final class ParitySuite {
                 try checkLogitSigmoid(input: input, batch: batch, ldx: ldx)
             }
         }
+        // The MLP chains (mlp_f32.cu) in every config that runs the shape: the presets' chains, an odd input with a
+        // strided output, and a 1024-wide layer; tails of partial blocks and padding columns checked.
+        for (input, outputs, logit, batch, ldx, ldy) in [(13, [512, 256, 64], false, 300, 13, 70), (415, [512, 512, 256], true, 1000, 416, 0),
+                                                         (7, [16, 32], false, 5, 9, 35), (100, [1024, 64], true, 33, 100, 0)] {
+            for config in MLPChainKernel.configs where MLPChainKernel.supports(outputs: outputs, config: config) {
+                let widths = ([input] + outputs + (logit ? [1] : [])).map(String.init).joined(separator: "→")
+                record("mlp chain \(widths) batch \(batch), \(config)") {
+                    try checkMLPChain(input: input, outputs: outputs, logit: logit, batch: batch, ldx: ldx, ldy: ldy,
+                                      config: config)
+                }
+            }
+        }
+        // The top chain behind the dot interaction (it reads T and builds r itself): terabyte's 27 vectors of 64 in
+        // both pair orders, and 5 vectors of 8 with T's rows strided.
+        for (vectors, dim, outputs, batch, ldx, upper) in [(27, 64, [512, 512, 256], 1000, 27 * 64, false),
+                                                           (27, 64, [512, 512, 256], 300, 27 * 64, true),
+                                                           (5, 8, [16, 32], 7, 44, true)] {
+            let dot = MLPChainKernel.DotInteraction(vectors: vectors, dim: dim, upper: upper)
+            for config in MLPChainKernel.configs where MLPChainKernel.supports(outputs: outputs, config: config) {
+                record("mlp chain behind the dot interaction (\(vectors) × \(dim), \(upper ? "upper" : "lower") pairs) → "
+                       + "\(outputs.map(String.init).joined(separator: "→"))→1 batch \(batch), \(config)") {
+                    try checkMLPChain(input: dot.width, outputs: outputs, logit: true, batch: batch, ldx: ldx, ldy: 0,
+                                      dot: dot, config: config)
+                }
+            }
+        }
         record("gather_rows + remap_indices") { try checkGatherAndRemap() }
         for (storage, dim, width) in [(StorageType.fp32, 128, IndexType.int32), (.int8, 128, .int64), (.bf16, 13, .int32),
                                       (.fp16, 64, .int64), (.int4, 64, .int32)] {
@@ -181,6 +207,15 @@ public final class ParitySuite {
         }
         record("forward mlperf-v2 vectorized (no graph), the bottom MLP beside-first the bags") {
             try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: false, bottomMLP: .besideFirst)
+        }
+        for config in MLPChainKernel.configs {
+            record("forward terabyte vectorized, both MLPs as chains, the interaction in the top one (\(config))") {
+                try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, mlpChains: .force(config))
+            }
+        }
+        record("forward terabyte vectorized, upper-triangle pairs, both MLPs as chains (\(MLPChainKernel.configs[0]))") {
+            try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, pairs: .upper,
+                             mlpChains: .force(MLPChainKernel.configs[0]))
         }
         record("forward terabyte vectorized, upper-triangle pairs (TorchRec DLRM)") {
             try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, pairs: .upper)
@@ -628,6 +663,92 @@ public final class ParitySuite {
         return "max err/|terms| \(String(format: "%.1e", worst))"
     }
 
+    /// One chain of Linear + ReLU layers (and a logit + sigmoid when `logit`) against fp64: outputs poisoned, the
+    /// row past the batch and Y's padding columns must stay NaN.
+    func checkMLPChain(input: Int, outputs: [Int], logit: Bool, batch: Int, ldx: Int, ldy: Int,
+                       dot: MLPChainKernel.DotInteraction? = nil, config: MLPChainKernel.Config) throws -> String {
+        var rng = SeededGenerator(seed: seed, stream: UInt64(input * 977 + outputs.reduce(0, +) + batch))
+        let widths = [input] + outputs + (logit ? [1] : [])
+        var layers: [MLPChainKernel.Layer] = []
+        for l in 0..<(widths.count - 1) {
+            let scale = (2 / Double(widths[l])).squareRoot()
+            let weight: [Float] = (0..<(widths[l] * widths[l + 1])).map { _ in Float(rng.nextGaussian() * scale) }
+            let bias: [Float] = (0..<widths[l + 1]).map { _ in Float(rng.nextGaussian() * 0.1) }
+            layers.append(MLPChainKernel.Layer(weight: weight, bias: bias, input: widths[l], output: widths[l + 1]))
+        }
+        let x = (0..<(batch * ldx)).map { _ in Float(rng.nextGaussian()) }
+        let xd = try DeviceBuffer<Float>(context: context, copying: x)
+        let logitWeight = try DeviceBuffer<Float>(context: context, copying: layers.last!.weight)
+        let logitBias = try DeviceBuffer<Float>(context: context, copying: layers.last!.bias)
+        guard let chain = try MLPChainKernel(library: library, layers: logit ? layers.dropLast() : layers,
+                                             logit: logit ? (logitWeight.address, logitBias.address) : nil, dot: dot),
+              chain.configs.contains(config)
+        else { throw ParityFailure("this GPU cannot run the chain under \(config) (shared memory)") }
+        let out = outputs.last!
+        let y = try DeviceBuffer<Float>(context: context, count: logit ? batch + 1 : (batch + 1) * ldy)
+        let p = try DeviceBuffer<Float>(context: context, count: batch + 1)
+        try y.fill(pattern: Self.poison)
+        try p.fill(pattern: Self.poison)
+        let none: DevicePointer = 0
+        try chain.encode(config: config, x: xd.address, ldx: ldx, batch: batch, y: logit ? none : y.address, ldy: ldy,
+                         logits: logit ? y.address : none, probabilities: logit ? p.address : none, stream: stream)
+        try stream.synchronize()
+        let (got, gotP) = (try y.download(), try p.download())
+        let stride = logit ? 1 : ldy
+        guard got[(batch * stride)...].allSatisfy(\.isNaN), gotP[batch].isNaN else { throw ParityFailure("wrote past the batch") }
+        var worst = 0.0
+        for s in 0..<batch {
+            // fp64 through every layer; the last layer's |terms| bound its error. Behind the interaction, r in fp64
+            // from T in DLRM's pair order.
+            var v = (0..<input).map { Double(x[s * ldx + $0]) }
+            if let dot {
+                func t(_ i: Int, _ d: Int) -> Double { Double(x[s * ldx + i * dot.dim + d]) }
+                v = (0..<dot.dim).map { t(0, $0) }
+                let pairs: [(Int, Int)] = dot.upper
+                    ? (0..<dot.vectors).flatMap { i in ((i + 1)..<max(dot.vectors, i + 1)).map { (i, $0) } }
+                    : (1..<dot.vectors).flatMap { i in (0..<i).map { (i, $0) } }
+                for (i, j) in pairs { v.append((0..<dot.dim).reduce(0.0) { $0 + t(i, $1) * t(j, $1) }) }
+            }
+            var magnitudes: [Double] = []
+            for (l, layer) in layers.enumerated() {
+                let last = l == layers.count - 1
+                var next = [Double](repeating: 0, count: layer.output)
+                magnitudes = next
+                for o in 0..<layer.output {
+                    var e = Double(layer.bias[o])
+                    var magnitude = abs(e)
+                    for k in 0..<layer.input {
+                        let term = v[k] * Double(layer.weight[o * layer.input + k])
+                        e += term
+                        magnitude += abs(term)
+                    }
+                    next[o] = last && logit ? e : max(e, 0)
+                    magnitudes[o] = magnitude
+                }
+                v = next
+            }
+            for o in 0..<stride {
+                let g = Double(got[s * stride + o])
+                guard o < out || logit else {
+                    guard g.isNaN else { throw ParityFailure("sample \(s) column \(o) (padding) was written") }
+                    continue
+                }
+                guard !g.isNaN, abs(g - v[o]) <= Self.atol + Self.rtol * magnitudes[o] else {
+                    throw ParityFailure("sample \(s) output \(o): gpu \(g), fp64 \(v[o])")
+                }
+                worst = max(worst, abs(g - v[o]) / max(magnitudes[o], 1e-30))
+            }
+            if logit {
+                // p's error: the logit's bound through the sigmoid's slope (≤ 1/4), and p's own rounding.
+                let want = 1 / (1 + exp(-v[0]))
+                guard abs(Double(gotP[s]) - want) <= 0.25 * (Self.atol + Self.rtol * magnitudes[0]) + 1e-6 else {
+                    throw ParityFailure("sample \(s): p \(gotP[s]), fp64 \(want)")
+                }
+            }
+        }
+        return "max err/|terms| \(String(format: "%.1e", worst))"
+    }
+
     func checkSigmoid() throws -> String {
         var rng = SeededGenerator(seed: seed, stream: 77)
         let n = 1000
@@ -979,7 +1100,7 @@ public final class ParitySuite {
     func checkForward(preset: ModelPreset, variant: EmbeddingBagVariant?, graphs: Bool,
                       dtype: StorageType = .fp32, pairs: DotPairOrder = .lower, math: MathMode = .fp32,
                       hbmShare: Double? = nil, crossRank: Int? = nil,
-                      bottomMLP: BottomMLPOrder = .inOrder) throws -> String {
+                      bottomMLP: BottomMLPOrder = .inOrder, mlpChains: MLPChainChoice = .tune) throws -> String {
         var config = preset.config(maxRows: 2000, dtype: dtype, lookups: preset == .paper ? 20 : preset == .mlperfV2 ? nil : 1)
         if pairs == .upper { config.dotPairs = .upper }
         if let crossRank { config.crossNetwork?.lowRank = crossRank }
@@ -1006,8 +1127,16 @@ public final class ParitySuite {
             model: model,
             options: GPUEngineOptions(embedding: variant.map { .fixed(EmbeddingBagConfig($0)) } ?? .tune, math: math,
                                       useGraphs: graphs, hotRows: hot, autotuneCache: false, placement: placement,
-                                      bottomMLP: bottomMLP),
+                                      bottomMLP: bottomMLP, mlpChains: mlpChains),
             context: context, library: library)
+        if case .force = mlpChains {
+            // Run the forward once so that `tune` applies the forced config, then make sure both chains ran.
+            _ = try engine.predict(generator.nextBatch(size: 64))
+            let choices = engine.linearChoices(batchSize: 64) ?? []
+            guard choices.filter({ $0.contains("bagel chain") }).count == 2 else {
+                throw ParityFailure("the chains did not run: \(choices.joined(separator: "; "))")
+            }
+        }
         if let placement, !engine.plan.tables.contains(where: { $0.placement == .hostTier }) || !placement.hasHostTier {
             throw ParityFailure("the placement split no table: nothing of the host tier was checked")
         }

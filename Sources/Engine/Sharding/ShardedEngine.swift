@@ -326,7 +326,7 @@ final class ShardMember {
         (groups, slots) = try GPUEngine.group(tables: self.tables, knobs: plan?.tables.map(\.config.knobs) ?? [],
                                               library: library, indexWidth: indexType, outputAligned: aligned)
         dense = try DenseNetwork(model: model, context: context, library: library, elementwise: elementwise, math: options.math,
-                                 timeAlgorithms: options.timeMatmulAlgorithms)
+                                 timeAlgorithms: options.timeMatmulAlgorithms, mlpChains: options.mlpChains)
         assembly = try PooledAssemblyKernel(library: library)
         // The map: [prefix | width | target | start | gpu | column].
         let parts = [layout.blockPrefix, layout.pooledWidth, layout.targets, layout.sourceStart, layout.sourceGPU,
