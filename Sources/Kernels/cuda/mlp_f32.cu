@@ -3,10 +3,14 @@
 // last layer's rows, or a logit and its sigmoid).
 //
 // Why: at inference batches (2048) each layer of a DLRM MLP is a skinny product — 2048 × 512 outputs, K ≤ 512 —
-// that cuBLAS runs on a fraction of an H200's 132 SMs at 22–31 TFLOP/s (run 92), with a launch, a tail and a round
-// trip of the activations through L2 between layers. Here 2048 samples are 128 blocks of 16, one per SM, each
-// holding 16 × every output: a weight is read once a block (from L2: every block reads the same weights) and feeds
-// 16 FMAs, the activations are broadcast from shared memory, and the layers follow each other after one barrier.
+// that cuBLAS runs at 22–31 TFLOP/s (run 92), with a launch, a tail and a round trip of the activations through L2
+// between layers. Here a weight is loaded once a block (once a row group where a layer is narrow), straight into
+// registers (every block reads the same weights, from L2), and feeds a thread's rows of FFMAs; the activations are
+// broadcast from shared memory; the layers follow each other after one barrier. MLP_THREADS, MLP_ROWS,
+// MLP_MIN_COLUMNS (outputs a thread at least) and MLP_STEP (K-rows of weights in flight) shape the block; the host
+// times several (MLPChainKernel.configs). Run 101 (H200, terabyte at 2048): 128 threads × 8 samples, two blocks an
+// SM, 36.6 TFLOP/s, 55% of the FFMA peak, stalled on the weights' L2 loads. With MLP_DOT_ROWS the chain begins with
+// the dot interaction (dot_interaction below).
 //
 // The shape is compiled in (NVRTC, per model): MLP_WIDTHS = the chain's input width padded to 16, then each layer's
 // output width (every one a power of two from 16 to 1024; the host pads nothing else). MLP_INPUT is the input's
