@@ -1,4 +1,5 @@
 import CUDA
+import Foundation
 
 /// A chain of fp32 Linear + ReLU layers run in one launch (mlp_f32.cu): a block takes a few samples through every
 /// layer, their activations in shared memory, and writes the chain's last layer (the bottom MLP into the interaction
@@ -134,6 +135,7 @@ public final class MLPChainKernel: @unchecked Sendable {
     let library: KernelLibrary
     let weights: DeviceBuffer<Float>
     let biases: DeviceBuffer<Float>
+    private let lock = NSLock()
     private var functions: [Config: Function] = [:]
 
     /// Nil when no config runs this chain here.
@@ -156,6 +158,8 @@ public final class MLPChainKernel: @unchecked Sendable {
 
     /// The kernel for `config`, compiled (NVRTC) and its shared-memory limit raised on first use.
     private func function(_ config: Config) throws -> Function {
+        lock.lock()
+        defer { lock.unlock() }
         if let loaded = functions[config] { return loaded }
         let function = try library.function(
             Self.function, of: Self.spec(input: input, outputs: outputs, logit: logit != nil, dot: dot, config: config))

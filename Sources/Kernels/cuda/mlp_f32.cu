@@ -91,6 +91,7 @@ struct Split {
     static constexpr int ACTIVE = GROUP * GROUPS;
     static_assert(N >= 16 && N <= 4 * kThreads && (N & (N - 1)) == 0, "widths: powers of two from 16 to 1024");
     static_assert(RM * GROUPS == kRows, "rows must split evenly");
+    static_assert(RM == 1 || RM == 2 || RM % 4 == 0, "load_rows reads 1, 2 or whole float4s of rows");
 };
 
 template <int CN>
