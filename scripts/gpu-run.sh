@@ -309,10 +309,12 @@ stage_row-layout-probe() {
 # The fused MLP chains (mlp_f32.cu) against cuBLASLt layer by layer, both graph-replayed: the presets' chains
 # (MLP_CHAINS, default all four) in each variant of MLP_VARIANTS ("label:DEFINE=value ..." separated by ';'; default
 # 8, 16 and 32 samples a block) at MLP_BATCHES (default 256 1024 2048 8192 16384). MLP_NCU=1 adds Nsight Compute's
-# warp stall reasons for each variant's fused kernel at batch 2048.
+# warp stall reasons, L1 hit rate and L2 read sectors for each variant's fused kernel at batch 2048. terabyte-dot is the
+# top chain with the dot interaction inside (MLP_DOT_STAGED=0 reads T through L1 instead of staging it).
 stage_mlp-probe() {
     local chains=("terabyte-bottom:MLP_WIDTHS=16,512,256,64 MLP_INPUT=13 MLP_OUTPUT=64"
                   "terabyte-top:MLP_WIDTHS=416,512,512,256 MLP_INPUT=415 MLP_LOGIT=1"
+                  "terabyte-dot:MLP_WIDTHS=416,512,512,256 MLP_INPUT=415 MLP_LOGIT=1 MLP_DOT_ROWS=27 MLP_DOT_DIM=64"
                   "mlperf-v1-bottom:MLP_WIDTHS=16,512,256,128 MLP_INPUT=13 MLP_OUTPUT=128"
                   "mlperf-v1-top:MLP_WIDTHS=480,1024,1024,512,256 MLP_INPUT=479 MLP_LOGIT=1")
     local variants
@@ -335,9 +337,9 @@ stage_mlp-probe() {
         $exe "$(basename $exe)" ${MLP_BATCHES:-256 1024 2048 8192 16384}
         if [ "${MLP_NCU:-0}" = 1 ]; then
             ncu -k mlp_f32 -c 1 --section WarpStateStats --section SchedulerStats --section SpeedOfLight \
-                --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio" \
+                --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio,l1tex__t_sector_hit_rate.pct,lts__t_sectors_srcunit_tex_op_read.sum" \
                 $exe "$(basename $exe)" 2048 > $OUT/ncu-$(basename $exe).txt 2>&1
-            grep -E "stalled_|Issued|Eligible|Warp Cycles|Duration|Throughput|cycles being stalled" \
+            grep -E "stalled_|hit_rate|lts__t_sectors|Issued|Eligible|Warp Cycles|Duration|Throughput|cycles being stalled" \
                 $OUT/ncu-$(basename $exe).txt | awk '$NF+0 > 0.05 || /cycles/' | head -30
         fi
     done
@@ -457,13 +459,15 @@ stage_forward-math() {
         for c in $cases; do
             IFS=: read -r preset math batch lookups <<< "$c"
             for order in ${BOTTOM_ORDERS:-default}; do
-                # CHAIN_AB=1: each fp32 case also with the MLP chains off (BAGEL_MLP_CHAINS=0), labelled fp32-layers.
-                for chains in default ${CHAIN_AB:+layers}; do
-                    [ $chains = layers ] && [ $math != fp32 ] && continue
+                # CHAIN_AB=1: each fp32 case also with the MLP chains off (BAGEL_MLP_CHAINS=0), labelled fp32-layers;
+                # PREFETCH_AB=1: also with the chains' L2 prefetch of their weights off, labelled fp32-noprefetch.
+                for chains in default ${CHAIN_AB:+layers} ${PREFETCH_AB:+noprefetch}; do
+                    [ $chains != default ] && [ $math != fp32 ] && continue
                     local label=$math flag=""
                     [ $order != default ] && { label=$math-$order; flag="--bottom-mlp $order"; }
-                    [ $chains = layers ] && label=$label-layers
+                    [ $chains != default ] && label=$label-$chains
                     BAGEL_MLP_CHAINS=$([ $chains = layers ] && echo 0 || echo 1) \
+                    BAGEL_MLP_PREFETCH=$([ $chains = noprefetch ] && echo 0 || echo 1) \
                     $BAGEL bench e2e --preset $preset --max-rows 1000000 --batch-size $batch --device gpu --math $math \
                         ${lookups:+--lookups $lookups} --seconds 2 $flag \
                         --json "$OUT/fm_${preset}_${label}_${batch}_${lookups:-1}_$round.json" > /dev/null

@@ -40,6 +40,13 @@ public final class MLPChainKernel: @unchecked Sendable {
         Config(threads: 128, rows: 8, step: 16),
     ]
 
+    /// Whether a chain asks L2 for all its weights when it starts (mlp_f32.cu's MLP_PREFETCH): after an embedding
+    /// stage that streams more than L2 holds they arrive cold, and every block would wait out DRAM's latency at each
+    /// K-row. Run 107 (terabyte's top chain at 2048, L2 flushed): 84.4 → 75.6 µs, warm 74.3. Run 108: mlperf-v1
+    /// with 20 lookups −4 to −8 µs a forward; terabyte unchanged (its weights stay in L2). BAGEL_MLP_PREFETCH=0 turns
+    /// it off, for A/B runs.
+    public static let prefetchWeights = ProcessInfo.processInfo.environment["BAGEL_MLP_PREFETCH"] != "0"
+
     /// The chain's first K is padded to this (zero weights, zero inputs): a multiple of every config's step.
     public static let inputAlignment = 16
 
@@ -113,7 +120,7 @@ public final class MLPChainKernel: @unchecked Sendable {
             "MLP_WIDTHS": ([paddedInput(input)] + outputs).map(String.init).joined(separator: ","),
             "MLP_INPUT": "\(input)", "MLP_OUTPUT": "\(outputs.last ?? 0)", "MLP_LOGIT": logit ? "1" : "0",
             "MLP_THREADS": "\(config.threads)", "MLP_ROWS": "\(config.rows)", "MLP_MIN_COLUMNS": "\(config.minColumns)",
-            "MLP_STEP": "\(config.step)",
+            "MLP_STEP": "\(config.step)", "MLP_PREFETCH": prefetchWeights ? "1" : "0",
         ]
         if let dot {
             precondition(dot.width == input, "the chain's input is r")

@@ -42,6 +42,9 @@
 #ifndef MLP_DOT_ROWS
 #define MLP_DOT_ROWS 0
 #endif
+#ifndef MLP_PREFETCH
+#define MLP_PREFETCH 1
+#endif
 #ifndef MLP_DOT_DIM
 #define MLP_DOT_DIM 0
 #endif
@@ -302,7 +305,8 @@ __device__ __forceinline__ void dot_interaction(const float *__restrict__ x, lon
         const int r = e % kRows, d = e / kRows;
         out[d * kPitch + r] = staged[r * kDotRows4 * kDotPitch + d];
     }
-    for (int e = threadIdx.x; e < kRows * (kWidths[0] - MLP_INPUT); e += kThreads)
+    constexpr int K0 = kWidths[0];  // (a constant: nvcc does not read the array itself in device code)
+    for (int e = threadIdx.x; e < kRows * (K0 - MLP_INPUT); e += kThreads)
         out[(MLP_INPUT + e / kRows) * kPitch + e % kRows] = 0.f;
 }
 #endif
@@ -321,6 +325,16 @@ extern "C" __global__ void __launch_bounds__(mlp::kThreads, 1)
     extern __shared__ __align__(16) float shared[];
     float *buffer0 = shared, *buffer1 = shared + max_width() * kPitch;
     const int m0 = blockIdx.x * kRows;
+#if MLP_PREFETCH
+    // Where the embedding stage before the chain streams more rows than L2 holds (many lookups a bag), the weights
+    // arrive cold; every block walks them in step, so each K-row would wait out DRAM's latency for all of them. The
+    // grid asks L2 for every line of every layer up front (a line or two a thread at batch 2048).
+    {
+        constexpr long long lines = (weight_offset(kLayers) + 31) / 32;  // 128-byte lines
+        for (long long i = blockIdx.x * (long long)kThreads + threadIdx.x; i < lines; i += (long long)gridDim.x * kThreads)
+            asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(wt + i * 32));
+    }
+#endif
 #if MLP_DOT_ROWS
     dot_interaction(x, ldx, m0, batch, shared + 2 * max_width() * kPitch, buffer0);
 #else
