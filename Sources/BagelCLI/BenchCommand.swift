@@ -161,8 +161,8 @@ struct EndToEndBench: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Replay CUDA graphs on the GPU.")
     var graphs = true
 
-    @Option(help: "Where the bottom MLP runs against the embedding bags (GPU, one GPU): in-order (one stream), beside (a second stream), beside-first (a second stream of the greatest priority).")
-    var bottomMLP: BottomMLPOrder = .inOrder
+    @Option(help: "Where the bottom MLP runs against the embedding bags (GPU, one GPU): tune (in order or beside, whichever graph replays faster at each batch size's first forward), in-order (one stream), beside (a second stream), beside-first (a second stream of the greatest priority).")
+    var bottomMLP: BottomMLPOrder = .tune
 
     @Option(help: "Write the results as JSON.")
     var json: String?

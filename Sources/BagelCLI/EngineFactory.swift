@@ -15,7 +15,7 @@ enum EngineFactory {
     static func make(model: Model, device: DeviceChoice, threads: Int? = nil, variant: String? = nil,
                      math: MathMode = .fp32, graphs: Bool = true, hotRows: [[Int]]? = nil,
                      tiers: TierOptions? = nil, traffic: [[Int]]? = nil,
-                     multiGPU: MultiGPUOptions? = nil, bottomMLP: BottomMLPOrder = .inOrder) throws -> any InferenceEngine {
+                     multiGPU: MultiGPUOptions? = nil, bottomMLP: BottomMLPOrder = .tune) throws -> any InferenceEngine {
         let embedding = try variant.map(EmbeddingChoice.parse) ?? .auto
         // --threads 1 also keeps the GPU engine's batch preparation on one thread.
         let placement = try tiers?.placement(for: model.config, traffic: traffic)

@@ -36,7 +36,7 @@ public struct GPUEngineOptions: Sendable {
     public init(embedding: EmbeddingChoice = .auto, math: MathMode = .fp32, useGraphs: Bool = true,
                 deviceOrdinal: Int = 0, hotRows: [[Int]]? = nil, parallelHostWork: Bool = true,
                 autotuneCache: Bool = true, placement: PlacementPlan? = nil, timeMatmulAlgorithms: Bool = true,
-                splitScales: Bool = true, bottomMLP: BottomMLPOrder = .inOrder, mlpChains: MLPChainChoice = .tune) {
+                splitScales: Bool = true, bottomMLP: BottomMLPOrder = .tune, mlpChains: MLPChainChoice = .tune) {
         self.bottomMLP = bottomMLP
         self.mlpChains = mlpChains
         self.placement = placement
@@ -64,6 +64,10 @@ public enum MLPChainChoice: Sendable, Equatable {
 
 /// Where the forward runs the bottom MLP against the embedding bags.
 public enum BottomMLPOrder: String, Sendable, CaseIterable {
+    /// In order or beside, whichever replays faster: both graphs are captured and timed at each batch size's first
+    /// forward (runs 103–108, H200: beside 3–5 µs faster on terabyte at 2048 with the MLP chains, level or behind on
+    /// mlperf-v1). Without CUDA graphs, in order.
+    case tune
     /// Every stage in order on one stream.
     case inOrder = "in-order"
     /// On a second stream beside the index remap and the bags, joined before the interaction.
@@ -134,8 +138,16 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         return "gpu: \(context.device.name), embedding \(embedding)"
             + "\(plan.tuneOnFirstBatch ? " (tuning on the first batch)" : ""), "
             + (plan.splitIndices ? "24-bit indices, " : "")
-            + "MLP \(options.math.rawValue)" + (options.bottomMLP == .inOrder ? "" : ", bottom MLP \(options.bottomMLP.rawValue) the bags")
+            + "MLP \(options.math.rawValue)" + bottomDescription
             + (options.useGraphs ? ", CUDA graphs" : "")
+    }
+
+    private var bottomDescription: String {
+        switch options.bottomMLP {
+        case .inOrder: return ""
+        case .tune: return options.useGraphs ? ", bottom MLP in order or beside the bags (timed)" : ""
+        case .beside, .besideFirst: return ", bottom MLP \(options.bottomMLP.rawValue) the bags"
+        }
     }
 
     /// Device memory in use on this GPU (weights, tables, buffers of every process).
@@ -156,7 +168,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         self.library = try library ?? KernelLibrary(context: context)
         stream = try CUDAStream(context: context)
         uploadStream = try CUDAStream(context: context)
-        bottomSide = options.bottomMLP == .inOrder ? nil
+        bottomSide = options.bottomMLP == .inOrder || (options.bottomMLP == .tune && !options.useGraphs) ? nil
             : (try CUDAStream(context: context, highPriority: options.bottomMLP == .besideFirst),
                try Event(context: context, timing: false), try Event(context: context, timing: false))
         elementwise = try ElementwiseKernels(library: self.library)
@@ -330,7 +342,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
 
     /// Under the lock: uploads the packed inputs, runs the forward, downloads the probabilities.
     private func execute(size: Int, buffers: BatchBuffers, upload source: UnsafeMutableRawPointer, bytes: Int) throws -> [Float] {
-        let forward = try forward(for: size, buffers: buffers)
+        let forward = try forward(for: size, buffers: buffers, inputs: source, bytes: bytes)
         try stream.copy(from: UnsafeRawPointer(source), to: buffers.arena.address, bytes: bytes)
         try forward.run(on: stream)
         try stream.copy(from: buffers.probabilities.address, to: buffers.output.pointer, bytes: size * 4)
@@ -392,8 +404,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
                 size: batch.size, buffers: buffers, upload: buffers.staging.pointer, bytes: buffers.uploadBytes))
         }
         packed.buffers.use(packed.layout)
-        let forward = try forward(for: batch.size, buffers: packed.buffers)
         let bytes = packed.layout.uploadBytes
+        let forward = try forward(for: batch.size, buffers: packed.buffers, inputs: packed.staging.pointer, bytes: bytes)
         let landing = try landing(bytes: bytes)
         try uploadStream.wait(for: landing.free)  // the batch before last has been copied out of it
         try uploadStream.copy(from: UnsafeRawPointer(packed.staging.pointer), to: landing.buffer.address, bytes: bytes)
@@ -517,7 +529,8 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         defer { lock.unlock() }
         try context.makeCurrent()
         let buffers = try packAndTune(batch)
-        let forward = try forward(for: batch.size, buffers: buffers)
+        let forward = try forward(for: batch.size, buffers: buffers, inputs: buffers.staging.pointer,
+                                  bytes: buffers.uploadBytes)
         return try body(buffers, forward, try DeviceTimer(stream: stream))
     }
 
@@ -527,7 +540,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let forward = forwards[ForwardKey(size: size, weighted: false)] ?? forwards[ForwardKey(size: size, weighted: true)]
-        return forward?.dense.layerChoices
+        return forward.map { $0.dense.layerChoices + $0.orderChoice }
     }
 
     /// Where the forward's time goes: each stage timed with device events (no graph, inputs resident),
@@ -598,12 +611,25 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         }
     }
 
-    private func forward(for size: Int, buffers: BatchBuffers) throws -> Forward {
+    /// The forward of batch size `size`, made (tuned, captured) on its first use. `inputs` (`bytes` long) is the
+    /// packed batch about to run, which the caller uploads after this returns: where the bottom MLP's order is timed,
+    /// each replay runs on it, uploaded again before it as every forward's inputs are. (The bags must read real
+    /// indices; the upload also restores those a remap rewrote in place.)
+    private func forward(for size: Int, buffers: BatchBuffers, inputs: UnsafeMutableRawPointer, bytes: Int) throws -> Forward {
         let key = ForwardKey(size: size, weighted: buffers.currentLayout.hasSampleWeights)
         if let forward = forwards[key] { return forward }
         let forward = try Forward(engine: self, batch: size, buffers: buffers)
         try forward.tune(on: stream)
-        if options.useGraphs { try forward.capture(on: stream) }
+        forward.bottomBeside = bottomSide != nil && options.bottomMLP != .tune
+        if options.useGraphs {
+            if options.bottomMLP == .tune && bottomSide != nil {
+                try forward.captureFasterOrder(on: stream) {
+                    try self.stream.copy(from: UnsafeRawPointer(inputs), to: buffers.arena.address, bytes: bytes)
+                }
+            } else {
+                try forward.capture(on: stream)
+            }
+        }
         forwards[key] = forward
         return forward
     }
@@ -615,6 +641,10 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         let buffers: BatchBuffers
         let dense: DenseNetwork.Forward
         var graph: Graph?
+        /// Whether `encode` forks the bottom MLP onto the engine's side stream (the engine has one).
+        var bottomBeside = false
+        /// The two orders' µs a replay where `captureFasterOrder` timed them.
+        private var orderMicroseconds: (inOrder: Double, beside: Double)?
 
         init(engine: GPUEngine, batch: Int, buffers: BatchBuffers) throws {
             self.engine = engine
@@ -631,6 +661,44 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
             graph = try stream.capture { try encode(on: stream) }
         }
 
+        /// `BottomMLPOrder.tune`: the forward captured in order and with the bottom MLP beside the bags, each replayed
+        /// and timed after `upload` (alternating, two passes, the better of each kept), and the faster graph kept. Beside must
+        /// win by 1%: on a tie one stream is the simpler schedule. The upload before each replay is what every forward
+        /// starts from; back-to-back replays without it ranked the orders the other way round on terabyte at 2048
+        /// (run 109: in order 119.2 against beside 121.6 µs, while forwards after their uploads ran 123–128 in order
+        /// and 119–122 beside).
+        func captureFasterOrder(on stream: CUDAStream, upload: () throws -> Void) throws {
+            var graphs: [Graph] = []
+            for beside in [false, true] {
+                bottomBeside = beside
+                graphs.append(try stream.capture { try encode(on: stream) })
+            }
+            // The median of ten replays, each timed alone after its upload (as `deviceForwardSeconds` times them).
+            let timer = try DeviceTimer(stream: stream)
+            func replaySeconds(_ graph: Graph) throws -> Double {
+                try upload()
+                try graph.launch(on: stream)  // warm-up
+                return try (0..<10).map { _ in
+                    try upload()
+                    return try timer.time { try graph.launch(on: stream) }
+                }.median
+            }
+            var best = [Double.infinity, .infinity]
+            for _ in 0..<2 {
+                for order in 0..<2 { best[order] = min(best[order], try replaySeconds(graphs[order])) }
+            }
+            bottomBeside = best[1] < 0.99 * best[0]
+            graph = graphs[bottomBeside ? 1 : 0]
+            orderMicroseconds = (best[0] * 1e6, best[1] * 1e6)
+        }
+
+        /// The bottom MLP's order as chosen, for `linearChoices` (empty unless timed).
+        var orderChoice: [String] {
+            guard let times = orderMicroseconds else { return [] }
+            return [String(format: "bottom MLP %@ the bags (graph replays after their uploads: in order %.1f µs, beside %.1f µs)",
+                           bottomBeside ? "beside" : "before", times.inOrder, times.beside)]
+        }
+
         func run(on stream: CUDAStream) throws {
             if let graph { try graph.launch(on: stream) } else { try encode(on: stream) }
         }
@@ -638,7 +706,7 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         /// The forward on `stream` (what a graph captures): the bottom MLP forked onto the side stream where the
         /// engine has one, beside the index remap and the bags, joined before the interaction.
         func encode(on stream: CUDAStream) throws {
-            guard let side = engine.bottomSide else {
+            guard bottomBeside, let side = engine.bottomSide else {
                 for stage in stages { try stage.body(stream) }
                 return
             }

@@ -200,8 +200,8 @@ public final class ParitySuite {
         record("forward mlperf-v2 vectorized, host tier (25% of rows in HBM, hottest by profile)") {
             try checkForward(preset: .mlperfV2, variant: .vectorized, graphs: true, hbmShare: 0.25)
         }
-        for order in [BottomMLPOrder.beside, .besideFirst] {
-            record("forward terabyte vectorized, the bottom MLP \(order.rawValue) the bags (second stream)") {
+        for order in [BottomMLPOrder.beside, .besideFirst, .tune] {
+            record("forward terabyte vectorized, the bottom MLP \(order == .tune ? "in order or beside (timed)" : order.rawValue) the bags") {
                 try checkForward(preset: .terabyte, variant: .vectorized, graphs: true, bottomMLP: order)
             }
         }
