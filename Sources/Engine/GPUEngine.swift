@@ -65,8 +65,8 @@ public enum MLPChainChoice: Sendable, Equatable {
 /// Where the forward runs the bottom MLP against the embedding bags.
 public enum BottomMLPOrder: String, Sendable, CaseIterable {
     /// In order or beside, whichever replays faster: both graphs are captured and timed at each batch size's first
-    /// forward (runs 103–108, H200: beside 3–5 µs faster on terabyte at 2048 with the MLP chains, level or behind on
-    /// mlperf-v1). Without CUDA graphs, in order.
+    /// forward (run 110, H200: beside on terabyte at 2048 with the MLP chains, 3–4 µs faster; in order on mlperf-v1,
+    /// where the two are level). Without CUDA graphs, in order.
     case tune
     /// Every stage in order on one stream.
     case inOrder = "in-order"
@@ -662,11 +662,11 @@ public final class GPUEngine: InferenceEngine, @unchecked Sendable {
         }
 
         /// `BottomMLPOrder.tune`: the forward captured in order and with the bottom MLP beside the bags, each replayed
-        /// and timed after `upload` (alternating, two passes, the better of each kept), and the faster graph kept. Beside must
-        /// win by 1%: on a tie one stream is the simpler schedule. The upload before each replay is what every forward
-        /// starts from; back-to-back replays without it ranked the orders the other way round on terabyte at 2048
-        /// (run 109: in order 119.2 against beside 121.6 µs, while forwards after their uploads ran 123–128 in order
-        /// and 119–122 beside).
+        /// and timed after `upload` (alternating, two passes, the better of each kept), and the faster graph kept.
+        /// Beside must win by 1%: on a tie one stream is the simpler schedule. The upload before each replay is what
+        /// every forward starts from; back-to-back replays without it ranked the orders the other way round on
+        /// terabyte at 2048 (run 109: in order 119.2 against beside 121.6 µs, while forwards after their uploads ran
+        /// 123–128 in order and 119–122 beside).
         func captureFasterOrder(on stream: CUDAStream, upload: () throws -> Void) throws {
             var graphs: [Graph] = []
             for beside in [false, true] {

@@ -60,8 +60,10 @@ import Testing
     }
 
     @Test func inFlightRequestsFinishWithConnectionClose() async throws {
-        let slow = SlowEngine(CPUEngine(model: try tinyModel()), delay: 0.5)
-        let (server, running) = try await startServer(engine: slow)
+        // The engine holds the first request until shutdown has begun (a fixed delay raced the shutdown on a loaded
+        // 2-core CI machine: the request was answered before it, without "connection: close").
+        let gated = GatedEngine(CPUEngine(model: try tinyModel()))
+        let (server, running) = try await startServer(engine: gated)
         let body = try inferBody(seed: 3)
         // A request already inside the server, and one whose body is still arriving at SIGTERM.
         let inside = try #require(RawSocket(port: running.ports.http))
@@ -73,12 +75,13 @@ import Testing
         let deadline = Date().addingTimeInterval(10)
         // Both heads must have reached the server before the signal: a connection whose head is still in a
         // socket buffer is idle to the server, and shutdown rightly closes idle connections.
-        while server.service.inFlight < 1 || server.connections.working < 2, Date() < deadline {
+        while !gated.entered || server.service.inFlight < 1 || server.connections.working < 2, Date() < deadline {
             try await Task.sleep(for: .milliseconds(5))
         }
         let stopping = Task { try await running.stop() }
         while server.service.isReady, Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
         #expect(!server.service.isReady, "readiness must turn off at once")
+        gated.open()
         arriving.send(Array(body[10...]))
         for socket in [inside, arriving] {
             let response = await socket.readResponse(timeout: 10)
