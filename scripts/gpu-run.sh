@@ -307,10 +307,10 @@ stage_row-layout-probe() {
     nvcc -O3 -arch=sm_90 -std=c++17 -o $WORK/row_layout_probe Benchmarks/row_layout_probe.cu && $WORK/row_layout_probe
 }
 # The fused MLP chains (mlp_f32.cu) against cuBLASLt layer by layer, both graph-replayed: the presets' chains
-# (MLP_CHAINS, default all four) in each variant of MLP_VARIANTS ("label:DEFINE=value ..." separated by ';'; default
+# (MLP_CHAINS, default all five) in each variant of MLP_VARIANTS ("label:DEFINE=value ..." separated by ';'; default
 # 8, 16 and 32 samples a block) at MLP_BATCHES (default 256 1024 2048 8192 16384). MLP_NCU=1 adds Nsight Compute's
 # warp stall reasons, L1 hit rate and L2 read sectors for each variant's fused kernel at batch 2048. terabyte-dot is the
-# top chain with the dot interaction inside (MLP_DOT_STAGED=0 reads T through L1 instead of staging it).
+# top chain with the dot interaction inside (it reads T; cuBLAS's layers start from r).
 stage_mlp-probe() {
     local chains=("terabyte-bottom:MLP_WIDTHS=16,512,256,64 MLP_INPUT=13 MLP_OUTPUT=64"
                   "terabyte-top:MLP_WIDTHS=416,512,512,256 MLP_INPUT=415 MLP_LOGIT=1"
